@@ -1,0 +1,214 @@
+//! The control API, typed. The shell sends a [`ControlRequest`] to its node's local socket; the
+//! node answers what concerns itself (info, init, join, leave) and passes the rest to the Raft
+//! leader, unchanged, over the cluster port.
+
+use std::collections::BTreeMap;
+
+use essaim_core::model::{Availability, Cluster, Node, ObjectId, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ControlError;
+use crate::pb;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum ControlRequest {
+    // ----- answered by the node the shell talks to -----
+    /// The node's own view of itself and its swarm.
+    Info,
+    /// Make this node the first manager of a new cluster.
+    SwarmInit {
+        advertise_addr: Option<String>,
+    },
+    /// Join the cluster of the manager at `remote_addr`, as the token says (worker or manager).
+    SwarmJoin {
+        token: String,
+        remote_addr: String,
+        advertise_addr: Option<String>,
+    },
+    /// Leave the cluster; `force` skips the quorum check and leaves even when the cluster
+    /// cannot be told.
+    SwarmLeave {
+        force: bool,
+    },
+
+    // ----- answered by the leader -----
+    /// The join token for `role`, after rotating it when `rotate` is set.
+    JoinToken {
+        role: Role,
+        rotate: bool,
+    },
+    SwarmInspect,
+    NodeList,
+    NodeInspect {
+        node: String,
+    },
+    /// Changes a node's spec. `role` promotes or demotes it.
+    NodeUpdate {
+        node: String,
+        /// The version the caller read; the update is refused if the node changed since.
+        expected_version: Option<u64>,
+        availability: Option<Availability>,
+        role: Option<Role>,
+        label_add: BTreeMap<String, String>,
+        label_rm: Vec<String>,
+    },
+    NodeRemove {
+        node: String,
+        force: bool,
+    },
+    /// Sent by a node's own daemon as it leaves: a worker is marked down, a manager leaves
+    /// the Raft membership.
+    NodeLeave {
+        node_id: ObjectId,
+        force: bool,
+    },
+}
+
+impl ControlRequest {
+    /// True for the requests the node the shell talks to answers itself.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            ControlRequest::Info
+                | ControlRequest::SwarmInit { .. }
+                | ControlRequest::SwarmJoin { .. }
+                | ControlRequest::SwarmLeave { .. }
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum ControlReply {
+    Info(NodeInfo),
+    Initialized {
+        node_id: ObjectId,
+        cluster_id: ObjectId,
+        worker_token: String,
+        manager_addr: String,
+    },
+    Joined {
+        node_id: ObjectId,
+        role: Role,
+    },
+    JoinToken {
+        role: Role,
+        token: String,
+        manager_addr: String,
+    },
+    Swarm(Cluster),
+    Nodes(Vec<NodeView>),
+    Node(NodeView),
+    Done,
+}
+
+/// Whether the node belongs to a swarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalSwarmState {
+    Inactive,
+    Active,
+}
+
+/// A node's view of itself, answered without asking the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node_id: Option<ObjectId>,
+    pub hostname: String,
+    pub addr: String,
+    pub swarm: LocalSwarmState,
+    pub cluster_id: Option<ObjectId>,
+    /// True when this node is a voting member of the Raft group.
+    pub is_manager: bool,
+    /// The leader's node ID, when this node is a manager and one is known.
+    pub leader_id: Option<ObjectId>,
+}
+
+/// A node as `node ls` and `node inspect` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    #[serde(flatten)]
+    pub node: Node,
+    /// Present for managers.
+    pub manager_status: Option<ManagerStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerStatus {
+    pub leader: bool,
+    pub reachability: Reachability,
+    pub addr: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reachability {
+    Reachable,
+    Unreachable,
+}
+
+impl ManagerStatus {
+    /// The MANAGER STATUS column of `node ls`.
+    pub fn label(&self) -> &'static str {
+        match (self.leader, self.reachability) {
+            (true, _) => "Leader",
+            (false, Reachability::Reachable) => "Reachable",
+            (false, Reachability::Unreachable) => "Unreachable",
+        }
+    }
+}
+
+/// Encodes a request or reply for the wire.
+///
+/// # Errors
+/// Only if the value cannot be serialized, which would be a bug.
+pub fn encode<T: Serialize>(value: &T) -> Result<pb::ControlMessage, ControlError> {
+    serde_json::to_vec(value)
+        .map(|json| pb::ControlMessage { json })
+        .map_err(|e| ControlError::Internal(format!("cannot encode control message: {e}")))
+}
+
+/// Decodes a request or reply from the wire.
+///
+/// # Errors
+/// A message that is not a valid request or reply of this version of essaim.
+pub fn decode<T: for<'de> Deserialize<'de>>(
+    message: &pb::ControlMessage,
+) -> Result<T, ControlError> {
+    serde_json::from_slice(&message.json).map_err(|e| {
+        ControlError::InvalidArgument(format!(
+            "malformed control message (is the other side the same essaim version?): {e}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_cross_the_wire_unchanged() {
+        let request = ControlRequest::NodeUpdate {
+            node: "m1".into(),
+            expected_version: Some(4),
+            availability: Some(Availability::Drain),
+            role: None,
+            label_add: BTreeMap::from([("zone".into(), "a".into())]),
+            label_rm: vec!["old".into()],
+        };
+        let wire = encode(&request).expect("encode");
+        assert_eq!(decode::<ControlRequest>(&wire).expect("decode"), request);
+    }
+
+    #[test]
+    fn a_garbled_message_is_an_invalid_argument() {
+        let wire = pb::ControlMessage {
+            json: b"{not json".to_vec(),
+        };
+        assert!(matches!(
+            decode::<ControlRequest>(&wire),
+            Err(ControlError::InvalidArgument(_))
+        ));
+    }
+}

@@ -1,0 +1,129 @@
+//! Errors of the control API, and their one conversion to and from `tonic::Status`.
+
+use essaim_core::{LookupError, StateError};
+use thiserror::Error;
+use tonic::{Code, Status};
+
+/// Why a control call failed. The message is for a person: it says what went wrong and, where
+/// possible, what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ControlError {
+    /// The request itself is wrong (a bad flag value, a malformed token or address).
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The object changed meanwhile, or already exists; read again and retry.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is well formed but not possible now (not in a swarm, would lose quorum).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The managers cannot agree: too few of them are reachable.
+    #[error("{0}")]
+    NoQuorum(String),
+    /// The node or cluster could not be reached; retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ControlError {
+    /// True when the same call may succeed later without any change.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ControlError::NoQuorum(_) | ControlError::Unavailable(_) | ControlError::Conflict(_)
+        )
+    }
+}
+
+/// Marks the status messages that mean "no quorum", since gRPC has no code of its own for it.
+const NO_QUORUM_PREFIX: &str = "no quorum: ";
+
+impl From<ControlError> for Status {
+    fn from(error: ControlError) -> Status {
+        match error {
+            ControlError::InvalidArgument(m) => Status::invalid_argument(m),
+            ControlError::NotFound(m) => Status::not_found(m),
+            ControlError::Conflict(m) => Status::aborted(m),
+            ControlError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ControlError::NoQuorum(m) => Status::unavailable(format!("{NO_QUORUM_PREFIX}{m}")),
+            ControlError::Unavailable(m) => Status::unavailable(m),
+            ControlError::PermissionDenied(m) => Status::permission_denied(m),
+            ControlError::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+impl From<Status> for ControlError {
+    fn from(status: Status) -> ControlError {
+        let message = status.message().to_string();
+        match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => ControlError::InvalidArgument(message),
+            Code::NotFound => ControlError::NotFound(message),
+            Code::Aborted | Code::AlreadyExists => ControlError::Conflict(message),
+            Code::FailedPrecondition => ControlError::FailedPrecondition(message),
+            Code::Unavailable => match message.strip_prefix(NO_QUORUM_PREFIX) {
+                Some(rest) => ControlError::NoQuorum(rest.to_string()),
+                None if message.is_empty() => {
+                    ControlError::Unavailable("the node could not be reached".to_string())
+                }
+                None => ControlError::Unavailable(message),
+            },
+            Code::DeadlineExceeded => ControlError::Unavailable(format!("timed out: {message}")),
+            Code::PermissionDenied | Code::Unauthenticated => {
+                ControlError::PermissionDenied(message)
+            }
+            _ => ControlError::Internal(message),
+        }
+    }
+}
+
+impl From<StateError> for ControlError {
+    fn from(error: StateError) -> ControlError {
+        let message = error.to_string();
+        match error {
+            StateError::NotFound { .. } => ControlError::NotFound(message),
+            StateError::VersionConflict { .. } | StateError::AlreadyExists { .. } => {
+                ControlError::Conflict(message)
+            }
+            StateError::StateRegression { .. } => ControlError::FailedPrecondition(message),
+            StateError::Invalid(_) => ControlError::InvalidArgument(message),
+        }
+    }
+}
+
+impl From<LookupError> for ControlError {
+    fn from(error: LookupError) -> ControlError {
+        match error {
+            LookupError::NotFound { .. } => ControlError::NotFound(error.to_string()),
+            LookupError::Ambiguous { .. } => ControlError::InvalidArgument(error.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_survives_the_trip_through_a_status() {
+        let all = [
+            ControlError::InvalidArgument("a".into()),
+            ControlError::NotFound("b".into()),
+            ControlError::Conflict("c".into()),
+            ControlError::FailedPrecondition("d".into()),
+            ControlError::NoQuorum("e".into()),
+            ControlError::Unavailable("f".into()),
+            ControlError::PermissionDenied("g".into()),
+            ControlError::Internal("h".into()),
+        ];
+        for error in all {
+            assert_eq!(ControlError::from(Status::from(error.clone())), error);
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Channels and servers: the one place where connections are set up, so that transport
+//! security slots in here and nowhere else.
+//!
+//! Two doors lead into a node: the cluster port (TCP, for managers and workers) and the local
+//! socket (a Unix socket, owner-only, for the shell on the same machine).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::{UnixListener, UnixStream};
+use tonic::transport::{Channel, Endpoint, Server, Uri};
+
+use crate::error::ControlError;
+use crate::pb::control_client::ControlClient;
+use crate::pb::membership_client::MembershipClient;
+use crate::pb::raft_client::RaftClient;
+
+/// Raft batches and snapshots can be large: one entry may carry thousands of task changes.
+pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+
+/// How long a connection attempt to another node may take before it counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A channel to another node's cluster port. It connects lazily, on first use, and reconnects
+/// by itself after a failure.
+///
+/// # Errors
+/// `addr` is not a `host:port` address.
+pub fn cluster_channel(addr: &str) -> Result<Channel, ControlError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| ControlError::InvalidArgument(format!("invalid address {addr:?}: {e}")))?;
+    Ok(endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect_lazy())
+}
+
+/// A channel to a daemon's local socket, connected now so that a missing daemon is reported
+/// at once.
+///
+/// # Errors
+/// No daemon listens on `path`.
+pub async fn local_channel(path: &Path) -> Result<Channel, ControlError> {
+    let socket = path.to_path_buf();
+    // The URI is required by the API but unused: the connector below decides where to go.
+    let endpoint = Endpoint::from_static("http://localhost");
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
+        }))
+        .await
+        .map_err(|e| {
+            ControlError::Unavailable(format!(
+                "cannot reach the essaim daemon at unix://{}: {} (is essaimd running?)",
+                path.display(),
+                source_message(&e)
+            ))
+        })
+}
+
+/// The innermost cause of a transport error, which is the part a person can act on.
+fn source_message(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+/// A server for either door, with the settings every essaim server shares.
+pub fn server() -> Server {
+    Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+}
+
+/// Binds the local socket, readable and writable by its owner only: it is the one door that
+/// asks for no certificate, so file permissions are its lock.
+///
+/// # Errors
+/// Another daemon already listens there, or the path cannot be created.
+pub fn bind_local_socket(path: &Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        // A socket file with nobody behind it is left over from a crash; a live one belongs to
+        // another daemon, which we must not steal from.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another essaimd already listens on {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    // Create the socket with no group or other bits at all, so there is no window in which
+    // it is open to others.
+    let listener = with_umask(0o177, || UnixListener::bind(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask only swaps the process's file creation mask; it cannot fail.
+    let previous = unsafe { libc_umask(mask) };
+    let out = f();
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc_umask(previous) };
+    out
+}
+
+extern "C" {
+    #[link_name = "umask"]
+    fn libc_umask(mask: u32) -> u32;
+}
+
+/// Where a `-H` host string points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Host {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl std::str::FromStr for Host {
+    type Err = ControlError;
+
+    fn from_str(text: &str) -> Result<Host, ControlError> {
+        if let Some(path) = text.strip_prefix("unix://") {
+            if path.is_empty() {
+                return Err(ControlError::InvalidArgument(
+                    "invalid host \"unix://\": a socket path must follow".to_string(),
+                ));
+            }
+            return Ok(Host::Unix(PathBuf::from(path)));
+        }
+        if let Some(addr) = text.strip_prefix("tcp://") {
+            return Ok(Host::Tcp(addr.to_string()));
+        }
+        if text.starts_with('/') {
+            return Ok(Host::Unix(PathBuf::from(text)));
+        }
+        Err(ControlError::InvalidArgument(format!(
+            "invalid host {text:?}: expected unix:///path/to/essaim.sock or tcp://host:port"
+        )))
+    }
+}
+
+pub fn raft_client(channel: Channel) -> RaftClient<Channel> {
+    RaftClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+pub fn membership_client(channel: Channel) -> MembershipClient<Channel> {
+    MembershipClient::new(channel)
+}
+
+pub fn control_client(channel: Channel) -> ControlClient<Channel> {
+    ControlClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Sends one control request and waits for its reply.
+///
+/// # Errors
+/// Whatever the serving node refused, or the transport failed with.
+pub async fn call(
+    client: &mut ControlClient<Channel>,
+    request: &crate::ControlRequest,
+) -> Result<crate::ControlReply, ControlError> {
+    let message = crate::control::encode(request)?;
+    let reply = client.call(message).await.map_err(ControlError::from)?;
+    crate::control::decode(reply.get_ref())
+}

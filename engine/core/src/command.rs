@@ -1,0 +1,120 @@
+//! Commands: the changes one Raft entry carries. A [`Request`] batches many commands (the
+//! scheduler commits thousands of assignments in one entry); each command is applied on its
+//! own, all or nothing, and gets its own result.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StateError;
+use crate::model::{
+    Cluster, ClusterConfig, Node, NodeSpec, NodeStatus, ObjectId, Role, Service, ServiceSpec, Task,
+    TaskState, TaskStatus,
+};
+use crate::time::Timestamp;
+
+/// One Raft entry's worth of changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// When the leader proposed the entry; every manager stamps objects with this same time.
+    pub time: Timestamp,
+    pub commands: Vec<Command>,
+}
+
+impl Request {
+    pub fn new(time: Timestamp, commands: Vec<Command>) -> Self {
+        Request { time, commands }
+    }
+
+    pub fn one(time: Timestamp, command: Command) -> Self {
+        Request {
+            time,
+            commands: vec![command],
+        }
+    }
+}
+
+/// One result per command of the request, in order: the version the command gave its object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub results: Vec<Result<u64, StateError>>,
+}
+
+impl Response {
+    /// The result of a single-command request.
+    ///
+    /// # Errors
+    /// The command's own refusal.
+    pub fn single(self) -> Result<u64, StateError> {
+        self.results
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(StateError::Invalid("empty response".to_string())))
+    }
+}
+
+/// A change to the cluster state. `expected_version`, where present, makes the change
+/// conditional on the object being unchanged since the caller read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+// Variants are built once and moved, never copied around: boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
+pub enum Command {
+    CreateCluster {
+        cluster: Cluster,
+    },
+    UpdateClusterConfig {
+        expected_version: Option<u64>,
+        config: ClusterConfig,
+    },
+    SetJoinToken {
+        role: Role,
+        token: String,
+    },
+    AddNode {
+        node: Node,
+    },
+    UpdateNodeSpec {
+        id: ObjectId,
+        expected_version: Option<u64>,
+        spec: NodeSpec,
+    },
+    /// Health as seen by the leader; last writer wins.
+    SetNodeStatus {
+        id: ObjectId,
+        status: NodeStatus,
+    },
+    RemoveNode {
+        id: ObjectId,
+        expected_version: Option<u64>,
+    },
+    CreateService {
+        service: Service,
+    },
+    UpdateService {
+        id: ObjectId,
+        expected_version: Option<u64>,
+        spec: ServiceSpec,
+    },
+    RemoveService {
+        id: ObjectId,
+        expected_version: Option<u64>,
+    },
+    CreateTask {
+        task: Task,
+    },
+    AssignTask {
+        id: ObjectId,
+        node_id: ObjectId,
+    },
+    /// A worker's report, or a manager's verdict; refused if it would move the state back.
+    UpdateTaskStatus {
+        id: ObjectId,
+        status: TaskStatus,
+    },
+    SetTaskDesiredState {
+        id: ObjectId,
+        desired_state: TaskState,
+    },
+    RemoveTask {
+        id: ObjectId,
+    },
+}

@@ -1,0 +1,56 @@
+//! What can go wrong in the state machine. These errors travel back to the client inside Raft
+//! responses, so they are plain data.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::model::{Kind, TaskState};
+
+/// A command the state machine refused. Nothing of the refused command was applied.
+#[derive(Clone, Debug, Error, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateError {
+    #[error("{kind} {id} not found")]
+    NotFound { kind: Kind, id: String },
+
+    /// Someone else changed the object since the caller read it; read again and retry.
+    #[error("{kind} {id} changed meanwhile (read at version {expected}, now at {actual}): read it again and retry")]
+    VersionConflict {
+        kind: Kind,
+        id: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists { kind: Kind, name: String },
+
+    #[error("task {id} cannot move back from {from} to {to}")]
+    StateRegression {
+        id: String,
+        from: TaskState,
+        to: TaskState,
+    },
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StateError {
+    /// True when retrying after a fresh read may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StateError::VersionConflict { .. })
+    }
+}
+
+/// A name, ID or ID prefix that does not pick exactly one object.
+#[derive(Clone, Debug, Error, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LookupError {
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: Kind, name: String },
+    #[error("{kind} name {name:?} is ambiguous: it matches {} ({})", .matches.len(), .matches.join(", "))]
+    Ambiguous {
+        kind: Kind,
+        name: String,
+        matches: Vec<String>,
+    },
+}

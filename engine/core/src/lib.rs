@@ -1,0 +1,26 @@
+//! The heart of essaim: the cluster model, the replicated state machine that every manager
+//! applies in Raft log order, and (as the project grows) the pure decision logic of the control
+//! loops. Nothing here touches sockets, files or clocks: time comes in with each request, so the
+//! whole crate is deterministic and unit-tested fast.
+//!
+//! # Layout
+//! - [`model`]: nodes, services, tasks and the cluster object, with their specs and states.
+//! - [`command`]: the changes a Raft entry carries, batched into one [`command::Request`].
+//! - [`state`]: [`state::ClusterState`], which applies requests, enforces versions and the
+//!   forward-only task states, and answers lookups by name, ID or ID prefix.
+//! - [`event`]: the change events a commit produces, in commit order, for watchers.
+//! - [`error`]: what can go wrong when applying or looking up.
+//! - [`time`]: timestamps and durations as they travel in the model.
+
+pub mod command;
+pub mod error;
+pub mod event;
+pub mod model;
+pub mod state;
+pub mod time;
+
+pub use command::{Command, Request, Response};
+pub use error::{LookupError, StateError};
+pub use event::{Change, Event};
+pub use state::ClusterState;
+pub use time::Timestamp;

@@ -1,0 +1,86 @@
+//! The objects the cluster agrees on. Each carries an ID and a version (the Raft log index of
+//! the change that last wrote it); an update names the version it read and is refused if the
+//! object changed meanwhile.
+
+mod cluster;
+mod node;
+mod service;
+mod task;
+
+pub use cluster::{Cluster, ClusterConfig, JoinTokens};
+pub use node::{
+    Availability, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, ParseEnumError, Role,
+};
+pub use service::{
+    PortConfig, Resources, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec,
+    TaskSpec,
+};
+pub use task::{Task, TaskState, TaskStatus};
+
+/// Object IDs: 25 lowercase base-36 characters, like Swarm's. Users may name an object by any
+/// unambiguous prefix of its ID.
+pub type ObjectId = String;
+
+/// The kinds of object, for messages and events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Cluster,
+    Node,
+    Service,
+    Task,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Cluster => "cluster",
+            Kind::Node => "node",
+            Kind::Service => "service",
+            Kind::Task => "task",
+        })
+    }
+}
+
+/// Declares a fieldless enum that reads and prints as lowercase words, for the command line
+/// and JSON alike.
+macro_rules! word_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $word)] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The word users type and read.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $word),+ }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::model::ParseEnumError;
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                match text.to_ascii_lowercase().as_str() {
+                    $($word => Ok($name::$variant),)+
+                    _ => Err($crate::model::ParseEnumError {
+                        what: stringify!($name),
+                        given: text.to_string(),
+                        expected: &[$($word),+],
+                    }),
+                }
+            }
+        }
+    };
+}
+pub(crate) use word_enum;

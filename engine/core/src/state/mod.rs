@@ -1,0 +1,479 @@
+//! The replicated state machine: every manager applies the same requests in Raft log order and
+//! reaches the same [`ClusterState`]. Apply is deterministic: no clock, no randomness, no I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, Request, Response};
+use crate::error::{LookupError, StateError};
+use crate::event::{Change, Event};
+use crate::model::{Cluster, Kind, Node, ObjectId, Role, Service, Task};
+
+/// Everything the managers agree on.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// `None` until `swarm init`.
+    pub cluster: Option<Cluster>,
+    nodes: BTreeMap<ObjectId, Node>,
+    services: BTreeMap<ObjectId, Service>,
+    tasks: BTreeMap<ObjectId, Task>,
+    /// Derived from the tables above; rebuilt after a snapshot is loaded.
+    #[serde(skip)]
+    index: Indexes,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Indexes {
+    service_by_name: HashMap<String, ObjectId>,
+    tasks_by_service: HashMap<ObjectId, BTreeSet<ObjectId>>,
+    tasks_by_node: HashMap<ObjectId, BTreeSet<ObjectId>>,
+}
+
+impl PartialEq for ClusterState {
+    fn eq(&self, other: &Self) -> bool {
+        self.cluster == other.cluster
+            && self.nodes == other.nodes
+            && self.services == other.services
+            && self.tasks == other.tasks
+    }
+}
+
+impl ClusterState {
+    /// Applies one Raft entry at log `index`, appending what changed to `events`.
+    pub fn apply(&mut self, index: u64, request: &Request, events: &mut Vec<Event>) -> Response {
+        let results = request
+            .commands
+            .iter()
+            .map(|command| {
+                self.apply_command(index, request, command, events)
+                    .map(|()| index)
+            })
+            .collect();
+        Response { results }
+    }
+
+    /// Restores the derived indexes, after deserializing a snapshot.
+    pub fn rebuild_indexes(&mut self) {
+        let mut index = Indexes::default();
+        for service in self.services.values() {
+            index
+                .service_by_name
+                .insert(service.spec.name.clone(), service.id.clone());
+        }
+        for task in self.tasks.values() {
+            index_task(&mut index, task);
+        }
+        self.index = index;
+    }
+
+    fn apply_command(
+        &mut self,
+        index: u64,
+        request: &Request,
+        command: &Command,
+        events: &mut Vec<Event>,
+    ) -> Result<(), StateError> {
+        let now = request.time;
+        let mut emit = |change| events.push(Event { index, change });
+        match command {
+            Command::CreateCluster { cluster } => {
+                if self.cluster.is_some() {
+                    return Err(StateError::AlreadyExists {
+                        kind: Kind::Cluster,
+                        name: cluster.id.clone(),
+                    });
+                }
+                let mut cluster = cluster.clone();
+                cluster.version = index;
+                cluster.created_at = now;
+                cluster.updated_at = now;
+                emit(Change::Cluster(cluster.clone()));
+                self.cluster = Some(cluster);
+            }
+            Command::UpdateClusterConfig {
+                expected_version,
+                config,
+            } => {
+                let cluster = self.cluster_mut()?;
+                check_version(
+                    Kind::Cluster,
+                    &cluster.id,
+                    cluster.version,
+                    *expected_version,
+                )?;
+                cluster.config = config.clone();
+                cluster.version = index;
+                cluster.updated_at = now;
+                emit(Change::Cluster(cluster.clone()));
+            }
+            Command::SetJoinToken { role, token } => {
+                let cluster = self.cluster_mut()?;
+                match role {
+                    Role::Worker => cluster.join_tokens.worker = token.clone(),
+                    Role::Manager => cluster.join_tokens.manager = token.clone(),
+                }
+                cluster.version = index;
+                cluster.updated_at = now;
+                emit(Change::Cluster(cluster.clone()));
+            }
+            Command::AddNode { node } => {
+                if self.nodes.contains_key(&node.id) {
+                    return Err(StateError::AlreadyExists {
+                        kind: Kind::Node,
+                        name: node.id.clone(),
+                    });
+                }
+                let mut node = node.clone();
+                node.version = index;
+                node.created_at = now;
+                node.updated_at = now;
+                emit(Change::Node(node.clone()));
+                self.nodes.insert(node.id.clone(), node);
+            }
+            Command::UpdateNodeSpec {
+                id,
+                expected_version,
+                spec,
+            } => {
+                let node = get_mut(&mut self.nodes, Kind::Node, id)?;
+                check_version(Kind::Node, id, node.version, *expected_version)?;
+                node.spec = spec.clone();
+                node.version = index;
+                node.updated_at = now;
+                emit(Change::Node(node.clone()));
+            }
+            Command::SetNodeStatus { id, status } => {
+                let node = get_mut(&mut self.nodes, Kind::Node, id)?;
+                node.status = status.clone();
+                node.version = index;
+                node.updated_at = now;
+                emit(Change::Node(node.clone()));
+            }
+            Command::RemoveNode {
+                id,
+                expected_version,
+            } => {
+                let node = get_mut(&mut self.nodes, Kind::Node, id)?;
+                check_version(Kind::Node, id, node.version, *expected_version)?;
+                self.nodes.remove(id);
+                emit(Change::NodeRemoved { id: id.clone() });
+            }
+            Command::CreateService { service } => {
+                if self.services.contains_key(&service.id) {
+                    return Err(StateError::AlreadyExists {
+                        kind: Kind::Service,
+                        name: service.id.clone(),
+                    });
+                }
+                if self.index.service_by_name.contains_key(&service.spec.name) {
+                    return Err(StateError::AlreadyExists {
+                        kind: Kind::Service,
+                        name: service.spec.name.clone(),
+                    });
+                }
+                let mut service = service.clone();
+                service.version = index;
+                service.created_at = now;
+                service.updated_at = now;
+                self.index
+                    .service_by_name
+                    .insert(service.spec.name.clone(), service.id.clone());
+                emit(Change::Service(service.clone()));
+                self.services.insert(service.id.clone(), service);
+            }
+            Command::UpdateService {
+                id,
+                expected_version,
+                spec,
+            } => {
+                let service = get_mut(&mut self.services, Kind::Service, id)?;
+                check_version(Kind::Service, id, service.version, *expected_version)?;
+                if service.spec.name != spec.name {
+                    return Err(StateError::Invalid(format!(
+                        "service {} cannot be renamed to {:?}",
+                        service.spec.name, spec.name
+                    )));
+                }
+                service.previous_spec = Some(std::mem::replace(&mut service.spec, spec.clone()));
+                service.version = index;
+                service.updated_at = now;
+                emit(Change::Service(service.clone()));
+            }
+            Command::RemoveService {
+                id,
+                expected_version,
+            } => {
+                let service = get_mut(&mut self.services, Kind::Service, id)?;
+                check_version(Kind::Service, id, service.version, *expected_version)?;
+                let name = service.spec.name.clone();
+                self.services.remove(id);
+                self.index.service_by_name.remove(&name);
+                emit(Change::ServiceRemoved { id: id.clone() });
+            }
+            Command::CreateTask { task } => {
+                if self.tasks.contains_key(&task.id) {
+                    return Err(StateError::AlreadyExists {
+                        kind: Kind::Task,
+                        name: task.id.clone(),
+                    });
+                }
+                if !self.services.contains_key(&task.service_id) {
+                    return Err(StateError::NotFound {
+                        kind: Kind::Service,
+                        id: task.service_id.clone(),
+                    });
+                }
+                let mut task = task.clone();
+                task.version = index;
+                task.created_at = now;
+                task.updated_at = now;
+                index_task(&mut self.index, &task);
+                emit(Change::Task(task.clone()));
+                self.tasks.insert(task.id.clone(), task);
+            }
+            Command::AssignTask { id, node_id } => {
+                if !self.nodes.contains_key(node_id) {
+                    return Err(StateError::NotFound {
+                        kind: Kind::Node,
+                        id: node_id.clone(),
+                    });
+                }
+                let task = get_mut(&mut self.tasks, Kind::Task, id)?;
+                if let Some(previous) = &task.node_id {
+                    return Err(StateError::Invalid(format!(
+                        "task {id} is already assigned to node {previous}"
+                    )));
+                }
+                task.node_id = Some(node_id.clone());
+                task.version = index;
+                task.updated_at = now;
+                let task = task.clone();
+                self.index
+                    .tasks_by_node
+                    .entry(node_id.clone())
+                    .or_default()
+                    .insert(id.clone());
+                emit(Change::Task(task));
+            }
+            Command::UpdateTaskStatus { id, status } => {
+                let task = get_mut(&mut self.tasks, Kind::Task, id)?;
+                if status.state < task.status.state {
+                    return Err(StateError::StateRegression {
+                        id: id.clone(),
+                        from: task.status.state,
+                        to: status.state,
+                    });
+                }
+                task.status = status.clone();
+                task.version = index;
+                task.updated_at = now;
+                emit(Change::Task(task.clone()));
+            }
+            Command::SetTaskDesiredState { id, desired_state } => {
+                let task = get_mut(&mut self.tasks, Kind::Task, id)?;
+                if *desired_state < task.desired_state {
+                    return Err(StateError::StateRegression {
+                        id: id.clone(),
+                        from: task.desired_state,
+                        to: *desired_state,
+                    });
+                }
+                task.desired_state = *desired_state;
+                task.version = index;
+                task.updated_at = now;
+                emit(Change::Task(task.clone()));
+            }
+            Command::RemoveTask { id } => {
+                let task = self.tasks.remove(id).ok_or_else(|| StateError::NotFound {
+                    kind: Kind::Task,
+                    id: id.clone(),
+                })?;
+                unindex_task(&mut self.index, &task);
+                emit(Change::TaskRemoved { id: id.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    fn cluster_mut(&mut self) -> Result<&mut Cluster, StateError> {
+        self.cluster.as_mut().ok_or_else(|| StateError::NotFound {
+            kind: Kind::Cluster,
+            id: "(none: run swarm init)".to_string(),
+        })
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    pub fn node_by_id(&self, id: &str) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    /// Finds a node by hostname, full ID or unambiguous ID prefix.
+    ///
+    /// # Errors
+    /// Not found, or more than one node answers to the name.
+    pub fn node(&self, name: &str) -> Result<&Node, LookupError> {
+        if let Some(node) = self.nodes.get(name) {
+            return Ok(node);
+        }
+        let describe = |n: &Node| format!("{} ({})", n.id, n.description.hostname);
+        let by_hostname = self
+            .nodes
+            .values()
+            .filter(|n| n.description.hostname == name);
+        if by_hostname.clone().next().is_some() {
+            return pick_one(Kind::Node, name, by_hostname, describe);
+        }
+        pick_one(
+            Kind::Node,
+            name,
+            self.nodes.values().filter(|n| n.id.starts_with(name)),
+            describe,
+        )
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values()
+    }
+
+    pub fn service_by_id(&self, id: &str) -> Option<&Service> {
+        self.services.get(id)
+    }
+
+    /// Finds a service by name, full ID or unambiguous ID prefix.
+    ///
+    /// # Errors
+    /// Not found, or an ID prefix shared by several services.
+    pub fn service(&self, name: &str) -> Result<&Service, LookupError> {
+        if let Some(service) = self
+            .index
+            .service_by_name
+            .get(name)
+            .and_then(|id| self.services.get(id))
+            .or_else(|| self.services.get(name))
+        {
+            return Ok(service);
+        }
+        pick_one(
+            Kind::Service,
+            name,
+            self.services.values().filter(|s| s.id.starts_with(name)),
+            |s| format!("{} ({})", s.id, s.spec.name),
+        )
+    }
+
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+
+    pub fn task_by_id(&self, id: &str) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    /// The tasks of one service, in ID order.
+    pub fn tasks_of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Task> {
+        self.index
+            .tasks_by_service
+            .get(service_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+    }
+
+    /// The tasks assigned to one node, in ID order.
+    pub fn tasks_on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a Task> {
+        self.index
+            .tasks_by_node
+            .get(node_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+    }
+}
+
+fn index_task(index: &mut Indexes, task: &Task) {
+    index
+        .tasks_by_service
+        .entry(task.service_id.clone())
+        .or_default()
+        .insert(task.id.clone());
+    if let Some(node) = &task.node_id {
+        index
+            .tasks_by_node
+            .entry(node.clone())
+            .or_default()
+            .insert(task.id.clone());
+    }
+}
+
+fn unindex_task(index: &mut Indexes, task: &Task) {
+    if let Some(set) = index.tasks_by_service.get_mut(&task.service_id) {
+        set.remove(&task.id);
+        if set.is_empty() {
+            index.tasks_by_service.remove(&task.service_id);
+        }
+    }
+    if let Some(node) = &task.node_id {
+        if let Some(set) = index.tasks_by_node.get_mut(node) {
+            set.remove(&task.id);
+            if set.is_empty() {
+                index.tasks_by_node.remove(node);
+            }
+        }
+    }
+}
+
+fn get_mut<'a, T>(
+    table: &'a mut BTreeMap<ObjectId, T>,
+    kind: Kind,
+    id: &str,
+) -> Result<&'a mut T, StateError> {
+    table.get_mut(id).ok_or_else(|| StateError::NotFound {
+        kind,
+        id: id.to_string(),
+    })
+}
+
+fn check_version(
+    kind: Kind,
+    id: &str,
+    actual: u64,
+    expected: Option<u64>,
+) -> Result<(), StateError> {
+    match expected {
+        Some(expected) if expected != actual => Err(StateError::VersionConflict {
+            kind,
+            id: id.to_string(),
+            expected,
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn pick_one<'a, T: 'a>(
+    kind: Kind,
+    name: &str,
+    candidates: impl Iterator<Item = &'a T>,
+    describe: impl Fn(&T) -> String,
+) -> Result<&'a T, LookupError> {
+    let found: Vec<&T> = candidates.collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(LookupError::NotFound {
+            kind,
+            name: name.to_string(),
+        }),
+        many => Err(LookupError::Ambiguous {
+            kind,
+            name: name.to_string(),
+            matches: many.iter().map(|t| describe(t)).collect(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

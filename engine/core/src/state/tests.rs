@@ -1,0 +1,473 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::model::{
+    Availability, ClusterConfig, JoinTokens, NodeDescription, NodeSpec, NodeState, NodeStatus,
+    ServiceMode, ServiceSpec, TaskSpec, TaskState, TaskStatus,
+};
+use crate::time::Timestamp;
+
+fn node(id: &str, hostname: &str) -> Node {
+    Node {
+        id: id.to_string(),
+        version: 0,
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+        raft_id: 7,
+        spec: NodeSpec {
+            role: Role::Worker,
+            availability: Availability::Active,
+            labels: BTreeMap::new(),
+        },
+        description: NodeDescription {
+            hostname: hostname.to_string(),
+            addr: "127.0.0.1:4001".to_string(),
+            ..Default::default()
+        },
+        status: NodeStatus {
+            state: NodeState::Ready,
+            message: String::new(),
+        },
+    }
+}
+
+fn service(id: &str, name: &str) -> Service {
+    Service {
+        id: id.to_string(),
+        version: 0,
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+        spec: ServiceSpec {
+            name: name.to_string(),
+            labels: BTreeMap::new(),
+            mode: ServiceMode::Replicated { replicas: 1 },
+            task: TaskSpec {
+                image: "sleep".to_string(),
+                ..Default::default()
+            },
+            ports: vec![],
+        },
+        previous_spec: None,
+    }
+}
+
+fn task(id: &str, service_id: &str) -> Task {
+    Task {
+        id: id.to_string(),
+        version: 0,
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+        service_id: service_id.to_string(),
+        slot: Some(1),
+        node_id: None,
+        spec: TaskSpec::default(),
+        service_version: 1,
+        desired_state: TaskState::Running,
+        status: TaskStatus {
+            state: TaskState::New,
+            timestamp: Timestamp(0),
+            message: String::new(),
+            error: None,
+            exit_code: None,
+        },
+    }
+}
+
+fn status(state: TaskState) -> TaskStatus {
+    TaskStatus {
+        state,
+        timestamp: Timestamp(1),
+        message: String::new(),
+        error: None,
+        exit_code: None,
+    }
+}
+
+/// Applies one command at `index` and returns its result.
+fn apply(state: &mut ClusterState, index: u64, command: Command) -> Result<u64, StateError> {
+    let mut events = Vec::new();
+    state
+        .apply(
+            index,
+            &Request::one(Timestamp(index * 10), command),
+            &mut events,
+        )
+        .single()
+}
+
+fn cluster() -> Cluster {
+    Cluster {
+        id: "c1".to_string(),
+        version: 0,
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+        config: ClusterConfig::default(),
+        join_tokens: JoinTokens {
+            worker: "w".to_string(),
+            manager: "m".to_string(),
+        },
+    }
+}
+
+#[test]
+fn apply_stamps_version_and_time_from_the_entry() {
+    let mut state = ClusterState::default();
+    assert_eq!(
+        apply(
+            &mut state,
+            3,
+            Command::AddNode {
+                node: node("n1", "m1")
+            }
+        ),
+        Ok(3)
+    );
+    let stored = state.node("m1").expect("node added");
+    assert_eq!(stored.version, 3);
+    assert_eq!(stored.created_at, Timestamp(30));
+}
+
+#[test]
+fn update_with_a_stale_version_is_refused_and_changes_nothing() {
+    let mut state = ClusterState::default();
+    apply(
+        &mut state,
+        1,
+        Command::AddNode {
+            node: node("n1", "m1"),
+        },
+    )
+    .expect("add");
+    let mut spec = state.node("n1").expect("node").spec.clone();
+    spec.availability = Availability::Drain;
+    let first = Command::UpdateNodeSpec {
+        id: "n1".to_string(),
+        expected_version: Some(1),
+        spec: spec.clone(),
+    };
+    assert_eq!(apply(&mut state, 2, first.clone()), Ok(2));
+
+    // A second writer that also read version 1 loses.
+    spec.availability = Availability::Pause;
+    let stale = Command::UpdateNodeSpec {
+        id: "n1".to_string(),
+        expected_version: Some(1),
+        spec,
+    };
+    let err = apply(&mut state, 3, stale).expect_err("stale version");
+    assert!(err.is_retryable());
+    assert!(matches!(
+        err,
+        StateError::VersionConflict {
+            expected: 1,
+            actual: 2,
+            ..
+        }
+    ));
+    assert_eq!(
+        state.node("n1").expect("node").spec.availability,
+        Availability::Drain
+    );
+}
+
+#[test]
+fn a_batch_applies_each_command_on_its_own() {
+    let mut state = ClusterState::default();
+    let mut events = Vec::new();
+    let request = Request::new(
+        Timestamp(5),
+        vec![
+            Command::AddNode {
+                node: node("n1", "a"),
+            },
+            Command::AddNode {
+                node: node("n1", "dup"),
+            },
+            Command::AddNode {
+                node: node("n2", "b"),
+            },
+        ],
+    );
+    let response = state.apply(9, &request, &mut events);
+    assert_eq!(response.results.len(), 3);
+    assert_eq!(response.results[0], Ok(9));
+    assert!(matches!(
+        response.results[1],
+        Err(StateError::AlreadyExists { .. })
+    ));
+    assert_eq!(response.results[2], Ok(9));
+    assert_eq!(state.nodes().count(), 2);
+    // Events come in the order of the commands that succeeded.
+    let ids: Vec<_> = events
+        .iter()
+        .map(|e| match &e.change {
+            Change::Node(n) => n.id.clone(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, ["n1", "n2"]);
+}
+
+#[test]
+fn a_batch_of_thousands_of_assignments_is_one_entry() {
+    let mut state = ClusterState::default();
+    apply(
+        &mut state,
+        1,
+        Command::AddNode {
+            node: node("n1", "a"),
+        },
+    )
+    .expect("node");
+    apply(
+        &mut state,
+        2,
+        Command::CreateService {
+            service: service("s1", "web"),
+        },
+    )
+    .expect("svc");
+    let creates = (0..5000)
+        .map(|i| Command::CreateTask {
+            task: task(&format!("t{i}"), "s1"),
+        })
+        .collect();
+    let mut events = Vec::new();
+    state.apply(3, &Request::new(Timestamp(3), creates), &mut events);
+    let assigns = (0..5000)
+        .map(|i| Command::AssignTask {
+            id: format!("t{i}"),
+            node_id: "n1".to_string(),
+        })
+        .collect();
+    let response = state.apply(4, &Request::new(Timestamp(4), assigns), &mut events);
+    assert!(response.results.iter().all(|r| r.is_ok()));
+    assert_eq!(state.tasks_on_node("n1").count(), 5000);
+    assert_eq!(state.tasks_of_service("s1").count(), 5000);
+    assert_eq!(events.len(), 10_000);
+}
+
+#[test]
+fn task_states_only_move_forward() {
+    let mut state = ClusterState::default();
+    apply(
+        &mut state,
+        1,
+        Command::CreateService {
+            service: service("s1", "web"),
+        },
+    )
+    .expect("svc");
+    apply(
+        &mut state,
+        2,
+        Command::CreateTask {
+            task: task("t1", "s1"),
+        },
+    )
+    .expect("task");
+    let to = |s| Command::UpdateTaskStatus {
+        id: "t1".to_string(),
+        status: status(s),
+    };
+    assert!(apply(&mut state, 3, to(TaskState::Running)).is_ok());
+    let err = apply(&mut state, 4, to(TaskState::Pending)).expect_err("regression");
+    assert!(matches!(err, StateError::StateRegression { .. }));
+    assert!(apply(&mut state, 5, to(TaskState::Failed)).is_ok());
+    assert_eq!(
+        state.task_by_id("t1").expect("task").status.state,
+        TaskState::Failed
+    );
+}
+
+#[test]
+fn a_task_needs_its_service_and_its_node() {
+    let mut state = ClusterState::default();
+    let err = apply(
+        &mut state,
+        1,
+        Command::CreateTask {
+            task: task("t1", "nope"),
+        },
+    );
+    assert!(matches!(
+        err,
+        Err(StateError::NotFound {
+            kind: Kind::Service,
+            ..
+        })
+    ));
+    apply(
+        &mut state,
+        2,
+        Command::CreateService {
+            service: service("s1", "web"),
+        },
+    )
+    .expect("svc");
+    apply(
+        &mut state,
+        3,
+        Command::CreateTask {
+            task: task("t1", "s1"),
+        },
+    )
+    .expect("task");
+    let err = apply(
+        &mut state,
+        4,
+        Command::AssignTask {
+            id: "t1".to_string(),
+            node_id: "ghost".to_string(),
+        },
+    );
+    assert!(matches!(
+        err,
+        Err(StateError::NotFound {
+            kind: Kind::Node,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn service_names_are_unique_and_free_again_after_removal() {
+    let mut state = ClusterState::default();
+    apply(
+        &mut state,
+        1,
+        Command::CreateService {
+            service: service("s1", "web"),
+        },
+    )
+    .expect("svc");
+    let dup = apply(
+        &mut state,
+        2,
+        Command::CreateService {
+            service: service("s2", "web"),
+        },
+    );
+    assert!(matches!(dup, Err(StateError::AlreadyExists { .. })));
+    apply(
+        &mut state,
+        3,
+        Command::RemoveService {
+            id: "s1".to_string(),
+            expected_version: Some(1),
+        },
+    )
+    .expect("rm");
+    assert!(apply(
+        &mut state,
+        4,
+        Command::CreateService {
+            service: service("s2", "web")
+        }
+    )
+    .is_ok());
+    assert_eq!(state.service("web").expect("by name").id, "s2");
+}
+
+#[test]
+fn lookups_take_names_ids_and_unambiguous_prefixes() {
+    let mut state = ClusterState::default();
+    apply(
+        &mut state,
+        1,
+        Command::AddNode {
+            node: node("abc123", "m1"),
+        },
+    )
+    .expect("n");
+    apply(
+        &mut state,
+        2,
+        Command::AddNode {
+            node: node("abd456", "m2"),
+        },
+    )
+    .expect("n");
+    assert_eq!(state.node("m2").expect("hostname").id, "abd456");
+    assert_eq!(state.node("abc").expect("prefix").id, "abc123");
+    assert!(matches!(
+        state.node("ab"),
+        Err(LookupError::Ambiguous { .. })
+    ));
+    assert!(matches!(
+        state.node("zz"),
+        Err(LookupError::NotFound { .. })
+    ));
+    let message = state.node("ab").expect_err("ambiguous").to_string();
+    assert!(
+        message.contains("m1") && message.contains("m2"),
+        "{message}"
+    );
+}
+
+#[test]
+fn snapshot_round_trip_keeps_everything_and_rebuilds_indexes() {
+    let mut state = ClusterState::default();
+    apply(&mut state, 1, Command::CreateCluster { cluster: cluster() }).expect("cluster");
+    apply(
+        &mut state,
+        2,
+        Command::AddNode {
+            node: node("n1", "m1"),
+        },
+    )
+    .expect("node");
+    apply(
+        &mut state,
+        3,
+        Command::CreateService {
+            service: service("s1", "web"),
+        },
+    )
+    .expect("svc");
+    apply(
+        &mut state,
+        4,
+        Command::CreateTask {
+            task: task("t1", "s1"),
+        },
+    )
+    .expect("task");
+    apply(
+        &mut state,
+        5,
+        Command::AssignTask {
+            id: "t1".to_string(),
+            node_id: "n1".to_string(),
+        },
+    )
+    .expect("assign");
+
+    let bytes = serde_json::to_vec(&state).expect("serialize");
+    let mut restored: ClusterState = serde_json::from_slice(&bytes).expect("deserialize");
+    restored.rebuild_indexes();
+    assert_eq!(restored, state);
+    assert_eq!(restored.service("web").expect("by name").id, "s1");
+    assert_eq!(restored.tasks_on_node("n1").count(), 1);
+    assert_eq!(restored.tasks_of_service("s1").count(), 1);
+}
+
+#[test]
+fn cluster_is_created_once() {
+    let mut state = ClusterState::default();
+    apply(&mut state, 1, Command::CreateCluster { cluster: cluster() }).expect("first");
+    let again = apply(&mut state, 2, Command::CreateCluster { cluster: cluster() });
+    assert!(matches!(again, Err(StateError::AlreadyExists { .. })));
+    apply(
+        &mut state,
+        3,
+        Command::SetJoinToken {
+            role: Role::Worker,
+            token: "w2".to_string(),
+        },
+    )
+    .expect("rotate");
+    let c = state.cluster.as_ref().expect("cluster");
+    assert_eq!(c.join_tokens.worker, "w2");
+    assert_eq!(c.version, 3);
+}

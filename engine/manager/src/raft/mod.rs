@@ -1,0 +1,102 @@
+//! Raft for essaim: the type configuration, the durable log store, the state machine that
+//! applies our commands, and the gRPC network between managers.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use essaim_core::{Request, Response};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+
+openraft::declare_raft_types!(
+    /// Our Raft types: entries carry [`Request`] batches, managers are addressed by their
+    /// cluster port.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type RaftId = u64;
+pub type StorageError = openraft::StorageError<RaftId>;
+pub type LogId = openraft::LogId<RaftId>;
+pub type Vote = openraft::Vote<RaftId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StoredMembership = openraft::StoredMembership<RaftId, BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<RaftId, BasicNode>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+
+/// Raft timings. Elections must be quick to heal fast, yet slow enough that a loaded
+/// two-core machine does not mistake its own delays for a dead leader.
+#[derive(Clone, Debug)]
+pub struct RaftTimings {
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        RaftTimings {
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(200),
+            election_max: Duration::from_millis(400),
+        }
+    }
+}
+
+/// How many log entries are kept past the last snapshot, so that a briefly lagging manager
+/// catches up from the log rather than by a whole snapshot.
+const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1000;
+/// A snapshot is taken every this many entries, which bounds the log on disk and the replay
+/// at start-up.
+const ENTRIES_BETWEEN_SNAPSHOTS: u64 = 5000;
+
+/// The openraft configuration every manager runs with.
+///
+/// # Errors
+/// Timings that openraft rejects (an election timeout not above the heartbeat).
+pub fn config(timings: &RaftTimings) -> anyhow::Result<Arc<Config>> {
+    let config = Config {
+        cluster_name: "essaim".to_string(),
+        heartbeat_interval: millis(timings.heartbeat),
+        election_timeout_min: millis(timings.election_min),
+        election_timeout_max: millis(timings.election_max),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(ENTRIES_BETWEEN_SNAPSHOTS),
+        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    };
+    Ok(Arc::new(config.validate()?))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The one binary encoding of what Raft stores and sends: compact and fast, for log entries of
+/// thousands of commands.
+pub mod codec {
+    use serde::{de::DeserializeOwned, Serialize};
+
+    /// # Errors
+    /// Only for values serde cannot represent, which would be a bug.
+    pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
+        bincode::serialize(value)
+    }
+
+    /// # Errors
+    /// Bytes that are not an encoding of `T`.
+    pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
+        bincode::deserialize(bytes)
+    }
+}

@@ -1,0 +1,178 @@
+//! Raft over gRPC: the client side openraft uses to reach other managers, and the server side
+//! that hands their messages to our Raft instance. Bodies are openraft's own types in our
+//! binary codec.
+
+use std::sync::Arc;
+
+use essaim_api::pb::raft_client::RaftClient;
+use essaim_api::pb::raft_server;
+use essaim_api::pb::RaftMessage;
+use essaim_api::transport;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::{de::DeserializeOwned, Serialize};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::{codec, Raft, RaftId, TypeConfig};
+
+/// Makes one [`Peer`] per remote manager. Connections are lazy: openraft creates clients for
+/// managers that may be down, and they must not block it.
+pub struct Network;
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: RaftId, node: &BasicNode) -> Peer {
+        Peer {
+            target,
+            client: transport::cluster_channel(&node.addr)
+                .map(transport::raft_client)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The connection to one remote manager.
+pub struct Peer {
+    target: RaftId,
+    /// An address that does not parse stays an error here and makes every call unreachable.
+    client: Result<RaftClient<Channel>, String>,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<RaftId, BasicNode, RaftError<RaftId, E>>>;
+
+impl Peer {
+    async fn send<Req, Resp, E, F, Fut>(
+        &mut self,
+        rpc: &Req,
+        option: &RPCOption,
+        call: F,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+        F: FnOnce(RaftClient<Channel>, Request<RaftMessage>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<RaftMessage>, Status>>,
+    {
+        let client = match &self.client {
+            Ok(client) => client.clone(),
+            Err(e) => {
+                return Err(RPCError::Unreachable(Unreachable::new(
+                    &std::io::Error::other(e.clone()),
+                )))
+            }
+        };
+        let body = codec::encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = Request::new(RaftMessage { body });
+        request.set_timeout(option.hard_ttl());
+        // Any transport failure counts as unreachable, so openraft backs off instead of
+        // hammering a manager that is down.
+        let reply = call(client, request)
+            .await
+            .map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))?;
+        let result: Result<Resp, RaftError<RaftId, E>> = codec::decode(&reply.into_inner().body)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<RaftId>> {
+        self.send(&rpc, &option, |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<RaftId>, InstallSnapshotError> {
+        self.send(&rpc, &option, |mut c, r| async move {
+            c.install_snapshot(r).await
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<RaftId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<RaftId>> {
+        self.send(&rpc, &option, |mut c, r| async move { c.vote(r).await })
+            .await
+    }
+}
+
+/// Finds the Raft instance a message is for: `None` when this node is in no cluster.
+pub type RaftLocator = Arc<dyn Fn() -> Option<Raft> + Send + Sync>;
+
+/// The server side: hands other managers' messages to our Raft instance.
+pub struct RaftService {
+    locate: RaftLocator,
+}
+
+impl RaftService {
+    pub fn new(locate: RaftLocator) -> raft_server::RaftServer<RaftService> {
+        raft_server::RaftServer::new(RaftService { locate })
+            .max_decoding_message_size(transport::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(transport::MAX_MESSAGE_BYTES)
+    }
+
+    fn raft(&self) -> Result<Raft, Status> {
+        (self.locate)().ok_or_else(|| Status::unavailable("this node is not part of a swarm"))
+    }
+}
+
+fn decode<T: DeserializeOwned>(request: Request<RaftMessage>) -> Result<T, Status> {
+    codec::decode(&request.into_inner().body)
+        .map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
+    codec::encode(value)
+        .map(|body| Response::new(RaftMessage { body }))
+        .map_err(|e| Status::internal(format!("cannot encode raft reply: {e}")))
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let raft = self.raft()?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(request)?;
+        reply(&raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let raft = self.raft()?;
+        let rpc: VoteRequest<RaftId> = decode(request)?;
+        reply(&raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let raft = self.raft()?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
+        reply(&raft.install_snapshot(rpc).await)
+    }
+}

@@ -1,0 +1,263 @@
+//! The state machine: applies committed entries to the in-memory [`ClusterState`], publishes
+//! their change events in commit order, and saves and loads snapshots in redb. After a restart
+//! the state comes back from the last snapshot, and openraft replays the committed log after it.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use essaim_core::{ClusterState, Event, Response};
+use openraft::storage::RaftStateMachine;
+use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use redb::{Database, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::{
+    codec, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+const SNAPSHOT_META: &str = "meta";
+const SNAPSHOT_DATA: &str = "data";
+
+/// How many event batches a slow subscriber may fall behind before it is told it lagged.
+const EVENT_BACKLOG: usize = 4096;
+
+/// The applied state and the change feed, shared between the state machine (the only writer)
+/// and every reader on this manager.
+pub struct SharedState {
+    applied: RwLock<Applied>,
+    events: broadcast::Sender<Arc<Vec<Event>>>,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Applied {
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    state: ClusterState,
+}
+
+impl SharedState {
+    fn new() -> Arc<SharedState> {
+        Arc::new(SharedState {
+            applied: RwLock::new(Applied::default()),
+            events: broadcast::channel(EVENT_BACKLOG).0,
+        })
+    }
+
+    /// The state as of the last applied entry. Hold the guard briefly: the state machine waits
+    /// for it.
+    pub fn read(&self) -> StateGuard<'_> {
+        StateGuard(self.applied.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Change events from now on, one batch per applied group of entries, in commit order.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Event>>> {
+        self.events.subscribe()
+    }
+
+    /// The log index of the last applied entry.
+    pub fn applied_index(&self) -> u64 {
+        self.read().0.last_applied.map(|id| id.index).unwrap_or(0)
+    }
+}
+
+/// Read access to the applied [`ClusterState`].
+pub struct StateGuard<'a>(RwLockReadGuard<'a, Applied>);
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = ClusterState;
+    fn deref(&self) -> &ClusterState {
+        &self.0.state
+    }
+}
+
+/// The state machine handed to openraft. Cloning gives another handle on the same state.
+#[derive(Clone)]
+pub struct StateMachine {
+    db: Arc<Database>,
+    shared: Arc<SharedState>,
+}
+
+fn failure(e: impl std::fmt::Display) -> AnyError {
+    AnyError::error(e.to_string())
+}
+
+impl StateMachine {
+    /// Opens the state machine, restoring the last snapshot saved in `db`.
+    ///
+    /// # Errors
+    /// The database cannot be read, or holds a snapshot this version cannot decode.
+    pub fn open(db: Arc<Database>) -> Result<StateMachine, AnyError> {
+        let txn = db.begin_write().map_err(failure)?;
+        txn.open_table(SNAPSHOT).map_err(failure)?;
+        txn.commit().map_err(failure)?;
+        let machine = StateMachine {
+            db,
+            shared: SharedState::new(),
+        };
+        if let Some((_, data)) = machine.load_snapshot()? {
+            machine.restore(&data)?;
+        }
+        Ok(machine)
+    }
+
+    pub fn shared(&self) -> Arc<SharedState> {
+        self.shared.clone()
+    }
+
+    fn write_guard(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
+        self.shared
+            .applied
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn restore(&self, data: &[u8]) -> Result<(), AnyError> {
+        let mut applied: Applied = codec::decode(data).map_err(failure)?;
+        applied.state.rebuild_indexes();
+        *self.write_guard() = applied;
+        Ok(())
+    }
+
+    fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, AnyError> {
+        let txn = self.db.begin_read().map_err(failure)?;
+        let table = txn.open_table(SNAPSHOT).map_err(failure)?;
+        let meta = table.get(SNAPSHOT_META).map_err(failure)?;
+        let data = table.get(SNAPSHOT_DATA).map_err(failure)?;
+        match (meta, data) {
+            (Some(meta), Some(data)) => {
+                let meta: SnapshotMeta = codec::decode(meta.value()).map_err(failure)?;
+                Ok(Some((meta, data.value().to_vec())))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), AnyError> {
+        let meta_bytes = codec::encode(meta).map_err(failure)?;
+        let txn = self.db.begin_write().map_err(failure)?;
+        {
+            let mut table = txn.open_table(SNAPSHOT).map_err(failure)?;
+            table
+                .insert(SNAPSHOT_META, meta_bytes.as_slice())
+                .map_err(failure)?;
+            table.insert(SNAPSHOT_DATA, data).map_err(failure)?;
+        }
+        txn.commit().map_err(failure)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        // Encode under the read lock, so the snapshot is exactly the state at last_applied.
+        let (data, last_applied, last_membership) = {
+            let applied = self
+                .shared
+                .applied
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let data = codec::encode(&*applied)
+                .map_err(|e| StorageIOError::write_snapshot(None, failure(e)))?;
+            (data, applied.last_applied, applied.last_membership.clone())
+        };
+        let snapshot_id = match last_applied {
+            Some(id) => format!("{}-{}", id.leader_id, id.index),
+            None => "empty".to_string(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership,
+            snapshot_id,
+        };
+        self.save_snapshot(&meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self
+            .shared
+            .applied
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok((applied.last_applied, applied.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut responses = Vec::new();
+        let mut events = Vec::new();
+        {
+            let mut applied = self.write_guard();
+            for entry in entries {
+                applied.last_applied = Some(entry.log_id);
+                let response = match entry.payload {
+                    EntryPayload::Blank => Response::default(),
+                    EntryPayload::Normal(request) => {
+                        applied
+                            .state
+                            .apply(entry.log_id.index, &request, &mut events)
+                    }
+                    EntryPayload::Membership(membership) => {
+                        applied.last_membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
+                        Response::default()
+                    }
+                };
+                responses.push(response);
+            }
+        }
+        if !events.is_empty() {
+            // Nobody listening is fine: control loops subscribe only on the leader.
+            let _ = self.shared.events.send(Arc::new(events));
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> StateMachine {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        self.restore(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
+        {
+            // The snapshot's own metadata is authoritative for where it stands.
+            let mut applied = self.write_guard();
+            applied.last_applied = meta.last_log_id;
+            applied.last_membership = meta.last_membership.clone();
+        }
+        self.save_snapshot(meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e).into())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let loaded = self
+            .load_snapshot()
+            .map_err(|e| StorageIOError::read_snapshot(None, e))?;
+        Ok(loaded.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
