@@ -1,1 +1,406 @@
-//! harness
+//! The end-to-end test harness: starts real `essaimd` processes on loopback ports, each with
+//! its own data directory and socket, and drives them with the real `essaim` command line.
+//! Everything it starts is killed and deleted when the test ends, pass or fail; a failing
+//! test prints the daemons' logs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+/// The directory holding the built binaries: tests run from `target/<profile>/deps`.
+fn bin_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary knows its own path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binaries live in target/<profile>/deps")
+            .to_path_buf();
+        // Cargo builds binaries only for tests of their own package: build ours here, once.
+        // A no-op when they are up to date.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let mut build = Command::new(cargo);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "essaim-daemon",
+            "-p",
+            "essaim-shell",
+        ]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building essaimd and essaim failed");
+        dir
+    })
+}
+
+pub fn essaimd_path() -> PathBuf {
+    bin_dir().join("essaimd")
+}
+
+pub fn essaim_path() -> PathBuf {
+    bin_dir().join("essaim")
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with the last reason.
+///
+/// # Errors
+/// The condition did not hold in time.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => "condition not met yet".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// One `essaimd` process.
+pub struct Daemon {
+    pub name: String,
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts a daemon named `name` with its state in `root/name`.
+    ///
+    /// # Errors
+    /// The daemon could not be spawned or its socket never appeared.
+    pub fn start(root: &Path, name: &str) -> Result<Daemon> {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let mut daemon = Daemon {
+            name: name.to_string(),
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        daemon.spawn()?;
+        Ok(daemon)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("essaim.sock")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("essaimd.log")
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let child = Command::new(essaimd_path())
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .arg("--listen-addr")
+            .arg(self.addr())
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--hostname")
+            .arg(&self.name)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn essaimd")?;
+        self.child = Some(child);
+        let socket = self.socket();
+        wait_for("the daemon's socket", Duration::from_secs(20), || {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("essaimd exited early with {status}:\n{}", self.logs());
+                }
+            }
+            Ok(std::os::unix::net::UnixStream::connect(&socket)
+                .ok()
+                .map(|_| ()))
+        })
+    }
+
+    /// The daemon's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Kills the process at once, as a crash or power cut would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: sending a signal to our own child process.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same port and data directory.
+    ///
+    /// # Errors
+    /// As [`Daemon::start`].
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Runs `essaim -H unix://SOCKET ARGS...` against this daemon.
+    pub fn essaim(&self, args: &[&str]) -> Output {
+        Command::new(essaim_path())
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("essaim runs")
+    }
+
+    /// Runs a command that must succeed and returns its standard output.
+    ///
+    /// # Errors
+    /// The command failed; the error carries its exit code and standard error.
+    pub fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.essaim(args);
+        if !out.status.success() {
+            return Err(anyhow!(
+                "essaim {} on {} failed ({}): {}",
+                args.join(" "),
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs a command with `--format json` appended and parses its output.
+    ///
+    /// # Errors
+    /// The command failed or printed something that is not JSON.
+    pub fn json(&self, args: &[&str]) -> Result<Value> {
+        let mut full = args.to_vec();
+        full.extend(["--format", "json"]);
+        let text = self.ok(&full)?;
+        serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))
+    }
+
+    /// This daemon's node ID.
+    ///
+    /// # Errors
+    /// The daemon does not answer or is in no swarm.
+    pub fn node_id(&self) -> Result<String> {
+        let info = self.json(&["info"])?;
+        info["node_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("{} is in no swarm: {info}", self.name))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A set of daemons in one temporary directory, deleted at the end.
+pub struct Cluster {
+    pub nodes: Vec<Daemon>,
+    root: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `managers` managers and `workers` workers: the first initializes the swarm, the
+    /// others join it with the right token. Names are m1.. and w1...
+    ///
+    /// # Errors
+    /// Any step of the set-up failed.
+    pub fn start(managers: usize, workers: usize) -> Result<Cluster> {
+        let root = tempfile::Builder::new().prefix("essaim-e2e-").tempdir()?;
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            root,
+        };
+        for i in 1..=managers {
+            cluster
+                .nodes
+                .push(Daemon::start(cluster.root.path(), &format!("m{i}"))?);
+        }
+        for i in 1..=workers {
+            cluster
+                .nodes
+                .push(Daemon::start(cluster.root.path(), &format!("w{i}"))?);
+        }
+        if managers == 0 {
+            return Ok(cluster);
+        }
+        let first = &cluster.nodes[0];
+        first.ok(&["swarm", "init", "--advertise-addr", &first.addr()])?;
+        let manager_token = first.ok(&["swarm", "join-token", "-q", "manager"])?;
+        let worker_token = first.ok(&["swarm", "join-token", "-q", "worker"])?;
+        let leader_addr = first.addr();
+        for (i, node) in cluster.nodes.iter().enumerate().skip(1) {
+            let token = if i < managers {
+                &manager_token
+            } else {
+                &worker_token
+            };
+            node.ok(&[
+                "swarm",
+                "join",
+                "--token",
+                token.trim(),
+                "--advertise-addr",
+                &node.addr(),
+                &leader_addr,
+            ])?;
+        }
+        Ok(cluster)
+    }
+
+    /// An empty set of daemons, to start by hand.
+    ///
+    /// # Errors
+    /// The temporary directory cannot be made.
+    pub fn empty() -> Result<Cluster> {
+        Ok(Cluster {
+            nodes: Vec::new(),
+            root: tempfile::Builder::new().prefix("essaim-e2e-").tempdir()?,
+        })
+    }
+
+    /// Starts one more daemon, not yet in any swarm.
+    ///
+    /// # Errors
+    /// As [`Daemon::start`].
+    pub fn add(&mut self, name: &str) -> Result<&mut Daemon> {
+        let daemon = Daemon::start(self.root.path(), name)?;
+        self.nodes.push(daemon);
+        Ok(self.nodes.last_mut().expect("just pushed"))
+    }
+
+    pub fn node(&self, name: &str) -> &Daemon {
+        self.nodes
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("no daemon named {name}"))
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> &mut Daemon {
+        self.nodes
+            .iter_mut()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("no daemon named {name}"))
+    }
+
+    /// The `node ls` rows as JSON, asked of `via`.
+    ///
+    /// # Errors
+    /// The command failed.
+    pub fn node_list(&self, via: &str) -> Result<Vec<Value>> {
+        match self.node(via).json(&["node", "ls"])? {
+            Value::Array(rows) => Ok(rows),
+            other => bail!("node ls did not print an array: {other}"),
+        }
+    }
+
+    /// The hostname of the current leader, as seen from `via`.
+    ///
+    /// # Errors
+    /// No leader is known, or the command failed.
+    pub fn leader(&self, via: &str) -> Result<String> {
+        self.node_list(via)?
+            .iter()
+            .find(|n| n["manager_status"]["leader"] == Value::Bool(true))
+            .and_then(|n| n["description"]["hostname"].as_str().map(str::to_string))
+            .ok_or_else(|| anyhow!("no leader in node ls"))
+    }
+
+    /// Waits until `node ls` seen from `via` satisfies `check`.
+    ///
+    /// # Errors
+    /// It never did within the timeout.
+    pub fn wait_for_nodes(
+        &self,
+        via: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&[Value]) -> bool,
+    ) -> Result<Vec<Value>> {
+        wait_for(what, timeout, || {
+            let nodes = self.node_list(via)?;
+            Ok(check(&nodes).then_some(nodes))
+        })
+    }
+}
+
+/// Finds a node row by hostname.
+pub fn row<'a>(nodes: &'a [Value], hostname: &str) -> Option<&'a Value> {
+    nodes
+        .iter()
+        .find(|n| n["description"]["hostname"] == Value::String(hostname.to_string()))
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                eprintln!("===== logs of {} =====\n{}", node.name, node.logs());
+            }
+        }
+        for node in &mut self.nodes {
+            node.kill9();
+        }
+    }
+}

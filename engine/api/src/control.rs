@@ -79,7 +79,7 @@ impl ControlRequest {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "reply", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ControlReply {
     Info(NodeInfo),
     Initialized {
@@ -199,6 +199,14 @@ mod tests {
         };
         let wire = encode(&request).expect("encode");
         assert_eq!(decode::<ControlRequest>(&wire).expect("decode"), request);
+    }
+
+    #[test]
+    fn every_reply_shape_crosses_the_wire() {
+        for reply in [ControlReply::Nodes(vec![]), ControlReply::Done] {
+            let wire = encode(&reply).expect("encode");
+            assert_eq!(decode::<ControlReply>(&wire).expect("decode"), reply);
+        }
     }
 
     #[test]

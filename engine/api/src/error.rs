@@ -20,7 +20,7 @@ pub enum ControlError {
     #[error("{0}")]
     FailedPrecondition(String),
     /// The managers cannot agree: too few of them are reachable.
-    #[error("{0}")]
+    #[error("no quorum: {0}")]
     NoQuorum(String),
     /// The node or cluster could not be reached; retrying later may work.
     #[error("{0}")]

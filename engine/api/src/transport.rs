@@ -107,18 +107,15 @@ pub fn bind_local_socket(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+/// Runs `f` under a file creation mask. The mask is process-wide: files other threads create
+/// meanwhile get it too, which can only make them more private.
+fn with_umask<T>(mask: libc::mode_t, f: impl FnOnce() -> T) -> T {
     // SAFETY: umask only swaps the process's file creation mask; it cannot fail.
-    let previous = unsafe { libc_umask(mask) };
+    let previous = unsafe { libc::umask(mask) };
     let out = f();
     // SAFETY: as above, restoring the previous mask.
-    unsafe { libc_umask(previous) };
+    unsafe { libc::umask(previous) };
     out
-}
-
-extern "C" {
-    #[link_name = "umask"]
-    fn libc_umask(mask: u32) -> u32;
 }
 
 /// Where a `-H` host string points.

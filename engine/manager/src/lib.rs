@@ -1,5 +1,26 @@
-//! The manager side of essaim: Raft storage and network, the control API, and node membership.
+//! The manager side of essaim, and the node runtime every `essaimd` runs: Raft storage and
+//! network, the control API, joining and leaving, heartbeats and the leader's duties.
 //!
 //! # Layout
 //! - [`raft`]: type configuration, durable log store (redb), state machine, gRPC network.
+//! - [`node`]: the node: answers requests about itself, passes the rest to the leader.
+//! - [`swarm`]: a node's membership while it lasts: Raft instance, applied state, quorum-aware
+//!   writes and reads.
+//! - [`leader`]: what the leader does with control requests, joins and heartbeats.
+//! - [`health`]: the leader's duties: node up/down from heartbeats, Raft membership from roles.
+//! - [`agent`]: the heartbeat every member sends to the leader.
+//! - [`services`]: the gRPC services on the cluster port and the local socket.
+//! - [`identity`]: the node's IDs and swarm file; ID generation.
+//! - [`tokens`]: join tokens.
+
+pub mod agent;
+pub mod health;
+pub mod identity;
+pub mod leader;
+pub mod node;
 pub mod raft;
+pub mod services;
+pub mod swarm;
+pub mod tokens;
+
+pub use node::{Node, NodeConfig};

@@ -1,0 +1,288 @@
+//! The leader's duties towards nodes: it tracks heartbeats in memory (never in Raft), marks a
+//! silent node down and a returning one ready, and keeps the Raft membership in line with the
+//! nodes' roles (join as manager, promote, demote, leave).
+//!
+//! ```text
+//!  node agents --heartbeat--> leader: Sessions (memory)
+//!                                 |  every tick, or woken early
+//!                                 v
+//!               node status changes, batched into one Raft write
+//!               role != membership  ->  add_learner + change_membership
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use essaim_api::ControlError;
+use essaim_core::model::{NodeState, NodeStatus, ObjectId, Role};
+use essaim_core::Command;
+use openraft::BasicNode;
+
+use crate::raft::RaftId;
+use crate::swarm::{Leader, Swarm};
+
+/// How often the leader looks at its nodes when nothing wakes it earlier.
+const TICK: Duration = Duration::from_millis(100);
+/// How long adding a manager may take to copy the log to it before the attempt is given up
+/// (and tried again on a later tick).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Heartbeats seen while this node leads.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<SessionTable>,
+}
+
+#[derive(Default)]
+struct SessionTable {
+    last_seen: HashMap<ObjectId, Instant>,
+    /// When this node last became leader: nodes it has not heard from yet are given until
+    /// then plus the down delay, so an election alone never marks nodes down.
+    leading_since: Option<Instant>,
+}
+
+impl Sessions {
+    fn table(&self) -> std::sync::MutexGuard<'_, SessionTable> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn record(&self, node: &str, at: Instant) {
+        self.table().last_seen.insert(node.to_string(), at);
+    }
+
+    /// Forgets a node that left, so its last heartbeat cannot make it look alive.
+    pub fn forget(&self, node: &str) {
+        self.table().last_seen.remove(node);
+    }
+
+    /// Starts a fresh term of leadership: earlier sightings are someone else's business.
+    fn start_leading(&self, at: Instant) {
+        let mut table = self.table();
+        table.last_seen.clear();
+        table.leading_since = Some(at);
+    }
+
+    /// True when the node reported within `window`, or leadership is younger than that.
+    pub fn is_alive(&self, node: &str, window: Duration, now: Instant) -> bool {
+        let table = self.table();
+        let since = table.last_seen.get(node).copied().or(table.leading_since);
+        since.is_some_and(|t| now.saturating_duration_since(t) <= window)
+    }
+
+    /// True when the node itself reported within `window` (the grace period does not count).
+    pub fn has_reported(&self, node: &str, window: Duration, now: Instant) -> bool {
+        self.table()
+            .last_seen
+            .get(node)
+            .is_some_and(|t| now.saturating_duration_since(*t) <= window)
+    }
+}
+
+/// The leader's loop. Runs on every member and acts only while this node leads.
+pub async fn run(swarm: Arc<Swarm>) {
+    let mut leading = false;
+    loop {
+        let is_leader = swarm.leader() == Leader::Me;
+        if is_leader && !leading {
+            tracing::info!("this node is now the leader");
+            swarm.sessions.start_leading(Instant::now());
+        }
+        leading = is_leader;
+        if leading {
+            if let Err(e) = update_node_statuses(&swarm).await {
+                tracing::debug!("node status update deferred: {e}");
+            }
+            if let Err(e) = reconcile_membership(&swarm).await {
+                tracing::warn!("manager membership change deferred: {e}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = swarm.wake.notified() => {}
+        }
+    }
+}
+
+/// The silence after which a node counts as down, from the cluster's settings.
+pub fn down_after(swarm: &Swarm) -> Duration {
+    let config = swarm
+        .state()
+        .cluster
+        .as_ref()
+        .map(|c| c.config.clone())
+        .unwrap_or_default();
+    Duration::from_millis(config.node_down_after_ms())
+}
+
+/// Marks nodes down or ready as their heartbeats stop or resume, in one write.
+async fn update_node_statuses(swarm: &Swarm) -> Result<(), ControlError> {
+    let window = down_after(swarm);
+    let now = Instant::now();
+    swarm.sessions.record(swarm.node_id(), now);
+    let changes: Vec<Command> = swarm
+        .state()
+        .nodes()
+        .filter_map(|node| {
+            // Down only after the silence (an election's grace included); ready only on a
+            // heartbeat actually received, so a node that left stays down.
+            let reported = swarm.sessions.has_reported(&node.id, window, now);
+            let alive = swarm.sessions.is_alive(&node.id, window, now);
+            let state = match (node.status.state, reported, alive) {
+                (NodeState::Ready, _, false) | (NodeState::Unknown, false, false) => {
+                    NodeState::Down
+                }
+                (NodeState::Down | NodeState::Unknown, true, _) => NodeState::Ready,
+                _ => return None,
+            };
+            let message = match state {
+                NodeState::Down => {
+                    format!("heartbeat failure: no report for {} ms", window.as_millis())
+                }
+                _ => String::new(),
+            };
+            if state == NodeState::Down {
+                tracing::warn!(node = %node.id, hostname = %node.description.hostname, "node is down");
+            } else {
+                tracing::info!(node = %node.id, hostname = %node.description.hostname, "node is ready");
+            }
+            Some(Command::SetNodeStatus {
+                id: node.id.clone(),
+                status: NodeStatus { state, message },
+            })
+        })
+        .collect();
+    if !changes.is_empty() {
+        swarm.write(changes).await?;
+    }
+    Ok(())
+}
+
+/// Brings the Raft voters in line with the nodes whose role is manager: adds the ones that
+/// are alive (after copying the log to them), removes the ones demoted or gone.
+///
+/// # Errors
+/// Raft refused or timed out; the next tick tries again.
+pub async fn reconcile_membership(swarm: &Swarm) -> Result<(), ControlError> {
+    let _one_at_a_time = swarm.membership_lock.lock().await;
+    if swarm.leader() != Leader::Me {
+        return Ok(());
+    }
+    let window = down_after(swarm);
+    let now = Instant::now();
+    let voters = swarm.voters();
+    let (wanted, to_add) = {
+        let state = swarm.state();
+        // Until `swarm init` has written the cluster, there is nothing to reconcile, and the
+        // first manager's own node record may not exist yet.
+        if state.cluster.is_none() {
+            return Ok(());
+        }
+        let wanted: BTreeSet<RaftId> = state
+            .nodes()
+            .filter(|n| n.spec.role == Role::Manager)
+            .map(|n| n.raft_id)
+            .collect();
+        let to_add: Vec<(RaftId, String)> = state
+            .nodes()
+            .filter(|n| n.spec.role == Role::Manager && !voters.contains(&n.raft_id))
+            .filter(|n| swarm.sessions.has_reported(&n.id, window, now))
+            .map(|n| (n.raft_id, n.description.addr.clone()))
+            .collect();
+        (wanted, to_add)
+    };
+    let to_remove: Vec<RaftId> = voters.difference(&wanted).copied().collect();
+    if to_add.is_empty() && to_remove.is_empty() {
+        return Ok(());
+    }
+    let mut new_voters: BTreeSet<RaftId> = voters.intersection(&wanted).copied().collect();
+    if new_voters.is_empty() && to_add.is_empty() {
+        // Never vote every manager out: that would be a bug elsewhere, not an intent.
+        tracing::error!(
+            ?voters,
+            "refusing a membership change that leaves no manager"
+        );
+        return Ok(());
+    }
+    for (raft_id, addr) in to_add {
+        tracing::info!(raft_id, %addr, "adding a manager: copying the log to it");
+        let added = tokio::time::timeout(
+            CATCH_UP_TIMEOUT,
+            swarm
+                .raft()
+                .add_learner(raft_id, BasicNode::new(addr.clone()), true),
+        )
+        .await;
+        match added {
+            Ok(Ok(_)) => {
+                new_voters.insert(raft_id);
+            }
+            Ok(Err(e)) => tracing::warn!(raft_id, %addr, "cannot add manager yet: {e}"),
+            Err(_) => tracing::warn!(raft_id, %addr, "manager did not catch up in time"),
+        }
+    }
+    if new_voters == voters {
+        return Ok(());
+    }
+    tracing::info!(?voters, ?new_voters, "changing the managers");
+    match tokio::time::timeout(
+        CATCH_UP_TIMEOUT,
+        swarm.raft().change_membership(new_voters, false),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(ControlError::Unavailable(format!(
+            "changing the managers failed: {e}"
+        ))),
+        Err(_) => Err(swarm.no_quorum("changing the managers timed out")),
+    }
+}
+
+/// Refuses to take a manager out of the vote when the managers left would not make a
+/// quorum among themselves.
+///
+/// # Errors
+/// The removal would leave the cluster without quorum, or without managers at all.
+pub fn check_quorum_without(
+    swarm: &Swarm,
+    leaving: RaftId,
+    action: &str,
+) -> Result<(), ControlError> {
+    let voters = swarm.voters();
+    if !voters.contains(&leaving) {
+        return Ok(());
+    }
+    let remaining: Vec<RaftId> = voters.iter().copied().filter(|v| *v != leaving).collect();
+    if remaining.is_empty() {
+        return Err(ControlError::FailedPrecondition(format!(
+            "cannot {action}: it is the last manager, and removing it would erase the swarm's \
+             state; use --force to leave anyway"
+        )));
+    }
+    let window = down_after(swarm);
+    let now = Instant::now();
+    let reachable = {
+        let state = swarm.state();
+        remaining
+            .iter()
+            .filter(|raft_id| {
+                state.nodes().any(|n| {
+                    n.raft_id == **raft_id
+                        && (n.id == *swarm.node_id()
+                            || swarm.sessions.has_reported(&n.id, window, now))
+                })
+            })
+            .count()
+    };
+    let quorum = remaining.len() / 2 + 1;
+    if reachable < quorum {
+        return Err(ControlError::FailedPrecondition(format!(
+            "cannot {action}: only {reachable} of the {} remaining managers are reachable, \
+             fewer than the {quorum} needed for quorum; bring managers back first, or use \
+             --force to ignore this",
+            remaining.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! A node's membership in a swarm, while it lasts: its Raft instance, the applied state, and
+//! the background work every member does. Created by `swarm init` or `swarm join` (or at
+//! start-up from `swarm.json`), ended by `swarm leave`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use essaim_api::ControlError;
+use essaim_core::model::ObjectId;
+use essaim_core::{Command, Request, Response, Timestamp};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ServerState, StoredMembership};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::health::Sessions;
+use crate::identity::SwarmFile;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::{SharedState, StateGuard, StateMachine};
+use crate::raft::{self, Raft, RaftId, RaftTimings};
+
+/// How long a write or a linearizable read may wait for a quorum before it is reported as
+/// "no quorum" rather than left hanging.
+pub const QUORUM_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct Swarm {
+    pub identity: SwarmFile,
+    /// This node's own cluster address, as other nodes reach it.
+    pub addr: String,
+    pub hostname: String,
+    data_dir: PathBuf,
+    raft: Raft,
+    shared: Arc<SharedState>,
+    timings: RaftTimings,
+    /// Managers known to this node, for a worker's heartbeats; refreshed by every heartbeat.
+    manager_addrs: RwLock<Vec<String>>,
+    /// Heartbeats seen by this node while it leads.
+    pub sessions: Sessions,
+    /// Wakes the leader's duties early (a node came back, a role changed).
+    pub wake: Notify,
+    /// Membership changes one at a time: openraft refuses overlapping ones.
+    pub membership_lock: tokio::sync::Mutex<()>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Where the leader is, from this node's point of view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leader {
+    Me,
+    Other { raft_id: RaftId, addr: String },
+    Unknown,
+}
+
+impl Swarm {
+    /// Opens this node's Raft instance and storage and starts its background work.
+    ///
+    /// # Errors
+    /// The storage cannot be opened or Raft refuses its configuration.
+    pub async fn open(
+        data_dir: &Path,
+        identity: SwarmFile,
+        addr: String,
+        hostname: String,
+        timings: RaftTimings,
+    ) -> anyhow::Result<Arc<Swarm>> {
+        let db = Arc::new(redb::Database::create(raft_db_path(data_dir))?);
+        let log = LogStore::open(db.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let machine = StateMachine::open(db).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let shared = machine.shared();
+        let config = raft::config(&timings)?;
+        let raft = Raft::new(identity.raft_id, config, Network, log, machine).await?;
+        let swarm = Arc::new(Swarm {
+            manager_addrs: RwLock::new(identity.manager_addrs.clone()),
+            identity,
+            addr,
+            hostname,
+            data_dir: data_dir.to_path_buf(),
+            raft,
+            shared,
+            timings,
+            sessions: Sessions::default(),
+            wake: Notify::new(),
+            membership_lock: tokio::sync::Mutex::new(()),
+            background: Mutex::new(Vec::new()),
+        });
+        let duties = tokio::spawn(crate::health::run(swarm.clone()));
+        let heartbeats = tokio::spawn(crate::agent::run(swarm.clone()));
+        swarm.background().extend([duties, heartbeats]);
+        Ok(swarm)
+    }
+
+    fn background(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.background.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the background work and Raft. The storage stays on disk.
+    pub async fn shutdown(&self) {
+        for task in self.background().drain(..) {
+            task.abort();
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft did not shut down cleanly: {e}");
+        }
+    }
+
+    /// Stops everything and deletes the node's swarm state, as `swarm leave` does.
+    ///
+    /// # Errors
+    /// The files cannot be removed.
+    pub async fn destroy(&self) -> std::io::Result<()> {
+        self.shutdown().await;
+        for path in [
+            SwarmFile::path(&self.data_dir),
+            raft_db_path(&self.data_dir),
+        ] {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn timings(&self) -> &RaftTimings {
+        &self.timings
+    }
+
+    pub fn node_id(&self) -> &ObjectId {
+        &self.identity.node_id
+    }
+
+    /// The applied state, without asking the leader: may lag behind it.
+    pub fn state(&self) -> StateGuard<'_> {
+        self.shared.read()
+    }
+
+    pub fn shared(&self) -> &Arc<SharedState> {
+        &self.shared
+    }
+
+    pub fn membership(&self) -> Arc<StoredMembership<RaftId, openraft::BasicNode>> {
+        self.raft.metrics().borrow().membership_config.clone()
+    }
+
+    pub fn voters(&self) -> BTreeSet<RaftId> {
+        self.membership().voter_ids().collect()
+    }
+
+    /// True when this node votes in Raft, which is what makes it a manager.
+    pub fn is_voter(&self) -> bool {
+        self.voters().contains(&self.identity.raft_id)
+    }
+
+    pub fn leader(&self) -> Leader {
+        let metrics = self.raft.metrics().borrow().clone();
+        match metrics.current_leader {
+            Some(id) if id == self.identity.raft_id => {
+                if metrics.state == ServerState::Leader {
+                    Leader::Me
+                } else {
+                    Leader::Unknown
+                }
+            }
+            Some(id) => match metrics.membership_config.membership().get_node(&id) {
+                Some(node) => Leader::Other {
+                    raft_id: id,
+                    addr: node.addr.clone(),
+                },
+                None => Leader::Unknown,
+            },
+            None => Leader::Unknown,
+        }
+    }
+
+    pub fn manager_addrs(&self) -> Vec<String> {
+        self.manager_addrs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Remembers the managers a heartbeat told us about, on disk too, so a restarted worker
+    /// still finds its cluster after the managers it joined through are gone.
+    pub fn set_manager_addrs(&self, addrs: Vec<String>) {
+        if addrs.is_empty() || addrs == self.manager_addrs() {
+            return;
+        }
+        *self
+            .manager_addrs
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = addrs.clone();
+        let mut file = self.identity.clone();
+        file.manager_addrs = addrs;
+        if let Err(e) = file.save(&self.data_dir) {
+            tracing::warn!("cannot save the manager list: {e}");
+        }
+    }
+
+    /// The managers' addresses according to the applied state.
+    pub fn manager_addrs_from_state(&self) -> Vec<String> {
+        let voters = self.voters();
+        self.state()
+            .nodes()
+            .filter(|n| voters.contains(&n.raft_id))
+            .map(|n| n.description.addr.clone())
+            .collect()
+    }
+
+    /// An error that says the cluster has no quorum, with what this node knows.
+    pub fn no_quorum(&self, what: &str) -> ControlError {
+        let managers = self.voters().len();
+        ControlError::NoQuorum(format!(
+            "{what}: fewer than a majority of the {managers} managers are reachable, so the \
+             cluster cannot agree on changes; bring managers back (or, as a last resort, \
+             rebuild the cluster from a surviving manager)"
+        ))
+    }
+
+    /// Commits `commands` as one Raft entry, on this node, which must be the leader.
+    ///
+    /// # Errors
+    /// No quorum within [`QUORUM_TIMEOUT`], leadership lost, or Raft stopped.
+    pub async fn write(&self, commands: Vec<Command>) -> Result<Response, ControlError> {
+        self.check_quorum_contact()?;
+        let request = Request::new(now(), commands);
+        match tokio::time::timeout(QUORUM_TIMEOUT, self.raft.client_write(request)).await {
+            Err(_) => Err(self.no_quorum("the change was not committed")),
+            Ok(Ok(reply)) => Ok(reply.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
+                ControlError::Unavailable("leadership changed during the write; retry".into()),
+            ),
+            Ok(Err(e)) => Err(ControlError::Internal(format!("raft write failed: {e}"))),
+        }
+    }
+
+    /// Commits one command and returns its result.
+    ///
+    /// # Errors
+    /// As [`Swarm::write`], or the state machine's refusal of the command.
+    pub async fn write_one(&self, command: Command) -> Result<u64, ControlError> {
+        Ok(self.write(vec![command]).await?.single()?)
+    }
+
+    /// Waits until this leader has confirmed its leadership with a quorum and applied
+    /// everything committed before, so that a read sees every acknowledged write.
+    ///
+    /// # Errors
+    /// No quorum within [`QUORUM_TIMEOUT`], or leadership lost.
+    pub async fn linearize(&self) -> Result<(), ControlError> {
+        self.check_quorum_contact()?;
+        match tokio::time::timeout(QUORUM_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Err(_) => Err(self.no_quorum("cannot confirm the latest state")),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Err(
+                ControlError::Unavailable("leadership changed during the read; retry".into()),
+            ),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(self.no_quorum("cannot confirm the latest state"))
+            }
+            Ok(Err(e)) => Err(ControlError::Internal(format!("raft read failed: {e}"))),
+        }
+    }
+
+    /// Fails fast when the leader has not heard from a quorum for several election timeouts:
+    /// waiting would only end in the same answer later.
+    fn check_quorum_contact(&self) -> Result<(), ControlError> {
+        let silent_for = self.raft.metrics().borrow().millis_since_quorum_ack;
+        let limit = 4 * self.timings.election_max.as_millis();
+        match silent_for {
+            Some(ms) if u128::from(ms) > limit => {
+                Err(self.no_quorum("the leader has lost contact with the other managers"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+pub fn raft_db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("raft.redb")
+}
+
+/// The wall clock, read once per proposal by the leader.
+pub fn now() -> Timestamp {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    Timestamp(u64::try_from(millis).unwrap_or(u64::MAX))
+}

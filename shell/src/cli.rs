@@ -1,0 +1,359 @@
+//! The command table: every command, flag and argument of `essaim`, from which clap derives
+//! parsing, `--help` and usage errors.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use essaim_api::transport::Host;
+use essaim_core::model::{Availability, Role};
+
+/// The top command's `--help`: what essaim is, where it connects, and what its exit codes mean.
+const LONG_ABOUT: &str = "\
+essaim: drive an essaim cluster (a Docker-Swarm-like orchestrator).
+
+Every command talks to the essaim daemon (essaimd) on this machine through its local socket, \
+which passes cluster-wide requests on to the Raft leader.
+
+Exit codes:
+  0  success (also when the reader of stdout goes away, as with `essaim node ls | head -1`)
+  1  the command failed (the daemon or the cluster refused it); with several NODE arguments,
+     at least one of them failed (the command goes on past each failure; when all failures
+     share another code, such as 3, it exits with that one)
+  2  usage error (unknown command or flag, bad value, unsupported host)
+  3  the daemon or the cluster could not be reached, or the managers have no quorum
+  4  timeout (reserved)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "essaim",
+    version,
+    about = "Drive an essaim cluster",
+    long_about = LONG_ABOUT,
+    // Output must never contain escape codes, help and usage errors included.
+    color = clap::ColorChoice::Never,
+)]
+pub struct Cli {
+    /// Daemon to connect to: unix:///path/to/essaim.sock (tcp://host:port comes later)
+    ///
+    /// Default: the daemon's local socket, unix://<data dir>/essaim.sock, where the data dir is
+    /// $ESSAIM_DATA_DIR, else /var/lib/essaim for root, else ~/.local/share/essaim.
+    #[arg(
+        short = 'H',
+        long,
+        env = "ESSAIM_HOST",
+        global = true,
+        value_name = "HOST",
+        value_parser = |text: &str| text.parse::<Host>()
+    )]
+    pub host: Option<Host>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the swarm
+    Swarm {
+        #[command(subcommand)]
+        command: SwarmCommand,
+    },
+    /// Manage the nodes of the swarm
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Show this node's view of itself and its swarm
+    Info(InfoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwarmCommand {
+    /// Initialize a swarm, with this node as its first manager
+    Init(InitArgs),
+    /// Join a swarm as a worker or a manager, as the token says
+    Join(JoinArgs),
+    /// Show (and optionally rotate) the join token of a role
+    JoinToken(JoinTokenArgs),
+    /// Leave the swarm
+    Leave(LeaveArgs),
+    /// Show the swarm's settings
+    Inspect(SwarmInspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Address other nodes reach this node at (host:port)
+    #[arg(long, value_name = "ADDR")]
+    pub advertise_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// Token for entry into the swarm
+    #[arg(long)]
+    pub token: String,
+    /// Address other nodes reach this node at (host:port)
+    #[arg(long, value_name = "ADDR")]
+    pub advertise_addr: Option<String>,
+    /// Address of a manager of the swarm
+    #[arg(value_name = "HOST:PORT")]
+    pub remote_addr: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// Only display the token
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Rotate the join token first
+    #[arg(long)]
+    pub rotate: bool,
+    /// The role the token admits
+    #[arg(value_name = "worker|manager", value_parser = |text: &str| text.parse::<Role>())]
+    pub role: Role,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaveArgs {
+    /// Leave even if this breaks the managers' quorum or the cluster cannot be told
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SwarmInspectArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List the nodes of the swarm
+    #[command(visible_alias = "list")]
+    Ls(NodeLsArgs),
+    /// Show one or more nodes in detail
+    Inspect(NodeInspectArgs),
+    /// Change a node's availability, role or labels
+    Update(NodeUpdateArgs),
+    /// Promote one or more nodes to managers
+    Promote(NodesArgs),
+    /// Demote one or more managers to workers
+    Demote(NodesArgs),
+    /// Remove one or more nodes from the swarm
+    #[command(visible_alias = "remove")]
+    Rm(NodeRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeLsArgs {
+    /// Only display IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeInspectArgs {
+    /// Print the information in a human friendly format (same as --format table)
+    #[arg(long, conflicts_with = "format")]
+    pub pretty: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+    /// Node ID, ID prefix or hostname
+    #[arg(value_name = "NODE", required = true)]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeUpdateArgs {
+    /// Availability of the node: active, pause or drain
+    #[arg(long, value_name = "AVAILABILITY", value_parser = |text: &str| text.parse::<Availability>())]
+    pub availability: Option<Availability>,
+    /// Role of the node: worker or manager
+    #[arg(long, value_name = "ROLE", value_parser = |text: &str| text.parse::<Role>())]
+    pub role: Option<Role>,
+    /// Add or update a node label (key=value; `key` alone sets an empty value)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label_add)]
+    pub label_add: Vec<(String, String)>,
+    /// Remove a node label if it exists
+    #[arg(long, value_name = "KEY", value_parser = parse_label_rm)]
+    pub label_rm: Vec<String>,
+    /// Node ID, ID prefix or hostname
+    #[arg(value_name = "NODE")]
+    pub node: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// Node ID, ID prefix or hostname
+    #[arg(value_name = "NODE", required = true)]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeRmArgs {
+    /// Remove the nodes even if they are still up
+    #[arg(short, long)]
+    pub force: bool,
+    /// Node ID, ID prefix or hostname
+    #[arg(value_name = "NODE", required = true)]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// How a command shows its result: for people or for programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Columns or `key: value` lines
+    Table,
+    /// Pretty-printed JSON
+    Json,
+}
+
+/// Reads a `--label-add` value the way docker does: `k=v`, `k=` and `k` (both: empty value).
+///
+/// # Errors
+/// The key is empty.
+pub fn parse_label_add(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').unwrap_or((text, ""));
+    if key.is_empty() {
+        return Err(format!("invalid label {text:?}: the key is empty"));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// Reads a `--label-rm` value: a key, not empty.
+///
+/// # Errors
+/// The key is empty.
+fn parse_label_rm(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("the label key is empty".to_string());
+    }
+    Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_table_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn label_add_reads_like_docker() {
+        assert_eq!(
+            parse_label_add("zone=a"),
+            Ok(("zone".to_string(), "a".to_string()))
+        );
+        assert_eq!(
+            parse_label_add("zone="),
+            Ok(("zone".to_string(), String::new()))
+        );
+        assert_eq!(
+            parse_label_add("zone"),
+            Ok(("zone".to_string(), String::new()))
+        );
+        // Only the first `=` splits: values may contain more.
+        assert_eq!(
+            parse_label_add("expr=a=b"),
+            Ok(("expr".to_string(), "a=b".to_string()))
+        );
+        assert!(parse_label_add("=a").is_err());
+    }
+
+    #[test]
+    fn label_flags_collect_in_order() {
+        let cli = Cli::try_parse_from([
+            "essaim",
+            "node",
+            "update",
+            "--label-add",
+            "zone=a",
+            "--label-add",
+            "ssd",
+            "--label-rm",
+            "old",
+            "m1",
+        ])
+        .expect("valid command line");
+        let Command::Node {
+            command: NodeCommand::Update(args),
+        } = cli.command
+        else {
+            panic!("parsed as another command: {:?}", cli.command);
+        };
+        assert_eq!(
+            args.label_add,
+            vec![
+                ("zone".to_string(), "a".to_string()),
+                ("ssd".to_string(), String::new())
+            ]
+        );
+        assert_eq!(args.label_rm, vec!["old".to_string()]);
+        assert_eq!(args.node, "m1");
+    }
+
+    #[test]
+    fn a_bad_availability_is_a_usage_error_naming_the_flag() {
+        let error =
+            Cli::try_parse_from(["essaim", "node", "update", "--availability", "sleepy", "m1"])
+                .expect_err("sleepy is not an availability");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(error.exit_code(), 2);
+        let message = error.to_string();
+        assert!(message.contains("--availability"), "{message}");
+        assert!(message.contains("active, pause, drain"), "{message}");
+    }
+
+    #[test]
+    fn availability_reads_any_case() {
+        let cli =
+            Cli::try_parse_from(["essaim", "node", "update", "--availability", "Drain", "m1"])
+                .expect("valid command line");
+        let Command::Node {
+            command: NodeCommand::Update(args),
+        } = cli.command
+        else {
+            panic!("parsed as another command: {:?}", cli.command);
+        };
+        assert_eq!(args.availability, Some(Availability::Drain));
+    }
+
+    #[test]
+    fn a_bad_host_is_a_usage_error() {
+        let error = Cli::try_parse_from(["essaim", "-H", "ftp://x", "info"])
+            .expect_err("ftp is not a host scheme");
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("--host"));
+    }
+
+    #[test]
+    fn the_host_flag_works_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["essaim", "node", "ls", "-H", "unix:///tmp/e.sock"])
+            .expect("valid command line");
+        assert_eq!(cli.host, Some(Host::Unix("/tmp/e.sock".into())));
+    }
+
+    #[test]
+    fn pretty_and_format_exclude_each_other() {
+        let error = Cli::try_parse_from([
+            "essaim", "node", "inspect", "--pretty", "--format", "json", "m1",
+        ])
+        .expect_err("conflicting flags");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+}

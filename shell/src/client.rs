@@ -1,0 +1,225 @@
+//! The connection to the daemon: where `-H` points, connecting, and one typed call per request.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+
+use essaim_api::control::{NodeInfo, NodeView};
+use essaim_api::transport::{self, Host};
+use essaim_api::{ControlError, ControlReply, ControlRequest};
+use essaim_core::model::{Availability, Cluster, Role};
+
+use crate::UsageError;
+
+/// The host used when neither `-H` nor `ESSAIM_HOST` is given: the default local socket, the
+/// one `essaimd` listens on when started with no flags.
+pub fn default_host() -> Host {
+    Host::Unix(essaim_api::paths::default_socket())
+}
+
+/// The reply to one request, on its way.
+pub type PendingReply = Pin<Box<dyn Future<Output = Result<ControlReply, ControlError>>>>;
+
+/// A connected control client.
+pub struct Client {
+    /// Sends one request. A function rather than the gRPC client itself so that tests can put
+    /// a fake daemon behind it (and because the shell does not depend on tonic, whose channel
+    /// type the gRPC client is generic over).
+    send: Box<dyn FnMut(ControlRequest) -> PendingReply>,
+}
+
+/// A node's spec changes, as `node update`, `promote` and `demote` send them.
+#[derive(Debug, Default)]
+pub struct NodeChanges {
+    pub availability: Option<Availability>,
+    pub role: Option<Role>,
+    pub label_add: BTreeMap<String, String>,
+    pub label_rm: Vec<String>,
+}
+
+impl Client {
+    /// Connects to the daemon at `host`, now, so that a missing daemon is reported before any
+    /// request is built.
+    ///
+    /// # Errors
+    /// A [`UsageError`] for `tcp://` hosts (they need certificates, not yet supported), a
+    /// [`ControlError::Unavailable`] when no daemon listens on the socket.
+    pub async fn connect(host: &Host) -> anyhow::Result<Client> {
+        match host {
+            Host::Unix(path) => Self::connect_unix(path).await,
+            Host::Tcp(_) => Err(UsageError(
+                "tcp:// hosts need a client certificate bundle (--tls-dir), which comes with \
+                 cluster security; use the local socket (unix://...) for now"
+                    .to_string(),
+            )
+            .into()),
+        }
+    }
+
+    async fn connect_unix(path: &Path) -> anyhow::Result<Client> {
+        let channel = transport::local_channel(path).await?;
+        let client = transport::control_client(channel);
+        Ok(Client::from_fn(move |request| {
+            // Clones share the one connection; each call gets its own so the future owns it.
+            let mut client = client.clone();
+            Box::pin(async move { transport::call(&mut client, &request).await })
+        }))
+    }
+
+    /// A client that answers with `send`: the real transport, or a fake daemon in tests.
+    pub fn from_fn(send: impl FnMut(ControlRequest) -> PendingReply + 'static) -> Client {
+        Client {
+            send: Box::new(send),
+        }
+    }
+
+    /// Sends one request and returns the reply, whatever it is.
+    ///
+    /// # Errors
+    /// What the daemon or the leader refused, or the transport failed with.
+    pub async fn call(&mut self, request: &ControlRequest) -> Result<ControlReply, ControlError> {
+        (self.send)(request.clone()).await
+    }
+
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn info(&mut self) -> Result<NodeInfo, ControlError> {
+        let request = ControlRequest::Info;
+        match self.call(&request).await? {
+            ControlReply::Info(info) => Ok(info),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn swarm_inspect(&mut self) -> Result<Cluster, ControlError> {
+        let request = ControlRequest::SwarmInspect;
+        match self.call(&request).await? {
+            ControlReply::Swarm(cluster) => Ok(cluster),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn node_list(&mut self) -> Result<Vec<NodeView>, ControlError> {
+        let request = ControlRequest::NodeList;
+        match self.call(&request).await? {
+            ControlReply::Nodes(nodes) => Ok(nodes),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn node_inspect(&mut self, node: &str) -> Result<NodeView, ControlError> {
+        let request = ControlRequest::NodeInspect {
+            node: node.to_string(),
+        };
+        match self.call(&request).await? {
+            ControlReply::Node(view) => Ok(view),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// Applies `changes` to the node `read`, on the version read, so that a concurrent change
+    /// is refused rather than overwritten.
+    ///
+    /// # Errors
+    /// See [`Client::call`]; [`ControlError::Conflict`] when the node changed since it was read.
+    pub async fn node_update(
+        &mut self,
+        read: &NodeView,
+        changes: NodeChanges,
+    ) -> Result<(), ControlError> {
+        let request = ControlRequest::NodeUpdate {
+            // The ID, not the name the user gave: it is what the version read belongs to.
+            node: read.node.id.clone(),
+            expected_version: Some(read.node.version),
+            availability: changes.availability,
+            role: changes.role,
+            label_add: changes.label_add,
+            label_rm: changes.label_rm,
+        };
+        match self.call(&request).await? {
+            ControlReply::Node(_) | ControlReply::Done => Ok(()),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn node_remove(&mut self, node: &str, force: bool) -> Result<(), ControlError> {
+        let request = ControlRequest::NodeRemove {
+            node: node.to_string(),
+            force,
+        };
+        match self.call(&request).await? {
+            ControlReply::Done | ControlReply::Node(_) => Ok(()),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+}
+
+/// The error for a reply that does not answer the request: a daemon of another version, or a
+/// bug on one side.
+pub fn unexpected(request: &ControlRequest, reply: &ControlReply) -> ControlError {
+    ControlError::Internal(format!(
+        "the daemon answered {} to {} (is it the same essaim version?)",
+        wire_name(reply),
+        wire_name(request)
+    ))
+}
+
+/// The name a request or reply goes by on the wire, read from its encoding so that new
+/// variants need no change here: the `call`/`reply` tag when internally tagged, else the
+/// variant name serde uses (a bare string, or an object's one key).
+fn wire_name(value: &impl serde::Serialize) -> String {
+    let name = match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => Some(name),
+        Ok(serde_json::Value::Object(map)) => ["call", "reply"]
+            .iter()
+            .find_map(|tag| map.get(*tag)?.as_str().map(str::to_string))
+            .or_else(|| match map.len() {
+                1 => map.keys().next().cloned(),
+                _ => None,
+            }),
+        _ => None,
+    };
+    name.unwrap_or_else(|| "?".to_string())
+}
+
+/// Connects to `host`, or to the default local socket.
+///
+/// # Errors
+/// See [`Client::connect`].
+pub async fn connect(host: Option<&Host>) -> anyhow::Result<Client> {
+    match host {
+        Some(host) => Client::connect(host).await,
+        None => Client::connect(&default_host()).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mismatched_reply_names_both_sides() {
+        let error = unexpected(
+            &ControlRequest::NodeInspect { node: "m1".into() },
+            &ControlReply::Nodes(Vec::new()),
+        );
+        assert_eq!(
+            error.to_string(),
+            "the daemon answered nodes to node_inspect (is it the same essaim version?)"
+        );
+        let error = unexpected(&ControlRequest::NodeList, &ControlReply::Done);
+        assert_eq!(
+            error.to_string(),
+            "the daemon answered done to node_list (is it the same essaim version?)"
+        );
+    }
+}

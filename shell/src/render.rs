@@ -1,0 +1,495 @@
+//! Turning replies into text: plain docker-like tables, `key: value` listings, JSON and
+//! timestamps. Everything here is pure (values in, a `String` out) except [`Output`], the one
+//! place that writes.
+
+use std::io::{self, Write};
+
+use comfy_table::{presets, Table};
+use essaim_api::control::{LocalSwarmState, NodeInfo, NodeView, Reachability};
+use essaim_core::model::{Cluster, Role};
+use essaim_core::time::format_duration_ms;
+use essaim_core::Timestamp;
+use serde::Serialize;
+
+/// Where a command's results and errors go: stdout and stderr, or buffers in tests.
+pub struct Output<'a> {
+    out: &'a mut dyn Write,
+    err: &'a mut dyn Write,
+}
+
+impl<'a> Output<'a> {
+    pub fn new(out: &'a mut dyn Write, err: &'a mut dyn Write) -> Output<'a> {
+        Output { out, err }
+    }
+
+    /// Writes `text` to stdout as is, flushed, so results and errors come out in order.
+    ///
+    /// # Errors
+    /// Stdout is closed (a broken pipe, which the caller treats as success) or failing.
+    pub fn print(&mut self, text: &str) -> io::Result<()> {
+        self.out.write_all(text.as_bytes())?;
+        self.out.flush()
+    }
+
+    /// # Errors
+    /// As [`Output::print`].
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Writes `Error: <message>` on one line to stderr. A failing stderr is ignored: there is
+    /// nowhere left to say so.
+    pub fn error(&mut self, error: &anyhow::Error) {
+        let _ = writeln!(self.err, "Error: {}", error_line(error));
+        let _ = self.err.flush();
+    }
+}
+
+/// An error and its causes as one line, so each error is one line of stderr.
+pub fn error_line(error: &anyhow::Error) -> String {
+    format!("{error:#}")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Pretty JSON, ending with a newline.
+///
+/// # Errors
+/// Only if the value cannot be serialized, which would be a bug.
+pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// Plain columns like docker's: no borders, at least three spaces between columns, no
+/// trailing spaces.
+pub fn columns(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut table = Table::new();
+    table.load_style(presets::NOTHING);
+    table.set_header(header.to_vec());
+    for row in rows {
+        table.add_row(row);
+    }
+    let last = header.len().saturating_sub(1);
+    for (index, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, if index == last { 0 } else { 3 }));
+    }
+    let mut text = String::new();
+    for line in table.lines() {
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// IDs, one a line, for `-q`.
+pub fn ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+    ids.into_iter().map(|id| format!("{id}\n")).collect()
+}
+
+/// The `node ls` table. `local_id` is the node the shell talks to, marked with `*`.
+pub fn node_table(nodes: &[NodeView], local_id: Option<&str>) -> String {
+    let rows = nodes
+        .iter()
+        .map(|view| {
+            let node = &view.node;
+            let id = if Some(node.id.as_str()) == local_id {
+                format!("{} *", node.id)
+            } else {
+                node.id.clone()
+            };
+            vec![
+                id,
+                node.description.hostname.clone(),
+                capitalize(node.status.state.as_str()),
+                capitalize(node.spec.availability.as_str()),
+                view.manager_status
+                    .as_ref()
+                    .map(|status| status.label().to_string())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    columns(
+        &["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"],
+        rows,
+    )
+}
+
+/// `node inspect --pretty`, for one node.
+pub fn node_pretty(view: &NodeView) -> String {
+    let node = &view.node;
+    let mut entries = vec![
+        Entry::field(0, "ID", &node.id),
+        Entry::field(0, "Hostname", &node.description.hostname),
+        Entry::field(0, "Joined at", rfc3339(node.created_at)),
+        Entry::Section("Status"),
+        Entry::field(1, "State", capitalize(node.status.state.as_str())),
+    ];
+    if !node.status.message.is_empty() {
+        entries.push(Entry::field(1, "Message", &node.status.message));
+    }
+    entries.push(Entry::field(1, "Address", &node.description.addr));
+    if let Some(status) = &view.manager_status {
+        entries.extend([
+            Entry::Section("Manager Status"),
+            Entry::field(1, "Address", &status.addr),
+            Entry::field(
+                1,
+                "Raft Status",
+                match status.reachability {
+                    Reachability::Reachable => "Reachable",
+                    Reachability::Unreachable => "Unreachable",
+                },
+            ),
+            Entry::field(1, "Leader", if status.leader { "Yes" } else { "No" }),
+        ]);
+    }
+    entries.extend([
+        Entry::field(
+            0,
+            "Availability",
+            capitalize(node.spec.availability.as_str()),
+        ),
+        Entry::field(0, "Role", capitalize(node.spec.role.as_str())),
+    ]);
+    if !node.spec.labels.is_empty() {
+        entries.push(Entry::Section("Labels"));
+        entries.extend(node.spec.labels.iter().map(|(key, value)| {
+            Entry::Item(if value.is_empty() {
+                key.clone()
+            } else {
+                format!("{key}={value}")
+            })
+        }));
+    }
+    entries.extend([
+        Entry::Section("Platform"),
+        Entry::field(1, "Operating System", &node.description.os),
+        Entry::field(1, "Architecture", &node.description.arch),
+    ]);
+    listing(&entries)
+}
+
+/// `info`, as `key: value` lines. Values the node does not have (no swarm yet) are left out.
+pub fn info(info: &NodeInfo) -> String {
+    let mut entries = Vec::new();
+    if let Some(id) = &info.node_id {
+        entries.push(Entry::field(0, "Node ID", id));
+    }
+    entries.extend([
+        Entry::field(0, "Hostname", &info.hostname),
+        Entry::field(0, "Address", &info.addr),
+        Entry::field(
+            0,
+            "Swarm",
+            match info.swarm {
+                LocalSwarmState::Inactive => "inactive",
+                LocalSwarmState::Active => "active",
+            },
+        ),
+    ]);
+    if let Some(id) = &info.cluster_id {
+        entries.push(Entry::field(0, "Cluster ID", id));
+    }
+    entries.push(Entry::field(0, "Is Manager", info.is_manager.to_string()));
+    if let Some(id) = &info.leader_id {
+        entries.push(Entry::field(0, "Leader", id));
+    }
+    listing(&entries)
+}
+
+/// `swarm inspect --format table`. Join tokens are left out: `swarm join-token` shows them.
+pub fn cluster(cluster: &Cluster) -> String {
+    let config = &cluster.config;
+    listing(&[
+        Entry::field(0, "ID", &cluster.id),
+        Entry::field(0, "Created at", rfc3339(cluster.created_at)),
+        Entry::field(0, "Updated at", rfc3339(cluster.updated_at)),
+        Entry::Section("Dispatcher"),
+        Entry::field(
+            1,
+            "Heartbeat Period",
+            format_duration_ms(config.heartbeat_period_ms),
+        ),
+        Entry::field(
+            1,
+            "Node Down After",
+            format_duration_ms(config.node_down_after_ms()),
+        ),
+        Entry::Section("Orchestration"),
+        Entry::field(
+            1,
+            "Task History Retention Limit",
+            config.task_history_limit.to_string(),
+        ),
+    ])
+}
+
+/// The instructions `swarm init` and `swarm join-token` give for adding a node.
+pub fn join_instructions(role: Role, token: &str, manager_addr: &str) -> String {
+    let article = match role {
+        Role::Worker => "a worker",
+        Role::Manager => "a manager",
+    };
+    format!(
+        "To add {article} to this swarm, run the following command:\n\
+         \n    essaim swarm join --token {token} {manager_addr}\n"
+    )
+}
+
+/// The first letter in upper case: `ready` becomes `Ready`, as docker shows states.
+pub fn capitalize(word: &str) -> String {
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A timestamp as RFC 3339 in UTC, to the second: `2023-11-14T22:13:20Z`.
+pub fn rfc3339(timestamp: Timestamp) -> String {
+    let seconds = timestamp.0 / 1000;
+    let (year, month, day) = civil_from_days(seconds / 86_400);
+    let time = seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        time / 3600,
+        time % 3600 / 60,
+        time % 60
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01, after Howard Hinnant's
+/// `civil_from_days` (restricted to dates on or after the epoch, all a `Timestamp` can hold).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Count from 0000-03-01, so that the leap day ends each 400-year era's years.
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months from March: 0 is March, 11 is February.
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// One line of a `key: value` listing.
+enum Entry {
+    /// `key: value`, indented by `indent` spaces (1 inside a section).
+    Field(usize, &'static str, String),
+    /// A heading for the indented fields or items that follow.
+    Section(&'static str),
+    /// ` - text`, a list element inside a section.
+    Item(String),
+}
+
+impl Entry {
+    fn field(indent: usize, key: &'static str, value: impl Into<String>) -> Entry {
+        Entry::Field(indent, key, value.into())
+    }
+}
+
+/// Lines up the values of a listing in one column, two spaces after the longest key.
+fn listing(entries: &[Entry]) -> String {
+    let width = entries
+        .iter()
+        .map(|entry| match entry {
+            Entry::Field(indent, key, _) => indent + key.len() + 1,
+            Entry::Section(_) | Entry::Item(_) => 0,
+        })
+        .max()
+        .unwrap_or(0)
+        + 2;
+    let mut text = String::new();
+    for entry in entries {
+        let line = match entry {
+            Entry::Field(indent, key, value) => {
+                let label = format!("{:indent$}{key}:", "");
+                format!("{label:width$}{value}")
+            }
+            Entry::Section(key) => format!("{key}:"),
+            Entry::Item(item) => format!(" - {item}"),
+        };
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use essaim_api::control::ManagerStatus;
+    use essaim_core::model::{
+        Availability, Node, NodeDescription, NodeSpec, NodeState, NodeStatus,
+    };
+
+    use super::*;
+
+    fn view(
+        id: &str,
+        hostname: &str,
+        state: NodeState,
+        availability: Availability,
+        manager: Option<(bool, Reachability)>,
+    ) -> NodeView {
+        NodeView {
+            node: Node {
+                id: id.to_string(),
+                version: 7,
+                created_at: Timestamp(1_700_000_000_000),
+                updated_at: Timestamp(1_700_000_000_000),
+                raft_id: 1,
+                spec: NodeSpec {
+                    role: if manager.is_some() {
+                        Role::Manager
+                    } else {
+                        Role::Worker
+                    },
+                    availability,
+                    labels: BTreeMap::from([
+                        ("zone".to_string(), "a".to_string()),
+                        ("ssd".to_string(), String::new()),
+                    ]),
+                },
+                description: NodeDescription {
+                    hostname: hostname.to_string(),
+                    addr: format!("{hostname}:4242"),
+                    os: "linux".to_string(),
+                    arch: "x86_64".to_string(),
+                },
+                status: NodeStatus {
+                    state,
+                    message: String::new(),
+                },
+            },
+            manager_status: manager.map(|(leader, reachability)| ManagerStatus {
+                leader,
+                reachability,
+                addr: format!("{hostname}:4242"),
+            }),
+        }
+    }
+
+    fn cluster_of_three() -> Vec<NodeView> {
+        vec![
+            view(
+                "aaaa1",
+                "m1",
+                NodeState::Ready,
+                Availability::Active,
+                Some((true, Reachability::Reachable)),
+            ),
+            view(
+                "bbbb2",
+                "m2",
+                NodeState::Ready,
+                Availability::Drain,
+                Some((false, Reachability::Reachable)),
+            ),
+            view("cccc3", "w1", NodeState::Down, Availability::Pause, None),
+        ]
+    }
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(Timestamp(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(Timestamp(951_782_400_000)), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            rfc3339(Timestamp(1_700_000_000_123)),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(
+            rfc3339(Timestamp(1_709_251_199_999)),
+            "2024-02-29T23:59:59Z"
+        );
+        assert_eq!(
+            rfc3339(Timestamp(4_102_444_799_000)),
+            "2099-12-31T23:59:59Z"
+        );
+    }
+
+    #[test]
+    fn rfc3339_survives_the_largest_timestamp() {
+        assert!(rfc3339(Timestamp(u64::MAX)).ends_with('Z'));
+    }
+
+    #[test]
+    fn node_table_has_docker_columns_the_local_marker_and_manager_labels() {
+        let text = node_table(&cluster_of_three(), Some("bbbb2"));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(
+            lines[0],
+            "ID        HOSTNAME   STATUS   AVAILABILITY   MANAGER STATUS"
+        );
+        assert_eq!(
+            lines[1],
+            "aaaa1     m1         Ready    Active         Leader"
+        );
+        assert_eq!(
+            lines[2],
+            "bbbb2 *   m2         Ready    Drain          Reachable"
+        );
+        assert_eq!(lines[3], "cccc3     w1         Down     Pause");
+        assert!(!text.contains('\u{1b}'), "no escape codes: {text:?}");
+    }
+
+    #[test]
+    fn an_empty_node_table_still_has_its_header() {
+        assert_eq!(
+            node_table(&[], None),
+            "ID   HOSTNAME   STATUS   AVAILABILITY   MANAGER STATUS\n"
+        );
+    }
+
+    #[test]
+    fn node_pretty_lists_sections_with_aligned_values() {
+        let nodes = cluster_of_three();
+        let text = node_pretty(&nodes[0]);
+        assert!(text.starts_with("ID:                 aaaa1\n"), "{text}");
+        assert!(
+            text.contains("Joined at:          2023-11-14T22:13:20Z\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Manager Status:\n Address:           m1:4242\n Raft Status:       Reachable\n Leader:            Yes\n"),
+            "{text}"
+        );
+        assert!(text.contains("Labels:\n - ssd\n - zone=a\n"), "{text}");
+        assert!(!text.contains("Message"), "empty message hidden: {text}");
+
+        let worker = node_pretty(&nodes[2]);
+        assert!(!worker.contains("Manager Status"), "{worker}");
+        assert!(worker.contains("Role:"), "{worker}");
+    }
+
+    #[test]
+    fn join_instructions_read_like_docker() {
+        assert_eq!(
+            join_instructions(Role::Manager, "SWMTKN-1-x-y", "10.0.0.1:4242"),
+            "To add a manager to this swarm, run the following command:\n\n    \
+             essaim swarm join --token SWMTKN-1-x-y 10.0.0.1:4242\n"
+        );
+    }
+
+    #[test]
+    fn errors_print_on_one_line() {
+        let error = anyhow::anyhow!("second line\nthird").context("first");
+        assert_eq!(error_line(&error), "first: second line third");
+    }
+}
