@@ -11,16 +11,19 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-/// The directory holding the built binaries: tests run from `target/<profile>/deps`.
+/// The directory holding the built binaries: tests run from `target/<profile>/deps`, bench
+/// binaries from `target/<profile>`.
 fn bin_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test binary knows its own path");
-        let dir = exe
+        let exe = std::env::current_exe().expect("the running binary knows its own path");
+        let mut dir = exe
             .parent()
-            .and_then(Path::parent)
-            .expect("test binaries live in target/<profile>/deps")
+            .expect("binaries live in target/<profile>")
             .to_path_buf();
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            dir = dir.parent().map(Path::to_path_buf).unwrap_or(dir);
+        }
         // Cargo builds binaries only for tests of their own package: build ours here, once.
         // A no-op when they are up to date.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
@@ -131,7 +134,10 @@ impl Daemon {
             .arg(self.socket())
             .arg("--hostname")
             .arg(&self.name)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("ESSAIM_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

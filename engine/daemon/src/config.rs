@@ -45,12 +45,12 @@ pub struct Args {
     pub hostname: Option<String>,
 
     /// How often the Raft leader sends heartbeats to the other managers
-    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = duration)]
+    #[arg(long, env = "ESSAIM_RAFT_HEARTBEAT_INTERVAL", value_name = "DURATION", default_value = "50ms", value_parser = duration)]
     pub raft_heartbeat_interval: Duration,
 
-    /// The shortest Raft election timeout; the longest is twice this. Lower heals faster,
+    /// The shortest Raft election timeout; the longest is 1.5 times this. Lower heals faster,
     /// higher tolerates slower machines
-    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration)]
+    #[arg(long, env = "ESSAIM_RAFT_ELECTION_TIMEOUT", value_name = "DURATION", default_value = "150ms", value_parser = duration)]
     pub raft_election_timeout: Duration,
 }
 
@@ -103,7 +103,7 @@ impl Args {
                 raft_timings: RaftTimings {
                     heartbeat: self.raft_heartbeat_interval,
                     election_min: self.raft_election_timeout,
-                    election_max: self.raft_election_timeout * 2,
+                    election_max: self.raft_election_timeout * 3 / 2,
                 },
             },
         })

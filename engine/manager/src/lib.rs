@@ -9,11 +9,13 @@
 //! - [`leader`]: what the leader does with control requests, joins and heartbeats.
 //! - [`health`]: the leader's duties: node up/down from heartbeats, Raft membership from roles.
 //! - [`agent`]: the heartbeat every member sends to the leader.
+//! - [`election`]: our leader failure detector, quicker and steadier than openraft 0.9's timer.
 //! - [`services`]: the gRPC services on the cluster port and the local socket.
 //! - [`identity`]: the node's IDs and swarm file; ID generation.
 //! - [`tokens`]: join tokens.
 
 pub mod agent;
+pub mod election;
 pub mod health;
 pub mod identity;
 pub mod leader;

@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 
 use crate::identity::{new_object_id, new_raft_id, SwarmFile};
 use crate::leader;
-use crate::raft::{Raft, RaftTimings};
+use crate::raft::{LeaderContact, Raft, RaftTimings};
 use crate::swarm::{Leader, Swarm};
 use crate::tokens::{cluster_digest, JoinToken};
 
@@ -89,9 +89,10 @@ impl Node {
         *self.swarm.write().unwrap_or_else(|p| p.into_inner()) = swarm;
     }
 
-    /// The Raft instance, for the Raft service.
-    pub fn raft(&self) -> Option<Raft> {
-        self.swarm().map(|s| s.raft().clone())
+    /// The Raft instance, and where to note a leader's word, for the Raft service.
+    pub fn raft(&self) -> Option<(Raft, Arc<LeaderContact>)> {
+        self.swarm()
+            .map(|s| (s.raft().clone(), s.leader_contact().clone()))
     }
 
     /// Stops the node's swarm work, keeping its state on disk.

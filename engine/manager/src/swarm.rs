@@ -20,7 +20,7 @@ use crate::identity::SwarmFile;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::{SharedState, StateGuard, StateMachine};
-use crate::raft::{self, Raft, RaftId, RaftTimings};
+use crate::raft::{self, LeaderContact, Raft, RaftId, RaftTimings};
 
 /// How long a write or a linearizable read may wait for a quorum before it is reported as
 /// "no quorum" rather than left hanging.
@@ -44,6 +44,8 @@ pub struct Swarm {
     /// Membership changes one at a time: openraft refuses overlapping ones.
     pub membership_lock: tokio::sync::Mutex<()>,
     background: Mutex<Vec<JoinHandle<()>>>,
+    /// When a leader last spoke to this node, for the election watch.
+    leader_contact: Arc<LeaderContact>,
 }
 
 /// Where the leader is, from this node's point of view.
@@ -68,6 +70,8 @@ impl Swarm {
     ) -> anyhow::Result<Arc<Swarm>> {
         let db = Arc::new(redb::Database::create(raft_db_path(data_dir))?);
         let log = LogStore::open(db.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        log.forget_leadership()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let machine = StateMachine::open(db).map_err(|e| anyhow::anyhow!("{e}"))?;
         let shared = machine.shared();
         let config = raft::config(&timings)?;
@@ -85,10 +89,12 @@ impl Swarm {
             wake: Notify::new(),
             membership_lock: tokio::sync::Mutex::new(()),
             background: Mutex::new(Vec::new()),
+            leader_contact: Arc::new(LeaderContact::default()),
         });
         let duties = tokio::spawn(crate::health::run(swarm.clone()));
         let heartbeats = tokio::spawn(crate::agent::run(swarm.clone()));
-        swarm.background().extend([duties, heartbeats]);
+        let elections = tokio::spawn(crate::election::watch(swarm.clone()));
+        swarm.background().extend([duties, heartbeats, elections]);
         Ok(swarm)
     }
 
@@ -126,6 +132,10 @@ impl Swarm {
 
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    pub fn leader_contact(&self) -> &Arc<LeaderContact> {
+        &self.leader_contact
     }
 
     pub fn timings(&self) -> &RaftTimings {

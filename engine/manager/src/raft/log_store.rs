@@ -44,6 +44,29 @@ impl LogStore {
         Ok(LogStore { db })
     }
 
+    /// Before Raft starts: turns a saved committed vote into an uncommitted one for the same
+    /// term and candidate.
+    ///
+    /// openraft 0.9 restores a node whose saved vote is committed for itself as leader of that
+    /// old term, with no election. A leader killed and restarted then leads nobody, campaigns
+    /// later with a stale log, and delays the cluster's next elections. Uncommitted, the vote
+    /// keeps its term and candidate (no second vote in that term is possible), and the node
+    /// starts as a follower like any other.
+    ///
+    /// # Errors
+    /// The vote cannot be read or written.
+    pub fn forget_leadership(&self) -> Result<(), AnyError> {
+        let Some(vote) = self.read_meta::<Vote>(VOTE)? else {
+            return Ok(());
+        };
+        if !vote.is_committed() {
+            return Ok(());
+        }
+        let candidate = vote.leader_id().voted_for().unwrap_or_default();
+        let uncommitted = Vote::new(vote.leader_id().term, candidate);
+        self.write_meta(VOTE, &uncommitted, Durability::Immediate)
+    }
+
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AnyError> {
         let txn = self.db.begin_read().map_err(failure)?;
         let table = txn.open_table(META).map_err(failure)?;

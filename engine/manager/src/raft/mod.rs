@@ -6,8 +6,8 @@ pub mod network;
 pub mod state_machine;
 
 use std::io::Cursor;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use essaim_core::{Request, Response};
 use openraft::{BasicNode, Config, SnapshotPolicy};
@@ -48,9 +48,27 @@ impl Default for RaftTimings {
     fn default() -> Self {
         RaftTimings {
             heartbeat: Duration::from_millis(50),
-            election_min: Duration::from_millis(200),
-            election_max: Duration::from_millis(400),
+            election_min: Duration::from_millis(150),
+            election_max: Duration::from_millis(225),
         }
+    }
+}
+
+/// When this node last heard from a leader (an AppendEntries call, heartbeats included): the
+/// input of our own failure detector (see `crate::election`).
+#[derive(Default)]
+pub struct LeaderContact {
+    last: Mutex<Option<Instant>>,
+}
+
+impl LeaderContact {
+    pub fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// `None` until a leader has been heard from since this process started.
+    pub fn last(&self) -> Option<Instant> {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -3,6 +3,7 @@
 //! binary codec.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use essaim_api::pb::raft_client::RaftClient;
 use essaim_api::pb::raft_server;
@@ -21,7 +22,12 @@ use serde::{de::DeserializeOwned, Serialize};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::{codec, Raft, RaftId, TypeConfig};
+use super::{codec, LeaderContact, Raft, RaftId, TypeConfig};
+
+/// How long openraft waits before retrying a manager it could not reach. Its default (500 ms)
+/// leaves a restarted manager unattended long enough to time out and call a needless
+/// election; on loopback or a LAN a refused connection costs nothing to retry.
+const RETRY_UNREACHABLE: Duration = Duration::from_millis(100);
 
 /// Makes one [`Peer`] per remote manager. Connections are lazy: openraft creates clients for
 /// managers that may be down, and they must not block it.
@@ -117,10 +123,15 @@ impl RaftNetwork<TypeConfig> for Peer {
         self.send(&rpc, &option, |mut c, r| async move { c.vote(r).await })
             .await
     }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(RETRY_UNREACHABLE))
+    }
 }
 
-/// Finds the Raft instance a message is for: `None` when this node is in no cluster.
-pub type RaftLocator = Arc<dyn Fn() -> Option<Raft> + Send + Sync>;
+/// Finds the Raft instance a message is for, and where to note that a leader spoke: `None`
+/// when this node is in no cluster.
+pub type RaftLocator = Arc<dyn Fn() -> Option<(Raft, Arc<LeaderContact>)> + Send + Sync>;
 
 /// The server side: hands other managers' messages to our Raft instance.
 pub struct RaftService {
@@ -134,7 +145,7 @@ impl RaftService {
             .max_encoding_message_size(transport::MAX_MESSAGE_BYTES)
     }
 
-    fn raft(&self) -> Result<Raft, Status> {
+    fn raft(&self) -> Result<(Raft, Arc<LeaderContact>), Status> {
         (self.locate)().ok_or_else(|| Status::unavailable("this node is not part of a swarm"))
     }
 }
@@ -156,13 +167,18 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let raft = self.raft()?;
+        let (raft, contact) = self.raft()?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request)?;
-        reply(&raft.append_entries(rpc).await)
+        let result = raft.append_entries(rpc).await;
+        // A stale leader that we refuse is no sign of a live one.
+        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            contact.touch();
+        }
+        reply(&result)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let raft = self.raft()?;
+        let (raft, _) = self.raft()?;
         let rpc: VoteRequest<RaftId> = decode(request)?;
         reply(&raft.vote(rpc).await)
     }
@@ -171,8 +187,9 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let raft = self.raft()?;
+        let (raft, contact) = self.raft()?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
+        contact.touch();
         reply(&raft.install_snapshot(rpc).await)
     }
 }

@@ -1,0 +1,113 @@
+//! Leader failover: kill -9 the Raft leader of three managers and time the first write that
+//! succeeds through a survivor. The write goes straight to the control API (no shell process
+//! in the measured path), retried every few milliseconds.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use essaim_api::{transport, ControlRequest};
+use essaim_tests::Cluster;
+
+use crate::report::{median_and_worst, Figure};
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+pub fn run(trials: usize) -> Result<Vec<Figure>> {
+    let mut cluster = Cluster::start(3, 0)?;
+    wait_for_three_reachable(&cluster, "m1")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut samples = Vec::new();
+    for trial in 0..trials {
+        let leader = cluster.leader("m1").or_else(|_| cluster.leader("m2"))?;
+        let survivor = ["m1", "m2", "m3"]
+            .into_iter()
+            .find(|n| *n != leader)
+            .context("a survivor")?
+            .to_string();
+        let socket = cluster.node(&survivor).socket();
+        cluster.node_mut(&leader).kill9();
+        let killed = Instant::now();
+        runtime.block_on(async {
+            loop {
+                if write(&socket, &survivor, trial).await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let elapsed = killed.elapsed().as_secs_f64() * 1000.0;
+        eprintln!(
+            "failover trial {}: {elapsed:.0} ms (killed {leader})",
+            trial + 1
+        );
+        samples.push(elapsed);
+        cluster.node_mut(&leader).restart()?;
+        wait_for_three_reachable(&cluster, &survivor)?;
+        if std::env::var_os("ESSAIM_BENCH_KEEP_LOGS").is_some() {
+            for node in &cluster.nodes {
+                let path = format!("/tmp/failover-trial{}-{}.log", trial + 1, node.name);
+                std::fs::write(path, node.logs())?;
+            }
+        }
+    }
+    let (median, worst) = median_and_worst(&mut samples);
+    Ok(vec![
+        Figure {
+            name: format!("failover median ({trials} trials)"),
+            value: median,
+            unit: "ms",
+            target: "< 300 ms".into(),
+            met: median < 300.0,
+            anchor: "etcd ~1 s; Raft paper median 287 ms; swarmkit >= 10 s".into(),
+        },
+        Figure {
+            name: format!("failover worst ({trials} trials)"),
+            value: worst,
+            unit: "ms",
+            target: "< 1000 ms".into(),
+            met: worst < 1000.0,
+            anchor: "Raft paper worst 513 ms".into(),
+        },
+    ])
+}
+
+/// One label update through the survivor's socket; true when it was committed.
+async fn write(socket: &std::path::Path, node: &str, trial: usize) -> bool {
+    let Ok(channel) = transport::local_channel(socket).await else {
+        return false;
+    };
+    let mut client = transport::control_client(channel);
+    let request = ControlRequest::NodeUpdate {
+        node: node.to_string(),
+        expected_version: None,
+        availability: None,
+        role: None,
+        label_add: [("failover".to_string(), trial.to_string())].into(),
+        label_rm: vec![],
+    };
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            transport::call(&mut client, &request)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+fn wait_for_three_reachable(cluster: &Cluster, via: &str) -> Result<()> {
+    cluster.wait_for_nodes(via, "three reachable managers", SETTLE, |nodes| {
+        nodes
+            .iter()
+            .filter(|n| !n["manager_status"].is_null())
+            .count()
+            == 3
+            && nodes.iter().all(|n| {
+                n["manager_status"]["leader"] == true
+                    || n["manager_status"]["reachability"] == "reachable"
+            })
+    })?;
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! `essaim-bench`: measures essaim's control plane on real daemons (managers as processes on
+//! loopback, durable storage, fsync on) and prints each figure beside its target and the
+//! published figure it is meant to beat. The same figures are written as JSON.
+//!
+//! ```text
+//! cargo run --release -p essaim-bench -- [SCENARIO...] [--quick] [--json PATH]
+//! ```
+//!
+//! # Layout
+//! - [`report`]: figures, the table and the JSON.
+//! - [`failover`]: kill -9 of the Raft leader to the first successful write through a survivor.
+
+mod failover;
+mod report;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "essaim-bench",
+    about = "Benchmarks of essaim's control plane on real daemons"
+)]
+struct Args {
+    /// Scenarios to run (all when none is named): failover
+    scenarios: Vec<String>,
+    /// Small sizes, for CI: checks that every scenario completes, in well under a minute
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the figures as JSON
+    #[arg(long, default_value = "target/essaim-bench.json")]
+    json: PathBuf,
+}
+
+const SCENARIOS: &[&str] = &["failover"];
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    for name in &args.scenarios {
+        if !SCENARIOS.contains(&name.as_str()) {
+            anyhow::bail!(
+                "unknown scenario {name:?}: expected one of {}",
+                SCENARIOS.join(", ")
+            );
+        }
+    }
+    let wanted = |name: &str| args.scenarios.is_empty() || args.scenarios.iter().any(|s| s == name);
+    let mut figures = Vec::new();
+    if wanted("failover") {
+        figures.extend(failover::run(if args.quick { 3 } else { 20 })?);
+    }
+    print!("{}", report::table(&figures));
+    report::write_json(&args.json, &figures)?;
+    eprintln!("figures written to {}", args.json.display());
+    Ok(())
+}
