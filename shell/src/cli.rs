@@ -1,23 +1,31 @@
 //! The command table: every command, flag and argument of `essaim`, from which clap derives
 //! parsing, `--help` and usage errors.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use essaim_api::transport::Host;
 use essaim_core::model::{Availability, Role};
+use essaim_core::time::parse_duration_ms;
 
 /// The top command's `--help`: what essaim is, where it connects, and what its exit codes mean.
 const LONG_ABOUT: &str = "\
 essaim: drive an essaim cluster (a Docker-Swarm-like orchestrator).
 
-Every command talks to the essaim daemon (essaimd) on this machine through its local socket, \
-which passes cluster-wide requests on to the Raft leader.
+By default every command talks to the essaim daemon (essaimd) on this machine through its \
+local socket, which passes cluster-wide requests on to the Raft leader. With \
+-H tcp://MANAGER:PORT and --tls-dir DIR, it talks to a manager's cluster port directly, over \
+mutual TLS, with a client bundle made by 'essaim swarm ca issue-client --out DIR' (commands \
+about the local node itself, such as info or swarm init/join/leave, need the local socket).
 
 Exit codes:
   0  success (also when the reader of stdout goes away, as with `essaim node ls | head -1`)
   1  the command failed (the daemon or the cluster refused it); with several NODE arguments,
      at least one of them failed (the command goes on past each failure; when all failures
      share another code, such as 3, it exits with that one)
-  2  usage error (unknown command or flag, bad value, unsupported host)
+  2  usage error (unknown command or flag, bad value, unsupported host, tcp:// without
+     --tls-dir, a client bundle that is missing, unreadable or unusable, or that
+     'swarm ca issue-client' would overwrite without --force)
   3  the daemon or the cluster could not be reached, or the managers have no quorum
   4  timeout (reserved)";
 
@@ -31,7 +39,8 @@ Exit codes:
     color = clap::ColorChoice::Never,
 )]
 pub struct Cli {
-    /// Daemon to connect to: unix:///path/to/essaim.sock (tcp://host:port comes later)
+    /// Daemon to connect to: unix:///path/to/essaim.sock, or tcp://host:port (a manager's
+    /// cluster port; needs --tls-dir)
     ///
     /// Default: the daemon's local socket, unix://<data dir>/essaim.sock, where the data dir is
     /// $ESSAIM_DATA_DIR, else /var/lib/essaim for root, else ~/.local/share/essaim.
@@ -44,6 +53,13 @@ pub struct Cli {
         value_parser = |text: &str| text.parse::<Host>()
     )]
     pub host: Option<Host>,
+
+    /// Client bundle for tcp:// hosts: a directory holding client.crt, client.key and ca.crt
+    ///
+    /// Make one on a manager with 'essaim swarm ca issue-client --out DIR'. Unused with unix://
+    /// hosts, which need no certificate.
+    #[arg(long, env = "ESSAIM_TLS_DIR", global = true, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -77,6 +93,26 @@ pub enum SwarmCommand {
     Leave(LeaveArgs),
     /// Show the swarm's settings
     Inspect(SwarmInspectArgs),
+    /// Change the swarm's settings
+    Update(SwarmUpdateArgs),
+    /// Show or rotate the swarm's certificate authority, or issue client bundles
+    ///
+    /// With no flag, prints the CA certificate (PEM).
+    Ca(CaArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CaArgs {
+    /// Replace the CA: every node moves to a new one while both are trusted, then the old
+    /// one is dropped (join tokens change too)
+    #[arg(long)]
+    pub rotate: bool,
+    /// With --rotate: return at once instead of waiting for the rotation to finish
+    #[arg(short, long, requires = "rotate")]
+    pub detach: bool,
+    #[command(subcommand)]
+    pub command: Option<CaCommand>,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +160,41 @@ pub struct SwarmInspectArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
+}
+
+/// `swarm update`: each flag changes one setting, the others stay as they are; at least one
+/// is required.
+#[derive(Debug, Args)]
+#[group(id = "changes", required = true, multiple = true)]
+pub struct SwarmUpdateArgs {
+    /// Validity period of node certificates (like 2160h); nodes renew theirs at half of it
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub cert_expiry: Option<u64>,
+    /// How often nodes report to the managers (like 5s)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub dispatcher_heartbeat: Option<u64>,
+    /// How many dead tasks to keep per slot
+    #[arg(long, value_name = "N")]
+    pub task_history_limit: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Issue a client bundle, for driving the swarm with essaim -H tcp://... --tls-dir DIR
+    IssueClient(IssueClientArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IssueClientArgs {
+    /// Directory to write client.crt, client.key and ca.crt to (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Name the certificate is issued to (default: $USER, else "operator")
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Overwrite a bundle already in DIR
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,6 +417,106 @@ mod tests {
         let cli = Cli::try_parse_from(["essaim", "node", "ls", "-H", "unix:///tmp/e.sock"])
             .expect("valid command line");
         assert_eq!(cli.host, Some(Host::Unix("/tmp/e.sock".into())));
+    }
+
+    #[test]
+    fn tcp_hosts_and_a_tls_dir_parse() {
+        let cli = Cli::try_parse_from([
+            "essaim",
+            "-H",
+            "tcp://10.0.0.1:4242",
+            "node",
+            "ls",
+            "--tls-dir",
+            "/home/op/bundle",
+        ])
+        .expect("valid command line");
+        assert_eq!(cli.host, Some(Host::Tcp("10.0.0.1:4242".into())));
+        assert_eq!(cli.tls_dir, Some(PathBuf::from("/home/op/bundle")));
+    }
+
+    fn swarm_update(flags: &[&str]) -> Result<SwarmUpdateArgs, clap::Error> {
+        let line = ["essaim", "swarm", "update"].iter().chain(flags);
+        let cli = Cli::try_parse_from(line)?;
+        match cli.command {
+            Command::Swarm {
+                command: SwarmCommand::Update(args),
+            } => Ok(args),
+            other => panic!("parsed as another command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn swarm_update_reads_durations_and_leaves_the_rest_unset() {
+        let args = swarm_update(&["--cert-expiry", "2160h", "--dispatcher-heartbeat", "5s"])
+            .expect("valid flags");
+        assert_eq!(args.cert_expiry, Some(2160 * 3_600_000));
+        assert_eq!(args.dispatcher_heartbeat, Some(5000));
+        assert_eq!(args.task_history_limit, None);
+
+        let args = swarm_update(&["--task-history-limit", "10"]).expect("valid flag");
+        assert_eq!(args.task_history_limit, Some(10));
+        assert_eq!(args.cert_expiry, None);
+    }
+
+    #[test]
+    fn a_bad_duration_is_a_usage_error_naming_the_flag() {
+        let error = swarm_update(&["--cert-expiry", "90days"]).expect_err("bad duration");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(error.exit_code(), 2);
+        let message = error.to_string();
+        assert!(message.contains("--cert-expiry"), "{message}");
+        assert!(message.contains("unknown unit"), "{message}");
+
+        let error = swarm_update(&["--task-history-limit", "-1"]).expect_err("negative");
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn swarm_update_needs_at_least_one_flag() {
+        let error = swarm_update(&[]).expect_err("nothing to update");
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(error.exit_code(), 2);
+        let message = error.to_string();
+        assert!(message.contains("--cert-expiry"), "{message}");
+    }
+
+    #[test]
+    fn issue_client_needs_an_out_dir() {
+        let cli = Cli::try_parse_from([
+            "essaim",
+            "swarm",
+            "ca",
+            "issue-client",
+            "--out",
+            "b",
+            "--name",
+            "ci",
+        ])
+        .expect("valid command line");
+        let Command::Swarm {
+            command:
+                SwarmCommand::Ca(CaArgs {
+                    command: Some(CaCommand::IssueClient(args)),
+                    ..
+                }),
+        } = cli.command
+        else {
+            panic!("parsed as another command: {:?}", cli.command);
+        };
+        assert_eq!(args.out, PathBuf::from("b"));
+        assert_eq!(args.name.as_deref(), Some("ci"));
+        assert!(!args.force);
+
+        let error = Cli::try_parse_from(["essaim", "swarm", "ca", "issue-client"])
+            .expect_err("--out is required");
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
     }
 
     #[test]

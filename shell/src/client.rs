@@ -1,16 +1,20 @@
-//! The connection to the daemon: where `-H` points, connecting, and one typed call per request.
+//! The connection to the daemon: where `-H` points, connecting (to the local socket, or to a
+//! manager over mutual TLS), and one typed call per request.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use essaim_api::control::{NodeInfo, NodeView};
-use essaim_api::transport::{self, Host};
+use essaim_api::control::{NodeInfo, NodeView, SwarmView};
+use essaim_api::tls::Credentials;
+use essaim_api::transport::{self, ClientTls, Host};
 use essaim_api::{ControlError, ControlReply, ControlRequest};
-use essaim_core::model::{Availability, Cluster, Role};
+use essaim_core::model::{Availability, Role};
 
-use crate::UsageError;
+use crate::{bundle, render, UsageError};
 
 /// The host used when neither `-H` nor `ESSAIM_HOST` is given: the default local socket, the
 /// one `essaimd` listens on when started with no flags.
@@ -39,21 +43,27 @@ pub struct NodeChanges {
 }
 
 impl Client {
-    /// Connects to the daemon at `host`, now, so that a missing daemon is reported before any
-    /// request is built.
+    /// Connects to the daemon at `host`. A local socket is connected now, so that a missing
+    /// daemon is reported before any request is built; a `tcp://` manager is connected on the
+    /// first request, which reports it if unreachable.
     ///
     /// # Errors
-    /// A [`UsageError`] for `tcp://` hosts (they need certificates, not yet supported), a
-    /// [`ControlError::Unavailable`] when no daemon listens on the socket.
-    pub async fn connect(host: &Host) -> anyhow::Result<Client> {
+    /// A [`UsageError`] for a `tcp://` host without `tls_dir`, or with a bundle that is
+    /// missing, unreadable or unusable; a [`ControlError::Unavailable`] when no daemon listens
+    /// on the socket.
+    pub async fn connect(host: &Host, tls_dir: Option<&Path>) -> anyhow::Result<Client> {
         match host {
             Host::Unix(path) => Self::connect_unix(path).await,
-            Host::Tcp(_) => Err(UsageError(
-                "tcp:// hosts need a client certificate bundle (--tls-dir), which comes with \
-                 cluster security; use the local socket (unix://...) for now"
-                    .to_string(),
-            )
-            .into()),
+            Host::Tcp(addr) => {
+                let dir = tls_dir.ok_or_else(|| {
+                    UsageError(
+                        "tcp:// hosts need a client bundle: create one on a manager with \
+                         'essaim swarm ca issue-client --out DIR', then pass --tls-dir DIR"
+                            .to_string(),
+                    )
+                })?;
+                Self::connect_tcp(addr, dir)
+            }
         }
     }
 
@@ -64,6 +74,32 @@ impl Client {
             // Clones share the one connection; each call gets its own so the future owns it.
             let mut client = client.clone();
             Box::pin(async move { transport::call(&mut client, &request).await })
+        }))
+    }
+
+    /// A client for the manager at `addr`, with the bundle in `dir`. Nothing is sent yet.
+    fn connect_tcp(addr: &str, dir: &Path) -> anyhow::Result<Client> {
+        let credentials = bundle::load(dir)?;
+        check_not_expired(&credentials, dir)?;
+        let config = essaim_api::tls::client_config(&credentials).map_err(|e| {
+            UsageError(format!(
+                "the client bundle in {} is unusable: {e} (make a new one with 'essaim swarm \
+                 ca issue-client')",
+                dir.display()
+            ))
+        })?;
+        let channel = transport::cluster_channel(addr, ClientTls::Fixed(Arc::new(config)))
+            .map_err(|e| UsageError(format!("invalid host tcp://{addr}: {e}")))?;
+        let client = transport::control_client(channel);
+        let addr = addr.to_string();
+        Ok(Client::from_fn(move |request| {
+            let mut client = client.clone();
+            let addr = addr.clone();
+            Box::pin(async move {
+                transport::call(&mut client, &request)
+                    .await
+                    .map_err(|error| name_the_manager(&addr, error))
+            })
         }))
     }
 
@@ -94,10 +130,49 @@ impl Client {
 
     /// # Errors
     /// See [`Client::call`].
-    pub async fn swarm_inspect(&mut self) -> Result<Cluster, ControlError> {
+    pub async fn swarm_inspect(&mut self) -> Result<SwarmView, ControlError> {
         let request = ControlRequest::SwarmInspect;
         match self.call(&request).await? {
-            ControlReply::Swarm(cluster) => Ok(cluster),
+            ControlReply::Swarm(view) => Ok(view),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// Changes the settings given (`Some`), leaves the others as they are.
+    ///
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn swarm_update(&mut self, changes: SwarmChanges) -> Result<SwarmView, ControlError> {
+        let request = ControlRequest::SwarmUpdate {
+            cert_expiry_ms: changes.cert_expiry_ms,
+            heartbeat_period_ms: changes.heartbeat_period_ms,
+            task_history_limit: changes.task_history_limit,
+        };
+        match self.call(&request).await? {
+            ControlReply::Swarm(view) => Ok(view),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// Has the swarm's CA sign `csr_pem` as a client certificate for `name`; returns the
+    /// certificate and the CA roots.
+    ///
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn issue_client_cert(
+        &mut self,
+        name: &str,
+        csr_pem: &str,
+    ) -> Result<(String, String), ControlError> {
+        let request = ControlRequest::IssueClientCert {
+            name: name.to_string(),
+            csr_pem: csr_pem.to_string(),
+        };
+        match self.call(&request).await? {
+            ControlReply::ClientCert {
+                certificate_pem,
+                roots_pem,
+            } => Ok((certificate_pem, roots_pem)),
             other => Err(unexpected(&request, &other)),
         }
     }
@@ -163,6 +238,49 @@ impl Client {
     }
 }
 
+/// The swarm settings `swarm update` changes; `None` leaves a setting as it is.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SwarmChanges {
+    pub cert_expiry_ms: Option<u64>,
+    pub heartbeat_period_ms: Option<u64>,
+    pub task_history_limit: Option<u32>,
+}
+
+/// Refuses a bundle whose certificate has expired, which the manager would refuse with a bare
+/// TLS alert. A certificate that is not one of essaim's is left for the manager to judge.
+///
+/// # Errors
+/// A [`UsageError`] when the certificate has expired.
+fn check_not_expired(credentials: &Credentials, dir: &Path) -> Result<(), UsageError> {
+    let Ok(identity) = credentials.identity() else {
+        return Ok(());
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    if u64::try_from(identity.not_after).unwrap_or(0) > now {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "the client certificate {} expired at {}: make a new bundle with 'essaim swarm ca \
+         issue-client --force'",
+        dir.join(bundle::CERT_FILE).display(),
+        render::rfc3339_seconds(identity.not_after)
+    )))
+}
+
+/// Names the manager in a [`ControlError::Unavailable`] error: tonic reports a connection
+/// that failed without saying where it was going. The wording also fits the manager's own
+/// "retry" refusals, which arrive as the same error. It stays `Unavailable` (exit 3).
+fn name_the_manager(addr: &str, error: ControlError) -> ControlError {
+    match error {
+        ControlError::Unavailable(message) => ControlError::Unavailable(format!(
+            "the essaim manager at tcp://{addr} is unavailable: {message}"
+        )),
+        other => other,
+    }
+}
+
 /// The error for a reply that does not answer the request: a daemon of another version, or a
 /// bug on one side.
 pub fn unexpected(request: &ControlRequest, reply: &ControlReply) -> ControlError {
@@ -195,10 +313,10 @@ fn wire_name(value: &impl serde::Serialize) -> String {
 ///
 /// # Errors
 /// See [`Client::connect`].
-pub async fn connect(host: Option<&Host>) -> anyhow::Result<Client> {
+pub async fn connect(host: Option<&Host>, tls_dir: Option<&Path>) -> anyhow::Result<Client> {
     match host {
-        Some(host) => Client::connect(host).await,
-        None => Client::connect(&default_host()).await,
+        Some(host) => Client::connect(host, tls_dir).await,
+        None => Client::connect(&default_host(), tls_dir).await,
     }
 }
 

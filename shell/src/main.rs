@@ -1,21 +1,26 @@
 //! `essaim`, the one-shot command line of essaim: it parses a command, sends it to the daemon
-//! on this machine through its local socket, prints the reply as docker would (plain tables,
-//! `key: value` listings or JSON), and exits with a code a script can act on.
+//! on this machine through its local socket (or, with `-H tcp://` and `--tls-dir`, to a
+//! manager over mutual TLS), prints the reply as docker would (plain tables, `key: value`
+//! listings or JSON), and exits with a code a script can act on.
 //!
 //! # Exit codes
 //! - 0: success, including when stdout's reader goes away (a broken pipe, as in ripgrep).
 //! - 1: the command failed: the daemon or the leader refused it. With several NODE arguments
 //!   the command goes on past failures and exits 1 at the end (or the code all failures share).
-//! - 2: usage error: clap's own errors, and hosts the shell cannot use yet (`tcp://`).
+//! - 2: usage error: clap's own errors, `tcp://` hosts without `--tls-dir`, a client bundle
+//!   that is missing, unreadable or unusable, and `swarm ca issue-client` into a directory
+//!   that already holds a bundle (without `--force`).
 //! - 3: the daemon or the cluster is unreachable, or the managers have no quorum.
 //! - 4: timeout (reserved: no command has a timeout yet).
 //!
 //! # Layout
 //! - [`cli`]: the command table, from which parsing, help and usage errors are derived.
 //! - [`client`]: connecting to the daemon, and one typed call per request.
+//! - [`bundle`]: client bundles (`--tls-dir`): writing and reading them.
 //! - [`commands`]: what each command does, one module per noun.
 //! - [`render`]: tables, listings, JSON and timestamps, as pure functions; and [`render::Output`].
 
+mod bundle;
 mod cli;
 mod client;
 mod commands;
@@ -129,7 +134,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, output: &mut Output<'_>) -> anyhow::Result<()> {
-    let mut client = client::connect(cli.host.as_ref()).await?;
+    let mut client = client::connect(cli.host.as_ref(), cli.tls_dir.as_deref()).await?;
     match cli.command {
         Command::Swarm { command } => commands::swarm::run(command, &mut client, output).await,
         Command::Node { command } => commands::node::run(command, &mut client, output).await,
@@ -141,6 +146,10 @@ async fn run(cli: Cli, output: &mut Output<'_>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use essaim_api::transport::Host;
+
     use super::*;
 
     #[test]
@@ -172,31 +181,123 @@ mod tests {
         );
     }
 
-    #[test]
-    fn tcp_hosts_are_a_usage_error_for_now() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        let host = essaim_api::transport::Host::Tcp("10.0.0.1:4242".into());
-        let error = match runtime.block_on(client::connect(Some(&host))) {
-            Ok(_) => panic!("tcp:// connected"),
-            Err(error) => error,
-        };
-        assert_eq!(Exit::of(&error), Exit::Usage);
-        assert!(error.to_string().contains("--tls-dir"), "{error}");
-    }
-
-    #[test]
-    fn a_missing_daemon_is_unreachable() {
+    /// Connects as `run` does, on a runtime of its own; the client is dropped with it.
+    fn connect(host: &Host, tls_dir: Option<&Path>) -> anyhow::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        let host = essaim_api::transport::Host::Unix("/nonexistent/essaim.sock".into());
-        let error = match runtime.block_on(client::connect(Some(&host))) {
-            Ok(_) => panic!("connected to nothing"),
-            Err(error) => error,
+        runtime
+            .block_on(client::connect(Some(host), tls_dir))
+            .map(drop)
+    }
+
+    #[test]
+    fn tcp_hosts_need_a_tls_dir() {
+        let host = Host::Tcp("10.0.0.1:4242".into());
+        let error = connect(&host, None).expect_err("tcp:// without a bundle");
+        assert_eq!(Exit::of(&error), Exit::Usage);
+        let message = error.to_string();
+        assert!(message.contains("--tls-dir"), "{message}");
+        assert!(
+            message.contains("essaim swarm ca issue-client"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_tls_dir_without_a_bundle_names_the_missing_file() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let host = Host::Tcp("10.0.0.1:4242".into());
+        let error = connect(&host, Some(temp.path())).expect_err("empty bundle dir");
+        assert_eq!(Exit::of(&error), Exit::Usage);
+        assert!(error.to_string().contains(bundle::KEY_FILE), "{error}");
+    }
+
+    #[test]
+    fn a_bundle_that_is_not_pem_is_a_usage_error() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let credentials = essaim_api::tls::Credentials {
+            cert_pem: "not a certificate".into(),
+            key_pem: "not a key".into(),
+            roots_pem: "not a CA".into(),
         };
+        bundle::write(temp.path(), &credentials, false).expect("written");
+        let host = Host::Tcp("10.0.0.1:4242".into());
+        let error = connect(&host, Some(temp.path())).expect_err("garbage bundle");
+        assert_eq!(Exit::of(&error), Exit::Usage);
+        assert!(error.to_string().contains("unusable"), "{error}");
+    }
+
+    /// A bundle that rustls accepts: a self-signed client certificate, its own root, valid
+    /// until the end of `year`.
+    fn self_signed_bundle(dir: &Path, year: i32) {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["essaim-client".to_string()]).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "client-test");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationalUnitName, "client");
+        params.not_before = rcgen::date_time_ymd(1999, 1, 1);
+        params.not_after = rcgen::date_time_ymd(year, 12, 31);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert_pem = params.self_signed(&key).expect("certificate").pem();
+        let credentials = essaim_api::tls::Credentials {
+            roots_pem: cert_pem.clone(),
+            cert_pem,
+            key_pem: key.serialize_pem(),
+        };
+        bundle::write(dir, &credentials, false).expect("written");
+    }
+
+    #[test]
+    fn an_expired_bundle_is_refused_before_connecting() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        self_signed_bundle(temp.path(), 2000);
+        let host = Host::Tcp("10.0.0.1:4242".into());
+        let error = connect(&host, Some(temp.path())).expect_err("expired");
+        assert_eq!(Exit::of(&error), Exit::Usage);
+        let message = error.to_string();
+        assert!(
+            message.contains("expired at 2000-12-31T00:00:00Z"),
+            "{message}"
+        );
+        assert!(message.contains(bundle::CERT_FILE), "{message}");
+    }
+
+    #[test]
+    fn an_unreachable_manager_is_reported_by_the_first_request() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        self_signed_bundle(temp.path(), 2999);
+        // A port nobody listens on any more.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .to_string();
+        let host = Host::Tcp(addr.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let error = runtime.block_on(async {
+            let mut client = client::connect(Some(&host), Some(temp.path()))
+                .await
+                .expect("tcp:// connects lazily");
+            match client.node_list().await {
+                Ok(_) => panic!("listed the nodes of nobody"),
+                Err(error) => anyhow::Error::from(error),
+            }
+        });
+        assert_eq!(Exit::of(&error), Exit::Unreachable, "{error:#}");
+        assert!(error.to_string().contains(&addr), "{error}");
+    }
+
+    #[test]
+    fn a_missing_daemon_is_unreachable() {
+        let host = Host::Unix("/nonexistent/essaim.sock".into());
+        let error = connect(&host, None).expect_err("connected to nothing");
         assert_eq!(Exit::of(&error), Exit::Unreachable);
     }
 }

@@ -5,8 +5,8 @@
 use std::io::{self, Write};
 
 use comfy_table::{presets, Table};
-use essaim_api::control::{LocalSwarmState, NodeInfo, NodeView, Reachability};
-use essaim_core::model::{Cluster, Role};
+use essaim_api::control::{LocalSwarmState, NodeInfo, NodeView, Reachability, SwarmView};
+use essaim_core::model::Role;
 use essaim_core::time::format_duration_ms;
 use essaim_core::Timestamp;
 use serde::Serialize;
@@ -200,34 +200,51 @@ pub fn info(info: &NodeInfo) -> String {
     if let Some(id) = &info.leader_id {
         entries.push(Entry::field(0, "Leader", id));
     }
+    let expires = info
+        .cert_not_after
+        .map(|seconds| format!("expires {}", rfc3339_seconds(seconds)));
+    let certificate: Vec<String> = info.cert_role.iter().cloned().chain(expires).collect();
+    if !certificate.is_empty() {
+        entries.push(Entry::field(0, "Certificate", certificate.join(", ")));
+    }
     listing(&entries)
 }
 
-/// `swarm inspect --format table`. Join tokens are left out: `swarm join-token` shows them.
-pub fn cluster(cluster: &Cluster) -> String {
-    let config = &cluster.config;
-    listing(&[
-        Entry::field(0, "ID", &cluster.id),
-        Entry::field(0, "Created at", rfc3339(cluster.created_at)),
-        Entry::field(0, "Updated at", rfc3339(cluster.updated_at)),
-        Entry::Section("Dispatcher"),
+/// `swarm inspect --format table`. Join tokens are left out (`swarm join-token` shows them),
+/// and so is the CA certificate: its fingerprint names it, the JSON holds it.
+pub fn swarm(view: &SwarmView) -> String {
+    let config = &view.config;
+    let mut entries = vec![
+        Entry::field(0, "ID", &view.id),
+        Entry::field(0, "Created", rfc3339(view.created_at)),
+        Entry::field(0, "Updated", rfc3339(view.updated_at)),
+        Entry::field(0, "Version", view.version.to_string()),
+        Entry::field(0, "CA fingerprint", &view.ca_fingerprint),
         Entry::field(
-            1,
-            "Heartbeat Period",
+            0,
+            "Dispatcher heartbeat",
             format_duration_ms(config.heartbeat_period_ms),
         ),
         Entry::field(
-            1,
-            "Node Down After",
+            0,
+            "Node down after",
             format_duration_ms(config.node_down_after_ms()),
         ),
-        Entry::Section("Orchestration"),
         Entry::field(
-            1,
-            "Task History Retention Limit",
+            0,
+            "Task history limit",
             config.task_history_limit.to_string(),
         ),
-    ])
+        Entry::field(
+            0,
+            "Certificate expiry",
+            format_duration_ms(config.cert_expiry_ms),
+        ),
+    ];
+    if let Some(stage) = &view.ca_rotation {
+        entries.push(Entry::field(0, "CA rotation", stage));
+    }
+    listing(&entries)
 }
 
 /// The instructions `swarm init` and `swarm join-token` give for adding a node.
@@ -262,6 +279,13 @@ pub fn rfc3339(timestamp: Timestamp) -> String {
         time % 3600 / 60,
         time % 60
     )
+}
+
+/// Seconds since the epoch (as certificates count) as RFC 3339; instants before the epoch,
+/// which no certificate of ours has, show as the epoch.
+pub fn rfc3339_seconds(seconds: i64) -> String {
+    let millis = u64::try_from(seconds).unwrap_or(0).saturating_mul(1000);
+    rfc3339(Timestamp(millis))
 }
 
 /// The proleptic Gregorian date `days` after 1970-01-01, after Howard Hinnant's
@@ -335,7 +359,7 @@ mod tests {
 
     use essaim_api::control::ManagerStatus;
     use essaim_core::model::{
-        Availability, Node, NodeDescription, NodeSpec, NodeState, NodeStatus,
+        Availability, ClusterConfig, Node, NodeDescription, NodeSpec, NodeState, NodeStatus,
     };
 
     use super::*;
@@ -476,6 +500,87 @@ mod tests {
         let worker = node_pretty(&nodes[2]);
         assert!(!worker.contains("Manager Status"), "{worker}");
         assert!(worker.contains("Role:"), "{worker}");
+    }
+
+    fn swarm_view() -> SwarmView {
+        SwarmView {
+            id: "c1".to_string(),
+            version: 9,
+            created_at: Timestamp(1_700_000_000_000),
+            updated_at: Timestamp(1_709_251_199_999),
+            config: ClusterConfig {
+                heartbeat_period_ms: 5000,
+                heartbeat_misses_before_down: 3,
+                task_history_limit: 5,
+                cert_expiry_ms: 2160 * 3_600_000,
+            },
+            ca_fingerprint: "ab12".to_string(),
+            ca_cert_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+                .to_string(),
+            ca_rotation: None,
+        }
+    }
+
+    #[test]
+    fn the_swarm_listing_shows_settings_and_never_the_ca_certificate() {
+        let text = swarm(&swarm_view());
+        assert_eq!(
+            text,
+            "ID:                    c1\n\
+             Created:               2023-11-14T22:13:20Z\n\
+             Updated:               2024-02-29T23:59:59Z\n\
+             Version:               9\n\
+             CA fingerprint:        ab12\n\
+             Dispatcher heartbeat:  5s\n\
+             Node down after:       15s\n\
+             Task history limit:    5\n\
+             Certificate expiry:    2160h\n"
+        );
+        assert!(!text.contains("BEGIN CERTIFICATE"), "{text}");
+        let rotating = SwarmView {
+            ca_rotation: Some("trusting".to_string()),
+            ..swarm_view()
+        };
+        assert!(
+            swarm(&rotating).ends_with("CA rotation:           trusting\n"),
+            "{}",
+            swarm(&rotating)
+        );
+        // The JSON, for programs, keeps it.
+        let json = json(&swarm_view()).expect("JSON");
+        assert!(json.contains("BEGIN CERTIFICATE"), "{json}");
+    }
+
+    fn node_info() -> NodeInfo {
+        NodeInfo {
+            node_id: Some("n1".to_string()),
+            hostname: "m1".to_string(),
+            addr: "10.0.0.1:4242".to_string(),
+            swarm: LocalSwarmState::Active,
+            cluster_id: Some("c1".to_string()),
+            is_manager: true,
+            leader_id: Some("n1".to_string()),
+            cert_role: Some("manager".to_string()),
+            cert_not_after: Some(1_700_000_000),
+        }
+    }
+
+    #[test]
+    fn info_shows_the_certificate_role_and_expiry() {
+        let text = info(&node_info());
+        assert!(
+            text.ends_with("Certificate:  manager, expires 2023-11-14T22:13:20Z\n"),
+            "{text}"
+        );
+        let without = NodeInfo {
+            cert_role: None,
+            cert_not_after: None,
+            ..node_info()
+        };
+        assert!(!info(&without).contains("Certificate"));
+        // JSON shows the fields as they are.
+        let json = json(&node_info()).expect("JSON");
+        assert!(json.contains("\"cert_not_after\": 1700000000"), "{json}");
     }
 
     #[test]

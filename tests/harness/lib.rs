@@ -116,6 +116,26 @@ impl Daemon {
         self.dir.join("essaim.sock")
     }
 
+    /// Where the node keeps its certificate, key and trusted roots.
+    pub fn certificates(&self) -> PathBuf {
+        self.dir.join("data").join("certificates")
+    }
+
+    /// Runs `essaim --tls-dir BUNDLE -H tcp://ADDR ARGS...` against this daemon's cluster port,
+    /// as a remote operator would.
+    pub fn essaim_remote(&self, bundle: &Path, args: &[&str]) -> Output {
+        Command::new(essaim_path())
+            .arg("--tls-dir")
+            .arg(bundle)
+            .arg("-H")
+            .arg(format!("tcp://{}", self.addr()))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("essaim runs")
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.join("essaimd.log")
     }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use essaim_core::model::{Availability, Cluster, Node, ObjectId, Role};
+use essaim_core::model::{Availability, Cluster, ClusterConfig, Node, ObjectId, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ControlError;
@@ -57,12 +57,19 @@ pub enum ControlRequest {
         node: String,
         force: bool,
     },
-    /// Sent by a node's own daemon as it leaves: a worker is marked down, a manager leaves
-    /// the Raft membership.
-    NodeLeave {
-        node_id: ObjectId,
-        force: bool,
+    /// Changes cluster settings; `None` leaves a setting as it is.
+    SwarmUpdate {
+        cert_expiry_ms: Option<u64>,
+        heartbeat_period_ms: Option<u64>,
+        task_history_limit: Option<u32>,
     },
+    /// Signs an operator's certificate request: a client bundle for `essaim -H tcp://`.
+    IssueClientCert {
+        name: String,
+        csr_pem: String,
+    },
+    /// Starts replacing the cluster CA; nodes move to the new one while both are trusted.
+    RotateCa,
 }
 
 impl ControlRequest {
@@ -97,10 +104,49 @@ pub enum ControlReply {
         token: String,
         manager_addr: String,
     },
-    Swarm(Cluster),
+    Swarm(SwarmView),
     Nodes(Vec<NodeView>),
     Node(NodeView),
+    ClientCert {
+        certificate_pem: String,
+        roots_pem: String,
+    },
     Done,
+}
+
+/// The cluster as `swarm inspect` shows it: settings and the CA certificate, never the CA key
+/// or anything token secrets derive from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmView {
+    pub id: ObjectId,
+    pub version: u64,
+    pub created_at: essaim_core::Timestamp,
+    pub updated_at: essaim_core::Timestamp,
+    pub config: ClusterConfig,
+    /// SHA-256 of the CA certificate, hex.
+    pub ca_fingerprint: String,
+    pub ca_cert_pem: String,
+    /// The stage of a CA rotation under way, if any.
+    pub ca_rotation: Option<String>,
+}
+
+impl SwarmView {
+    pub fn of(cluster: &Cluster) -> SwarmView {
+        let ca_fingerprint = crate::tls::certs_from_pem(&cluster.root_ca.cert_pem)
+            .ok()
+            .and_then(|certs| certs.first().map(|c| crate::tls::fingerprint(c)))
+            .unwrap_or_default();
+        SwarmView {
+            id: cluster.id.clone(),
+            version: cluster.version,
+            created_at: cluster.created_at,
+            updated_at: cluster.updated_at,
+            config: cluster.config.clone(),
+            ca_fingerprint,
+            ca_cert_pem: cluster.root_ca.cert_pem.clone(),
+            ca_rotation: cluster.ca_rotation.as_ref().map(|r| r.stage().to_string()),
+        }
+    }
 }
 
 /// Whether the node belongs to a swarm.
@@ -123,6 +169,9 @@ pub struct NodeInfo {
     pub is_manager: bool,
     /// The leader's node ID, when this node is a manager and one is known.
     pub leader_id: Option<ObjectId>,
+    /// The node certificate's role and expiry (seconds since the epoch), once it has one.
+    pub cert_role: Option<String>,
+    pub cert_not_after: Option<i64>,
 }
 
 /// A node as `node ls` and `node inspect` show it.

@@ -7,11 +7,13 @@
 //! - [`control`]: the control API, typed: what the shell asks and what it gets back.
 //! - [`error`]: [`ControlError`], and its conversion to and from `tonic::Status` (the only one).
 //! - [`transport`]: channels and servers for the cluster port and the local socket.
+//! - [`tls`]: mutual TLS on the cluster port: credentials, certificate identities, CA pinning.
 //! - [`paths`]: where a node keeps its data and socket by default.
 
 pub mod control;
 pub mod error;
 pub mod paths;
+pub mod tls;
 pub mod transport;
 
 /// Code generated from `proto/essaim.proto`.

@@ -6,6 +6,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -16,6 +17,7 @@ use crate::error::ControlError;
 use crate::pb::control_client::ControlClient;
 use crate::pb::membership_client::MembershipClient;
 use crate::pb::raft_client::RaftClient;
+use crate::tls::{self, TlsState};
 
 /// Raft batches and snapshots can be large: one entry may carry thousands of task changes.
 pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
@@ -23,20 +25,52 @@ pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 /// How long a connection attempt to another node may take before it counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A channel to another node's cluster port. It connects lazily, on first use, and reconnects
-/// by itself after a failure.
+/// Where a channel takes its TLS client settings from, at each (re)connection.
+#[derive(Clone)]
+pub enum ClientTls {
+    /// The node's own credentials, as they are when the connection is made: a renewed
+    /// certificate is used from the next connection on.
+    Node(Arc<TlsState>),
+    /// Fixed settings: a joining node's CA pin, or an operator's client bundle.
+    Fixed(Arc<rustls::ClientConfig>),
+}
+
+impl ClientTls {
+    fn config(&self) -> std::io::Result<Arc<rustls::ClientConfig>> {
+        match self {
+            ClientTls::Node(state) => state.client_config().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "this node has no certificate: it is in no swarm",
+                )
+            }),
+            ClientTls::Fixed(config) => Ok(config.clone()),
+        }
+    }
+}
+
+/// A mutual-TLS channel to a manager's cluster port. It connects lazily, on first use, and
+/// reconnects by itself after a failure.
 ///
 /// # Errors
 /// `addr` is not a `host:port` address.
-pub fn cluster_channel(addr: &str) -> Result<Channel, ControlError> {
+pub fn cluster_channel(addr: &str, tls: ClientTls) -> Result<Channel, ControlError> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| ControlError::InvalidArgument(format!("invalid address {addr:?}: {e}")))?;
+    let target = addr.to_string();
+    let connector = tower::service_fn(move |_: Uri| {
+        let target = target.clone();
+        let tls = tls.clone();
+        async move {
+            let stream = tls::connect(&target, tls.config()?).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(stream))
+        }
+    });
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
-        .connect_lazy())
+        .connect_with_connector_lazy(connector))
 }
 
 /// A channel to a daemon's local socket, connected now so that a missing daemon is reported

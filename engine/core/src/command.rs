@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StateError;
 use crate::model::{
-    Cluster, ClusterConfig, Node, NodeSpec, NodeStatus, ObjectId, Role, Service, ServiceSpec, Task,
-    TaskState, TaskStatus,
+    CaRotation, Cluster, ClusterConfig, JoinTokens, Node, NodeSpec, NodeStatus, ObjectId, Role,
+    RootCa, Service, ServiceSpec, Task, TaskState, TaskStatus, TokenRecord,
 };
 use crate::time::Timestamp;
 
@@ -67,7 +67,15 @@ pub enum Command {
     },
     SetJoinToken {
         role: Role,
-        token: String,
+        token: TokenRecord,
+    },
+    /// Moves a CA rotation on: the signing CA, the rotation stage and the join tokens (whose
+    /// secrets derive from the CA key) change together.
+    UpdateCa {
+        expected_version: Option<u64>,
+        root_ca: RootCa,
+        ca_rotation: Option<CaRotation>,
+        join_tokens: JoinTokens,
     },
     AddNode {
         node: Node,

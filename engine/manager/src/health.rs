@@ -14,8 +14,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use essaim_api::tls;
+use essaim_api::tls::CertRole;
 use essaim_api::ControlError;
-use essaim_core::model::{NodeState, NodeStatus, ObjectId, Role};
+use essaim_core::model::{CaRotation, JoinTokens, NodeState, NodeStatus, ObjectId, Role};
 use essaim_core::Command;
 use openraft::BasicNode;
 
@@ -28,6 +30,25 @@ const TICK: Duration = Duration::from_millis(100);
 /// (and tried again on a later tick).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// What a node trusts, and which CA signed its certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeTrust {
+    pub roots_fingerprint: String,
+    pub issuer_fingerprint: String,
+}
+
+impl NodeTrust {
+    /// This node's own.
+    pub fn of(tls: &essaim_api::tls::TlsState) -> NodeTrust {
+        tls.credentials()
+            .map(|c| NodeTrust {
+                roots_fingerprint: c.roots_fingerprint(),
+                issuer_fingerprint: c.issuer_fingerprint().unwrap_or_default(),
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// Heartbeats seen while this node leads.
 #[derive(Default)]
 pub struct Sessions {
@@ -37,6 +58,12 @@ pub struct Sessions {
 #[derive(Default)]
 struct SessionTable {
     last_seen: HashMap<ObjectId, Instant>,
+    /// The role in the certificate each node last called with: a promoted node becomes a
+    /// voter only once it holds a manager certificate, or other managers would refuse it.
+    cert_roles: HashMap<ObjectId, CertRole>,
+    /// What each node last said it trusts and which CA signed its certificate: a CA rotation
+    /// moves on only when every live node has caught up.
+    trust: HashMap<ObjectId, NodeTrust>,
     /// When this node last became leader: nodes it has not heard from yet are given until
     /// then plus the down delay, so an election alone never marks nodes down.
     leading_since: Option<Instant>,
@@ -51,15 +78,39 @@ impl Sessions {
         self.table().last_seen.insert(node.to_string(), at);
     }
 
+    /// Records a heartbeat and the role of the certificate it came with.
+    pub fn record_heartbeat(&self, node: &str, at: Instant, cert_role: CertRole) {
+        let mut table = self.table();
+        table.last_seen.insert(node.to_string(), at);
+        table.cert_roles.insert(node.to_string(), cert_role);
+    }
+
+    pub fn record_trust(&self, node: &str, trust: NodeTrust) {
+        self.table().trust.insert(node.to_string(), trust);
+    }
+
+    pub fn trust(&self, node: &str) -> Option<NodeTrust> {
+        self.table().trust.get(node).cloned()
+    }
+
+    pub fn cert_role(&self, node: &str) -> Option<CertRole> {
+        self.table().cert_roles.get(node).copied()
+    }
+
     /// Forgets a node that left, so its last heartbeat cannot make it look alive.
     pub fn forget(&self, node: &str) {
-        self.table().last_seen.remove(node);
+        let mut table = self.table();
+        table.last_seen.remove(node);
+        table.cert_roles.remove(node);
+        table.trust.remove(node);
     }
 
     /// Starts a fresh term of leadership: earlier sightings are someone else's business.
     fn start_leading(&self, at: Instant) {
         let mut table = self.table();
         table.last_seen.clear();
+        table.cert_roles.clear();
+        table.trust.clear();
         table.leading_since = Some(at);
     }
 
@@ -95,6 +146,9 @@ pub async fn run(swarm: Arc<Swarm>) {
             }
             if let Err(e) = reconcile_membership(&swarm).await {
                 tracing::warn!("manager membership change deferred: {e}");
+            }
+            if let Err(e) = advance_ca_rotation(&swarm).await {
+                tracing::warn!("CA rotation step deferred: {e}");
             }
         }
         tokio::select! {
@@ -158,6 +212,79 @@ async fn update_node_statuses(swarm: &Swarm) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// Moves a CA rotation to its next stage once every node that is not down has caught up: all
+/// trust the new CA (then it starts signing), then all hold a certificate it signed (then the
+/// old CA is dropped).
+async fn advance_ca_rotation(swarm: &Swarm) -> Result<(), ControlError> {
+    swarm
+        .sessions
+        .record_trust(swarm.node_id(), NodeTrust::of(&swarm.tls));
+    let (cluster, lagging) = {
+        let state = swarm.state();
+        let Some(cluster) = state.cluster.clone() else {
+            return Ok(());
+        };
+        let Some(rotation) = &cluster.ca_rotation else {
+            return Ok(());
+        };
+        let wanted_roots = tls::roots_fingerprint(&cluster.trusted_roots_pem());
+        let signing = tls::certs_from_pem(&cluster.root_ca.cert_pem)
+            .ok()
+            .and_then(|c| c.first().map(|c| tls::fingerprint(c)))
+            .unwrap_or_default();
+        let lagging: Vec<String> = state
+            .nodes()
+            .filter(|n| n.status.state != NodeState::Down)
+            .filter(|n| {
+                let trust = swarm.sessions.trust(&n.id).unwrap_or_default();
+                match rotation {
+                    CaRotation::Trusting { .. } => trust.roots_fingerprint != wanted_roots,
+                    CaRotation::Reissuing { .. } => {
+                        trust.roots_fingerprint != wanted_roots
+                            || trust.issuer_fingerprint != signing
+                    }
+                }
+            })
+            .map(|n| n.description.hostname.clone())
+            .collect();
+        (cluster, lagging)
+    };
+    if !lagging.is_empty() {
+        tracing::debug!(?lagging, "CA rotation waiting for nodes");
+        return Ok(());
+    }
+    let (root_ca, ca_rotation, join_tokens) = match &cluster.ca_rotation {
+        Some(CaRotation::Trusting { next }) => {
+            tracing::info!("CA rotation: every node trusts the new CA; it signs from now on");
+            let tokens = JoinTokens {
+                worker: crate::ca::new_token(next, Role::Worker)?,
+                manager: crate::ca::new_token(next, Role::Manager)?,
+            };
+            (
+                next.clone(),
+                Some(CaRotation::Reissuing {
+                    previous_cert_pem: cluster.root_ca.cert_pem.clone(),
+                }),
+                tokens,
+            )
+        }
+        Some(CaRotation::Reissuing { .. }) => {
+            tracing::info!("CA rotation complete: every node holds a certificate of the new CA");
+            (cluster.root_ca.clone(), None, cluster.join_tokens.clone())
+        }
+        None => return Ok(()),
+    };
+    swarm
+        .write_one(Command::UpdateCa {
+            expected_version: Some(cluster.version),
+            root_ca,
+            ca_rotation,
+            join_tokens,
+        })
+        .await?;
+    Ok(())
+}
+
 /// Brings the Raft voters in line with the nodes whose role is manager: adds the ones that
 /// are alive (after copying the log to them), removes the ones demoted or gone.
 ///
@@ -187,6 +314,7 @@ pub async fn reconcile_membership(swarm: &Swarm) -> Result<(), ControlError> {
             .nodes()
             .filter(|n| n.spec.role == Role::Manager && !voters.contains(&n.raft_id))
             .filter(|n| swarm.sessions.has_reported(&n.id, window, now))
+            .filter(|n| swarm.sessions.cert_role(&n.id) == Some(CertRole::Manager))
             .map(|n| (n.raft_id, n.description.addr.clone()))
             .collect();
         (wanted, to_add)
@@ -248,7 +376,13 @@ pub fn check_quorum_without(
     swarm: &Swarm,
     leaving: RaftId,
     action: &str,
+    force_available: bool,
 ) -> Result<(), ControlError> {
+    let force_hint = if force_available {
+        "; use --force to ignore this"
+    } else {
+        ""
+    };
     let voters = swarm.voters();
     if !voters.contains(&leaving) {
         return Ok(());
@@ -257,7 +391,7 @@ pub fn check_quorum_without(
     if remaining.is_empty() {
         return Err(ControlError::FailedPrecondition(format!(
             "cannot {action}: it is the last manager, and removing it would erase the swarm's \
-             state; use --force to leave anyway"
+             state{force_hint}"
         )));
     }
     let window = down_after(swarm);
@@ -279,8 +413,7 @@ pub fn check_quorum_without(
     if reachable < quorum {
         return Err(ControlError::FailedPrecondition(format!(
             "cannot {action}: only {reachable} of the {} remaining managers are reachable, \
-             fewer than the {quorum} needed for quorum; bring managers back first, or use \
-             --force to ignore this",
+             fewer than the {quorum} needed for quorum; bring managers back first{force_hint}",
             remaining.len()
         )));
     }

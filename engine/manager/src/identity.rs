@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use essaim_api::tls::base36;
 use essaim_core::model::ObjectId;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,97 @@ impl SwarmFile {
     }
 }
 
+/// The node's certificate, key and trusted roots, in `certificates/` in the data directory.
+pub mod credentials {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+
+    use essaim_api::tls::Credentials;
+
+    const CERT: &str = "node.crt";
+    const KEY: &str = "node.key";
+    const ROOTS: &str = "roots.crt";
+
+    pub fn dir(data_dir: &Path) -> PathBuf {
+        data_dir.join("certificates")
+    }
+
+    /// Writes the credentials, each file readable by its owner only, the key first written
+    /// under a temporary name and renamed, so a crash never leaves a half-written key.
+    ///
+    /// # Errors
+    /// The directory cannot be written.
+    pub fn save(data_dir: &Path, credentials: &Credentials) -> std::io::Result<()> {
+        let dir = dir(data_dir);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        for (name, text) in [
+            (KEY, &credentials.key_pem),
+            (CERT, &credentials.cert_pem),
+            (ROOTS, &credentials.roots_pem),
+        ] {
+            let temporary = dir.join(format!("{name}.tmp"));
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temporary)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, dir.join(name))?;
+        }
+        std::fs::File::open(&dir)?.sync_all()
+    }
+
+    /// The saved credentials, or `None` when there are none.
+    ///
+    /// # Errors
+    /// Some files exist but cannot be read.
+    pub fn load(data_dir: &Path) -> std::io::Result<Option<Credentials>> {
+        let dir = dir(data_dir);
+        if !dir.join(CERT).exists() {
+            return Ok(None);
+        }
+        Ok(Some(Credentials {
+            cert_pem: std::fs::read_to_string(dir.join(CERT))?,
+            key_pem: std::fs::read_to_string(dir.join(KEY))?,
+            roots_pem: std::fs::read_to_string(dir.join(ROOTS))?,
+        }))
+    }
+
+    /// Saves the credentials, then makes them the ones in use.
+    ///
+    /// # Errors
+    /// They cannot be saved, or rustls refuses them; the old ones stay in use.
+    pub fn install(
+        data_dir: &Path,
+        tls: &essaim_api::tls::TlsState,
+        credentials: Credentials,
+    ) -> Result<(), essaim_api::ControlError> {
+        use essaim_api::ControlError;
+        // Check them before they replace anything on disk.
+        essaim_api::tls::server_config(&credentials)
+            .map_err(|e| ControlError::Internal(format!("unusable certificate: {e}")))?;
+        save(data_dir, &credentials)
+            .map_err(|e| ControlError::Internal(format!("cannot save certificates: {e}")))?;
+        tls.install(credentials)
+            .map_err(|e| ControlError::Internal(format!("cannot use the certificates: {e}")))
+    }
+
+    /// Deletes the credentials, as `swarm leave` does.
+    ///
+    /// # Errors
+    /// The files exist but cannot be removed.
+    pub fn remove(data_dir: &Path) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(dir(data_dir)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A fresh object ID: 25 base-36 characters from 128 random bits, like Swarm's.
 pub fn new_object_id() -> ObjectId {
     base36(rand::thread_rng().gen::<u128>(), 25)
@@ -76,20 +168,6 @@ pub fn new_secret(len: usize) -> String {
 }
 
 const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-
-/// `value` in base 36, left-padded with zeros to `width`.
-pub fn base36(mut value: u128, width: usize) -> String {
-    let mut digits = Vec::new();
-    while value > 0 {
-        digits.push(BASE36[(value % 36) as usize]);
-        value /= 36;
-    }
-    while digits.len() < width {
-        digits.push(b'0');
-    }
-    digits.reverse();
-    String::from_utf8_lossy(&digits).into_owned()
-}
 
 #[cfg(test)]
 mod tests {

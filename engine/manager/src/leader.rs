@@ -3,21 +3,25 @@
 
 use std::time::{Duration, Instant};
 
-use essaim_api::control::{ManagerStatus, NodeView, Reachability};
-use essaim_api::pb::{HeartbeatResponse, JoinRequest, JoinResponse};
+use essaim_api::control::{ManagerStatus, NodeView, Reachability, SwarmView};
+use essaim_api::pb::{HeartbeatResponse, JoinRequest, JoinResponse, RenewResponse};
+use essaim_api::tls::{self, CertRole};
 use essaim_api::{ControlError, ControlReply, ControlRequest};
 use essaim_core::model::{
-    Availability, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, Role,
+    Availability, CaRotation, Cluster, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, Role,
 };
-use essaim_core::Command;
+use essaim_core::{ClusterState, Command};
 
-use crate::health::{self, check_quorum_without, down_after};
+use crate::ca;
+use crate::health::{self, check_quorum_without, down_after, NodeTrust};
 use crate::identity::{new_object_id, new_raft_id};
 use crate::swarm::Swarm;
-use crate::tokens::{cluster_digest, same_secret, JoinToken};
+use crate::tokens::{same_secret, JoinToken};
 
 /// How long `node promote` or `demote` waits for the Raft membership to follow.
 const ROLE_CHANGE_WAIT: Duration = Duration::from_secs(10);
+/// The shortest certificate lifetime `swarm update --cert-expiry` accepts.
+const MIN_CERT_EXPIRY: Duration = Duration::from_secs(4);
 
 /// Answers a control request that needs the cluster. This node must be the leader.
 ///
@@ -28,8 +32,8 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
         ControlRequest::JoinToken { role, rotate } => join_token(swarm, role, rotate).await,
         ControlRequest::SwarmInspect => {
             swarm.linearize().await?;
-            let cluster = swarm.state().cluster.clone();
-            cluster.map(ControlReply::Swarm).ok_or_else(|| {
+            let view = swarm.state().cluster.as_ref().map(SwarmView::of);
+            view.map(ControlReply::Swarm).ok_or_else(|| {
                 ControlError::FailedPrecondition("the swarm is not initialized".into())
             })
         }
@@ -81,7 +85,7 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
             }
             spec.labels.extend(label_add);
             if old_role == Role::Manager && spec.role == Role::Worker {
-                check_quorum_without(swarm, raft_id, &format!("demote {node}"))?;
+                check_quorum_without(swarm, raft_id, &format!("demote {node}"), false)?;
             }
             swarm
                 .write_one(Command::UpdateNodeSpec {
@@ -123,7 +127,113 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
                 .await?;
             Ok(ControlReply::Done)
         }
-        ControlRequest::NodeLeave { node_id, force } => leave(swarm, &node_id, force).await,
+        ControlRequest::SwarmUpdate {
+            cert_expiry_ms,
+            heartbeat_period_ms,
+            task_history_limit,
+        } => {
+            swarm.linearize().await?;
+            let (mut config, version) = {
+                let state = swarm.state();
+                let cluster = initialized(&state)?;
+                (cluster.config.clone(), cluster.version)
+            };
+            if let Some(ms) = cert_expiry_ms {
+                if ms < MIN_CERT_EXPIRY.as_millis() as u64 {
+                    return Err(ControlError::InvalidArgument(format!(
+                        "--cert-expiry must be at least {}s: nodes renew at half the lifetime",
+                        MIN_CERT_EXPIRY.as_secs()
+                    )));
+                }
+                config.cert_expiry_ms = ms;
+            }
+            if let Some(ms) = heartbeat_period_ms {
+                if ms == 0 {
+                    return Err(ControlError::InvalidArgument(
+                        "--dispatcher-heartbeat must be longer than 0".into(),
+                    ));
+                }
+                config.heartbeat_period_ms = ms;
+            }
+            if let Some(limit) = task_history_limit {
+                config.task_history_limit = limit;
+            }
+            swarm
+                .write_one(Command::UpdateClusterConfig {
+                    expected_version: Some(version),
+                    config,
+                })
+                .await?;
+            let view = swarm.state().cluster.as_ref().map(SwarmView::of);
+            view.map(ControlReply::Swarm).ok_or_else(|| {
+                ControlError::FailedPrecondition("the swarm is not initialized".into())
+            })
+        }
+        ControlRequest::RotateCa => {
+            swarm.linearize().await?;
+            let (cluster_id, version, root_ca, join_tokens) = {
+                let state = swarm.state();
+                let cluster = initialized(&state)?;
+                if let Some(rotation) = &cluster.ca_rotation {
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "a CA rotation is already under way ({}); wait for it to finish",
+                        rotation.stage()
+                    )));
+                }
+                (
+                    cluster.id.clone(),
+                    cluster.version,
+                    cluster.root_ca.clone(),
+                    cluster.join_tokens.clone(),
+                )
+            };
+            let next = ca::create_root(&cluster_id)?;
+            swarm
+                .write_one(Command::UpdateCa {
+                    expected_version: Some(version),
+                    root_ca,
+                    ca_rotation: Some(CaRotation::Trusting { next }),
+                    join_tokens,
+                })
+                .await?;
+            tracing::info!("CA rotation started: nodes learn to trust the new CA");
+            swarm.wake.notify_one();
+            let view = swarm.state().cluster.as_ref().map(SwarmView::of);
+            view.map(ControlReply::Swarm).ok_or_else(|| {
+                ControlError::FailedPrecondition("the swarm is not initialized".into())
+            })
+        }
+        ControlRequest::IssueClientCert { name, csr_pem } => {
+            if name.trim().is_empty() || name.contains(['/', '\\', '\n']) {
+                return Err(ControlError::InvalidArgument(format!(
+                    "invalid client name {name:?}: use letters, digits, dots and dashes"
+                )));
+            }
+            swarm.linearize().await?;
+            let (root_ca, cluster_id, validity, trusted) = {
+                let state = swarm.state();
+                let cluster = initialized(&state)?;
+                (
+                    cluster.root_ca.clone(),
+                    cluster.id.clone(),
+                    Duration::from_millis(cluster.config.cert_expiry_ms),
+                    cluster.trusted_roots_pem(),
+                )
+            };
+            let certificate_pem = ca::sign(
+                &root_ca,
+                &csr_pem,
+                &format!("client-{name}"),
+                CertRole::Client,
+                &cluster_id,
+                validity,
+            )?;
+            tracing::info!(client = %name, "client certificate issued");
+            Ok(ControlReply::ClientCert {
+                certificate_pem,
+                roots_pem: trusted,
+            })
+        }
         ControlRequest::Info
         | ControlRequest::SwarmInit { .. }
         | ControlRequest::SwarmJoin { .. }
@@ -133,38 +243,46 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
     }
 }
 
+fn initialized(state: &ClusterState) -> Result<&Cluster, ControlError> {
+    state
+        .cluster
+        .as_ref()
+        .ok_or_else(|| ControlError::FailedPrecondition("the swarm is not initialized".into()))
+}
+
 async fn join_token(swarm: &Swarm, role: Role, rotate: bool) -> Result<ControlReply, ControlError> {
     swarm.linearize().await?;
-    let (cluster_id, mut token) = {
+    let (root_ca, mut record) = {
         let state = swarm.state();
-        let cluster = state.cluster.as_ref().ok_or_else(|| {
-            ControlError::FailedPrecondition("the swarm is not initialized".into())
-        })?;
-        let token = match role {
+        let cluster = initialized(&state)?;
+        let record = match role {
             Role::Worker => cluster.join_tokens.worker.clone(),
             Role::Manager => cluster.join_tokens.manager.clone(),
         };
-        (cluster.id.clone(), token)
+        (cluster.root_ca.clone(), record)
     };
     if rotate {
-        token = JoinToken::generate(&cluster_digest(&cluster_id));
+        record = ca::new_token(&root_ca, role)?;
         swarm
             .write_one(Command::SetJoinToken {
                 role,
-                token: token.clone(),
+                token: record.clone(),
             })
             .await?;
         tracing::info!(%role, "join token rotated");
     }
     Ok(ControlReply::JoinToken {
         role,
-        token,
+        token: ca::join_token(&root_ca, role, &record)?,
         manager_addr: swarm.addr.clone(),
     })
 }
 
 /// A node leaves: a worker is marked down; a manager also leaves the Raft vote.
-async fn leave(swarm: &Swarm, node_id: &str, force: bool) -> Result<ControlReply, ControlError> {
+///
+/// # Errors
+/// The node is unknown, or its leaving would cost the managers their quorum (unless `force`).
+pub async fn leave(swarm: &Swarm, node_id: &str, force: bool) -> Result<(), ControlError> {
     swarm.linearize().await?;
     let node = swarm.state().node(node_id)?.clone();
     let is_manager = node.spec.role == Role::Manager || swarm.voters().contains(&node.raft_id);
@@ -173,6 +291,7 @@ async fn leave(swarm: &Swarm, node_id: &str, force: bool) -> Result<ControlReply
             swarm,
             node.raft_id,
             &format!("let manager {} leave", node.description.hostname),
+            true,
         )?;
     }
     let mut commands = vec![Command::SetNodeStatus {
@@ -198,7 +317,7 @@ async fn leave(swarm: &Swarm, node_id: &str, force: bool) -> Result<ControlReply
     if is_manager {
         health::reconcile_membership(swarm).await?;
     }
-    Ok(ControlReply::Done)
+    Ok(())
 }
 
 /// Waits, for a while, until the Raft membership reflects a promotion or demotion, so the
@@ -252,19 +371,18 @@ pub fn node_views(swarm: &Swarm) -> Vec<NodeView> {
         .collect()
 }
 
-/// Admits a node that shows a valid token.
+/// Admits a node that shows a valid token, and signs its certificate request.
 ///
 /// # Errors
-/// A malformed token, a token for another cluster, or a wrong (perhaps rotated) secret.
+/// A malformed token, a token for another cluster, a wrong (perhaps rotated) secret, or a bad
+/// certificate request.
 pub async fn join(swarm: &Swarm, request: JoinRequest) -> Result<JoinResponse, ControlError> {
     let presented = JoinToken::parse(&request.token)?;
     swarm.linearize().await?;
-    let (cluster_id, role) = {
+    let (cluster_id, role, root_ca, validity, trusted) = {
         let state = swarm.state();
-        let cluster = state.cluster.as_ref().ok_or_else(|| {
-            ControlError::FailedPrecondition("the swarm is not initialized".into())
-        })?;
-        if presented.digest != cluster_digest(&cluster.id) {
+        let cluster = initialized(&state)?;
+        if presented.digest != ca::token_digest(&cluster.root_ca)? {
             tracing::warn!(hostname = %request.hostname, addr = %request.addr, "join refused: token for another cluster");
             return Err(ControlError::PermissionDenied(
                 "this join token belongs to another cluster; get the token from a manager of \
@@ -272,14 +390,10 @@ pub async fn join(swarm: &Swarm, request: JoinRequest) -> Result<JoinResponse, C
                     .into(),
             ));
         }
-        let secret_of = |token: &str| {
-            JoinToken::parse(token)
-                .map(|t| t.secret)
-                .unwrap_or_default()
-        };
-        let role = if same_secret(&presented.secret, &secret_of(&cluster.join_tokens.worker)) {
+        let presented_hash = ca::secret_hash(&presented.secret);
+        let role = if same_secret(&presented_hash, &cluster.join_tokens.worker.secret_sha256) {
             Role::Worker
-        } else if same_secret(&presented.secret, &secret_of(&cluster.join_tokens.manager)) {
+        } else if same_secret(&presented_hash, &cluster.join_tokens.manager.secret_sha256) {
             Role::Manager
         } else {
             tracing::warn!(hostname = %request.hostname, addr = %request.addr, "join refused: invalid or rotated token");
@@ -289,7 +403,13 @@ pub async fn join(swarm: &Swarm, request: JoinRequest) -> Result<JoinResponse, C
                     .into(),
             ));
         };
-        (cluster.id.clone(), role)
+        (
+            cluster.id.clone(),
+            role,
+            cluster.root_ca.clone(),
+            Duration::from_millis(cluster.config.cert_expiry_ms),
+            cluster.trusted_roots_pem(),
+        )
     };
     if request.addr.parse::<std::net::SocketAddr>().is_err() {
         return Err(ControlError::InvalidArgument(format!(
@@ -297,8 +417,17 @@ pub async fn join(swarm: &Swarm, request: JoinRequest) -> Result<JoinResponse, C
             request.addr
         )));
     }
+    let node_id = new_object_id();
+    let certificate_pem = ca::sign(
+        &root_ca,
+        &request.csr_pem,
+        &node_id,
+        cert_role(role),
+        &cluster_id,
+        validity,
+    )?;
     let node = Node {
-        id: new_object_id(),
+        id: node_id,
         version: 0,
         created_at: Default::default(),
         updated_at: Default::default(),
@@ -335,15 +464,69 @@ pub async fn join(swarm: &Swarm, request: JoinRequest) -> Result<JoinResponse, C
         raft_id: node.raft_id,
         role: role.to_string(),
         manager_addrs,
+        certificate_pem,
+        roots_pem: trusted,
     })
 }
 
-/// Records a heartbeat.
+/// The certificate role of a node role.
+pub fn cert_role(role: Role) -> CertRole {
+    match role {
+        Role::Manager => CertRole::Manager,
+        Role::Worker => CertRole::Worker,
+    }
+}
+
+/// Signs a new certificate for a node, with the role the cluster state gives it now.
+///
+/// # Errors
+/// The node is unknown, or its request is malformed.
+pub async fn renew(
+    swarm: &Swarm,
+    node_id: &str,
+    csr_pem: &str,
+) -> Result<RenewResponse, ControlError> {
+    swarm.linearize().await?;
+    let (role, root_ca, cluster_id, validity, trusted) = {
+        let state = swarm.state();
+        let cluster = initialized(&state)?;
+        let node = state
+            .node_by_id(node_id)
+            .ok_or_else(|| ControlError::NotFound(format!("node {node_id} not found")))?;
+        (
+            node.spec.role,
+            cluster.root_ca.clone(),
+            cluster.id.clone(),
+            Duration::from_millis(cluster.config.cert_expiry_ms),
+            cluster.trusted_roots_pem(),
+        )
+    };
+    let certificate_pem = ca::sign(
+        &root_ca,
+        csr_pem,
+        node_id,
+        cert_role(role),
+        &cluster_id,
+        validity,
+    )?;
+    tracing::info!(node = %node_id, %role, "certificate renewed");
+    Ok(RenewResponse {
+        certificate_pem,
+        roots_pem: trusted,
+    })
+}
+
+/// Records a heartbeat, and tells the node what its certificate should say.
 ///
 /// # Errors
 /// The node is not (or no longer) part of the swarm.
-pub fn heartbeat(swarm: &Swarm, node_id: &str) -> Result<HeartbeatResponse, ControlError> {
-    let (needs_attention, period_ms) = {
+pub fn heartbeat(
+    swarm: &Swarm,
+    node_id: &str,
+    cert: CertRole,
+    trust: NodeTrust,
+) -> Result<HeartbeatResponse, ControlError> {
+    let (needs_attention, period_ms, role, cert_expiry_ms, signing_ca_fingerprint, trusted) = {
         let state = swarm.state();
         let node = state.node_by_id(node_id).ok_or_else(|| {
             ControlError::NotFound(format!(
@@ -353,14 +536,24 @@ pub fn heartbeat(swarm: &Swarm, node_id: &str) -> Result<HeartbeatResponse, Cont
         })?;
         let attention = node.status.state != NodeState::Ready
             || (node.spec.role == Role::Manager) != swarm.voters().contains(&node.raft_id);
-        let period = state
-            .cluster
-            .as_ref()
-            .map(|c| c.config.heartbeat_period_ms)
-            .unwrap_or(500);
-        (attention, period)
+        let cluster = initialized(&state)?;
+        let signing_ca = tls::certs_from_pem(&cluster.root_ca.cert_pem)
+            .ok()
+            .and_then(|certs| certs.first().map(|c| tls::fingerprint(c)))
+            .unwrap_or_default();
+        (
+            attention,
+            cluster.config.heartbeat_period_ms,
+            node.spec.role,
+            cluster.config.cert_expiry_ms,
+            signing_ca,
+            tls::roots_fingerprint(&cluster.trusted_roots_pem()),
+        )
     };
-    swarm.sessions.record(node_id, Instant::now());
+    swarm
+        .sessions
+        .record_heartbeat(node_id, Instant::now(), cert);
+    swarm.sessions.record_trust(node_id, trust);
     if needs_attention {
         swarm.wake.notify_one();
     }
@@ -369,5 +562,9 @@ pub fn heartbeat(swarm: &Swarm, node_id: &str) -> Result<HeartbeatResponse, Cont
         leader_addr: swarm.addr.clone(),
         manager_addrs: swarm.manager_addrs_from_state(),
         period_ms,
+        role: role.to_string(),
+        cert_expiry_ms,
+        signing_ca_fingerprint,
+        trusted_roots_fingerprint: trusted,
     })
 }

@@ -11,10 +11,14 @@
 //! - [`agent`]: the heartbeat every member sends to the leader.
 //! - [`election`]: our leader failure detector, quicker and steadier than openraft 0.9's timer.
 //! - [`services`]: the gRPC services on the cluster port and the local socket.
+//! - [`authz`]: who may call what on the cluster port, by certificate and cluster state.
+//! - [`ca`]: the cluster CA: certificates from requests, join tokens derived from the CA key.
 //! - [`identity`]: the node's IDs and swarm file; ID generation.
 //! - [`tokens`]: join tokens.
 
 pub mod agent;
+pub mod authz;
+pub mod ca;
 pub mod election;
 pub mod health;
 pub mod identity;

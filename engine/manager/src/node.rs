@@ -7,21 +7,23 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use essaim_api::control::{LocalSwarmState, NodeInfo};
-use essaim_api::pb::JoinRequest;
-use essaim_api::{transport, ControlError, ControlReply, ControlRequest};
+use essaim_api::pb::{JoinRequest, LeaveRequest};
+use essaim_api::tls::{self, CertRole, Credentials, PeerIdentity, TlsState};
+use essaim_api::transport::{self, ClientTls};
+use essaim_api::{ControlError, ControlReply, ControlRequest};
 use essaim_core::model::{
     Availability, Cluster, ClusterConfig, JoinTokens, Node as NodeRecord, NodeDescription,
-    NodeSpec, NodeState, NodeStatus, Role,
+    NodeSpec, NodeState, NodeStatus, Role, RootCa,
 };
 use essaim_core::Command;
 use openraft::BasicNode;
 use tonic::transport::Channel;
 
-use crate::identity::{new_object_id, new_raft_id, SwarmFile};
-use crate::leader;
+use crate::identity::{credentials, new_object_id, new_raft_id, SwarmFile};
 use crate::raft::{LeaderContact, Raft, RaftTimings};
 use crate::swarm::{Leader, Swarm};
-use crate::tokens::{cluster_digest, JoinToken};
+use crate::tokens::JoinToken;
+use crate::{authz, ca, leader};
 
 /// How long `swarm join` waits for the manager it contacts.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,8 +47,11 @@ pub struct Node {
     swarm: RwLock<Option<Arc<Swarm>>>,
     /// One init, join or leave at a time.
     lifecycle: tokio::sync::Mutex<()>,
-    /// Channels to other managers, for passing requests to the leader.
-    peers: Mutex<HashMap<String, Channel>>,
+    /// This node's certificate and trusted roots; empty while it is in no swarm.
+    tls: Arc<TlsState>,
+    /// Channels to other managers, for passing requests to the leader, with the TLS generation
+    /// they were made under: a renewed certificate calls for new connections.
+    peers: Mutex<(u64, HashMap<String, Channel>)>,
 }
 
 impl Node {
@@ -57,10 +62,19 @@ impl Node {
     pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
         std::fs::create_dir_all(&config.data_dir)?;
         restrict_to_owner(&config.data_dir)?;
+        let tls = Arc::new(TlsState::default());
         let swarm = match SwarmFile::load(&config.data_dir)? {
             Some(identity) => {
                 tracing::info!(node = %identity.node_id, cluster = %identity.cluster_id, "rejoining the swarm");
-                Some(open_swarm(&config, identity).await?)
+                let credentials = credentials::load(&config.data_dir)?.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{} says this node is in a swarm, but its certificates are missing from {}",
+                        SwarmFile::path(&config.data_dir).display(),
+                        credentials::dir(&config.data_dir).display()
+                    )
+                })?;
+                tls.install(credentials)?;
+                Some(open_swarm(&config, identity, tls.clone()).await?)
             }
             None => {
                 tracing::info!(
@@ -73,12 +87,17 @@ impl Node {
             config,
             swarm: RwLock::new(swarm),
             lifecycle: tokio::sync::Mutex::new(()),
-            peers: Mutex::new(HashMap::new()),
+            tls,
+            peers: Mutex::new((0, HashMap::new())),
         }))
     }
 
     pub fn config(&self) -> &NodeConfig {
         &self.config
+    }
+
+    pub fn tls(&self) -> &Arc<TlsState> {
+        &self.tls
     }
 
     pub fn swarm(&self) -> Option<Arc<Swarm>> {
@@ -89,10 +108,20 @@ impl Node {
         *self.swarm.write().unwrap_or_else(|p| p.into_inner()) = swarm;
     }
 
-    /// The Raft instance, and where to note a leader's word, for the Raft service.
-    pub fn raft(&self) -> Option<(Raft, Arc<LeaderContact>)> {
-        self.swarm()
-            .map(|s| (s.raft().clone(), s.leader_contact().clone()))
+    /// The Raft instance, and where to note a leader's word, for a caller that may speak
+    /// Raft.
+    ///
+    /// # Errors
+    /// This node is in no swarm, or the caller is not a manager.
+    pub fn raft_for(
+        &self,
+        caller: Option<PeerIdentity>,
+    ) -> Result<(Raft, Arc<LeaderContact>), tonic::Status> {
+        let swarm = self
+            .swarm()
+            .ok_or_else(|| tonic::Status::unavailable("this node is not part of a swarm"))?;
+        authz::require_manager(&swarm, caller, "raft")?;
+        Ok((swarm.raft().clone(), swarm.leader_contact().clone()))
     }
 
     /// Stops the node's swarm work, keeping its state on disk.
@@ -150,13 +179,18 @@ impl Node {
         }
     }
 
-    fn peer(&self, addr: &str) -> Result<Channel, ControlError> {
+    /// A channel to another manager, under this node's current certificate.
+    pub fn peer(&self, addr: &str) -> Result<Channel, ControlError> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = peers.get(addr) {
+        let generation = self.tls.generation();
+        if peers.0 != generation {
+            *peers = (generation, HashMap::new());
+        }
+        if let Some(channel) = peers.1.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = transport::cluster_channel(addr)?;
-        peers.insert(addr.to_string(), channel.clone());
+        let channel = transport::cluster_channel(addr, ClientTls::Node(self.tls.clone()))?;
+        peers.1.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
 
@@ -210,6 +244,8 @@ impl Node {
                 cluster_id: None,
                 is_manager: false,
                 leader_id: None,
+                cert_role: None,
+                cert_not_after: None,
             },
             Some(swarm) => {
                 let leader_raft_id = swarm.raft().metrics().borrow().current_leader;
@@ -228,6 +264,8 @@ impl Node {
                     cluster_id: Some(swarm.identity.cluster_id.clone()),
                     is_manager: swarm.is_voter(),
                     leader_id,
+                    cert_role: self.tls.identity().map(|i| i.role.as_str().to_string()),
+                    cert_not_after: self.tls.identity().map(|i| i.not_after),
                 }
             }
         }
@@ -266,8 +304,23 @@ impl Node {
             cluster_id: new_object_id(),
             manager_addrs: vec![addr.clone()],
         };
+        let root_ca = ca::create_root(&identity.cluster_id)?;
+        let (key_pem, request) = ca::new_key_and_request()?;
+        let cert_pem = ca::sign(
+            &root_ca,
+            &request,
+            &identity.node_id,
+            CertRole::Manager,
+            &identity.cluster_id,
+            Duration::from_millis(ClusterConfig::default().cert_expiry_ms),
+        )?;
+        self.install_credentials(Credentials {
+            cert_pem,
+            key_pem,
+            roots_pem: root_ca.cert_pem.clone(),
+        })?;
         let swarm = self.create_swarm(identity.clone(), addr.clone()).await?;
-        match bootstrap(&swarm, &identity, &addr, &self.config.hostname).await {
+        match bootstrap(&swarm, &identity, &addr, &self.config.hostname, root_ca).await {
             Ok(worker_token) => {
                 self.set_swarm(Some(swarm));
                 tracing::info!(node = %identity.node_id, cluster = %identity.cluster_id, "swarm initialized");
@@ -288,6 +341,11 @@ impl Node {
         }
     }
 
+    /// Saves and installs the node's certificate, key and roots.
+    fn install_credentials(&self, credentials: Credentials) -> Result<(), ControlError> {
+        credentials::install(&self.config.data_dir, &self.tls, credentials)
+    }
+
     /// Saves the identity and opens the swarm's Raft instance and background work.
     async fn create_swarm(
         &self,
@@ -299,7 +357,7 @@ impl Node {
             .map_err(|e| ControlError::Internal(format!("cannot save swarm state: {e}")))?;
         let mut config = self.config.clone();
         config.advertise_addr = addr;
-        open_swarm(&config, identity)
+        open_swarm(&config, identity, self.tls.clone())
             .await
             .map_err(|e| ControlError::Internal(format!("cannot start raft: {e}")))
     }
@@ -312,7 +370,7 @@ impl Node {
     ) -> Result<ControlReply, ControlError> {
         let _one_at_a_time = self.lifecycle.lock().await;
         self.refuse_if_in_swarm()?;
-        JoinToken::parse(token)?;
+        let pin = JoinToken::parse(token)?;
         let remote: std::net::SocketAddr = remote_addr.parse().map_err(|_| {
             ControlError::InvalidArgument(format!(
                 "invalid manager address {remote_addr:?}: expected IP:PORT, as printed by \
@@ -320,25 +378,25 @@ impl Node {
             ))
         })?;
         let addr = self.advertise(advertise_addr)?;
-        let mut client =
-            transport::membership_client(transport::cluster_channel(&remote.to_string())?);
+        // Trust nothing but a manager whose CA is the one the token names.
+        let pinned = tls::pinned_client_config(&pin.digest)
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        let channel =
+            transport::cluster_channel(&remote.to_string(), ClientTls::Fixed(Arc::new(pinned)))?;
+        let (key_pem, csr_pem) = ca::new_key_and_request()?;
         let mut request = tonic::Request::new(JoinRequest {
             token: token.trim().to_string(),
             hostname: self.config.hostname.clone(),
             addr: addr.clone(),
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
+            csr_pem,
         });
         request.set_timeout(JOIN_TIMEOUT);
-        let reply = client
+        let reply = transport::membership_client(channel)
             .join(request)
             .await
-            .map_err(|status| match ControlError::from(status) {
-                ControlError::Unavailable(why) => {
-                    ControlError::Unavailable(format!("cannot reach a manager at {remote}: {why}"))
-                }
-                other => other,
-            })?
+            .map_err(|status| join_failure(status, remote))?
             .into_inner();
         let role: Role = reply
             .role
@@ -354,6 +412,11 @@ impl Node {
                 reply.manager_addrs
             },
         };
+        self.install_credentials(Credentials {
+            cert_pem: reply.certificate_pem,
+            key_pem,
+            roots_pem: reply.roots_pem,
+        })?;
         let swarm = self.create_swarm(identity, addr).await?;
         self.set_swarm(Some(swarm.clone()));
         tracing::info!(node = %reply.node_id, %role, "joined the swarm");
@@ -379,28 +442,15 @@ impl Node {
     async fn leave(&self, force: bool) -> Result<ControlReply, ControlError> {
         let _one_at_a_time = self.lifecycle.lock().await;
         let swarm = self.in_swarm()?;
-        let request = ControlRequest::NodeLeave {
-            node_id: swarm.node_id().clone(),
-            force,
-        };
-        let told = if swarm.is_voter() {
-            if swarm.voters().len() == 1 && !force {
-                return Err(ControlError::FailedPrecondition(
-                    "this node is the swarm's last manager: leaving erases the swarm's state; \
-                     use --force to leave anyway"
-                        .into(),
-                ));
-            }
-            match swarm.leader() {
-                Leader::Me => leader::handle(&swarm, request).await,
-                Leader::Other { addr, .. } => self.forward(&addr, &request).await,
-                Leader::Unknown => Err(swarm.no_quorum("cannot tell the managers")),
-            }
-        } else {
-            self.tell_any_manager(&swarm, &request).await
-        };
-        match told {
-            Ok(_) => {}
+        if swarm.is_voter() && swarm.voters().len() == 1 && !force {
+            return Err(ControlError::FailedPrecondition(
+                "this node is the swarm's last manager: leaving erases the swarm's state; use \
+                 --force to leave anyway"
+                    .into(),
+            ));
+        }
+        match self.tell_leader_we_leave(&swarm, force).await {
+            Ok(()) => {}
             Err(e) if force => tracing::warn!("leaving without telling the cluster: {e}"),
             Err(e) => return Err(e),
         }
@@ -413,41 +463,69 @@ impl Node {
         Ok(ControlReply::Done)
     }
 
-    /// A worker has no Raft view of the leader: it asks the managers it knows in turn.
-    async fn tell_any_manager(
-        &self,
-        swarm: &Swarm,
-        request: &ControlRequest,
-    ) -> Result<ControlReply, ControlError> {
+    /// Tells the leader this node leaves, through the managers this node knows; any of them
+    /// passes it on to the leader.
+    async fn tell_leader_we_leave(&self, swarm: &Swarm, force: bool) -> Result<(), ControlError> {
+        if swarm.leader() == Leader::Me {
+            return leader::leave(swarm, swarm.node_id(), force).await;
+        }
+        let mut targets = Vec::new();
+        if let Leader::Other { addr, .. } = swarm.leader() {
+            targets.push(addr);
+        }
+        targets.extend(swarm.manager_addrs());
         let mut last = ControlError::Unavailable("no manager is known to this node".into());
-        for addr in swarm.manager_addrs() {
-            match self.forward(&addr, request).await {
-                Ok(reply) => return Ok(reply),
-                Err(e) => last = e,
+        for addr in targets {
+            let mut client = transport::membership_client(self.peer(&addr)?);
+            match client.leave(LeaveRequest { force }).await {
+                Ok(_) => return Ok(()),
+                Err(status) => last = ControlError::from(status),
             }
         }
         Err(last)
     }
 }
 
-async fn open_swarm(config: &NodeConfig, identity: SwarmFile) -> anyhow::Result<Arc<Swarm>> {
+/// What a failed join means for the user.
+fn join_failure(status: tonic::Status, remote: std::net::SocketAddr) -> ControlError {
+    if status.message().contains(tls::WRONG_CA) || format!("{status:?}").contains(tls::WRONG_CA) {
+        return ControlError::PermissionDenied(format!(
+            "the manager at {remote} does not belong to the cluster this token is for (its CA \
+             does not match the token's fingerprint): check the address and the token"
+        ));
+    }
+    match ControlError::from(status) {
+        ControlError::Unavailable(why) => {
+            ControlError::Unavailable(format!("cannot reach a manager at {remote}: {why}"))
+        }
+        other => other,
+    }
+}
+
+async fn open_swarm(
+    config: &NodeConfig,
+    identity: SwarmFile,
+    tls: Arc<TlsState>,
+) -> anyhow::Result<Arc<Swarm>> {
     Swarm::open(
         &config.data_dir,
         identity,
         config.advertise_addr.clone(),
         config.hostname.clone(),
         config.raft_timings.clone(),
+        tls,
     )
     .await
 }
 
-/// Makes a fresh swarm of one manager: Raft membership, the cluster object and the node,
-/// in one entry. Returns the worker join token.
+/// Makes a fresh swarm of one manager: Raft membership first, then the cluster object (with
+/// its CA) and the node in one entry. Returns the worker join token.
 async fn bootstrap(
     swarm: &Swarm,
     identity: &SwarmFile,
     addr: &str,
     hostname: &str,
+    root_ca: RootCa,
 ) -> Result<String, ControlError> {
     let members = BTreeMap::from([(identity.raft_id, BasicNode::new(addr))]);
     swarm
@@ -464,18 +542,20 @@ async fn bootstrap(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let digest = cluster_digest(&identity.cluster_id);
     let tokens = JoinTokens {
-        worker: JoinToken::generate(&digest),
-        manager: JoinToken::generate(&digest),
+        worker: ca::new_token(&root_ca, Role::Worker)?,
+        manager: ca::new_token(&root_ca, Role::Manager)?,
     };
+    let worker_token = ca::join_token(&root_ca, Role::Worker, &tokens.worker)?;
     let cluster = Cluster {
         id: identity.cluster_id.clone(),
         version: 0,
         created_at: Default::default(),
         updated_at: Default::default(),
         config: ClusterConfig::default(),
-        join_tokens: tokens.clone(),
+        join_tokens: tokens,
+        root_ca,
+        ca_rotation: None,
     };
     let node = NodeRecord {
         id: identity.node_id.clone(),
@@ -509,7 +589,7 @@ async fn bootstrap(
     {
         result?;
     }
-    Ok(tokens.worker)
+    Ok(worker_token)
 }
 
 /// The data directory holds keys and the Raft log: nobody but its owner reads it.

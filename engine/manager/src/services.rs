@@ -1,22 +1,31 @@
-//! The node's two doors and the gRPC services behind them: the cluster port (Raft,
-//! membership, control) and the local socket (control only).
+//! The node's two doors and the gRPC services behind them: the cluster port (mutual TLS:
+//! Raft, membership, control) and the local socket (control only, owner-only file mode).
 
 use std::sync::Arc;
 
 use essaim_api::pb::control_server::{Control, ControlServer};
 use essaim_api::pb::membership_server::{Membership, MembershipServer};
 use essaim_api::pb::{
-    ControlMessage, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse,
+    ControlMessage, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, LeaveRequest,
+    LeaveResponse, RenewRequest, RenewResponse,
 };
+use essaim_api::tls::{self, CertRole, PeerIdentity};
 use essaim_api::{control, transport, ControlError, ControlRequest};
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
+use crate::authz;
+use crate::health::NodeTrust;
 use crate::leader;
 use crate::node::{Node, FORWARDED_HEADER};
 use crate::raft::network::RaftService;
-use crate::swarm::Leader;
+use crate::swarm::{Leader, Swarm};
+
+/// Names the node a forwarded Renew or Leave is for: a manager passing such a call on to the
+/// leader speaks for the node that made it. Trusted only from a manager's certificate.
+const ON_BEHALF_OF_HEADER: &str = "x-essaim-on-behalf-of";
 
 /// The control API, on either door.
 struct ControlService {
@@ -31,6 +40,13 @@ impl Control for ControlService {
         &self,
         request: Request<ControlMessage>,
     ) -> Result<Response<ControlMessage>, Status> {
+        if !self.local_socket {
+            let swarm = self
+                .node
+                .swarm()
+                .ok_or_else(|| Status::unavailable("this node is not part of a swarm"))?;
+            authz::require_operator(&swarm, authz::caller(&request), "the control API")?;
+        }
         let forwarded = request.metadata().contains_key(FORWARDED_HEADER);
         let decoded: ControlRequest = control::decode(request.get_ref())?;
         let reply = self
@@ -41,35 +57,93 @@ impl Control for ControlService {
     }
 }
 
-/// Joins and heartbeats, on the cluster port.
+/// Joins, heartbeats, renewals and leaves, on the cluster port.
 struct MembershipService {
     node: Arc<Node>,
+}
+
+impl MembershipService {
+    fn swarm(&self) -> Result<Arc<Swarm>, Status> {
+        self.node
+            .swarm()
+            .ok_or_else(|| Status::failed_precondition("this node is not part of a swarm"))
+    }
+
+    /// The node a call acts on: the caller's own, or, from a manager passing the call on, the
+    /// node it names.
+    fn subject<T>(
+        &self,
+        swarm: &Swarm,
+        request: &Request<T>,
+        what: &str,
+    ) -> Result<String, Status> {
+        let identity: PeerIdentity = authz::require_member(swarm, authz::caller(request), what)?;
+        let on_behalf = request
+            .metadata()
+            .get(ON_BEHALF_OF_HEADER)
+            .and_then(|v| v.to_str().ok());
+        match on_behalf {
+            Some(node) if identity.role == CertRole::Manager => Ok(node.to_string()),
+            Some(_) => Err(Status::permission_denied(format!(
+                "{what} refused: only a manager may speak for another node"
+            ))),
+            None => Ok(identity.node_id),
+        }
+    }
+
+    /// Where a call that needs the leader goes when this node is not the leader.
+    fn leader_channel<T>(
+        &self,
+        swarm: &Swarm,
+        request: &Request<T>,
+    ) -> Result<Option<tonic::transport::Channel>, Status> {
+        match swarm.leader() {
+            Leader::Me => Ok(None),
+            Leader::Other { .. } if request.metadata().contains_key(FORWARDED_HEADER) => {
+                Err(ControlError::Unavailable(
+                    "leadership moved while the request was on its way; retry".into(),
+                )
+                .into())
+            }
+            Leader::Other { addr, .. } if swarm.is_voter() => Ok(Some(self.node.peer(&addr)?)),
+            _ => Err(ControlError::Unavailable(
+                "this node cannot reach the leader: it is not a manager, or the managers have no \
+                 leader; try another manager"
+                    .into(),
+            )
+            .into()),
+        }
+    }
+}
+
+/// Marks a request passed on to the leader, and names the node it is for.
+fn forwarded<T>(message: T, on_behalf_of: Option<&str>) -> Result<Request<T>, Status> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+    if let Some(node) = on_behalf_of {
+        let value = MetadataValue::try_from(node)
+            .map_err(|_| Status::invalid_argument("node ID is not a valid header"))?;
+        request.metadata_mut().insert(ON_BEHALF_OF_HEADER, value);
+    }
+    Ok(request)
 }
 
 #[tonic::async_trait]
 impl Membership for MembershipService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        let swarm = self
-            .node
-            .swarm()
-            .ok_or_else(|| Status::failed_precondition("this node is not part of a swarm"))?;
-        match swarm.leader() {
-            Leader::Me => Ok(Response::new(
+        let swarm = self.swarm()?;
+        // The join token is the credential here: the joiner has no certificate yet.
+        match self.leader_channel(&swarm, &request)? {
+            None => Ok(Response::new(
                 leader::join(&swarm, request.into_inner()).await?,
             )),
-            Leader::Other { addr, .. } if swarm.is_voter() => {
-                // The joiner may know any manager; the leader decides.
-                let channel = transport::cluster_channel(&addr)?;
-                transport::membership_client(channel)
-                    .join(request.into_inner())
-                    .await
+            Some(channel) => {
+                let mut forward = forwarded(request.into_inner(), None)?;
+                forward.set_timeout(std::time::Duration::from_secs(10));
+                transport::membership_client(channel).join(forward).await
             }
-            _ => Err(ControlError::Unavailable(
-                "this node cannot admit new nodes: it is not a manager, or the managers have \
-                 no leader; try another manager"
-                    .into(),
-            )
-            .into()),
         }
     }
 
@@ -77,27 +151,71 @@ impl Membership for MembershipService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let swarm = self
-            .node
-            .swarm()
-            .ok_or_else(|| Status::failed_precondition("this node is not part of a swarm"))?;
+        let swarm = self.swarm()?;
+        let identity = authz::require_member(&swarm, authz::caller(&request), "heartbeat")?;
+        if identity.node_id != request.get_ref().node_id {
+            return Err(Status::permission_denied(format!(
+                "heartbeat refused: the certificate is node {}'s, not {}'s",
+                identity.node_id,
+                request.get_ref().node_id
+            )));
+        }
+        let redirect = |leader_addr: String| HeartbeatResponse {
+            accepted: false,
+            leader_addr,
+            manager_addrs: swarm.manager_addrs_from_state(),
+            ..Default::default()
+        };
         match swarm.leader() {
-            Leader::Me => Ok(Response::new(leader::heartbeat(
-                &swarm,
-                &request.get_ref().node_id,
-            )?)),
-            Leader::Other { addr, .. } => Ok(Response::new(HeartbeatResponse {
-                accepted: false,
-                leader_addr: addr,
-                manager_addrs: swarm.manager_addrs_from_state(),
-                period_ms: 0,
-            })),
-            Leader::Unknown => Ok(Response::new(HeartbeatResponse {
-                accepted: false,
-                leader_addr: String::new(),
-                manager_addrs: swarm.manager_addrs_from_state(),
-                period_ms: 0,
-            })),
+            Leader::Me => {
+                let trust = NodeTrust {
+                    roots_fingerprint: request.get_ref().roots_fingerprint.clone(),
+                    issuer_fingerprint: request.get_ref().cert_issuer_fingerprint.clone(),
+                };
+                Ok(Response::new(leader::heartbeat(
+                    &swarm,
+                    &identity.node_id,
+                    identity.role,
+                    trust,
+                )?))
+            }
+            Leader::Other { addr, .. } => Ok(Response::new(redirect(addr))),
+            Leader::Unknown => Ok(Response::new(redirect(String::new()))),
+        }
+    }
+
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<RenewResponse>, Status> {
+        let swarm = self.swarm()?;
+        let node = self.subject(&swarm, &request, "certificate renewal")?;
+        match self.leader_channel(&swarm, &request)? {
+            None => Ok(Response::new(
+                leader::renew(&swarm, &node, &request.get_ref().csr_pem).await?,
+            )),
+            Some(channel) => {
+                let forward = forwarded(request.into_inner(), Some(&node))?;
+                transport::membership_client(channel).renew(forward).await
+            }
+        }
+    }
+
+    async fn leave(
+        &self,
+        request: Request<LeaveRequest>,
+    ) -> Result<Response<LeaveResponse>, Status> {
+        let swarm = self.swarm()?;
+        let node = self.subject(&swarm, &request, "leave")?;
+        match self.leader_channel(&swarm, &request)? {
+            None => {
+                leader::leave(&swarm, &node, request.get_ref().force).await?;
+                Ok(Response::new(LeaveResponse {}))
+            }
+            Some(channel) => {
+                let forward = forwarded(request.into_inner(), Some(&node))?;
+                transport::membership_client(channel).leave(forward).await
+            }
         }
     }
 }
@@ -118,13 +236,15 @@ pub async fn serve(
     };
     let locate_node = node.clone();
     let cluster = transport::server()
-        .add_service(RaftService::new(Arc::new(move || locate_node.raft())))
+        .add_service(RaftService::new(Arc::new(move |caller| {
+            locate_node.raft_for(caller)
+        })))
         .add_service(MembershipServer::new(MembershipService {
             node: node.clone(),
         }))
         .add_service(control_server(node.clone(), false))
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(cluster_listener),
+            tls::accept(cluster_listener, node.tls().clone()),
             wait_for(stopped.clone()),
         );
     let local = transport::server()

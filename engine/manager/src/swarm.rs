@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use essaim_api::tls::TlsState;
 use essaim_api::ControlError;
 use essaim_core::model::ObjectId;
 use essaim_core::{Command, Request, Response, Timestamp};
@@ -46,6 +47,8 @@ pub struct Swarm {
     background: Mutex<Vec<JoinHandle<()>>>,
     /// When a leader last spoke to this node, for the election watch.
     leader_contact: Arc<LeaderContact>,
+    /// This node's certificate and trusted roots.
+    pub tls: Arc<TlsState>,
 }
 
 /// Where the leader is, from this node's point of view.
@@ -67,6 +70,7 @@ impl Swarm {
         addr: String,
         hostname: String,
         timings: RaftTimings,
+        tls: Arc<TlsState>,
     ) -> anyhow::Result<Arc<Swarm>> {
         let db = Arc::new(redb::Database::create(raft_db_path(data_dir))?);
         let log = LogStore::open(db.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -75,7 +79,14 @@ impl Swarm {
         let machine = StateMachine::open(db).map_err(|e| anyhow::anyhow!("{e}"))?;
         let shared = machine.shared();
         let config = raft::config(&timings)?;
-        let raft = Raft::new(identity.raft_id, config, Network, log, machine).await?;
+        let raft = Raft::new(
+            identity.raft_id,
+            config,
+            Network { tls: tls.clone() },
+            log,
+            machine,
+        )
+        .await?;
         let swarm = Arc::new(Swarm {
             manager_addrs: RwLock::new(identity.manager_addrs.clone()),
             identity,
@@ -90,6 +101,7 @@ impl Swarm {
             membership_lock: tokio::sync::Mutex::new(()),
             background: Mutex::new(Vec::new()),
             leader_contact: Arc::new(LeaderContact::default()),
+            tls,
         });
         let duties = tokio::spawn(crate::health::run(swarm.clone()));
         let heartbeats = tokio::spawn(crate::agent::run(swarm.clone()));
@@ -112,12 +124,15 @@ impl Swarm {
         }
     }
 
-    /// Stops everything and deletes the node's swarm state, as `swarm leave` does.
+    /// Stops everything and deletes the node's swarm state and credentials, as `swarm leave`
+    /// does.
     ///
     /// # Errors
     /// The files cannot be removed.
     pub async fn destroy(&self) -> std::io::Result<()> {
         self.shutdown().await;
+        self.tls.clear();
+        crate::identity::credentials::remove(&self.data_dir)?;
         for path in [
             SwarmFile::path(&self.data_dir),
             raft_db_path(&self.data_dir),
@@ -128,6 +143,10 @@ impl Swarm {
             }
         }
         Ok(())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     pub fn raft(&self) -> &Raft {
@@ -241,7 +260,10 @@ impl Swarm {
         self.check_quorum_contact()?;
         let request = Request::new(now(), commands);
         match tokio::time::timeout(QUORUM_TIMEOUT, self.raft.client_write(request)).await {
-            Err(_) => Err(self.no_quorum("the change was not committed")),
+            Err(_) => Err(self.no_quorum(
+                "the change was not confirmed in time (it may still be committed once the \
+                 managers can agree again: check before retrying)",
+            )),
             Ok(Ok(reply)) => Ok(reply.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
                 ControlError::Unavailable("leadership changed during the write; retry".into()),

@@ -1,10 +1,9 @@
-//! Join tokens: `SWMTKN-1-<cluster digest>-<secret>`, one per role. The digest names the
-//! cluster, so a token for another cluster is told apart from a wrong secret.
+//! Join tokens: `SWMTKN-1-<CA digest>-<secret>`, one per role. The digest pins the cluster's
+//! CA: a joining node checks the manager's certificate against it before sending anything, and
+//! a token for another cluster is told apart from a wrong secret. See `ca` for how tokens are
+//! made.
 
 use essaim_api::ControlError;
-use sha2::{Digest, Sha256};
-
-use crate::identity::{base36, new_secret};
 
 const PREFIX: &str = "SWMTKN-1-";
 const DIGEST_LEN: usize = 50;
@@ -18,10 +17,6 @@ pub struct JoinToken {
 }
 
 impl JoinToken {
-    pub fn generate(digest: &str) -> String {
-        format!("{PREFIX}{digest}-{}", new_secret(SECRET_LEN))
-    }
-
     /// Reads a token, checking its shape only.
     ///
     /// # Errors
@@ -57,21 +52,6 @@ impl JoinToken {
     }
 }
 
-/// The digest that identifies a cluster in its tokens.
-pub fn cluster_digest(cluster_id: &str) -> String {
-    let hash = Sha256::digest(cluster_id.as_bytes());
-    let mut high = [0u8; 16];
-    let mut low = [0u8; 16];
-    high.copy_from_slice(&hash[..16]);
-    low.copy_from_slice(&hash[16..]);
-    let text = format!(
-        "{}{}",
-        base36(u128::from_be_bytes(high), 25),
-        base36(u128::from_be_bytes(low), 25)
-    );
-    text[..DIGEST_LEN].to_string()
-}
-
 /// Compares secrets in constant time, so timing does not leak how much of a guess was right.
 pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -85,17 +65,18 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 mod tests {
     use super::*;
 
+    const DIGEST: &str = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcd";
+
     #[test]
-    fn generated_tokens_parse_back() {
-        let digest = cluster_digest("abc");
-        let token = JoinToken::generate(&digest);
+    fn well_formed_tokens_parse() {
+        let token = format!("SWMTKN-1-{DIGEST}-0123456789abcdefghijklmno");
         let parsed = JoinToken::parse(&token).expect("valid");
-        assert_eq!(parsed.digest, digest);
+        assert_eq!(parsed.digest, DIGEST);
     }
 
     #[test]
     fn truncated_or_foreign_tokens_are_refused_with_the_reason() {
-        let token = JoinToken::generate(&cluster_digest("abc"));
+        let token = format!("SWMTKN-1-{DIGEST}-0123456789abcdefghijklmno");
         let truncated = &token[..token.len() - 3];
         let err = JoinToken::parse(truncated).expect_err("truncated");
         assert!(err.to_string().contains("secret"), "{err}");

@@ -1,7 +1,8 @@
 //! The commands, one module per noun, and what they share: going on past failures.
 //!
 //! # Layout
-//! - [`swarm`]: `swarm init`, `join`, `join-token`, `leave`, `inspect`.
+//! - [`swarm`]: `swarm init`, `join`, `join-token`, `leave`, `inspect`, `update`, and
+//!   `swarm ca issue-client`.
 //! - [`node`]: `node ls`, `inspect`, `update`, `promote`, `demote`, `rm`.
 //! - [`info`]: `info`, the node's view of itself.
 

@@ -7,7 +7,7 @@ mod node;
 mod service;
 mod task;
 
-pub use cluster::{Cluster, ClusterConfig, JoinTokens};
+pub use cluster::{CaRotation, Cluster, ClusterConfig, JoinTokens, RootCa, TokenRecord};
 pub use node::{
     Availability, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, ParseEnumError, Role,
 };

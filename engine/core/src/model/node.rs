@@ -87,8 +87,8 @@ pub struct Node {
     pub version: u64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
-    /// The node's identity in Raft, derived from its ID, so a manager's Raft membership and its
-    /// node record always name the same machine.
+    /// The node's identity in Raft, chosen with its ID when it joins, so that a manager's Raft
+    /// membership and its node record always name the same machine.
     pub raft_id: u64,
     pub spec: NodeSpec,
     pub description: NodeDescription,

@@ -18,6 +18,8 @@ pub struct ClusterState {
     nodes: BTreeMap<ObjectId, Node>,
     services: BTreeMap<ObjectId, Service>,
     tasks: BTreeMap<ObjectId, Task>,
+    /// Nodes removed with `node rm`: their certificates are refused from then on.
+    removed_nodes: BTreeSet<ObjectId>,
     /// Derived from the tables above; rebuilt after a snapshot is loaded.
     #[serde(skip)]
     index: Indexes,
@@ -36,6 +38,7 @@ impl PartialEq for ClusterState {
             && self.nodes == other.nodes
             && self.services == other.services
             && self.tasks == other.tasks
+            && self.removed_nodes == other.removed_nodes
     }
 }
 
@@ -117,6 +120,26 @@ impl ClusterState {
                 cluster.updated_at = now;
                 emit(Change::Cluster(cluster.clone()));
             }
+            Command::UpdateCa {
+                expected_version,
+                root_ca,
+                ca_rotation,
+                join_tokens,
+            } => {
+                let cluster = self.cluster_mut()?;
+                check_version(
+                    Kind::Cluster,
+                    &cluster.id,
+                    cluster.version,
+                    *expected_version,
+                )?;
+                cluster.root_ca = root_ca.clone();
+                cluster.ca_rotation = ca_rotation.clone();
+                cluster.join_tokens = join_tokens.clone();
+                cluster.version = index;
+                cluster.updated_at = now;
+                emit(Change::Cluster(cluster.clone()));
+            }
             Command::AddNode { node } => {
                 if self.nodes.contains_key(&node.id) {
                     return Err(StateError::AlreadyExists {
@@ -157,6 +180,7 @@ impl ClusterState {
                 let node = get_mut(&mut self.nodes, Kind::Node, id)?;
                 check_version(Kind::Node, id, node.version, *expected_version)?;
                 self.nodes.remove(id);
+                self.removed_nodes.insert(id.clone());
                 emit(Change::NodeRemoved { id: id.clone() });
             }
             Command::CreateService { service } => {
@@ -309,6 +333,11 @@ impl ClusterState {
 
     pub fn node_by_id(&self, id: &str) -> Option<&Node> {
         self.nodes.get(id)
+    }
+
+    /// True for a node that `node rm` removed: its certificate no longer admits it.
+    pub fn is_removed(&self, id: &str) -> bool {
+        self.removed_nodes.contains(id)
     }
 
     /// Finds a node by hostname, full ID or unambiguous ID prefix.

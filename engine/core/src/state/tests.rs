@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::model::{
     Availability, ClusterConfig, JoinTokens, NodeDescription, NodeSpec, NodeState, NodeStatus,
-    ServiceMode, ServiceSpec, TaskSpec, TaskState, TaskStatus,
+    RootCa, ServiceMode, ServiceSpec, TaskSpec, TaskState, TaskStatus, TokenRecord,
 };
 use crate::time::Timestamp;
 
@@ -103,9 +103,21 @@ fn cluster() -> Cluster {
         updated_at: Timestamp(0),
         config: ClusterConfig::default(),
         join_tokens: JoinTokens {
-            worker: "w".to_string(),
-            manager: "m".to_string(),
+            worker: token("w"),
+            manager: token("m"),
         },
+        root_ca: RootCa {
+            cert_pem: "cert".to_string(),
+            key_pem: "key".to_string(),
+        },
+        ca_rotation: None,
+    }
+}
+
+fn token(nonce: &str) -> TokenRecord {
+    TokenRecord {
+        nonce: nonce.to_string(),
+        secret_sha256: format!("hash-of-{nonce}"),
     }
 }
 
@@ -463,11 +475,37 @@ fn cluster_is_created_once() {
         3,
         Command::SetJoinToken {
             role: Role::Worker,
-            token: "w2".to_string(),
+            token: token("w2"),
         },
     )
     .expect("rotate");
     let c = state.cluster.as_ref().expect("cluster");
-    assert_eq!(c.join_tokens.worker, "w2");
+    assert_eq!(c.join_tokens.worker, token("w2"));
     assert_eq!(c.version, 3);
+}
+
+#[test]
+fn removed_nodes_are_remembered_and_survive_a_snapshot() {
+    let mut state = ClusterState::default();
+    apply(
+        &mut state,
+        1,
+        Command::AddNode {
+            node: node("n1", "w1"),
+        },
+    )
+    .expect("add");
+    apply(
+        &mut state,
+        2,
+        Command::RemoveNode {
+            id: "n1".to_string(),
+            expected_version: None,
+        },
+    )
+    .expect("rm");
+    assert!(state.is_removed("n1"));
+    let bytes = serde_json::to_vec(&state).expect("serialize");
+    let restored: ClusterState = serde_json::from_slice(&bytes).expect("deserialize");
+    assert!(restored.is_removed("n1"));
 }

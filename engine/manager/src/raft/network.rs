@@ -8,7 +8,8 @@ use std::time::Duration;
 use essaim_api::pb::raft_client::RaftClient;
 use essaim_api::pb::raft_server;
 use essaim_api::pb::RaftMessage;
-use essaim_api::transport;
+use essaim_api::tls::{PeerIdentity, TlsState};
+use essaim_api::transport::{self, ClientTls};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -29,9 +30,12 @@ use super::{codec, LeaderContact, Raft, RaftId, TypeConfig};
 /// election; on loopback or a LAN a refused connection costs nothing to retry.
 const RETRY_UNREACHABLE: Duration = Duration::from_millis(100);
 
-/// Makes one [`Peer`] per remote manager. Connections are lazy: openraft creates clients for
-/// managers that may be down, and they must not block it.
-pub struct Network;
+/// Makes one [`Peer`] per remote manager, over mutual TLS with this node's credentials.
+/// Connections are lazy: openraft creates clients for managers that may be down, and they must
+/// not block it.
+pub struct Network {
+    pub tls: Arc<TlsState>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
@@ -39,7 +43,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: RaftId, node: &BasicNode) -> Peer {
         Peer {
             target,
-            client: transport::cluster_channel(&node.addr)
+            client: transport::cluster_channel(&node.addr, ClientTls::Node(self.tls.clone()))
                 .map(transport::raft_client)
                 .map_err(|e| e.to_string()),
         }
@@ -129,9 +133,10 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
-/// Finds the Raft instance a message is for, and where to note that a leader spoke: `None`
-/// when this node is in no cluster.
-pub type RaftLocator = Arc<dyn Fn() -> Option<(Raft, Arc<LeaderContact>)> + Send + Sync>;
+/// Finds the Raft instance a message is for, and where to note that a leader spoke, after
+/// checking that the caller (by its certificate) may speak Raft.
+pub type RaftLocator =
+    Arc<dyn Fn(Option<PeerIdentity>) -> Result<(Raft, Arc<LeaderContact>), Status> + Send + Sync>;
 
 /// The server side: hands other managers' messages to our Raft instance.
 pub struct RaftService {
@@ -145,8 +150,12 @@ impl RaftService {
             .max_encoding_message_size(transport::MAX_MESSAGE_BYTES)
     }
 
-    fn raft(&self) -> Result<(Raft, Arc<LeaderContact>), Status> {
-        (self.locate)().ok_or_else(|| Status::unavailable("this node is not part of a swarm"))
+    fn raft<T>(&self, request: &Request<T>) -> Result<(Raft, Arc<LeaderContact>), Status> {
+        let identity = request
+            .extensions()
+            .get::<essaim_api::tls::PeerInfo>()
+            .and_then(|peer| peer.identity.clone());
+        (self.locate)(identity)
     }
 }
 
@@ -167,7 +176,7 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let (raft, contact) = self.raft()?;
+        let (raft, contact) = self.raft(&request)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request)?;
         let result = raft.append_entries(rpc).await;
         // A stale leader that we refuse is no sign of a live one.
@@ -178,7 +187,7 @@ impl raft_server::Raft for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let (raft, _) = self.raft()?;
+        let (raft, _) = self.raft(&request)?;
         let rpc: VoteRequest<RaftId> = decode(request)?;
         reply(&raft.vote(rpc).await)
     }
@@ -187,7 +196,7 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let (raft, contact) = self.raft()?;
+        let (raft, contact) = self.raft(&request)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
         contact.touch();
         reply(&raft.install_snapshot(rpc).await)
