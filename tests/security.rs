@@ -75,13 +75,29 @@ fn a_certificate_from_another_ca_is_refused() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let foreign = dir.path().join("foreign");
     issue_client_bundle(theirs.node("m1"), &foreign)?;
-    // Trust our manager, but show a certificate of the other cluster.
     let ours_bundle = dir.path().join("ours");
     issue_client_bundle(ours.node("m1"), &ours_bundle)?;
+    // Trust our manager, but show a certificate of the other cluster.
     std::fs::copy(ours_bundle.join("ca.crt"), foreign.join("ca.crt"))?;
     let out = ours.node("m1").essaim_remote(&foreign, &["node", "ls"]);
     assert!(!out.status.success(), "a foreign certificate got in");
+    assert!(
+        stderr(&out).contains("not from this cluster's CA")
+            && stderr(&out).contains("issue-client"),
+        "{}",
+        stderr(&out)
+    );
     wait_for_log(ours.node("m1"), "certificate from another CA")?;
+
+    // The other way round: a bundle of our cluster does not trust their manager.
+    let out = theirs
+        .node("m1")
+        .essaim_remote(&ours_bundle, &["node", "ls"]);
+    assert!(
+        stderr(&out).contains("not signed by the CA this bundle trusts"),
+        "{}",
+        stderr(&out)
+    );
 
     // The genuine bundle works from outside, as a remote operator's would.
     let out = ours.node("m1").essaim_remote(&ours_bundle, &["node", "ls"]);

@@ -163,7 +163,7 @@ impl Client {
         &mut self,
         name: &str,
         csr_pem: &str,
-    ) -> Result<(String, String), ControlError> {
+    ) -> Result<(String, String, String), ControlError> {
         let request = ControlRequest::IssueClientCert {
             name: name.to_string(),
             csr_pem: csr_pem.to_string(),
@@ -172,7 +172,8 @@ impl Client {
             ControlReply::ClientCert {
                 certificate_pem,
                 roots_pem,
-            } => Ok((certificate_pem, roots_pem)),
+                manager_addr,
+            } => Ok((certificate_pem, roots_pem, manager_addr)),
             other => Err(unexpected(&request, &other)),
         }
     }

@@ -110,6 +110,8 @@ pub enum ControlReply {
     ClientCert {
         certificate_pem: String,
         roots_pem: String,
+        /// A manager address the bundle can be used against.
+        manager_addr: String,
     },
     Done,
 }

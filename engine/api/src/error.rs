@@ -59,8 +59,62 @@ impl From<ControlError> for Status {
     }
 }
 
+/// What a TLS failure somewhere under a transport error means for the user, if there is one.
+fn tls_failure(status: &Status) -> Option<ControlError> {
+    use rustls::{AlertDescription, CertificateError};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = cause {
+        // An io::Error's source() skips the error it wraps: look inside it by hand.
+        let inner = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        let tls = error
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| inner.and_then(|e| e.downcast_ref::<rustls::Error>()));
+        if let Some(tls) = tls {
+            let message = match tls {
+                rustls::Error::AlertReceived(
+                    AlertDescription::UnknownCA
+                    | AlertDescription::BadCertificate
+                    | AlertDescription::CertificateUnknown,
+                ) => {
+                    "the manager refused this certificate: it is not from this cluster's CA \
+                      (get a current client bundle with 'essaim swarm ca issue-client' on a \
+                      manager of this cluster)"
+                }
+                rustls::Error::AlertReceived(AlertDescription::CertificateExpired) => {
+                    "the manager refused this certificate: it has expired (get a new client \
+                     bundle with 'essaim swarm ca issue-client'; a node must leave and join again)"
+                }
+                rustls::Error::InvalidCertificate(
+                    CertificateError::UnknownIssuer | CertificateError::BadSignature,
+                ) => {
+                    "the manager's certificate is not signed by the CA this bundle trusts: it \
+                      belongs to another cluster, or the cluster's CA was rotated since the \
+                      bundle was made"
+                }
+                rustls::Error::InvalidCertificate(
+                    CertificateError::Expired | CertificateError::ExpiredContext { .. },
+                ) => "the manager's certificate has expired",
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
+                | rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                    ..
+                }) => "the node at that address is not a manager (its certificate says so)",
+                other => return Some(ControlError::Unavailable(format!("TLS failure: {other}"))),
+            };
+            return Some(ControlError::PermissionDenied(message.to_string()));
+        }
+        cause = inner.or_else(|| error.source());
+    }
+    None
+}
+
 impl From<Status> for ControlError {
     fn from(status: Status) -> ControlError {
+        if let Some(failure) = tls_failure(&status) {
+            return failure;
+        }
         let message = status.message().to_string();
         match status.code() {
             Code::InvalidArgument | Code::OutOfRange => ControlError::InvalidArgument(message),

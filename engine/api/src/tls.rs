@@ -602,23 +602,96 @@ pub fn refusal_reason(error: &io::Error) -> String {
         | rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
             "expired certificate".into()
         }
+        rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA) => {
+            "the client does not trust this node's CA (it belongs to another cluster, or its CA \
+             was rotated)"
+                .into()
+        }
         other => format!("TLS error: {other}"),
     }
 }
 
+/// How long a new connection waits for the manager's first bytes (HTTP/2 sends its settings at
+/// once), which is when a refusal of our certificate shows.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A TLS client connection to a manager's cluster port.
 ///
+/// In TLS 1.3 the server checks the client's certificate after the client has finished its
+/// side of the handshake, so a refusal arrives with the server's first bytes. Reading them
+/// here, and replaying them to the caller, turns a refused certificate into an error that says
+/// why at connection time, instead of a cancelled request later.
+///
 /// # Errors
-/// The TCP connection or the handshake failed.
-pub async fn connect(
-    addr: &str,
-    config: Arc<ClientConfig>,
-) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+/// The TCP connection or the handshake failed, or the manager refused our certificate.
+pub async fn connect(addr: &str, config: Arc<ClientConfig>) -> io::Result<ClientConnection> {
+    use tokio::io::AsyncReadExt;
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from(MANAGER_NAME)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    tokio_rustls::TlsConnector::from(config)
+    let mut stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
-        .await
+        .await?;
+    let mut first = vec![0u8; 16 * 1024];
+    let read = match tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.read(&mut first)).await {
+        Ok(Ok(0)) => {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the manager closed the connection after the TLS handshake",
+            ))
+        }
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => 0,
+    };
+    first.truncate(read);
+    Ok(ClientConnection {
+        first,
+        replayed: 0,
+        stream,
+    })
+}
+
+/// A client connection whose first bytes were read early (see [`connect`]) and are handed
+/// out again before anything else.
+pub struct ClientConnection {
+    first: Vec<u8>,
+    replayed: usize,
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+}
+
+impl AsyncRead for ClientConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.replayed < self.first.len() {
+            let rest = &self.first[self.replayed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            self.replayed += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }

@@ -232,6 +232,7 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
             Ok(ControlReply::ClientCert {
                 certificate_pem,
                 roots_pem: trusted,
+                manager_addr: swarm.addr.clone(),
             })
         }
         ControlRequest::Info

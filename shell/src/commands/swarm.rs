@@ -217,14 +217,14 @@ async fn issue_client(
     bundle::prepare(&args.out, args.force)?;
     let name = args.name.unwrap_or_else(default_client_name);
     let (key_pem, csr_pem) = tls::new_key_and_request()?;
-    let (cert_pem, roots_pem) = client.issue_client_cert(&name, &csr_pem).await?;
+    let (cert_pem, roots_pem, manager_addr) = client.issue_client_cert(&name, &csr_pem).await?;
     let credentials = Credentials {
         cert_pem,
         key_pem,
         roots_pem,
     };
     bundle::write(&args.out, &credentials, args.force)?;
-    output.print(&bundle_written(&args.out))?;
+    output.print(&bundle_written(&args.out, &manager_addr))?;
     Ok(())
 }
 
@@ -237,12 +237,9 @@ fn default_client_name() -> String {
 }
 
 /// What `swarm ca issue-client` says once the bundle is on disk.
-fn bundle_written(dir: &Path) -> String {
+fn bundle_written(dir: &Path, manager_addr: &str) -> String {
     let dir = dir.display();
-    format!(
-        "Client bundle written to {dir}: use it with essaim --tls-dir {dir} -H tcp://<manager \
-         address>\n"
-    )
+    format!("Client bundle written to {dir}: use it with essaim --tls-dir {dir} -H tcp://{manager_addr}\n")
 }
 
 #[cfg(test)]
@@ -280,6 +277,7 @@ mod tests {
                 ControlRequest::IssueClientCert { name, .. } => Ok(ControlReply::ClientCert {
                     certificate_pem: format!("certificate of {name}\n"),
                     roots_pem: "roots\n".to_string(),
+                    manager_addr: "10.0.0.1:4242".to_string(),
                 }),
                 _ => Err(ControlError::Internal("not faked".to_string())),
             };
@@ -346,7 +344,7 @@ mod tests {
             out,
             format!(
                 "Client bundle written to {dir_text}: use it with essaim --tls-dir {dir_text} \
-                 -H tcp://<manager address>\n"
+                 -H tcp://10.0.0.1:4242\n"
             )
         );
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).expect("bundle file");
