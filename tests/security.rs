@@ -309,3 +309,34 @@ fn rotating_the_ca_keeps_every_node_connected_and_changes_the_tokens() -> Result
     assert_ne!(new_token, old_token);
     Ok(())
 }
+
+#[test]
+fn a_node_whose_certificate_expired_is_refused_and_told_to_join_again() -> Result<()> {
+    let mut cluster = Cluster::start(1, 1)?;
+    cluster
+        .node("m1")
+        .ok(&["swarm", "update", "--cert-expiry", "4s"])?;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    };
+    // Wait for w1 to hold a short certificate, then keep it away until that one expired.
+    let not_after = wait_for("w1 on a short certificate", SETTLE, || {
+        let info = cluster.node("w1").json(&["info"])?;
+        let not_after = info["cert_not_after"].as_i64().context("cert_not_after")?;
+        Ok((not_after - now() < 120).then_some(not_after))
+    })?;
+    cluster.node_mut("w1").kill9();
+    wait_for("w1's certificate to expire", SETTLE, || {
+        Ok((now() > not_after + 1).then_some(()))
+    })?;
+    cluster.node_mut("w1").restart()?;
+    wait_for_log(cluster.node("m1"), "expired certificate")?;
+    wait_for_log(cluster.node("w1"), "join again")?;
+    cluster.wait_for_nodes("m1", "w1 down", SETTLE, |nodes| {
+        row(nodes, "w1").is_some_and(|n| n["status"]["state"] == "down")
+    })?;
+    Ok(())
+}

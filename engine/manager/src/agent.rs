@@ -30,6 +30,8 @@ pub async fn run(swarm: Arc<Swarm>) {
     let mut next_manager = 0usize;
     let mut channels = Channels::default();
     let mut warned_removed = false;
+    let mut warned_refused = false;
+    let mut warned_expired = false;
     let mut renewal = Renewal::default();
     loop {
         let leader = swarm.leader();
@@ -63,6 +65,7 @@ pub async fn run(swarm: Arc<Swarm>) {
         match send(&mut channels, &swarm, &addr, period).await {
             Ok(reply) if reply.accepted => {
                 warned_removed = false;
+                warned_refused = false;
                 renewal
                     .renew_if_needed(&swarm, &mut channels, &addr, &reply)
                     .await;
@@ -85,7 +88,16 @@ pub async fn run(swarm: Arc<Swarm>) {
                 target = None;
             }
             Err(status) => {
-                tracing::debug!(%addr, "heartbeat failed: {}", status.message());
+                match essaim_api::ControlError::from(status) {
+                    // The manager refuses our certificate: say why, once, where the
+                    // operator looks.
+                    essaim_api::ControlError::PermissionDenied(why) if !warned_refused => {
+                        tracing::error!(%addr, "the manager refuses this node: {why}");
+                        warned_refused = true;
+                    }
+                    other => tracing::debug!(%addr, "heartbeat failed: {other}"),
+                }
+                warn_if_expired(&swarm, &mut warned_expired);
                 target = None;
             }
         }
@@ -134,6 +146,25 @@ async fn send(
         .heartbeat(request)
         .await
         .map(|r| r.into_inner())
+}
+
+/// Says, once, that the node's certificate has expired: it cannot be renewed any more (renewal
+/// needs a valid certificate), so the node must join again.
+fn warn_if_expired(swarm: &Swarm, warned: &mut bool) {
+    let Some(identity) = swarm.tls.identity() else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if identity.not_after < now && !*warned {
+        tracing::error!(
+            "this node's certificate expired while it could not renew it: make the node leave \
+             ('essaim swarm leave --force') and join again with a token"
+        );
+        *warned = true;
+    }
 }
 
 /// Keeps the node's certificate fitting what the cluster says of the node.
