@@ -508,3 +508,69 @@ fn a_manager_cannot_leave_when_the_rest_would_lose_quorum() -> Result<()> {
     assert!(stderr(&out).contains("quorum"), "{}", stderr(&out));
     Ok(())
 }
+
+#[test]
+fn snapshots_compact_the_log_and_bring_new_managers_up_to_date() -> Result<()> {
+    // Snapshots every 20 entries, so a few dozen writes compact the log.
+    let env = [("ESSAIM_RAFT_SNAPSHOT_INTERVAL", "20")];
+    let mut cluster = Cluster::empty()?;
+    cluster.add_with_env("m1", &env)?;
+    let m1 = cluster.node("m1");
+    m1.ok(&["swarm", "init", "--advertise-addr", &m1.addr()])?;
+    for i in 0..60 {
+        m1.ok(&["node", "update", "--label-add", &format!("step={i}"), "m1"])?;
+    }
+    let token = m1.ok(&["swarm", "join-token", "-q", "manager"])?;
+    let leader_addr = m1.addr();
+    for name in ["m2", "m3"] {
+        let node = cluster.add_with_env(name, &env)?;
+        let addr = node.addr();
+        node.ok(&[
+            "swarm",
+            "join",
+            "--token",
+            token.trim(),
+            "--advertise-addr",
+            &addr,
+            &leader_addr,
+        ])?;
+    }
+    // The log they needed was compacted away: they caught up from a snapshot.
+    for name in ["m2", "m3"] {
+        wait_for(&format!("{name} to install a snapshot"), SETTLE, || {
+            Ok(cluster
+                .node(name)
+                .logs()
+                .contains("installed a snapshot")
+                .then_some(()))
+        })?;
+    }
+    let nodes = three_reachable(&cluster, "m3")?;
+    assert_eq!(
+        row(&nodes, "m1").expect("m1")["spec"]["labels"]["step"],
+        "59"
+    );
+
+    // A crash of everyone: state comes back from the snapshot plus the log after it.
+    for node in &mut cluster.nodes {
+        node.kill9();
+    }
+    for node in &mut cluster.nodes {
+        node.restart()?;
+    }
+    let nodes = three_reachable(&cluster, "m2")?;
+    assert_eq!(
+        row(&nodes, "m1").expect("m1")["spec"]["labels"]["step"],
+        "59"
+    );
+    Ok(())
+}
+
+fn three_reachable(cluster: &Cluster, via: &str) -> Result<Vec<Value>> {
+    cluster.wait_for_nodes(via, "three reachable managers", SETTLE, |nodes| {
+        nodes.len() == 3
+            && nodes
+                .iter()
+                .all(|n| matches!(manager_label(n).as_str(), "Leader" | "Reachable"))
+    })
+}

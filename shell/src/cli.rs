@@ -27,7 +27,7 @@ Exit codes:
      --tls-dir, a client bundle that is missing, unreadable or unusable, or that
      'swarm ca issue-client' would overwrite without --force)
   3  the daemon or the cluster could not be reached, or the managers have no quorum
-  4  timeout (reserved)";
+  4  timeout: a wait ran out (what it started goes on)";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -11,7 +11,8 @@
 //!   that is missing, unreadable or unusable, and `swarm ca issue-client` into a directory
 //!   that already holds a bundle (without `--force`).
 //! - 3: the daemon or the cluster is unreachable, or the managers have no quorum.
-//! - 4: timeout (reserved: no command has a timeout yet).
+//! - 4: timeout: the command waited as long as it may (`swarm ca --rotate`); what it started
+//!   goes on in the background.
 //!
 //! # Layout
 //! - [`cli`]: the command table, from which parsing, help and usage errors are derived.
@@ -42,8 +43,6 @@ pub enum Exit {
     Failed = 1,
     Usage = 2,
     Unreachable = 3,
-    /// Documented now so that scripts can rely on it once commands wait for convergence.
-    #[allow(dead_code)]
     Timeout = 4,
 }
 
@@ -56,6 +55,9 @@ impl Exit {
             }
             if cause.is::<UsageError>() {
                 return Exit::Usage;
+            }
+            if cause.is::<TimedOut>() {
+                return Exit::Timeout;
             }
             if let Some(control) = cause.downcast_ref::<ControlError>() {
                 return match control {
@@ -90,6 +92,18 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// A wait that ran out of time; the message says what goes on meanwhile.
+#[derive(Debug)]
+pub struct TimedOut(pub String);
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TimedOut {}
 
 /// Failures already printed one by one (several NODE arguments); `main` only exits with the
 /// code they carry.

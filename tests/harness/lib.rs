@@ -87,6 +87,8 @@ pub struct Daemon {
     pub name: String,
     pub port: u16,
     pub dir: PathBuf,
+    /// Extra environment for the process (essaimd reads some settings from it).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -96,12 +98,25 @@ impl Daemon {
     /// # Errors
     /// The daemon could not be spawned or its socket never appeared.
     pub fn start(root: &Path, name: &str) -> Result<Daemon> {
+        Daemon::start_with_env(root, name, &[])
+    }
+
+    /// Starts a daemon with extra environment variables, such as
+    /// `ESSAIM_RAFT_SNAPSHOT_INTERVAL`.
+    ///
+    /// # Errors
+    /// As [`Daemon::start`].
+    pub fn start_with_env(root: &Path, name: &str, env: &[(&str, &str)]) -> Result<Daemon> {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir)?;
         let mut daemon = Daemon {
             name: name.to_string(),
             port: free_port(),
             dir,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         daemon.spawn()?;
@@ -158,6 +173,7 @@ impl Daemon {
                 "RUST_LOG",
                 std::env::var("ESSAIM_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -351,7 +367,15 @@ impl Cluster {
     /// # Errors
     /// As [`Daemon::start`].
     pub fn add(&mut self, name: &str) -> Result<&mut Daemon> {
-        let daemon = Daemon::start(self.root.path(), name)?;
+        self.add_with_env(name, &[])
+    }
+
+    /// Starts one more daemon, not yet in any swarm, with extra environment variables.
+    ///
+    /// # Errors
+    /// As [`Daemon::start`].
+    pub fn add_with_env(&mut self, name: &str, env: &[(&str, &str)]) -> Result<&mut Daemon> {
+        let daemon = Daemon::start_with_env(self.root.path(), name, env)?;
         self.nodes.push(daemon);
         Ok(self.nodes.last_mut().expect("just pushed"))
     }

@@ -80,8 +80,6 @@ pub struct PeerIdentity {
     pub cluster_id: String,
     /// Seconds since the UNIX epoch after which the certificate is no longer valid.
     pub not_after: i64,
-    /// SHA-256 of the DER of the CA certificate that issued it, when the peer sent it.
-    pub issuer_fingerprint: Option<String>,
 }
 
 impl PeerIdentity {
@@ -109,7 +107,6 @@ impl PeerIdentity {
             role,
             cluster_id,
             not_after: cert.validity().not_after.timestamp(),
-            issuer_fingerprint: None,
         })
     }
 }
@@ -336,6 +333,10 @@ pub fn pinned_client_config(ca_digest: &str) -> Result<ClientConfig, TlsError> {
 /// names: the marker lets the joiner tell an impostor from a network failure.
 pub const WRONG_CA: &str = "the manager's CA does not match the fingerprint in the join token";
 
+/// The message when the manager still trusts the token's CA but no longer signs with it: the
+/// cluster rotated its CA after the token was printed.
+pub const ROTATED_CA: &str = "the join token names a CA this cluster has rotated away from";
+
 #[derive(Debug)]
 struct PinnedCa {
     digest: String,
@@ -361,7 +362,14 @@ impl ServerCertVerifier for PinnedCa {
         let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
-        verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+        verifier
+            .verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+            .map_err(|e| match e {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                    rustls::Error::General(ROTATED_CA.to_string())
+                }
+                other => other,
+            })
     }
 
     fn verify_tls12_signature(
@@ -564,11 +572,11 @@ pub fn accept(
                         return;
                     }
                 };
-                let identity = stream.get_ref().1.peer_certificates().and_then(|chain| {
-                    let mut identity = PeerIdentity::from_der(chain.first()?).ok()?;
-                    identity.issuer_fingerprint = chain.get(1).map(|ca| fingerprint(ca));
-                    Some(identity)
-                });
+                let identity = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| PeerIdentity::from_der(chain.first()?).ok());
                 let peer = PeerInfo {
                     remote_addr,
                     identity,
@@ -613,7 +621,7 @@ pub fn refusal_reason(error: &io::Error) -> String {
 
 /// How long a new connection waits for the manager's first bytes (HTTP/2 sends its settings at
 /// once), which is when a refusal of our certificate shows.
-const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A TLS client connection to a manager's cluster port.
 ///

@@ -22,8 +22,9 @@ use crate::tls::{self, TlsState};
 /// Raft batches and snapshots can be large: one entry may carry thousands of task changes.
 pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
-/// How long a connection attempt to another node may take before it counts as unreachable.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a connection attempt to another node may take (TCP, TLS handshake and the
+/// manager's first bytes) before it counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where a channel takes its TLS client settings from, at each (re)connection.
 #[derive(Clone)]

@@ -52,6 +52,10 @@ pub struct Args {
     /// higher tolerates slower machines
     #[arg(long, env = "ESSAIM_RAFT_ELECTION_TIMEOUT", value_name = "DURATION", default_value = "150ms", value_parser = duration)]
     pub raft_election_timeout: Duration,
+
+    /// Take a Raft snapshot every this many log entries (and compact the log behind it)
+    #[arg(long, env = "ESSAIM_RAFT_SNAPSHOT_INTERVAL", value_name = "ENTRIES", default_value_t = essaim_manager::raft::DEFAULT_SNAPSHOT_INTERVAL, value_parser = clap::value_parser!(u64).range(10..))]
+    pub raft_snapshot_interval: u64,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -104,6 +108,7 @@ impl Args {
                     heartbeat: self.raft_heartbeat_interval,
                     election_min: self.raft_election_timeout,
                     election_max: self.raft_election_timeout * 3 / 2,
+                    snapshot_interval: self.raft_snapshot_interval,
                 },
             },
         })

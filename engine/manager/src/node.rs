@@ -319,7 +319,13 @@ impl Node {
             key_pem,
             roots_pem: root_ca.cert_pem.clone(),
         })?;
-        let swarm = self.create_swarm(identity.clone(), addr.clone()).await?;
+        let swarm = match self.create_swarm(identity.clone(), addr.clone()).await {
+            Ok(swarm) => swarm,
+            Err(e) => {
+                self.forget_swarm_files();
+                return Err(e);
+            }
+        };
         match bootstrap(&swarm, &identity, &addr, &self.config.hostname, root_ca).await {
             Ok(worker_token) => {
                 self.set_swarm(Some(swarm));
@@ -344,6 +350,18 @@ impl Node {
     /// Saves and installs the node's certificate, key and roots.
     fn install_credentials(&self, credentials: Credentials) -> Result<(), ControlError> {
         credentials::install(&self.config.data_dir, &self.tls, credentials)
+    }
+
+    /// Undoes a half-made init or join: no identity, no certificates, no Raft state.
+    fn forget_swarm_files(&self) {
+        self.tls.clear();
+        let data_dir = &self.config.data_dir;
+        let removed = credentials::remove(data_dir)
+            .and_then(|()| remove_if_present(&SwarmFile::path(data_dir)))
+            .and_then(|()| remove_if_present(&crate::swarm::raft_db_path(data_dir)));
+        if let Err(e) = removed {
+            tracing::error!("cannot clean up after a failed init or join: {e}");
+        }
     }
 
     /// Saves the identity and opens the swarm's Raft instance and background work.
@@ -417,7 +435,13 @@ impl Node {
             key_pem,
             roots_pem: reply.roots_pem,
         })?;
-        let swarm = self.create_swarm(identity, addr).await?;
+        let swarm = match self.create_swarm(identity, addr).await {
+            Ok(swarm) => swarm,
+            Err(e) => {
+                self.forget_swarm_files();
+                return Err(e);
+            }
+        };
         self.set_swarm(Some(swarm.clone()));
         tracing::info!(node = %reply.node_id, %role, "joined the swarm");
         if role == Role::Manager {
@@ -477,9 +501,16 @@ impl Node {
         let mut last = ControlError::Unavailable("no manager is known to this node".into());
         for addr in targets {
             let mut client = transport::membership_client(self.peer(&addr)?);
-            match client.leave(LeaveRequest { force }).await {
+            match client
+                .leave(LeaveRequest { force })
+                .await
+                .map_err(ControlError::from)
+            {
                 Ok(_) => return Ok(()),
-                Err(status) => last = ControlError::from(status),
+                // Only an unreachable manager sends us to the next one: a refusal is the
+                // cluster's answer.
+                Err(e @ (ControlError::Unavailable(_) | ControlError::NoQuorum(_))) => last = e,
+                Err(refusal) => return Err(refusal),
             }
         }
         Err(last)
@@ -488,7 +519,15 @@ impl Node {
 
 /// What a failed join means for the user.
 fn join_failure(status: tonic::Status, remote: std::net::SocketAddr) -> ControlError {
-    if status.message().contains(tls::WRONG_CA) || format!("{status:?}").contains(tls::WRONG_CA) {
+    let details = format!("{} {status:?}", status.message());
+    if details.contains(tls::ROTATED_CA) {
+        return ControlError::PermissionDenied(
+            "this join token is from before the cluster rotated its CA: get the current one \
+             with 'essaim swarm join-token worker' (or manager) on a manager"
+                .into(),
+        );
+    }
+    if details.contains(tls::WRONG_CA) {
         return ControlError::PermissionDenied(format!(
             "the manager at {remote} does not belong to the cluster this token is for (its CA \
              does not match the token's fingerprint): check the address and the token"
@@ -590,6 +629,13 @@ async fn bootstrap(
         result?;
     }
     Ok(worker_token)
+}
+
+fn remove_if_present(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// The data directory holds keys and the Raft log: nobody but its owner reads it.

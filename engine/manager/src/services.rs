@@ -9,7 +9,7 @@ use essaim_api::pb::{
     ControlMessage, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, LeaveRequest,
     LeaveResponse, RenewRequest, RenewResponse,
 };
-use essaim_api::tls::{self, CertRole, PeerIdentity};
+use essaim_api::tls::{self, PeerIdentity};
 use essaim_api::{control, transport, ControlError, ControlRequest};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -77,17 +77,22 @@ impl MembershipService {
         request: &Request<T>,
         what: &str,
     ) -> Result<String, Status> {
-        let identity: PeerIdentity = authz::require_member(swarm, authz::caller(request), what)?;
         let on_behalf = request
             .metadata()
             .get(ON_BEHALF_OF_HEADER)
             .and_then(|v| v.to_str().ok());
         match on_behalf {
-            Some(node) if identity.role == CertRole::Manager => Ok(node.to_string()),
-            Some(_) => Err(Status::permission_denied(format!(
-                "{what} refused: only a manager may speak for another node"
-            ))),
-            None => Ok(identity.node_id),
+            // Speaking for another node takes a manager in good standing: a demoted manager
+            // still holding its old certificate must not get certificates for others.
+            Some(node) => {
+                authz::require_manager(swarm, authz::caller(request), what)?;
+                Ok(node.to_string())
+            }
+            None => {
+                let identity: PeerIdentity =
+                    authz::require_member(swarm, authz::caller(request), what)?;
+                Ok(identity.node_id)
+            }
         }
     }
 

@@ -193,14 +193,13 @@ async fn ca(args: CaArgs, client: &mut Client, output: &mut Output<'_>) -> anyho
             }
         }
         if std::time::Instant::now() > deadline {
-            return Err(
-                anyhow::Error::new(crate::Reported(crate::Exit::Timeout)).context(format!(
-                "the CA rotation has not finished after {}s (a node that is unreachable holds it \
-                 back); it goes on in the background: follow it with 'essaim swarm inspect \
-                 --format table'",
+            return Err(crate::TimedOut(format!(
+                "the CA rotation has not finished after {}s: nodes that are up but have not \
+                 caught up yet hold it back (the leader's log names them); it goes on in the \
+                 background: follow it with 'essaim swarm inspect --format table'",
                 ROTATION_WAIT.as_secs()
-            )),
-            );
+            ))
+            .into());
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }

@@ -42,6 +42,9 @@ pub struct RaftTimings {
     pub heartbeat: Duration,
     pub election_min: Duration,
     pub election_max: Duration,
+    /// A snapshot is taken every this many entries; it bounds the log on disk and the replay
+    /// at start-up.
+    pub snapshot_interval: u64,
 }
 
 impl Default for RaftTimings {
@@ -50,6 +53,7 @@ impl Default for RaftTimings {
             heartbeat: Duration::from_millis(50),
             election_min: Duration::from_millis(150),
             election_max: Duration::from_millis(225),
+            snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
         }
     }
 }
@@ -72,12 +76,10 @@ impl LeaderContact {
     }
 }
 
-/// How many log entries are kept past the last snapshot, so that a briefly lagging manager
-/// catches up from the log rather than by a whole snapshot.
-const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1000;
-/// A snapshot is taken every this many entries, which bounds the log on disk and the replay
-/// at start-up.
-const ENTRIES_BETWEEN_SNAPSHOTS: u64 = 5000;
+/// How many entries already in a snapshot stay in the log as well, so that a briefly lagging
+/// manager catches up from the log rather than by a whole snapshot.
+const MAX_LOGS_KEPT_IN_SNAPSHOT: u64 = 1000;
+pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 5000;
 
 /// The openraft configuration every manager runs with.
 ///
@@ -89,8 +91,8 @@ pub fn config(timings: &RaftTimings) -> anyhow::Result<Arc<Config>> {
         heartbeat_interval: millis(timings.heartbeat),
         election_timeout_min: millis(timings.election_min),
         election_timeout_max: millis(timings.election_max),
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(ENTRIES_BETWEEN_SNAPSHOTS),
-        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(timings.snapshot_interval),
+        max_in_snapshot_log_to_keep: MAX_LOGS_KEPT_IN_SNAPSHOT.min(timings.snapshot_interval / 2),
         install_snapshot_timeout: 10_000,
         ..Default::default()
     };

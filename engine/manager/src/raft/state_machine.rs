@@ -248,7 +248,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied.last_membership = meta.last_membership.clone();
         }
         self.save_snapshot(meta, &data)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e).into())
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        tracing::info!(
+            up_to = meta.last_log_id.map(|id| id.index).unwrap_or(0),
+            bytes = data.len(),
+            "installed a snapshot from the leader"
+        );
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
@@ -259,5 +265,78 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use essaim_core::model::{
+        Availability, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, Role,
+    };
+    use essaim_core::{Change, Command, Request, Timestamp};
+    use openraft::{CommittedLeaderId, Entry, LogId};
+
+    use super::*;
+
+    fn node(id: &str) -> Node {
+        Node {
+            id: id.to_string(),
+            version: 0,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            raft_id: 1,
+            spec: NodeSpec {
+                role: Role::Worker,
+                availability: Availability::Active,
+                labels: Default::default(),
+            },
+            description: NodeDescription::default(),
+            status: NodeStatus {
+                state: NodeState::Ready,
+                message: String::new(),
+            },
+        }
+    }
+
+    fn entry(index: u64, id: &str) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request::one(
+                Timestamp(index),
+                Command::AddNode { node: node(id) },
+            )),
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_change_events_in_commit_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Arc::new(redb::Database::create(dir.path().join("raft.redb")).expect("db"));
+        let mut machine = StateMachine::open(db).expect("open");
+        let mut events = machine.shared().subscribe();
+        machine
+            .apply(vec![entry(1, "a"), entry(2, "b")])
+            .await
+            .expect("apply");
+        machine.apply(vec![entry(3, "c")]).await.expect("apply");
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let batch = events.recv().await.expect("a batch");
+            for event in batch.iter() {
+                let Change::Node(node) = &event.change else {
+                    panic!("unexpected {:?}", event.change);
+                };
+                seen.push((event.index, node.id.clone()));
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                (1, "a".to_string()),
+                (2, "b".to_string()),
+                (3, "c".to_string())
+            ]
+        );
+        assert_eq!(machine.shared().applied_index(), 3);
     }
 }
