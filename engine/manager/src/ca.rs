@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use essaim_api::tls::{self, CertRole};
 use essaim_api::ControlError;
-use essaim_core::model::{Role, RootCa, TokenRecord};
+use essaim_core::model::{Cluster, Role, RootCa, TokenRecord};
 use hmac::{Hmac, Mac};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
@@ -117,6 +117,28 @@ pub fn sign(
         .signed_by(&request.public_key, &issuer)
         .map_err(failure("cannot sign the certificate"))?;
     Ok(cert.pem())
+}
+
+/// Signs a request with the cluster's current CA, for the cluster's current certificate
+/// lifetime. Returns the certificate and the CA certificates its holder must trust.
+///
+/// # Errors
+/// As [`sign`].
+pub fn issue(
+    cluster: &Cluster,
+    request_pem: &str,
+    subject: &str,
+    role: CertRole,
+) -> Result<(String, String), ControlError> {
+    let certificate = sign(
+        &cluster.root_ca,
+        request_pem,
+        subject,
+        role,
+        &cluster.id,
+        Duration::from_millis(cluster.config.cert_expiry_ms),
+    )?;
+    Ok((certificate, cluster.trusted_roots_pem()))
 }
 
 /// The digest of the CA that join tokens carry.

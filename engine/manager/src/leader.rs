@@ -210,23 +210,12 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
                 )));
             }
             swarm.linearize().await?;
-            let (root_ca, cluster_id, validity, trusted) = {
-                let state = swarm.state();
-                let cluster = initialized(&state)?;
-                (
-                    cluster.root_ca.clone(),
-                    cluster.id.clone(),
-                    Duration::from_millis(cluster.config.cert_expiry_ms),
-                    cluster.trusted_roots_pem(),
-                )
-            };
-            let certificate_pem = ca::sign(
-                &root_ca,
+            let cluster = initialized(&swarm.state())?.clone();
+            let (certificate_pem, trusted) = ca::issue(
+                &cluster,
                 &csr_pem,
                 &format!("client-{name}"),
                 CertRole::Client,
-                &cluster_id,
-                validity,
             )?;
             tracing::info!(client = %name, "client certificate issued");
             Ok(ControlReply::ClientCert {
@@ -380,7 +369,7 @@ pub fn node_views(swarm: &Swarm) -> Vec<NodeView> {
 pub async fn join(swarm: &Swarm, request: JoinRequest) -> Result<JoinResponse, ControlError> {
     let presented = JoinToken::parse(&request.token)?;
     swarm.linearize().await?;
-    let (cluster_id, role, root_ca, validity, trusted) = {
+    let (cluster, role) = {
         let state = swarm.state();
         let cluster = initialized(&state)?;
         if presented.digest != ca::token_digest(&cluster.root_ca)? {
@@ -404,13 +393,7 @@ pub async fn join(swarm: &Swarm, request: JoinRequest) -> Result<JoinResponse, C
                     .into(),
             ));
         };
-        (
-            cluster.id.clone(),
-            role,
-            cluster.root_ca.clone(),
-            Duration::from_millis(cluster.config.cert_expiry_ms),
-            cluster.trusted_roots_pem(),
-        )
+        (cluster.clone(), role)
     };
     if request.addr.parse::<std::net::SocketAddr>().is_err() {
         return Err(ControlError::InvalidArgument(format!(
@@ -419,14 +402,8 @@ pub async fn join(swarm: &Swarm, request: JoinRequest) -> Result<JoinResponse, C
         )));
     }
     let node_id = new_object_id();
-    let certificate_pem = ca::sign(
-        &root_ca,
-        &request.csr_pem,
-        &node_id,
-        cert_role(role),
-        &cluster_id,
-        validity,
-    )?;
+    let (certificate_pem, trusted) =
+        ca::issue(&cluster, &request.csr_pem, &node_id, cert_role(role))?;
     let node = Node {
         id: node_id,
         version: 0,
@@ -460,7 +437,7 @@ pub async fn join(swarm: &Swarm, request: JoinRequest) -> Result<JoinResponse, C
         manager_addrs.push(node.description.addr.clone());
     }
     Ok(JoinResponse {
-        cluster_id,
+        cluster_id: cluster.id,
         node_id: node.id,
         raft_id: node.raft_id,
         role: role.to_string(),
@@ -488,28 +465,15 @@ pub async fn renew(
     csr_pem: &str,
 ) -> Result<RenewResponse, ControlError> {
     swarm.linearize().await?;
-    let (role, root_ca, cluster_id, validity, trusted) = {
+    let (role, cluster) = {
         let state = swarm.state();
-        let cluster = initialized(&state)?;
+        let cluster = initialized(&state)?.clone();
         let node = state
             .node_by_id(node_id)
             .ok_or_else(|| ControlError::NotFound(format!("node {node_id} not found")))?;
-        (
-            node.spec.role,
-            cluster.root_ca.clone(),
-            cluster.id.clone(),
-            Duration::from_millis(cluster.config.cert_expiry_ms),
-            cluster.trusted_roots_pem(),
-        )
+        (node.spec.role, cluster)
     };
-    let certificate_pem = ca::sign(
-        &root_ca,
-        csr_pem,
-        node_id,
-        cert_role(role),
-        &cluster_id,
-        validity,
-    )?;
+    let (certificate_pem, trusted) = ca::issue(&cluster, csr_pem, node_id, cert_role(role))?;
     tracing::info!(node = %node_id, %role, "certificate renewed");
     Ok(RenewResponse {
         certificate_pem,
