@@ -395,6 +395,7 @@ mod tests {
                     addr: format!("{hostname}:4242"),
                     os: "linux".to_string(),
                     arch: "x86_64".to_string(),
+                    resources: Default::default(),
                 },
                 status: NodeStatus {
                     state,

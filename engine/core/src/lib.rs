@@ -11,13 +11,19 @@
 //! - [`event`]: the change events a commit produces, in commit order, for watchers.
 //! - [`error`]: what can go wrong when applying or looking up.
 //! - [`time`]: timestamps and durations as they travel in the model.
+//! - [`units`]: memory sizes, CPUs, ports and KEY=VALUE pairs as users type them.
+//! - [`orchestrator`]: what a service needs now: tasks to create, replace or shut down.
+//! - [`scheduler`]: where tasks go: node filters, constraints, spread, and why a task waits.
 
 pub mod command;
 pub mod error;
 pub mod event;
 pub mod model;
+pub mod orchestrator;
+pub mod scheduler;
 pub mod state;
 pub mod time;
+pub mod units;
 
 pub use command::{Command, Request, Response};
 pub use error::{LookupError, StateError};

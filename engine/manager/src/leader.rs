@@ -420,6 +420,7 @@ pub async fn join(swarm: &Swarm, request: JoinRequest) -> Result<JoinResponse, C
             addr: request.addr,
             os: request.os,
             arch: request.arch,
+            resources: Default::default(),
         },
         status: NodeStatus {
             state: NodeState::Unknown,

@@ -612,6 +612,7 @@ async fn bootstrap(
             addr: addr.to_string(),
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
+            resources: Default::default(),
         },
         status: NodeStatus {
             state: NodeState::Ready,

@@ -9,11 +9,12 @@ mod task;
 
 pub use cluster::{CaRotation, Cluster, ClusterConfig, JoinTokens, RootCa, TokenRecord};
 pub use node::{
-    Availability, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, ParseEnumError, Role,
+    Availability, Node, NodeDescription, NodeResources, NodeSpec, NodeState, NodeStatus,
+    ParseEnumError, Role,
 };
 pub use service::{
     PortConfig, Resources, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec,
-    TaskSpec,
+    SpecError, TaskSpec,
 };
 pub use task::{Task, TaskState, TaskStatus};
 

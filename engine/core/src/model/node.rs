@@ -72,6 +72,17 @@ pub struct NodeDescription {
     pub addr: String,
     pub os: String,
     pub arch: String,
+    /// What the node can give tasks; 0 means unknown (nothing is reserved against it).
+    #[serde(default)]
+    pub resources: NodeResources,
+}
+
+/// A node's capacity, as it reported it when it joined.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeResources {
+    /// CPUs in billionths, as Docker counts them.
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
 }
 
 /// The node's health, written by the leader when it changes (not on every heartbeat).

@@ -96,3 +96,158 @@ pub struct PortConfig {
     pub published: u16,
     pub target: u16,
 }
+
+/// What is wrong with a service spec, and in which field (named as the command line flag).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+fn spec_error(field: &str, message: impl Into<String>) -> SpecError {
+    SpecError {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+impl ServiceSpec {
+    /// Checks everything that can be checked without the cluster, so that a bad spec is
+    /// refused whole before anything is written.
+    ///
+    /// # Errors
+    /// The first problem found, naming its field.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        validate_name(&self.name)?;
+        if self.task.image.trim().is_empty() {
+            return Err(spec_error("IMAGE", "an image (or program) is required"));
+        }
+        for key in self.task.env.keys() {
+            if key.is_empty() || key.contains('=') {
+                return Err(spec_error(
+                    "--env",
+                    format!("invalid variable name {key:?}: expected KEY=VALUE"),
+                ));
+            }
+        }
+        for constraint in &self.task.constraints {
+            crate::scheduler::Constraint::parse(constraint)
+                .map_err(|e| spec_error("--constraint", e.to_string()))?;
+        }
+        for path in &self.task.spread {
+            crate::scheduler::Field::parse_spread(path)
+                .map_err(|e| spec_error("--placement-pref", e.to_string()))?;
+        }
+        let resources = &self.task.resources;
+        if resources.limit_memory_bytes > 0
+            && resources.reserve_memory_bytes > resources.limit_memory_bytes
+        {
+            return Err(spec_error(
+                "--reserve-memory",
+                "the reservation is larger than --limit-memory",
+            ));
+        }
+        if resources.limit_nano_cpus > 0 && resources.reserve_nano_cpus > resources.limit_nano_cpus
+        {
+            return Err(spec_error(
+                "--reserve-cpu",
+                "the reservation is larger than --limit-cpu",
+            ));
+        }
+        let mut published = std::collections::BTreeSet::new();
+        for port in &self.ports {
+            if port.target == 0 {
+                return Err(spec_error("--publish", "the target port must not be 0"));
+            }
+            if port.published != 0 && !published.insert(port.published) {
+                return Err(spec_error(
+                    "--publish",
+                    format!("port {} is published twice", port.published),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Service names are DNS-friendly, as Docker's: a letter or digit first, then letters,
+/// digits, `_`, `.` or `-`, at most 63 characters.
+fn validate_name(name: &str) -> Result<(), SpecError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !first_ok || !rest_ok || name.len() > 63 {
+        return Err(spec_error(
+            "--name",
+            format!(
+                "invalid service name {name:?}: use letters, digits, '_', '.' and '-', starting \
+                 with a letter or digit, at most 63 characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ServiceSpec {
+        ServiceSpec {
+            name: "web".to_string(),
+            labels: BTreeMap::new(),
+            mode: ServiceMode::Replicated { replicas: 3 },
+            task: TaskSpec {
+                image: "nginx".to_string(),
+                ..Default::default()
+            },
+            ports: vec![],
+        }
+    }
+
+    #[test]
+    fn a_plain_spec_is_valid() {
+        assert_eq!(spec().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_problem_names_its_flag() {
+        let mut bad = spec();
+        bad.name = "-web".to_string();
+        assert_eq!(bad.validate().unwrap_err().field, "--name");
+
+        let mut bad = spec();
+        bad.task.image = " ".to_string();
+        assert_eq!(bad.validate().unwrap_err().field, "IMAGE");
+
+        let mut bad = spec();
+        bad.task.spread = vec!["node.zone".to_string()];
+        assert_eq!(bad.validate().unwrap_err().field, "--placement-pref");
+
+        let mut bad = spec();
+        bad.task.constraints = vec!["node.labels.zone=a".to_string()];
+        let err = bad.validate().unwrap_err();
+        assert_eq!(err.field, "--constraint");
+        assert!(err.message.contains("column"), "{err}");
+
+        let mut bad = spec();
+        bad.task.resources.limit_memory_bytes = 100;
+        bad.task.resources.reserve_memory_bytes = 200;
+        assert_eq!(bad.validate().unwrap_err().field, "--reserve-memory");
+
+        let mut bad = spec();
+        bad.ports = vec![
+            PortConfig {
+                published: 8080,
+                target: 80,
+            },
+            PortConfig {
+                published: 8080,
+                target: 81,
+            },
+        ];
+        let err = bad.validate().unwrap_err();
+        assert_eq!(err.to_string(), "--publish: port 8080 is published twice");
+    }
+}

@@ -264,10 +264,15 @@ impl ClusterState {
                     });
                 }
                 let task = get_mut(&mut self.tasks, Kind::Task, id)?;
-                if let Some(previous) = &task.node_id {
-                    return Err(StateError::Invalid(format!(
-                        "task {id} is already assigned to node {previous}"
-                    )));
+                match &task.node_id {
+                    // A global task is created for its node; the scheduler confirms it there.
+                    Some(previous) if previous == node_id => {}
+                    Some(previous) => {
+                        return Err(StateError::Invalid(format!(
+                            "task {id} is already assigned to node {previous}"
+                        )))
+                    }
+                    None => {}
                 }
                 task.node_id = Some(node_id.clone());
                 task.version = index;

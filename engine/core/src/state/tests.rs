@@ -509,3 +509,47 @@ fn removed_nodes_are_remembered_and_survive_a_snapshot() {
     let restored: ClusterState = serde_json::from_slice(&bytes).expect("deserialize");
     assert!(restored.is_removed("n1"));
 }
+
+#[test]
+fn a_task_can_be_confirmed_on_its_own_node_but_not_moved() {
+    let mut state = ClusterState::default();
+    apply(
+        &mut state,
+        1,
+        Command::AddNode {
+            node: node("n1", "a"),
+        },
+    )
+    .expect("n1");
+    apply(
+        &mut state,
+        2,
+        Command::AddNode {
+            node: node("n2", "b"),
+        },
+    )
+    .expect("n2");
+    apply(
+        &mut state,
+        3,
+        Command::CreateService {
+            service: service("s1", "web"),
+        },
+    )
+    .expect("svc");
+    let mut global = task("t1", "s1");
+    global.slot = None;
+    global.node_id = Some("n1".to_string());
+    apply(&mut state, 4, Command::CreateTask { task: global }).expect("task");
+    let assign = |node: &str| Command::AssignTask {
+        id: "t1".to_string(),
+        node_id: node.to_string(),
+    };
+    assert!(apply(&mut state, 5, assign("n1")).is_ok());
+    assert!(matches!(
+        apply(&mut state, 6, assign("n2")),
+        Err(StateError::Invalid(_))
+    ));
+    assert_eq!(state.tasks_on_node("n1").count(), 1);
+    assert_eq!(state.tasks_on_node("n2").count(), 0);
+}

@@ -92,6 +92,19 @@ impl LogStore {
         txn.commit().map_err(failure)
     }
 
+    /// [`LogStore::write_meta`], on the blocking pool: the commit waits for fsync, and an
+    /// async worker thread must not (there are only two on a small machine).
+    async fn write_meta_durably<T: Serialize + Send + 'static>(
+        &self,
+        key: &'static str,
+        value: T,
+    ) -> Result<(), AnyError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write_meta(key, &value, Durability::Immediate))
+            .await
+            .map_err(failure)?
+    }
+
     fn last_entry_id(&self) -> Result<Option<LogId>, AnyError> {
         let txn = self.db.begin_read().map_err(failure)?;
         let table = txn.open_table(LOG).map_err(failure)?;
@@ -157,7 +170,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.write_meta(VOTE, vote, Durability::Immediate)
+        self.write_meta_durably(VOTE, *vote)
+            .await
             .map_err(|e| StorageIOError::write_vote(e).into())
     }
 
@@ -172,7 +186,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // value. openraft saves it before applying (and so acknowledging) the entries, so
         // once on disk no acknowledged write is above it. A lazily written hint let a read
         // after kill -9 miss an acknowledged write (see the full-restart end-to-end test).
-        self.write_meta(COMMITTED, &committed, Durability::Immediate)
+        self.write_meta_durably(COMMITTED, committed)
+            .await
             .map_err(|e| StorageIOError::write(e).into())
     }
 

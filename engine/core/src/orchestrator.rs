@@ -1,0 +1,251 @@
+//! What a service needs now: which tasks to create, which to shut down, which old ones to
+//! forget. Pure decisions over a snapshot of the state and the time now; the manager's loop
+//! commits the commands and calls again when woken (a change, or the time given in
+//! [`Plan::wake_at`], when a restart delay runs out).
+//!
+//! A task is never restarted in place: its replacement is a new task in the same slot (or on
+//! the same node, for a global service), and the old one stays as history.
+
+use std::collections::BTreeMap;
+
+use crate::command::Command;
+use crate::model::{
+    Availability, Node, NodeState, ObjectId, RestartCondition, Service, ServiceMode, Task,
+    TaskState, TaskStatus,
+};
+use crate::state::ClusterState;
+use crate::time::Timestamp;
+
+/// The orchestrator's decision for one service.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub commands: Vec<Command>,
+    /// When to look at the service again even if nothing changes: a restart delay ends then.
+    pub wake_at: Option<Timestamp>,
+}
+
+impl Plan {
+    fn wake(&mut self, at: Timestamp) {
+        self.wake_at = Some(self.wake_at.map_or(at, |t| t.min(at)));
+    }
+}
+
+/// Where the tasks of a slot (replicated) or of a node (global) are grouped.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Place {
+    Slot(u64),
+    Node(ObjectId),
+}
+
+/// Decides what `service` needs now. `new_id` gives IDs for the tasks to create;
+/// `eligible` says whether a global service may run on a node (the scheduler's filters).
+pub fn reconcile(
+    state: &ClusterState,
+    service: &Service,
+    now: Timestamp,
+    history_limit: u32,
+    new_id: &mut dyn FnMut() -> ObjectId,
+    eligible: &dyn Fn(&Node) -> bool,
+) -> Plan {
+    let mut plan = Plan::default();
+    let mut places: BTreeMap<Place, Vec<&Task>> = BTreeMap::new();
+    for task in state.tasks_of_service(&service.id) {
+        let place = match (task.slot, &task.node_id) {
+            (Some(slot), _) => Place::Slot(slot),
+            (None, Some(node)) => Place::Node(node.clone()),
+            // A global task not yet on a node cannot be told apart: leave it to the reaper.
+            (None, None) => continue,
+        };
+        places.entry(place).or_default().push(task);
+    }
+    for tasks in places.values_mut() {
+        tasks.sort_by_key(|t| (t.created_at, t.id.clone()));
+    }
+
+    let wanted: Vec<Place> = match service.spec.mode {
+        ServiceMode::Replicated { replicas } => (1..=replicas).map(Place::Slot).collect(),
+        ServiceMode::Global => state
+            .nodes()
+            .filter(|n| eligible(n))
+            .map(|n| Place::Node(n.id.clone()))
+            .collect(),
+    };
+
+    // Places no longer wanted: scaled down, or a node a global service may not use.
+    for (place, tasks) in &places {
+        if !wanted.contains(place) {
+            for task in tasks
+                .iter()
+                .filter(|t| t.desired_state == TaskState::Running)
+            {
+                plan.commands.push(shut_down(task));
+            }
+        }
+    }
+
+    for place in &wanted {
+        let tasks = places.get(place).map(Vec::as_slice).unwrap_or(&[]);
+        keep_place(state, service, place, tasks, now, new_id, &mut plan);
+        reap(tasks, history_limit, &mut plan);
+    }
+    plan
+}
+
+/// One slot or node: keeps exactly one live task there, as the restart policy allows.
+fn keep_place(
+    state: &ClusterState,
+    service: &Service,
+    place: &Place,
+    tasks: &[&Task],
+    now: Timestamp,
+    new_id: &mut dyn FnMut() -> ObjectId,
+    plan: &mut Plan,
+) {
+    let mut live: Vec<&Task> = tasks
+        .iter()
+        .copied()
+        .filter(|t| t.desired_state == TaskState::Running)
+        .collect();
+    // Only the newest may stay; an older duplicate is a leftover of an interrupted decision.
+    while live.len() > 1 {
+        let older = live.remove(0);
+        plan.commands.push(shut_down(older));
+    }
+    if let Some(task) = live.first() {
+        let node_lost = task
+            .node_id
+            .as_deref()
+            .is_some_and(|node| !node_can_keep_tasks(state, node));
+        let outdated = task.spec != service.spec.task;
+        let ended = task.status.state.is_terminal();
+        if !(node_lost || outdated || ended) {
+            return;
+        }
+        plan.commands.push(shut_down(task));
+        // A lost node or a new spec is not the task's failure: replace it at once.
+        if node_lost || outdated {
+            plan.commands.push(create(service, place, now, new_id));
+            return;
+        }
+    }
+    // No live task: start one unless the restart policy says otherwise.
+    match restart_decision(service, tasks, now) {
+        Restart::Now => plan.commands.push(create(service, place, now, new_id)),
+        Restart::At(at) => plan.wake(at),
+        Restart::Never => {}
+    }
+}
+
+/// True when tasks may stay on the node: it is known, up, and not drained.
+fn node_can_keep_tasks(state: &ClusterState, node_id: &str) -> bool {
+    state.node_by_id(node_id).is_some_and(|node| {
+        node.status.state != NodeState::Down && node.spec.availability != Availability::Drain
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Restart {
+    Now,
+    At(Timestamp),
+    Never,
+}
+
+/// Whether the slot (or node) gets a new task, per the restart policy, given its history.
+fn restart_decision(service: &Service, tasks: &[&Task], now: Timestamp) -> Restart {
+    let Some(last) = tasks.last() else {
+        // Never had a task: the first one starts now.
+        return Restart::Now;
+    };
+    let policy = service.spec.task.restart_policy;
+    // A task shut down by a manager (scale down, node lost, update) was not a failure of its
+    // own: a place that is wanted again simply gets a task.
+    let stopped_by_us = last.status.state == TaskState::Shutdown
+        || (last.desired_state > TaskState::Running && !last.status.state.is_terminal());
+    if !stopped_by_us {
+        let failed = matches!(last.status.state, TaskState::Failed | TaskState::Rejected);
+        match policy.condition {
+            RestartCondition::None => return Restart::Never,
+            RestartCondition::OnFailure if !failed => return Restart::Never,
+            _ => {}
+        }
+        if policy.max_attempts > 0 {
+            let window_start = if policy.window_ms == 0 {
+                Timestamp(0)
+            } else {
+                Timestamp(now.0.saturating_sub(policy.window_ms))
+            };
+            // Every task after the first in the window is a restart attempt.
+            let in_window = tasks
+                .iter()
+                .filter(|t| t.created_at >= window_start)
+                .count() as u64;
+            if in_window.saturating_sub(1) >= policy.max_attempts {
+                return Restart::Never;
+            }
+        }
+    }
+    let ended_at = last.status.timestamp;
+    let ready_at = Timestamp(ended_at.0.saturating_add(policy.delay_ms));
+    if stopped_by_us || now >= ready_at {
+        Restart::Now
+    } else {
+        Restart::At(ready_at)
+    }
+}
+
+/// Forgets the oldest dead tasks of a place beyond the history limit.
+fn reap(tasks: &[&Task], history_limit: u32, plan: &mut Plan) {
+    let dead: Vec<&&Task> = tasks
+        .iter()
+        .filter(|t| t.desired_state > TaskState::Running && t.status.state.is_terminal())
+        .collect();
+    let excess = dead.len().saturating_sub(history_limit as usize);
+    for task in dead.into_iter().take(excess) {
+        plan.commands.push(Command::RemoveTask {
+            id: task.id.clone(),
+        });
+    }
+}
+
+fn shut_down(task: &Task) -> Command {
+    Command::SetTaskDesiredState {
+        id: task.id.clone(),
+        desired_state: TaskState::Shutdown,
+    }
+}
+
+fn create(
+    service: &Service,
+    place: &Place,
+    now: Timestamp,
+    new_id: &mut dyn FnMut() -> ObjectId,
+) -> Command {
+    let (slot, node_id) = match place {
+        Place::Slot(slot) => (Some(*slot), None),
+        Place::Node(node) => (None, Some(node.clone())),
+    };
+    Command::CreateTask {
+        task: Task {
+            id: new_id(),
+            version: 0,
+            created_at: now,
+            updated_at: now,
+            service_id: service.id.clone(),
+            slot,
+            node_id,
+            spec: service.spec.task.clone(),
+            service_version: service.version,
+            desired_state: TaskState::Running,
+            status: TaskStatus {
+                state: TaskState::Pending,
+                timestamp: now,
+                message: "waiting to be scheduled".to_string(),
+                error: None,
+                exit_code: None,
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,178 @@
+//! The values users type for resources and ports, read and printed the way Docker does:
+//! `512M`, `2GiB`, `1.5` CPUs, `8080:80`.
+
+use crate::model::PortConfig;
+
+/// Reads a memory size: a number of bytes with an optional unit `b`, `k`/`kb`/`kib`, `m`/`mb`/
+/// `mib`, `g`/`gb`/`gib`, `t`... (binary multiples, as Docker reads them), case-insensitive.
+///
+/// # Errors
+/// A message naming the text that could not be read.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let value: f64 = number.parse().map_err(|_| {
+        format!("invalid memory size {text:?}: expected a number with an optional unit, like 512M or 2G")
+    })?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "invalid memory size {text:?}: unknown unit {other:?} (use b, k, m, g or t)"
+            ))
+        }
+    };
+    let bytes = value * factor;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("invalid memory size {text:?}: out of range"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Bytes in binary units with at most one decimal: `512 B`, `1.5 KiB`, `2 GiB`. Rounds up, so
+/// that a shortage shown this way is never understated.
+pub fn format_memory(bytes: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= size {
+            let tenths = (u128::from(bytes) * 10).div_ceil(u128::from(size));
+            return match tenths % 10 {
+                0 => format!("{} {unit}", tenths / 10),
+                decimal => format!("{}.{decimal} {unit}", tenths / 10),
+            };
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// Reads a number of CPUs (`0.5`, `2`) into billionths, as Docker counts them.
+///
+/// # Errors
+/// A message naming the text that could not be read.
+pub fn parse_cpus(text: &str) -> Result<u64, String> {
+    let value: f64 = text.trim().parse().map_err(|_| {
+        format!("invalid number of CPUs {text:?}: expected a decimal number, like 0.5 or 2")
+    })?;
+    if !value.is_finite() || value <= 0.0 || value > 1e6 {
+        return Err(format!(
+            "invalid number of CPUs {text:?}: must be more than 0"
+        ));
+    }
+    Ok((value * 1e9).round() as u64)
+}
+
+pub const NANO_PER_CPU: u64 = 1_000_000_000;
+
+/// Billionths of CPUs as an exact decimal number of CPUs: `1`, `1.5`, `0.25`.
+pub fn format_cpus(nano_cpus: u64) -> String {
+    let (whole, fraction) = (nano_cpus / NANO_PER_CPU, nano_cpus % NANO_PER_CPU);
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{fraction:09}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// Reads a published port as `-p` takes it: `PUBLISHED:TARGET`, or `TARGET` alone (the
+/// cluster picks the published port).
+///
+/// # Errors
+/// A message naming the text and what was wrong in it.
+pub fn parse_port(text: &str) -> Result<PortConfig, String> {
+    let port = |part: &str, what: &str| -> Result<u16, String> {
+        match part.trim().parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!(
+                "invalid port mapping {text:?}: {what} port {part:?} must be a number from 1 to 65535"
+            )),
+            Ok(port) => Ok(port),
+        }
+    };
+    match text.split_once(':') {
+        Some((published, target)) => Ok(PortConfig {
+            published: port(published, "published")?,
+            target: port(target, "target")?,
+        }),
+        None => Ok(PortConfig {
+            published: 0,
+            target: port(text, "target")?,
+        }),
+    }
+}
+
+/// Reads `KEY=VALUE` (an environment variable or a label). A missing `=` gives an empty value,
+/// as Docker does for labels.
+///
+/// # Errors
+/// An empty key.
+pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').unwrap_or((text, ""));
+    if key.trim().is_empty() {
+        return Err(format!(
+            "invalid {text:?}: expected KEY=VALUE with a non-empty KEY"
+        ));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_reads_as_docker_reads_it_and_prints_back() {
+        assert_eq!(parse_memory("512M"), Ok(512 * 1024 * 1024));
+        assert_eq!(parse_memory("2GiB"), Ok(2 * 1024 * 1024 * 1024));
+        assert_eq!(parse_memory("1.5g"), Ok(3 * 512 * 1024 * 1024));
+        assert_eq!(parse_memory("100"), Ok(100));
+        assert!(parse_memory("12x").unwrap_err().contains("unknown unit"));
+        assert!(parse_memory("lots").is_err());
+        assert_eq!(format_memory(0), "0 B");
+        assert_eq!(format_memory(1536), "1.5 KiB");
+        assert_eq!(format_memory(512 * 1024 * 1024), "512 MiB");
+        assert_eq!(format_memory(3 * 512 * 1024 * 1024), "1.5 GiB");
+        // Rounded up: a shortage is never understated.
+        assert_eq!(format_memory((1 << 30) + 1), "1.1 GiB");
+    }
+
+    #[test]
+    fn cpus_are_counted_in_billionths() {
+        assert_eq!(parse_cpus("0.5"), Ok(500_000_000));
+        assert_eq!(parse_cpus("2"), Ok(2_000_000_000));
+        assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus("-1").is_err());
+        assert!(parse_cpus("many").is_err());
+        assert_eq!(format_cpus(1_500_000_000), "1.5");
+        assert_eq!(format_cpus(2_000_000_000), "2");
+        assert_eq!(format_cpus(250_000_000), "0.25");
+    }
+
+    #[test]
+    fn ports_and_key_values_read_with_clear_errors() {
+        assert_eq!(
+            parse_port("8080:80"),
+            Ok(PortConfig {
+                published: 8080,
+                target: 80
+            })
+        );
+        assert_eq!(parse_port("80").map(|p| p.published), Ok(0));
+        let err = parse_port("8080:http").unwrap_err();
+        assert!(err.contains("target port \"http\""), "{err}");
+        assert!(parse_port("0:80").is_err());
+        assert_eq!(
+            parse_key_value("A=b=c"),
+            Ok(("A".to_string(), "b=c".to_string()))
+        );
+        assert_eq!(
+            parse_key_value("flag"),
+            Ok(("flag".to_string(), String::new()))
+        );
+        assert!(parse_key_value("=x").is_err());
+    }
+}
