@@ -277,6 +277,25 @@ impl Daemon {
         serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))
     }
 
+    /// Sends one control request to this daemon's local socket, as the shell does.
+    ///
+    /// # Errors
+    /// The daemon refused the request or could not be reached.
+    pub fn control(
+        &self,
+        request: &essaim_api::ControlRequest,
+    ) -> Result<essaim_api::ControlReply, essaim_api::ControlError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let channel = essaim_api::transport::local_channel(&self.socket()).await?;
+            let mut client = essaim_api::transport::control_client(channel);
+            essaim_api::transport::call(&mut client, request).await
+        })
+    }
+
     /// This daemon's node ID.
     ///
     /// # Errors

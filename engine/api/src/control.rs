@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use essaim_core::model::{Availability, Cluster, ClusterConfig, Node, ObjectId, Role};
+use essaim_core::model::{
+    Availability, Cluster, ClusterConfig, Node, ObjectId, Role, Service, ServiceSpec, Task,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ControlError;
@@ -12,6 +14,8 @@ use crate::pb;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "call", rename_all = "snake_case")]
+// A request is built once and sent; boxing the spec would only add noise.
+#[allow(clippy::large_enum_variant)]
 pub enum ControlRequest {
     // ----- answered by the node the shell talks to -----
     /// The node's own view of itself and its swarm.
@@ -70,6 +74,27 @@ pub enum ControlRequest {
     },
     /// Starts replacing the cluster CA; nodes move to the new one while both are trusted.
     RotateCa,
+    /// Creates a service; its tasks are placed by the leader's orchestrator and scheduler.
+    ServiceCreate {
+        spec: ServiceSpec,
+    },
+    ServiceList,
+    ServiceInspect {
+        service: String,
+    },
+    /// Sets the number of replicas of a replicated service.
+    ServiceScale {
+        service: String,
+        replicas: u64,
+    },
+    ServiceRemove {
+        service: String,
+    },
+    /// The tasks of a service, or of a node, or all.
+    TaskList {
+        service: Option<String>,
+        node: Option<String>,
+    },
 }
 
 impl ControlRequest {
@@ -87,6 +112,7 @@ impl ControlRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)]
 pub enum ControlReply {
     Info(NodeInfo),
     Initialized {
@@ -107,6 +133,9 @@ pub enum ControlReply {
     Swarm(SwarmView),
     Nodes(Vec<NodeView>),
     Node(NodeView),
+    Service(ServiceView),
+    Services(Vec<ServiceView>),
+    Tasks(Vec<TaskView>),
     ClientCert {
         certificate_pem: String,
         roots_pem: String,
@@ -114,6 +143,27 @@ pub enum ControlReply {
         manager_addr: String,
     },
     Done,
+}
+
+/// A service as `service ls` and `service inspect` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    #[serde(flatten)]
+    pub service: Service,
+    /// Tasks whose observed state is running.
+    pub running: u64,
+    /// Tasks wanted: the replicas, or the eligible nodes of a global service.
+    pub desired: u64,
+}
+
+/// A task as `service ps` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskView {
+    #[serde(flatten)]
+    pub task: Task,
+    /// `web.1` for slot 1 of service web; `web.<node id>` for a global service.
+    pub name: String,
+    pub node_hostname: Option<String>,
 }
 
 /// The cluster as `swarm inspect` shows it: settings and the CA certificate, never the CA key

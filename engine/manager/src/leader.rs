@@ -12,11 +12,11 @@ use essaim_core::model::{
 };
 use essaim_core::{ClusterState, Command};
 
-use crate::ca;
 use crate::health::{self, check_quorum_without, down_after, NodeTrust};
 use crate::identity::{new_object_id, new_raft_id};
 use crate::swarm::Swarm;
 use crate::tokens::{same_secret, JoinToken};
+use crate::{ca, services_api};
 
 /// How long `node promote` or `demote` waits for the Raft membership to follow.
 const ROLE_CHANGE_WAIT: Duration = Duration::from_secs(10);
@@ -223,6 +223,16 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
                 roots_pem: trusted,
                 manager_addr: swarm.addr.clone(),
             })
+        }
+        ControlRequest::ServiceCreate { spec } => services_api::create(swarm, spec).await,
+        ControlRequest::ServiceList => services_api::list(swarm).await,
+        ControlRequest::ServiceInspect { service } => services_api::inspect(swarm, &service).await,
+        ControlRequest::ServiceScale { service, replicas } => {
+            services_api::scale(swarm, &service, replicas).await
+        }
+        ControlRequest::ServiceRemove { service } => services_api::remove(swarm, &service).await,
+        ControlRequest::TaskList { service, node } => {
+            services_api::tasks(swarm, service.as_deref(), node.as_deref()).await
         }
         ControlRequest::Info
         | ControlRequest::SwarmInit { .. }

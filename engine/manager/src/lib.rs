@@ -8,6 +8,8 @@
 //!   writes and reads.
 //! - [`leader`]: what the leader does with control requests, joins and heartbeats.
 //! - [`health`]: the leader's duties: node up/down from heartbeats, Raft membership from roles.
+//! - [`orchestration`]: the leader's loop that keeps services' tasks created and placed.
+//! - [`services_api`]: the leader's answers to service and task requests.
 //! - [`agent`]: the heartbeat every member sends to the leader.
 //! - [`election`]: our leader failure detector, quicker and steadier than openraft 0.9's timer.
 //! - [`services`]: the gRPC services on the cluster port and the local socket.
@@ -24,8 +26,10 @@ pub mod health;
 pub mod identity;
 pub mod leader;
 pub mod node;
+pub mod orchestration;
 pub mod raft;
 pub mod services;
+pub mod services_api;
 pub mod swarm;
 pub mod tokens;
 

@@ -106,7 +106,10 @@ impl Swarm {
         let duties = tokio::spawn(crate::health::run(swarm.clone()));
         let heartbeats = tokio::spawn(crate::agent::run(swarm.clone()));
         let elections = tokio::spawn(crate::election::watch(swarm.clone()));
-        swarm.background().extend([duties, heartbeats, elections]);
+        let orchestration = tokio::spawn(crate::orchestration::run(swarm.clone()));
+        swarm
+            .background()
+            .extend([duties, heartbeats, elections, orchestration]);
         Ok(swarm)
     }
 
