@@ -340,3 +340,73 @@ fn a_node_whose_certificate_expired_is_refused_and_told_to_join_again() -> Resul
     })?;
     Ok(())
 }
+
+#[test]
+fn regression_an_uncertified_caller_cannot_make_a_manager_buffer_a_huge_message() -> Result<()> {
+    let cluster = Cluster::start(1, 0)?;
+    let m1 = cluster.node("m1");
+    let token = m1.ok(&["swarm", "join-token", "-q", "worker"])?;
+    let digest = token
+        .trim()
+        .split('-')
+        .nth(2)
+        .context("token digest")?
+        .to_string();
+    // A TLS client that trusts the cluster but shows no certificate, as a joining node does.
+    let config = Arc::new(tls::pinned_client_config(&digest)?);
+    let addr = m1.addr();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (control, raft) = runtime.block_on(async {
+        let channel = transport::cluster_channel(&addr, ClientTls::Fixed(config))?;
+        let huge = vec![b' '; 20 * 1024 * 1024];
+        let control = transport::control_client(channel.clone())
+            .call(essaim_api::pb::ControlMessage { json: huge.clone() })
+            .await
+            .expect_err("an uncertified control call got through");
+        let raft = transport::raft_client(channel)
+            .append_entries(RaftMessage { body: huge })
+            .await
+            .expect_err("an uncertified raft call got through");
+        anyhow::Ok((control, raft))
+    })?;
+    // Refused for the missing certificate, from the request head: not for the size, which
+    // would mean the body had been read first.
+    assert_eq!(control.code(), tonic::Code::Unauthenticated, "{control:?}");
+    assert_eq!(raft.code(), tonic::Code::Unauthenticated, "{raft:?}");
+    Ok(())
+}
+
+#[test]
+fn regression_a_connection_opened_before_a_ca_rotation_is_refused_after_it() -> Result<()> {
+    let cluster = Cluster::start(1, 0)?;
+    let m1 = cluster.node("m1");
+    let dir = tempfile::tempdir()?;
+    issue_client_bundle(m1, dir.path())?;
+    let credentials = Credentials {
+        cert_pem: std::fs::read_to_string(dir.path().join("client.crt"))?,
+        key_pem: std::fs::read_to_string(dir.path().join("client.key"))?,
+        roots_pem: std::fs::read_to_string(dir.path().join("ca.crt"))?,
+    };
+    let config = Arc::new(tls::client_config(&credentials)?);
+    let addr = m1.addr();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let channel = runtime.block_on(async {
+        let channel = transport::cluster_channel(&addr, ClientTls::Fixed(config))?;
+        let mut client = transport::control_client(channel.clone());
+        transport::call(&mut client, &essaim_api::ControlRequest::NodeList).await?;
+        anyhow::Ok(channel)
+    })?;
+    m1.ok(&["swarm", "ca", "--rotate"])?;
+    // The same connection, still open: the old CA is no longer trusted, so neither is it.
+    let refused = runtime.block_on(async {
+        let mut client = transport::control_client(channel);
+        transport::call(&mut client, &essaim_api::ControlRequest::NodeList).await
+    });
+    let err = refused.expect_err("an old-CA connection still works");
+    assert!(err.to_string().contains("no longer trusts"), "{err}");
+    Ok(())
+}

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use essaim_api::transport::Host;
-use essaim_core::model::{Availability, Role};
+use essaim_core::model::{Availability, PortConfig, RestartCondition, Role};
 use essaim_core::time::parse_duration_ms;
+use essaim_core::units::{parse_cpus, parse_key_value, parse_memory, parse_port};
 
 /// The top command's `--help`: what essaim is, where it connects, and what its exit codes mean.
 const LONG_ABOUT: &str = "\
@@ -76,6 +77,11 @@ pub enum Command {
     Node {
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// Manage the services of the swarm
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
     },
     /// Show this node's view of itself and its swarm
     Info(InfoArgs),
@@ -213,6 +219,197 @@ pub enum NodeCommand {
     /// Remove one or more nodes from the swarm
     #[command(visible_alias = "remove")]
     Rm(NodeRmArgs),
+    /// List the tasks running on a node
+    Ps(NodePsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodePsArgs {
+    #[command(flatten)]
+    pub ps: PsArgs,
+    /// Node ID, ID prefix or hostname
+    #[arg(value_name = "NODE")]
+    pub node: String,
+}
+
+/// What `service ps` and `node ps` share.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Only display task IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show all tasks, including those that stopped and will not run again
+    #[arg(short, long)]
+    pub all: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a new service
+    Create(Box<ServiceCreateArgs>),
+    /// List the services
+    #[command(visible_alias = "list")]
+    Ls(ServiceLsArgs),
+    /// List the tasks of a service
+    Ps(ServicePsArgs),
+    /// Show one or more services in detail
+    Inspect(ServiceInspectArgs),
+    /// Scale one or more replicated services
+    Scale(ServiceScaleArgs),
+    /// Remove one or more services
+    #[command(visible_alias = "remove")]
+    Rm(ServiceRmArgs),
+}
+
+/// How a service's tasks are spread: a number of replicas, or one per node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Replicated,
+    Global,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceCreateArgs {
+    /// Service name (default: the image's name, without registry path or tag)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Number of tasks (default 1)
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u64>,
+    /// Service mode: replicated or global (one task on every eligible node)
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Set an environment variable (KEY=VALUE)
+    #[arg(short, long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Set a service label (key=value)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub label: Vec<(String, String)>,
+    /// Placement constraint, like node.labels.zone==a
+    #[arg(long, value_name = "EXPR")]
+    pub constraint: Vec<String>,
+    /// Placement preference: spread=node.labels.KEY
+    #[arg(long, value_name = "spread=PATH", value_parser = parse_spread_pref)]
+    pub placement_pref: Vec<String>,
+    /// Maximum number of tasks per node (default 0: no limit)
+    #[arg(long, value_name = "N")]
+    pub replicas_max_per_node: Option<u64>,
+    /// Reserve CPUs (like 0.5)
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    pub reserve_cpu: Option<u64>,
+    /// Reserve memory (like 512M)
+    #[arg(long, value_name = "BYTES", value_parser = parse_memory)]
+    pub reserve_memory: Option<u64>,
+    /// Limit CPUs (like 1.5)
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    pub limit_cpu: Option<u64>,
+    /// Limit memory (like 1G)
+    #[arg(long, value_name = "BYTES", value_parser = parse_memory)]
+    pub limit_memory: Option<u64>,
+    /// Restart when: any, on-failure or none (default any)
+    #[arg(long, value_name = "CONDITION", value_parser = |text: &str| text.parse::<RestartCondition>())]
+    pub restart_condition: Option<RestartCondition>,
+    /// Delay between restart attempts (default 5s)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub restart_delay: Option<u64>,
+    /// Maximum number of restarts before giving up (default 0: unlimited)
+    #[arg(long, value_name = "N")]
+    pub restart_max_attempts: Option<u64>,
+    /// Window in which restarts are counted (default 0: for ever)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub restart_window: Option<u64>,
+    /// Time to wait before killing a task (default 10s)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub stop_grace_period: Option<u64>,
+    /// Publish a port: [PUBLISHED:]TARGET
+    #[arg(short, long, value_name = "[PUBLISHED:]TARGET", value_parser = parse_port)]
+    pub publish: Vec<PortConfig>,
+    /// Image (or program) the tasks run
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Arguments of the tasks' command
+    #[arg(
+        value_name = "ARG",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceLsArgs {
+    /// Only display IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ServicePsArgs {
+    #[command(flatten)]
+    pub ps: PsArgs,
+    /// Service ID, ID prefix or name
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceInspectArgs {
+    /// Print the information in a human friendly format (same as --format table)
+    #[arg(long, conflicts_with = "format")]
+    pub pretty: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+    /// Service ID, ID prefix or name
+    #[arg(value_name = "SERVICE", required = true)]
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceScaleArgs {
+    /// Service and its new number of replicas
+    #[arg(value_name = "SERVICE=REPLICAS", required = true, value_parser = parse_scale)]
+    pub scales: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceRmArgs {
+    /// Service ID, ID prefix or name
+    #[arg(value_name = "SERVICE", required = true)]
+    pub services: Vec<String>,
+}
+
+/// Reads a `--placement-pref` value: `spread=node.labels.KEY`, kept as the path.
+///
+/// # Errors
+/// Another preference than `spread`, or an empty path.
+pub fn parse_spread_pref(text: &str) -> Result<String, String> {
+    match text.split_once('=') {
+        Some(("spread", path)) if !path.trim().is_empty() => Ok(path.trim().to_string()),
+        _ => Err(format!(
+            "invalid placement preference {text:?}: expected spread=node.labels.KEY"
+        )),
+    }
+}
+
+/// Reads a `service scale` argument: `SERVICE=REPLICAS`, as docker takes it.
+///
+/// # Errors
+/// No `=`, an empty service, or replicas that are not a number.
+pub fn parse_scale(text: &str) -> Result<(String, u64), String> {
+    let invalid = || format!("invalid scale {text:?}: expected SERVICE=REPLICAS, like web=5");
+    let (service, replicas) = text.split_once('=').ok_or_else(invalid)?;
+    if service.is_empty() {
+        return Err(invalid());
+    }
+    let replicas = replicas.parse::<u64>().map_err(|_| invalid())?;
+    Ok((service.to_string(), replicas))
 }
 
 #[derive(Debug, Args)]

@@ -8,11 +8,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use essaim_api::control::{NodeInfo, NodeView, SwarmView};
+use essaim_api::control::{NodeInfo, NodeView, ServiceView, SwarmView, TaskView};
 use essaim_api::tls::Credentials;
 use essaim_api::transport::{self, ClientTls, Host};
 use essaim_api::{ControlError, ControlReply, ControlRequest};
-use essaim_core::model::{Availability, Role};
+use essaim_core::model::{Availability, Role, ServiceSpec};
 
 use crate::{bundle, render, UsageError};
 
@@ -234,6 +234,86 @@ impl Client {
         };
         match self.call(&request).await? {
             ControlReply::Done | ControlReply::Node(_) => Ok(()),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`]; the leader refuses an invalid spec naming the flag at fault.
+    pub async fn service_create(&mut self, spec: ServiceSpec) -> Result<ServiceView, ControlError> {
+        let request = ControlRequest::ServiceCreate { spec };
+        match self.call(&request).await? {
+            ControlReply::Service(view) => Ok(view),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn service_list(&mut self) -> Result<Vec<ServiceView>, ControlError> {
+        let request = ControlRequest::ServiceList;
+        match self.call(&request).await? {
+            ControlReply::Services(services) => Ok(services),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn service_inspect(&mut self, service: &str) -> Result<ServiceView, ControlError> {
+        let request = ControlRequest::ServiceInspect {
+            service: service.to_string(),
+        };
+        match self.call(&request).await? {
+            ControlReply::Service(view) => Ok(view),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn service_scale(
+        &mut self,
+        service: &str,
+        replicas: u64,
+    ) -> Result<(), ControlError> {
+        let request = ControlRequest::ServiceScale {
+            service: service.to_string(),
+            replicas,
+        };
+        match self.call(&request).await? {
+            ControlReply::Done | ControlReply::Service(_) => Ok(()),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn service_remove(&mut self, service: &str) -> Result<(), ControlError> {
+        let request = ControlRequest::ServiceRemove {
+            service: service.to_string(),
+        };
+        match self.call(&request).await? {
+            ControlReply::Done | ControlReply::Service(_) => Ok(()),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// The tasks of `service`, or of `node`.
+    ///
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn task_list(
+        &mut self,
+        service: Option<&str>,
+        node: Option<&str>,
+    ) -> Result<Vec<TaskView>, ControlError> {
+        let request = ControlRequest::TaskList {
+            service: service.map(str::to_string),
+            node: node.map(str::to_string),
+        };
+        match self.call(&request).await? {
+            ControlReply::Tasks(tasks) => Ok(tasks),
             other => Err(unexpected(&request, &other)),
         }
     }

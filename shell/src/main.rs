@@ -152,6 +152,7 @@ async fn run(cli: Cli, output: &mut Output<'_>) -> anyhow::Result<()> {
     match cli.command {
         Command::Swarm { command } => commands::swarm::run(command, &mut client, output).await,
         Command::Node { command } => commands::node::run(command, &mut client, output).await,
+        Command::Service { command } => commands::service::run(command, &mut client, output).await,
         Command::Info(args) => commands::info::run(args, &mut client, output).await,
     }?;
     output.flush()?;

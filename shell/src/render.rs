@@ -5,9 +5,12 @@
 use std::io::{self, Write};
 
 use comfy_table::{presets, Table};
-use essaim_api::control::{LocalSwarmState, NodeInfo, NodeView, Reachability, SwarmView};
-use essaim_core::model::Role;
+use essaim_api::control::{
+    LocalSwarmState, NodeInfo, NodeView, Reachability, ServiceView, SwarmView, TaskView,
+};
+use essaim_core::model::{PortConfig, Role, ServiceMode, TaskState};
 use essaim_core::time::format_duration_ms;
+use essaim_core::units::{format_cpus, format_memory};
 use essaim_core::Timestamp;
 use serde::Serialize;
 
@@ -243,6 +246,240 @@ pub fn swarm(view: &SwarmView) -> String {
     ];
     if let Some(stage) = &view.ca_rotation {
         entries.push(Entry::field(0, "CA rotation", stage));
+    }
+    listing(&entries)
+}
+
+/// An ID as tables show it: its first 12 characters, as docker does.
+pub fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// Published ports as docker shows them: `*:8080->80/tcp`, comma separated.
+pub fn ports(ports: &[PortConfig]) -> String {
+    ports
+        .iter()
+        .map(|port| format!("*:{}->{}/tcp", port.published, port.target))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn mode_word(mode: ServiceMode) -> &'static str {
+    match mode {
+        ServiceMode::Replicated { .. } => "replicated",
+        ServiceMode::Global => "global",
+    }
+}
+
+/// The `service ls` table.
+pub fn service_table(services: &[ServiceView]) -> String {
+    let rows = services
+        .iter()
+        .map(|view| {
+            let spec = &view.service.spec;
+            vec![
+                short_id(&view.service.id),
+                spec.name.clone(),
+                mode_word(spec.mode).to_string(),
+                format!("{}/{}", view.running, view.desired),
+                spec.task.image.clone(),
+                ports(&spec.ports),
+            ]
+        })
+        .collect();
+    columns(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], rows)
+}
+
+/// The tasks `service ps` and `node ps` show, in their order, each with whether it is the
+/// history of a slot (shown indented under the slot's newest task).
+///
+/// Tasks are grouped by slot (by node for global services), groups in slot order; in a group
+/// the task meant to run comes first, then the others newest first. Without `all`, dead
+/// history (desired elsewhere than running, and stopped for good) is left out.
+pub fn task_rows(tasks: &[TaskView], all: bool) -> Vec<(&TaskView, bool)> {
+    let mut shown: Vec<&TaskView> = tasks
+        .iter()
+        .filter(|view| {
+            all || view.task.desired_state == TaskState::Running
+                || !view.task.status.state.is_terminal()
+        })
+        .collect();
+    let group = |view: &TaskView| {
+        let task = &view.task;
+        (
+            task.service_id.clone(),
+            task.slot.is_none(),
+            task.slot.unwrap_or(0),
+            if task.slot.is_none() {
+                task.node_id.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
+        )
+    };
+    shown.sort_by(|a, b| {
+        group(a)
+            .cmp(&group(b))
+            .then_with(|| {
+                let live = |view: &TaskView| view.task.desired_state != TaskState::Running;
+                live(a).cmp(&live(b))
+            })
+            .then_with(|| b.task.created_at.cmp(&a.task.created_at))
+            .then_with(|| a.task.id.cmp(&b.task.id))
+    });
+    let mut rows: Vec<(&TaskView, bool)> = Vec::with_capacity(shown.len());
+    for view in shown {
+        let history = rows
+            .last()
+            .is_some_and(|(previous, _)| group(previous) == group(view));
+        rows.push((view, history));
+    }
+    rows
+}
+
+/// The `service ps` and `node ps` table.
+pub fn task_table(tasks: &[TaskView], all: bool) -> String {
+    let rows = task_rows(tasks, all)
+        .into_iter()
+        .map(|(view, history)| {
+            let task = &view.task;
+            let name = if history {
+                format!(" \\_ {}", view.name)
+            } else {
+                view.name.clone()
+            };
+            let mut current = capitalize(task.status.state.as_str());
+            if task.status.state == TaskState::Pending && !task.status.message.is_empty() {
+                current = format!("{current} ({})", task.status.message);
+            }
+            vec![
+                short_id(&task.id),
+                name,
+                task.spec.image.clone(),
+                view.node_hostname.clone().unwrap_or_default(),
+                capitalize(task.desired_state.as_str()),
+                current,
+                task.status.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    columns(
+        &[
+            "ID",
+            "NAME",
+            "IMAGE",
+            "NODE",
+            "DESIRED STATE",
+            "CURRENT STATE",
+            "ERROR",
+        ],
+        rows,
+    )
+}
+
+/// `service inspect --pretty`, for one service.
+pub fn service_pretty(view: &ServiceView) -> String {
+    let service = &view.service;
+    let spec = &service.spec;
+    let task = &spec.task;
+    let mut entries = vec![
+        Entry::field(0, "ID", &service.id),
+        Entry::field(0, "Name", &spec.name),
+        Entry::field(0, "Created", rfc3339(service.created_at)),
+        Entry::field(0, "Mode", capitalize(mode_word(spec.mode))),
+    ];
+    if let ServiceMode::Replicated { replicas } = spec.mode {
+        entries.push(Entry::field(1, "Replicas", replicas.to_string()));
+    }
+    entries.push(Entry::field(
+        0,
+        "Running",
+        format!("{}/{}", view.running, view.desired),
+    ));
+    entries.push(Entry::field(0, "Image", &task.image));
+    if !task.args.is_empty() {
+        entries.push(Entry::field(0, "Args", task.args.join(" ")));
+    }
+    let pairs = |map: &std::collections::BTreeMap<String, String>| {
+        map.iter()
+            .map(|(key, value)| Entry::Item(format!("{key}={value}")))
+            .collect::<Vec<_>>()
+    };
+    if !task.env.is_empty() {
+        entries.push(Entry::Section("Env"));
+        entries.extend(pairs(&task.env));
+    }
+    if !spec.labels.is_empty() {
+        entries.push(Entry::Section("Labels"));
+        entries.extend(pairs(&spec.labels));
+    }
+    if !task.constraints.is_empty() {
+        entries.push(Entry::Section("Constraints"));
+        entries.extend(task.constraints.iter().cloned().map(Entry::Item));
+    }
+    if !task.spread.is_empty() {
+        entries.push(Entry::Section("Spread"));
+        entries.extend(task.spread.iter().cloned().map(Entry::Item));
+    }
+    if task.max_replicas_per_node > 0 {
+        entries.push(Entry::field(
+            0,
+            "Max replicas per node",
+            task.max_replicas_per_node.to_string(),
+        ));
+    }
+    let resources = &task.resources;
+    let reserved = resources.reserve_nano_cpus > 0 || resources.reserve_memory_bytes > 0;
+    let limited = resources.limit_nano_cpus > 0 || resources.limit_memory_bytes > 0;
+    if reserved || limited {
+        entries.push(Entry::Section("Resources"));
+        for (shown, title, cpus, memory) in [
+            (
+                reserved,
+                "Reservations",
+                resources.reserve_nano_cpus,
+                resources.reserve_memory_bytes,
+            ),
+            (
+                limited,
+                "Limits",
+                resources.limit_nano_cpus,
+                resources.limit_memory_bytes,
+            ),
+        ] {
+            if !shown {
+                continue;
+            }
+            entries.push(Entry::field(1, title, ""));
+            if cpus > 0 {
+                entries.push(Entry::field(2, "CPU", format_cpus(cpus)));
+            }
+            if memory > 0 {
+                entries.push(Entry::field(2, "Memory", format_memory(memory)));
+            }
+        }
+    }
+    let restart = &task.restart_policy;
+    entries.extend([
+        Entry::Section("Restart policy"),
+        Entry::field(1, "Condition", restart.condition.as_str()),
+        Entry::field(1, "Delay", format_duration_ms(restart.delay_ms)),
+        Entry::field(1, "Max attempts", restart.max_attempts.to_string()),
+        Entry::field(1, "Window", format_duration_ms(restart.window_ms)),
+        Entry::field(
+            0,
+            "Stop grace period",
+            format_duration_ms(task.stop_grace_period_ms),
+        ),
+    ]);
+    if !spec.ports.is_empty() {
+        entries.push(Entry::Section("Ports"));
+        entries.extend(spec.ports.iter().map(|port| {
+            Entry::Item(format!(
+                "PublishedPort = {}, TargetPort = {}, Protocol = tcp",
+                port.published, port.target
+            ))
+        }));
     }
     listing(&entries)
 }

@@ -80,6 +80,9 @@ pub struct PeerIdentity {
     pub cluster_id: String,
     /// Seconds since the UNIX epoch after which the certificate is no longer valid.
     pub not_after: i64,
+    /// Which of the roots trusted at handshake time signed it: a connection opened before a
+    /// CA rotation is refused once that CA is no longer trusted.
+    pub issuer_fingerprint: Option<String>,
 }
 
 impl PeerIdentity {
@@ -107,6 +110,7 @@ impl PeerIdentity {
             role,
             cluster_id,
             not_after: cert.validity().not_after.timestamp(),
+            issuer_fingerprint: None,
         })
     }
 }
@@ -122,6 +126,17 @@ pub enum TlsError {
 /// SHA-256 of a certificate's DER, in lowercase hex: how a CA is named in logs.
 pub fn fingerprint(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
+}
+
+/// The fingerprint of the root, among `roots`, whose key signed `leaf`.
+pub fn issuer_among(leaf: &[u8], roots: &[CertificateDer<'_>]) -> Option<String> {
+    let (_, leaf) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    roots.iter().find_map(|root| {
+        let (_, ca) = x509_parser::parse_x509_certificate(root).ok()?;
+        leaf.verify_signature(Some(ca.public_key()))
+            .ok()
+            .map(|()| fingerprint(root))
+    })
 }
 
 /// A fingerprint of a set of CA certificates, whatever their order: how a node and the leader
@@ -221,15 +236,8 @@ impl Credentials {
 
     /// The fingerprint of the CA that signed the certificate, among the trusted roots.
     pub fn issuer_fingerprint(&self) -> Option<String> {
-        let leaf_der = certs_from_pem(&self.cert_pem).ok()?;
-        let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der[0]).ok()?;
-        let roots = certs_from_pem(&self.roots_pem).ok()?;
-        roots.iter().find_map(|root| {
-            let (_, ca) = x509_parser::parse_x509_certificate(root).ok()?;
-            leaf.verify_signature(Some(ca.public_key()))
-                .ok()
-                .map(|()| fingerprint(root))
-        })
+        let leaf = certs_from_pem(&self.cert_pem).ok()?;
+        issuer_among(&leaf[0], &certs_from_pem(&self.roots_pem).ok()?)
     }
 
     /// The fingerprint of the set of trusted roots, as [`roots_fingerprint`] computes it.
@@ -420,6 +428,8 @@ struct Live {
     identity: PeerIdentity,
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    /// The trusted roots, parsed once.
+    roots: Vec<CertificateDer<'static>>,
 }
 
 impl TlsState {
@@ -432,6 +442,7 @@ impl TlsState {
             identity: credentials.identity()?,
             server: Arc::new(server_config(&credentials)?),
             client: Arc::new(client_config(&credentials)?),
+            roots: certs_from_pem(&credentials.roots_pem)?,
             credentials,
         };
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(live));
@@ -459,6 +470,20 @@ impl TlsState {
 
     pub fn identity(&self) -> Option<PeerIdentity> {
         self.live().map(|l| l.identity.clone())
+    }
+
+    /// True when `fingerprint` names one of the CAs this node trusts now.
+    pub fn trusts(&self, fingerprint: &str) -> bool {
+        self.live().is_some_and(|l| {
+            l.roots
+                .iter()
+                .any(|root| self::fingerprint(root) == fingerprint)
+        })
+    }
+
+    /// Which trusted root signed a certificate presented to us.
+    fn issuer_of(&self, leaf: &[u8]) -> Option<String> {
+        self.live().and_then(|l| issuer_among(leaf, &l.roots))
     }
 
     pub fn credentials(&self) -> Option<Credentials> {
@@ -559,6 +584,7 @@ pub fn accept(
                 continue;
             };
             let sender = sender.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let handshake = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
                 let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
@@ -572,11 +598,12 @@ pub fn accept(
                         return;
                     }
                 };
-                let identity = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| PeerIdentity::from_der(chain.first()?).ok());
+                let identity = stream.get_ref().1.peer_certificates().and_then(|chain| {
+                    let leaf = chain.first()?;
+                    let mut identity = PeerIdentity::from_der(leaf).ok()?;
+                    identity.issuer_fingerprint = tls.issuer_of(leaf);
+                    Some(identity)
+                });
                 let peer = PeerInfo {
                     remote_addr,
                     identity,

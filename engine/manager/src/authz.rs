@@ -17,6 +17,29 @@ use tonic::Status;
 use crate::swarm::Swarm;
 use essaim_core::model::Role;
 
+/// A check on the request head, before tonic reads the message: a caller without the right
+/// kind of certificate is refused before it can make us buffer a large body. The full checks
+/// against the cluster state still run in the handlers.
+pub fn gate(
+    allowed: &'static [CertRole],
+    what: &'static str,
+) -> impl tonic::service::Interceptor + Clone {
+    move |request: tonic::Request<()>| -> Result<tonic::Request<()>, Status> {
+        match caller(&request) {
+            None => Err(required(what)),
+            Some(identity) if !allowed.contains(&identity.role) => Err(refuse(
+                &identity,
+                what,
+                &format!(
+                    "a {} certificate cannot make this call",
+                    identity.role.as_str()
+                ),
+            )),
+            Some(_) => Ok(request),
+        }
+    }
+}
+
 /// The verified identity of the caller, if it showed a certificate.
 pub fn caller<T>(request: &tonic::Request<T>) -> Option<PeerIdentity> {
     request
@@ -38,8 +61,35 @@ fn required(what: &str) -> Status {
     ))
 }
 
+/// Refuses, on every call, a certificate that has expired since its connection was opened, or
+/// whose CA the cluster no longer trusts (after a CA rotation): TLS checked both only once,
+/// at the handshake.
+fn check_current(swarm: &Swarm, identity: &PeerIdentity, what: &str) -> Result<(), Status> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if identity.not_after < now {
+        return Err(refuse(identity, what, "expired certificate"));
+    }
+    let trusted = identity
+        .issuer_fingerprint
+        .as_deref()
+        .is_some_and(|issuer| swarm.cluster_trusts(issuer));
+    if !trusted {
+        return Err(refuse(
+            identity,
+            what,
+            "certificate from a CA this cluster no longer trusts (the CA was rotated): get a new \
+             one (a client bundle with 'essaim swarm ca issue-client')",
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a certificate of a node that `node rm` removed.
 fn check_not_removed(swarm: &Swarm, identity: &PeerIdentity, what: &str) -> Result<(), Status> {
+    check_current(swarm, identity, what)?;
     if swarm.state().is_removed(&identity.node_id) {
         return Err(refuse(
             identity,
@@ -95,7 +145,10 @@ pub fn require_operator(
     what: &str,
 ) -> Result<PeerIdentity, Status> {
     match identity {
-        Some(identity) if identity.role == CertRole::Client => Ok(identity),
+        Some(identity) if identity.role == CertRole::Client => {
+            check_current(swarm, &identity, what)?;
+            Ok(identity)
+        }
         other => require_manager(swarm, other, what),
     }
 }

@@ -9,11 +9,12 @@ use essaim_api::pb::{
     ControlMessage, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, LeaveRequest,
     LeaveResponse, RenewRequest, RenewResponse,
 };
-use essaim_api::tls::{self, PeerIdentity};
+use essaim_api::tls::{self, CertRole, PeerIdentity};
 use essaim_api::{control, transport, ControlError, ControlRequest};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::authz;
@@ -241,13 +242,17 @@ pub async fn serve(
     };
     let locate_node = node.clone();
     let cluster = transport::server()
-        .add_service(RaftService::new(Arc::new(move |caller| {
-            locate_node.raft_for(caller)
-        })))
+        .add_service(InterceptedService::new(
+            RaftService::new(Arc::new(move |caller| locate_node.raft_for(caller))),
+            authz::gate(&[CertRole::Manager], "raft"),
+        ))
         .add_service(MembershipServer::new(MembershipService {
             node: node.clone(),
         }))
-        .add_service(control_server(node.clone(), false))
+        .add_service(InterceptedService::new(
+            control_server(node.clone(), false),
+            authz::gate(&[CertRole::Manager, CertRole::Client], "the control API"),
+        ))
         .serve_with_incoming_shutdown(
             tls::accept(cluster_listener, node.tls().clone()),
             wait_for(stopped.clone()),
@@ -266,8 +271,11 @@ pub async fn serve(
     Ok(())
 }
 
+/// Control requests are small; replies (a task list) can be large.
+const MAX_CONTROL_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
 fn control_server(node: Arc<Node>, local_socket: bool) -> ControlServer<ControlService> {
     ControlServer::new(ControlService { node, local_socket })
-        .max_decoding_message_size(transport::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(MAX_CONTROL_REQUEST_BYTES)
         .max_encoding_message_size(transport::MAX_MESSAGE_BYTES)
 }

@@ -49,6 +49,9 @@ pub struct Swarm {
     leader_contact: Arc<LeaderContact>,
     /// This node's certificate and trusted roots.
     pub tls: Arc<TlsState>,
+    /// The fingerprints of the CAs the cluster trusts, for the cluster version they were read
+    /// at: every call checks its caller's issuer against them.
+    trusted_cas: Mutex<(u64, Vec<String>)>,
 }
 
 /// Where the leader is, from this node's point of view.
@@ -73,6 +76,11 @@ impl Swarm {
         tls: Arc<TlsState>,
     ) -> anyhow::Result<Arc<Swarm>> {
         let db = Arc::new(redb::Database::create(raft_db_path(data_dir))?);
+        // It holds the CA key: owner only, whatever the umask.
+        std::fs::set_permissions(
+            raft_db_path(data_dir),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
         let log = LogStore::open(db.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         log.forget_leadership()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -102,6 +110,7 @@ impl Swarm {
             background: Mutex::new(Vec::new()),
             leader_contact: Arc::new(LeaderContact::default()),
             tls,
+            trusted_cas: Mutex::new((u64::MAX, Vec::new())),
         });
         let duties = tokio::spawn(crate::health::run(swarm.clone()));
         let heartbeats = tokio::spawn(crate::agent::run(swarm.clone()));
@@ -154,6 +163,31 @@ impl Swarm {
 
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// True when the cluster trusts the CA with this fingerprint now. Before this node knows
+    /// the cluster (a manager that just joined), its own trusted roots decide.
+    pub fn cluster_trusts(&self, issuer: &str) -> bool {
+        let (version, roots_pem) = {
+            let state = self.state();
+            match state.cluster.as_ref() {
+                Some(cluster) => (cluster.version, cluster.trusted_roots_pem()),
+                None => return self.tls.trusts(issuer),
+            }
+        };
+        let mut cache = self.trusted_cas.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 != version {
+            let fingerprints = essaim_api::tls::certs_from_pem(&roots_pem)
+                .map(|certs| {
+                    certs
+                        .iter()
+                        .map(|c| essaim_api::tls::fingerprint(c))
+                        .collect()
+                })
+                .unwrap_or_default();
+            *cache = (version, fingerprints);
+        }
+        cache.1.iter().any(|f| f == issuer)
     }
 
     pub fn leader_contact(&self) -> &Arc<LeaderContact> {

@@ -10,10 +10,19 @@ const DIGEST_LEN: usize = 50;
 const SECRET_LEN: usize = 25;
 
 /// A token split into its parts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct JoinToken {
     pub digest: String,
     pub secret: String,
+}
+
+impl std::fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret must never reach a log.
+        f.debug_struct("JoinToken")
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
 }
 
 impl JoinToken {

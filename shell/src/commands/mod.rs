@@ -3,11 +3,13 @@
 //! # Layout
 //! - [`swarm`]: `swarm init`, `join`, `join-token`, `leave`, `inspect`, `update`, and
 //!   `swarm ca issue-client`.
-//! - [`node`]: `node ls`, `inspect`, `update`, `promote`, `demote`, `rm`.
+//! - [`node`]: `node ls`, `inspect`, `update`, `promote`, `demote`, `rm`, `ps`.
+//! - [`service`]: `service create`, `ls`, `ps`, `inspect`, `scale`, `rm`.
 //! - [`info`]: `info`, the node's view of itself.
 
 pub mod info;
 pub mod node;
+pub mod service;
 pub mod swarm;
 
 use crate::render::Output;

@@ -5,7 +5,8 @@ use essaim_core::model::Role;
 
 use super::Failures;
 use crate::cli::{
-    Format, NodeCommand, NodeInspectArgs, NodeLsArgs, NodeRmArgs, NodeUpdateArgs, NodesArgs,
+    Format, NodeCommand, NodeInspectArgs, NodeLsArgs, NodePsArgs, NodeRmArgs, NodeUpdateArgs,
+    NodesArgs,
 };
 use crate::client::{Client, NodeChanges};
 use crate::render::{self, Output};
@@ -25,7 +26,14 @@ pub async fn run(
         NodeCommand::Promote(args) => change_role(args, Role::Manager, client, output).await,
         NodeCommand::Demote(args) => change_role(args, Role::Worker, client, output).await,
         NodeCommand::Rm(args) => rm(args, client, output).await,
+        NodeCommand::Ps(args) => ps(args, client, output).await,
     }
+}
+
+async fn ps(args: NodePsArgs, client: &mut Client, output: &mut Output<'_>) -> anyhow::Result<()> {
+    let tasks = client.task_list(None, Some(&args.node)).await?;
+    output.print(&super::service::tasks_text(&tasks, &args.ps)?)?;
+    Ok(())
 }
 
 async fn ls(args: NodeLsArgs, client: &mut Client, output: &mut Output<'_>) -> anyhow::Result<()> {

@@ -41,13 +41,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: RaftId, node: &BasicNode) -> Peer {
+        let generation = self.tls.generation();
         Peer {
             target,
-            client: transport::cluster_channel(&node.addr, ClientTls::Node(self.tls.clone()))
-                .map(transport::raft_client)
-                .map_err(|e| e.to_string()),
+            client: connect(&node.addr, &self.tls),
+            addr: node.addr.clone(),
+            tls: self.tls.clone(),
+            generation,
         }
     }
+}
+
+fn connect(addr: &str, tls: &Arc<TlsState>) -> Result<RaftClient<Channel>, String> {
+    transport::cluster_channel(addr, ClientTls::Node(tls.clone()))
+        .map(transport::raft_client)
+        .map_err(|e| e.to_string())
 }
 
 /// The connection to one remote manager.
@@ -55,6 +63,12 @@ pub struct Peer {
     target: RaftId,
     /// An address that does not parse stays an error here and makes every call unreachable.
     client: Result<RaftClient<Channel>, String>,
+    addr: String,
+    tls: Arc<TlsState>,
+    /// The credentials generation the connection was made under. After a renewal the peer
+    /// reconnects: the other side checks on every call that the certificate the connection
+    /// was opened with is still current (not expired, from a CA still trusted).
+    generation: u64,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -74,6 +88,11 @@ impl Peer {
         F: FnOnce(RaftClient<Channel>, Request<RaftMessage>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<RaftMessage>, Status>>,
     {
+        let generation = self.tls.generation();
+        if generation != self.generation {
+            self.client = connect(&self.addr, &self.tls);
+            self.generation = generation;
+        }
         let client = match &self.client {
             Ok(client) => client.clone(),
             Err(e) => {

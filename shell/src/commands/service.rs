@@ -1,0 +1,704 @@
+//! `essaim service ...`: create, list, inspect, scale and remove services, and list their
+//! tasks. Also the task listing `node ps` shares.
+
+use std::collections::BTreeMap;
+
+use essaim_api::control::TaskView;
+use essaim_core::model::{Resources, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec};
+
+use super::Failures;
+use crate::cli::{
+    Format, ModeArg, PsArgs, ServiceCommand, ServiceCreateArgs, ServiceInspectArgs, ServiceLsArgs,
+    ServicePsArgs, ServiceRmArgs, ServiceScaleArgs,
+};
+use crate::client::Client;
+use crate::render::{self, Output};
+use crate::UsageError;
+
+/// The stop grace period when `--stop-grace-period` is not given, as docker's.
+const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
+
+/// # Errors
+/// The daemon could not be reached, the leader refused, or (with several SERVICE arguments)
+/// at least one of them failed.
+pub async fn run(
+    command: ServiceCommand,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    match command {
+        ServiceCommand::Create(args) => create(*args, client, output).await,
+        ServiceCommand::Ls(args) => ls(args, client, output).await,
+        ServiceCommand::Ps(args) => ps(args, client, output).await,
+        ServiceCommand::Inspect(args) => inspect(args, client, output).await,
+        ServiceCommand::Scale(args) => scale(args, client, output).await,
+        ServiceCommand::Rm(args) => rm(args, client, output).await,
+    }
+}
+
+async fn create(
+    args: ServiceCreateArgs,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    let spec = build_spec(args)?;
+    let view = client.service_create(spec).await?;
+    output.print(&format!("{}\n", view.service.id))?;
+    Ok(())
+}
+
+/// The spec `service create` sends, with docker's defaults for what the flags leave out.
+///
+/// # Errors
+/// `--replicas` with `--mode global`.
+pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
+    let mode = match (args.mode, args.replicas) {
+        (Some(ModeArg::Global), Some(_)) => {
+            return Err(UsageError(
+                "--replicas can only be used with --mode replicated, not with --mode global"
+                    .to_string(),
+            ))
+        }
+        (Some(ModeArg::Global), None) => ServiceMode::Global,
+        (_, replicas) => ServiceMode::Replicated {
+            replicas: replicas.unwrap_or(1),
+        },
+    };
+    let defaults = RestartPolicy::default();
+    let restart_policy = RestartPolicy {
+        condition: args.restart_condition.unwrap_or(defaults.condition),
+        delay_ms: args.restart_delay.unwrap_or(defaults.delay_ms),
+        max_attempts: args.restart_max_attempts.unwrap_or(defaults.max_attempts),
+        window_ms: args.restart_window.unwrap_or(defaults.window_ms),
+    };
+    let resources = Resources {
+        reserve_nano_cpus: args.reserve_cpu.unwrap_or(0),
+        reserve_memory_bytes: args.reserve_memory.unwrap_or(0),
+        limit_nano_cpus: args.limit_cpu.unwrap_or(0),
+        limit_memory_bytes: args.limit_memory.unwrap_or(0),
+    };
+    let name = args.name.unwrap_or_else(|| name_from_image(&args.image));
+    Ok(ServiceSpec {
+        name,
+        labels: args.label.into_iter().collect::<BTreeMap<_, _>>(),
+        mode,
+        task: TaskSpec {
+            image: args.image,
+            args: args.args,
+            env: args.env.into_iter().collect(),
+            resources,
+            restart_policy,
+            constraints: args.constraint,
+            spread: args.placement_pref,
+            max_replicas_per_node: args.replicas_max_per_node.unwrap_or(0),
+            stop_grace_period_ms: args.stop_grace_period.unwrap_or(DEFAULT_STOP_GRACE_MS),
+            force_update: 0,
+        },
+        ports: args.publish,
+    })
+}
+
+/// The name a service gets when `--name` is not given: the image's last path component,
+/// without tag or digest (`library/nginx:1.25` gives `nginx`).
+pub fn name_from_image(image: &str) -> String {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split(':').next().unwrap_or(last).to_string()
+}
+
+async fn ls(
+    args: ServiceLsArgs,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    let mut services = client.service_list().await?;
+    services.sort_by(|a, b| {
+        (&a.service.spec.name, &a.service.id).cmp(&(&b.service.spec.name, &b.service.id))
+    });
+    let text = if args.quiet {
+        render::ids(services.iter().map(|view| view.service.id.as_str()))
+    } else {
+        match args.format {
+            Format::Json => render::json(&services)?,
+            Format::Table => render::service_table(&services),
+        }
+    };
+    output.print(&text)?;
+    Ok(())
+}
+
+async fn ps(
+    args: ServicePsArgs,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    let tasks = client.task_list(Some(&args.service), None).await?;
+    output.print(&tasks_text(&tasks, &args.ps)?)?;
+    Ok(())
+}
+
+/// What `service ps` and `node ps` print for `tasks`.
+///
+/// # Errors
+/// Only if the JSON cannot be made, which would be a bug.
+pub fn tasks_text(tasks: &[TaskView], args: &PsArgs) -> anyhow::Result<String> {
+    if args.quiet {
+        let rows = render::task_rows(tasks, args.all);
+        return Ok(render::ids(
+            rows.iter().map(|(view, _)| view.task.id.as_str()),
+        ));
+    }
+    Ok(match args.format {
+        Format::Json => {
+            let rows: Vec<&TaskView> = render::task_rows(tasks, args.all)
+                .into_iter()
+                .map(|(view, _)| view)
+                .collect();
+            render::json(&rows)?
+        }
+        Format::Table => render::task_table(tasks, args.all),
+    })
+}
+
+async fn inspect(
+    args: ServiceInspectArgs,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    let pretty = args.pretty || args.format == Format::Table;
+    let mut failures = Failures::default();
+    let mut views = Vec::new();
+    for name in &args.services {
+        match client.service_inspect(name).await {
+            Ok(view) => views.push(view),
+            Err(error) => failures.report(output, error.into()),
+        }
+    }
+    let text = if pretty {
+        views
+            .iter()
+            .map(render::service_pretty)
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        render::json(&views)?
+    };
+    output.print(&text)?;
+    failures.finish()
+}
+
+async fn scale(
+    args: ServiceScaleArgs,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    let mut failures = Failures::default();
+    for (service, replicas) in &args.scales {
+        match client.service_scale(service, *replicas).await {
+            Ok(()) => output.print(&format!("{service} scaled to {replicas}\n"))?,
+            Err(error) => failures.report(output, error.into()),
+        }
+    }
+    failures.finish()
+}
+
+async fn rm(
+    args: ServiceRmArgs,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    let mut failures = Failures::default();
+    for name in &args.services {
+        match client.service_remove(name).await {
+            Ok(()) => output.print(&format!("{name}\n"))?,
+            Err(error) => failures.report(output, error.into()),
+        }
+    }
+    failures.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use clap::Parser;
+    use essaim_api::control::ServiceView;
+    use essaim_api::{ControlError, ControlReply, ControlRequest};
+    use essaim_core::model::{PortConfig, RestartCondition, Service, Task, TaskState, TaskStatus};
+    use essaim_core::Timestamp;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::Exit;
+
+    fn service_view(id: &str, name: &str, running: u64, desired: u64) -> ServiceView {
+        ServiceView {
+            service: Service {
+                id: id.to_string(),
+                version: 1,
+                created_at: Timestamp(0),
+                updated_at: Timestamp(0),
+                spec: ServiceSpec {
+                    name: name.to_string(),
+                    labels: BTreeMap::new(),
+                    mode: ServiceMode::Replicated { replicas: desired },
+                    task: TaskSpec {
+                        image: "nginx:1.25".to_string(),
+                        ..TaskSpec::default()
+                    },
+                    ports: vec![PortConfig {
+                        published: 8080,
+                        target: 80,
+                    }],
+                },
+                previous_spec: None,
+            },
+            running,
+            desired,
+        }
+    }
+
+    fn task(
+        id: &str,
+        slot: u64,
+        created: u64,
+        desired: TaskState,
+        state: TaskState,
+        message: &str,
+    ) -> TaskView {
+        TaskView {
+            task: Task {
+                id: id.to_string(),
+                version: 1,
+                created_at: Timestamp(created),
+                updated_at: Timestamp(created),
+                service_id: "svc1".to_string(),
+                slot: Some(slot),
+                node_id: Some("n1".to_string()),
+                spec: TaskSpec {
+                    image: "nginx".to_string(),
+                    ..TaskSpec::default()
+                },
+                service_version: 1,
+                desired_state: desired,
+                status: TaskStatus {
+                    state,
+                    timestamp: Timestamp(created),
+                    message: message.to_string(),
+                    error: None,
+                    exit_code: None,
+                },
+            },
+            name: format!("web.{slot}"),
+            node_hostname: Some("w1".to_string()),
+        }
+    }
+
+    fn tasks() -> Vec<TaskView> {
+        use TaskState::{Failed, Pending, Running, Shutdown};
+        vec![
+            task("old-1", 1, 100, Shutdown, Failed, ""),
+            task(
+                "live-2",
+                2,
+                300,
+                Running,
+                Pending,
+                "no suitable node: drained",
+            ),
+            task("live-1", 1, 200, Running, Running, ""),
+            task("older-1", 1, 50, Shutdown, Shutdown, ""),
+        ]
+    }
+
+    /// A daemon that answers service requests, records them, and refuses unknown services.
+    fn fake_daemon() -> (Client, Rc<RefCell<Vec<ControlRequest>>>) {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let seen = Rc::clone(&log);
+        let client = Client::from_fn(move |request| {
+            seen.borrow_mut().push(request.clone());
+            let reply = match &request {
+                ControlRequest::ServiceCreate { spec } => {
+                    let mut view = service_view("id-new", &spec.name, 0, 1);
+                    view.service.spec = spec.clone();
+                    Ok(ControlReply::Service(view))
+                }
+                ControlRequest::ServiceList => Ok(ControlReply::Services(vec![service_view(
+                    "0123456789abcdef",
+                    "web",
+                    2,
+                    3,
+                )])),
+                ControlRequest::ServiceScale { service, .. }
+                | ControlRequest::ServiceRemove { service }
+                    if service == "web" =>
+                {
+                    Ok(ControlReply::Done)
+                }
+                ControlRequest::ServiceScale { service, .. }
+                | ControlRequest::ServiceRemove { service } => Err(ControlError::NotFound(
+                    format!("service {service} not found"),
+                )),
+                ControlRequest::TaskList { .. } => Ok(ControlReply::Tasks(tasks())),
+                _ => Err(ControlError::Internal("not faked".to_string())),
+            };
+            Box::pin(async move { reply })
+        });
+        (client, log)
+    }
+
+    fn parse(line: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(line)
+    }
+
+    fn run_line(client: &mut Client, line: &[&str]) -> (String, String, anyhow::Result<()>) {
+        let cli = parse(line).expect("valid command line");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let result = {
+            let mut output = Output::new(&mut out, &mut err);
+            runtime.block_on(async {
+                match cli.command {
+                    Command::Service { command } => run(command, client, &mut output).await,
+                    Command::Node { command } => {
+                        super::super::node::run(command, client, &mut output).await
+                    }
+                    other => panic!("not a service or node command: {other:?}"),
+                }
+            })
+        };
+        (
+            String::from_utf8(out).expect("utf-8"),
+            String::from_utf8(err).expect("utf-8"),
+            result,
+        )
+    }
+
+    fn create_args(flags: &[&str]) -> Result<ServiceCreateArgs, clap::Error> {
+        let line = ["essaim", "service", "create"].iter().chain(flags);
+        match Cli::try_parse_from(line)?.command {
+            Command::Service {
+                command: ServiceCommand::Create(args),
+            } => Ok(*args),
+            other => panic!("parsed as another command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_builds_the_spec_from_the_flags() {
+        let args = create_args(&[
+            "--name",
+            "api",
+            "--replicas",
+            "3",
+            "-e",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "--label",
+            "team=core",
+            "--constraint",
+            "node.labels.zone==a",
+            "--placement-pref",
+            "spread=node.labels.rack",
+            "--replicas-max-per-node",
+            "2",
+            "--reserve-cpu",
+            "0.5",
+            "--reserve-memory",
+            "256M",
+            "--limit-cpu",
+            "2",
+            "--limit-memory",
+            "1G",
+            "--restart-condition",
+            "on-failure",
+            "--restart-delay",
+            "2s",
+            "--restart-max-attempts",
+            "4",
+            "--restart-window",
+            "1m",
+            "--stop-grace-period",
+            "30s",
+            "-p",
+            "8080:80",
+            "--publish",
+            "443",
+            "registry:5000/team/api:2",
+            "serve",
+            "--port",
+            "80",
+        ])
+        .expect("valid flags");
+        let spec = build_spec(args).expect("valid spec");
+        assert_eq!(spec.name, "api");
+        assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 3 });
+        assert_eq!(
+            spec.labels,
+            BTreeMap::from([("team".to_string(), "core".to_string())])
+        );
+        let task = &spec.task;
+        assert_eq!(task.image, "registry:5000/team/api:2");
+        assert_eq!(task.args, vec!["serve", "--port", "80"]);
+        assert_eq!(
+            task.env,
+            BTreeMap::from([
+                ("A".to_string(), "1".to_string()),
+                ("B".to_string(), "x=y".to_string()),
+            ])
+        );
+        assert_eq!(task.constraints, vec!["node.labels.zone==a"]);
+        assert_eq!(task.spread, vec!["node.labels.rack"]);
+        assert_eq!(task.max_replicas_per_node, 2);
+        assert_eq!(
+            task.resources,
+            Resources {
+                reserve_nano_cpus: 500_000_000,
+                reserve_memory_bytes: 256 * 1024 * 1024,
+                limit_nano_cpus: 2_000_000_000,
+                limit_memory_bytes: 1024 * 1024 * 1024,
+            }
+        );
+        assert_eq!(
+            task.restart_policy,
+            RestartPolicy {
+                condition: RestartCondition::OnFailure,
+                delay_ms: 2_000,
+                max_attempts: 4,
+                window_ms: 60_000,
+            }
+        );
+        assert_eq!(task.stop_grace_period_ms, 30_000);
+        assert_eq!(
+            spec.ports,
+            vec![
+                PortConfig {
+                    published: 8080,
+                    target: 80
+                },
+                PortConfig {
+                    published: 0,
+                    target: 443
+                },
+            ]
+        );
+        assert_eq!(spec.validate(), Ok(()));
+    }
+
+    #[test]
+    fn create_defaults_are_dockers() {
+        let spec =
+            build_spec(create_args(&["library/nginx:1.25"]).expect("valid")).expect("valid spec");
+        assert_eq!(spec.name, "nginx");
+        assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 1 });
+        assert_eq!(spec.task.restart_policy, RestartPolicy::default());
+        assert_eq!(spec.task.restart_policy.delay_ms, 5_000);
+        assert_eq!(spec.task.stop_grace_period_ms, 10_000);
+        assert!(spec.task.args.is_empty());
+
+        let global = build_spec(create_args(&["--mode", "global", "agent"]).expect("valid"))
+            .expect("valid spec");
+        assert_eq!(global.mode, ServiceMode::Global);
+    }
+
+    #[test]
+    fn names_come_from_the_image() {
+        assert_eq!(name_from_image("library/nginx:1.25"), "nginx");
+        assert_eq!(name_from_image("nginx"), "nginx");
+        assert_eq!(name_from_image("localhost:5000/app:v1"), "app");
+        assert_eq!(name_from_image("redis@sha256:abc"), "redis");
+    }
+
+    #[test]
+    fn replicas_with_global_mode_is_a_usage_error_naming_both_flags() {
+        let args = create_args(&["--mode", "global", "--replicas", "2", "agent"]).expect("parses");
+        let error = anyhow::Error::from(build_spec(args).expect_err("conflict"));
+        assert_eq!(Exit::of(&error), Exit::Usage);
+        let message = error.to_string();
+        assert!(message.contains("--replicas"), "{message}");
+        assert!(message.contains("--mode global"), "{message}");
+    }
+
+    #[test]
+    fn a_bad_value_is_a_usage_error_naming_the_flag() {
+        for flags in [
+            ["--reserve-memory", "lots"],
+            ["--limit-cpu", "many"],
+            ["--restart-delay", "soon"],
+            ["--publish", "80:x"],
+            ["--restart-condition", "sometimes"],
+        ] {
+            let line: Vec<&str> = flags.iter().copied().chain(["nginx"]).collect();
+            let error = create_args(&line).expect_err("bad value");
+            assert_eq!(error.exit_code(), 2);
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+            let message = error.to_string();
+            assert!(message.contains(flags[0]), "{message}");
+        }
+    }
+
+    #[test]
+    fn create_prints_the_service_id() {
+        let (mut client, log) = fake_daemon();
+        let (out, err, result) = run_line(
+            &mut client,
+            &["essaim", "service", "create", "-e", "A=1", "redis:7"],
+        );
+        assert!(result.is_ok(), "{err}");
+        assert_eq!(out, "id-new\n");
+        let ControlRequest::ServiceCreate { spec } = &log.borrow()[0] else {
+            panic!("sent {:?}", log.borrow());
+        };
+        assert_eq!(spec.name, "redis");
+    }
+
+    #[test]
+    fn a_refused_spec_is_shown_as_is() {
+        let mut client = Client::from_fn(|_| {
+            Box::pin(async {
+                Err(ControlError::InvalidArgument(
+                    "--constraint: bad expression".to_string(),
+                ))
+            })
+        });
+        let (_, err, result) = run_line(&mut client, &["essaim", "service", "create", "nginx"]);
+        let error = result.expect_err("refused");
+        assert_eq!(Exit::of(&error), Exit::Failed);
+        assert_eq!(render::error_line(&error), "--constraint: bad expression");
+        assert!(err.is_empty(), "main prints it: {err}");
+    }
+
+    #[test]
+    fn ls_shows_running_over_desired() {
+        let (mut client, _) = fake_daemon();
+        let (out, _, result) = run_line(&mut client, &["essaim", "service", "ls"]);
+        assert!(result.is_ok());
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "ID             NAME   MODE         REPLICAS   IMAGE        PORTS"
+        );
+        assert_eq!(
+            lines[1],
+            "0123456789ab   web    replicated   2/3        nginx:1.25   *:8080->80/tcp"
+        );
+    }
+
+    #[test]
+    fn ps_hides_dead_history_unless_all() {
+        let (mut client, log) = fake_daemon();
+        let (out, _, result) = run_line(&mut client, &["essaim", "service", "ps", "web"]);
+        assert!(result.is_ok());
+        assert_eq!(
+            log.borrow()[0],
+            ControlRequest::TaskList {
+                service: Some("web".to_string()),
+                node: None
+            }
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[0].starts_with("ID "), "{out}");
+        assert!(lines[1].starts_with("live-1 "), "{out}");
+        assert!(lines[1].contains("   Running         Running"), "{out}");
+        assert!(lines[2].starts_with("live-2 "), "{out}");
+        assert!(
+            lines[2].contains("Pending (no suitable node: drained)"),
+            "{out}"
+        );
+        assert!(!out.contains("\\_"), "{out}");
+
+        let (out, _, result) = run_line(&mut client, &["essaim", "service", "ps", "-a", "web"]);
+        assert!(result.is_ok());
+        let names: Vec<String> = out
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let (id, rest) = line.split_once(' ').expect("columns");
+                let name = rest.trim_start();
+                let name = name.split("   ").next().expect("name");
+                format!("{id} {name}")
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "live-1 web.1",
+                "old-1 \\_ web.1",
+                "older-1 \\_ web.1",
+                "live-2 web.2",
+            ],
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn node_ps_lists_the_tasks_of_the_node() {
+        let (mut client, log) = fake_daemon();
+        let (out, _, result) = run_line(&mut client, &["essaim", "node", "ps", "-q", "w1"]);
+        assert!(result.is_ok());
+        assert_eq!(out, "live-1\nlive-2\n");
+        assert_eq!(
+            log.borrow()[0],
+            ControlRequest::TaskList {
+                service: None,
+                node: Some("w1".to_string())
+            }
+        );
+    }
+
+    #[test]
+    fn scale_reads_docker_syntax_and_goes_on_past_failures() {
+        let (mut client, log) = fake_daemon();
+        let (out, err, result) = run_line(
+            &mut client,
+            &["essaim", "service", "scale", "ghost=1", "web=5"],
+        );
+        assert_eq!(out, "web scaled to 5\n");
+        assert_eq!(err, "Error: service ghost not found\n");
+        assert!(result.is_err());
+        assert_eq!(
+            log.borrow()[1],
+            ControlRequest::ServiceScale {
+                service: "web".to_string(),
+                replicas: 5
+            }
+        );
+
+        let error = parse(&["essaim", "service", "scale", "web=x"]).expect_err("not a number");
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("web=x"), "{error}");
+        assert!(parse(&["essaim", "service", "scale", "web"]).is_err());
+    }
+
+    #[test]
+    fn rm_prints_each_name() {
+        let (mut client, _) = fake_daemon();
+        let (out, _, result) = run_line(&mut client, &["essaim", "service", "rm", "web"]);
+        assert!(result.is_ok());
+        assert_eq!(out, "web\n");
+    }
+
+    #[test]
+    fn inspect_pretty_lists_the_spec() {
+        let mut view = service_view("id1", "web", 1, 1);
+        view.service.spec.task.resources.reserve_memory_bytes = 512 * 1024 * 1024;
+        view.service.spec.task.env = BTreeMap::from([("A".to_string(), "1".to_string())]);
+        let text = render::service_pretty(&view);
+        assert!(text.starts_with("ID:"), "{text}");
+        assert!(text.contains("Env:\n - A=1\n"), "{text}");
+        assert!(
+            text.contains("Resources:\n Reservations:\n  Memory:"),
+            "{text}"
+        );
+        assert!(text.contains("Restart policy:\n Condition:"), "{text}");
+        assert!(
+            text.contains("PublishedPort = 8080, TargetPort = 80"),
+            "{text}"
+        );
+    }
+}
