@@ -33,7 +33,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use essaim_api::ControlError;
 
-use crate::cli::{Cli, Command};
+use crate::cli::Cli;
 use crate::render::Output;
 
 /// The exit codes, as documented above and in `essaim --help`.
@@ -149,12 +149,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli, output: &mut Output<'_>) -> anyhow::Result<()> {
     let mut client = client::connect(cli.host.as_ref(), cli.tls_dir.as_deref()).await?;
-    match cli.command {
-        Command::Swarm { command } => commands::swarm::run(command, &mut client, output).await,
-        Command::Node { command } => commands::node::run(command, &mut client, output).await,
-        Command::Service { command } => commands::service::run(command, &mut client, output).await,
-        Command::Info(args) => commands::info::run(args, &mut client, output).await,
-    }?;
+    commands::run(cli.command, &mut client, output).await?;
     output.flush()?;
     Ok(())
 }

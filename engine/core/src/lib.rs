@@ -25,6 +25,9 @@ pub mod state;
 pub mod time;
 pub mod units;
 
+#[cfg(test)]
+mod testing;
+
 pub use command::{Command, Request, Response};
 pub use error::{LookupError, StateError};
 pub use event::{Change, Event};

@@ -12,8 +12,68 @@ pub mod node;
 pub mod service;
 pub mod swarm;
 
-use crate::render::Output;
+use serde::Serialize;
+
+use crate::cli::Command;
+use crate::client::Client;
+use crate::render::{self, Output};
 use crate::{Exit, Reported};
+
+/// Runs one parsed command against `client`: the one place commands are dispatched, for the
+/// binary and the tests alike.
+///
+/// # Errors
+/// What the command failed with.
+pub async fn run(
+    command: Command,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Swarm { command } => swarm::run(command, client, output).await,
+        Command::Node { command } => node::run(command, client, output).await,
+        Command::Service { command } => service::run(command, client, output).await,
+        Command::Info(args) => info::run(args, client, output).await,
+    }
+}
+
+/// What `inspect` prints for the objects found: a listing per object, or a JSON array. Like
+/// docker, what was found is shown even when some names were not.
+///
+/// # Errors
+/// Only if the JSON cannot be made, which would be a bug.
+pub fn inspected<T: Serialize>(
+    found: &[T],
+    pretty: bool,
+    listing: fn(&T) -> String,
+) -> anyhow::Result<String> {
+    if pretty {
+        Ok(found.iter().map(listing).collect::<Vec<_>>().join("\n"))
+    } else {
+        render::json(&found)
+    }
+}
+
+/// Runs a command line against `client` as the binary would; returns stdout, stderr and the
+/// result.
+#[cfg(test)]
+pub fn run_line(client: &mut Client, line: &[&str]) -> (String, String, anyhow::Result<()>) {
+    use clap::Parser;
+    let cli = crate::cli::Cli::try_parse_from(line).expect("valid command line");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let result = {
+        let mut output = Output::new(&mut out, &mut err);
+        runtime.block_on(run(cli.command, client, &mut output))
+    };
+    (
+        String::from_utf8(out).expect("utf-8"),
+        String::from_utf8(err).expect("utf-8"),
+        result,
+    )
+}
 
 /// The failures of a command that acts on several NODE arguments: each is reported as it
 /// happens and the command goes on with the next one, as docker does.

@@ -76,16 +76,7 @@ async fn inspect(
             Err(error) => failures.report(output, error.into()),
         }
     }
-    // Like docker: what was found is shown, even when some names were not.
-    let text = if pretty {
-        views
-            .iter()
-            .map(render::node_pretty)
-            .collect::<Vec<_>>()
-            .join("\n")
-    } else {
-        render::json(&views)?
-    };
+    let text = super::inspected(&views, pretty, render::node_pretty)?;
     output.print(&text)?;
     failures.finish()
 }
@@ -157,7 +148,6 @@ mod tests {
     use std::collections::BTreeMap;
     use std::rc::Rc;
 
-    use clap::Parser;
     use essaim_api::{ControlError, ControlReply, ControlRequest};
     use essaim_core::model::{
         Availability, Node, NodeDescription, NodeSpec, NodeState, NodeStatus,
@@ -165,7 +155,8 @@ mod tests {
     use essaim_core::Timestamp;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+
+    use crate::commands::run_line;
     use crate::{Exit, Reported};
 
     fn worker(id: &str, hostname: &str) -> NodeView {
@@ -220,27 +211,6 @@ mod tests {
             Box::pin(async move { reply })
         });
         (client, log)
-    }
-
-    /// Runs a `node ...` command line against `client`; returns stdout, stderr and the result.
-    fn run_line(client: &mut Client, line: &[&str]) -> (String, String, anyhow::Result<()>) {
-        let cli = Cli::try_parse_from(line).expect("valid command line");
-        let Command::Node { command } = cli.command else {
-            panic!("not a node command: {line:?}");
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let result = {
-            let mut output = Output::new(&mut out, &mut err);
-            runtime.block_on(run(command, client, &mut output))
-        };
-        (
-            String::from_utf8(out).expect("utf-8"),
-            String::from_utf8(err).expect("utf-8"),
-            result,
-        )
     }
 
     #[test]

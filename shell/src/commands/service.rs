@@ -174,15 +174,7 @@ async fn inspect(
             Err(error) => failures.report(output, error.into()),
         }
     }
-    let text = if pretty {
-        views
-            .iter()
-            .map(render::service_pretty)
-            .collect::<Vec<_>>()
-            .join("\n")
-    } else {
-        render::json(&views)?
-    };
+    let text = super::inspected(&views, pretty, render::service_pretty)?;
     output.print(&text)?;
     failures.finish()
 }
@@ -230,6 +222,7 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
+    use crate::commands::run_line;
     use crate::Exit;
 
     fn service_view(id: &str, name: &str, running: u64, desired: u64) -> ServiceView {
@@ -350,31 +343,6 @@ mod tests {
 
     fn parse(line: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(line)
-    }
-
-    fn run_line(client: &mut Client, line: &[&str]) -> (String, String, anyhow::Result<()>) {
-        let cli = parse(line).expect("valid command line");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let result = {
-            let mut output = Output::new(&mut out, &mut err);
-            runtime.block_on(async {
-                match cli.command {
-                    Command::Service { command } => run(command, client, &mut output).await,
-                    Command::Node { command } => {
-                        super::super::node::run(command, client, &mut output).await
-                    }
-                    other => panic!("not a service or node command: {other:?}"),
-                }
-            })
-        };
-        (
-            String::from_utf8(out).expect("utf-8"),
-            String::from_utf8(err).expect("utf-8"),
-            result,
-        )
     }
 
     fn create_args(flags: &[&str]) -> Result<ServiceCreateArgs, clap::Error> {

@@ -246,14 +246,14 @@ mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
-    use clap::Parser;
     use essaim_api::control::SwarmView;
     use essaim_api::ControlError;
     use essaim_core::model::ClusterConfig;
     use essaim_core::Timestamp;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+
+    use crate::commands::run_line;
     use crate::{Exit, UsageError};
 
     /// A leader that answers `swarm update` and signs any request, recording every request.
@@ -285,27 +285,10 @@ mod tests {
         (client, log)
     }
 
-    /// Runs a `swarm ...` command line against `client`; returns stdout and the result.
-    fn run_line(client: &mut Client, line: &[&str]) -> (String, anyhow::Result<()>) {
-        let cli = Cli::try_parse_from(line).expect("valid command line");
-        let Command::Swarm { command } = cli.command else {
-            panic!("not a swarm command: {line:?}");
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let result = {
-            let mut output = Output::new(&mut out, &mut err);
-            runtime.block_on(run(command, client, &mut output))
-        };
-        (String::from_utf8(out).expect("utf-8"), result)
-    }
-
     #[test]
     fn update_sends_only_the_settings_given() {
         let (mut client, log) = fake_leader();
-        let (out, result) = run_line(
+        let (out, _, result) = run_line(
             &mut client,
             &["essaim", "swarm", "update", "--dispatcher-heartbeat", "2s"],
         );
@@ -337,7 +320,7 @@ mod tests {
             "--name",
             "ci",
         ];
-        let (out, result) = run_line(&mut client, &line);
+        let (out, _, result) = run_line(&mut client, &line);
         assert!(result.is_ok(), "{result:?}");
         assert_eq!(
             out,
@@ -361,7 +344,7 @@ mod tests {
         assert!(!csr_pem.contains("PRIVATE KEY"));
 
         // A second bundle into the same directory is refused before anything is asked for.
-        let (_, result) = run_line(&mut client, &line);
+        let (_, _, result) = run_line(&mut client, &line);
         let error = result.expect_err("a bundle is already there");
         assert!(error.is::<UsageError>(), "{error}");
         assert_eq!(Exit::of(&error), Exit::Usage);
@@ -370,7 +353,7 @@ mod tests {
 
         let mut forced = line.to_vec();
         forced.push("--force");
-        let (_, result) = run_line(&mut client, &forced);
+        let (_, _, result) = run_line(&mut client, &forced);
         assert!(result.is_ok(), "{result:?}");
         assert_ne!(read(bundle::KEY_FILE), key, "a new key");
     }

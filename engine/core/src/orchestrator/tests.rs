@@ -2,9 +2,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::command::Request;
-use crate::model::{
-    NodeDescription, NodeSpec, NodeStatus, RestartPolicy, Role, ServiceSpec, TaskSpec,
-};
+use crate::model::{RestartPolicy, ServiceSpec, TaskSpec};
 
 /// A cluster state that the tests change only through commands, as the managers do.
 struct World {
@@ -97,23 +95,7 @@ impl World {
 }
 
 fn node(id: &str) -> Node {
-    Node {
-        id: id.to_string(),
-        version: 0,
-        created_at: Timestamp(0),
-        updated_at: Timestamp(0),
-        raft_id: 1,
-        spec: NodeSpec {
-            role: Role::Worker,
-            availability: Availability::Active,
-            labels: Default::default(),
-        },
-        description: NodeDescription::default(),
-        status: NodeStatus {
-            state: NodeState::Ready,
-            message: String::new(),
-        },
-    }
+    crate::testing::node(id, id)
 }
 
 fn service(mode: ServiceMode, restart_policy: RestartPolicy) -> Service {

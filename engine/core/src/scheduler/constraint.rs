@@ -281,35 +281,14 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::model::{Availability, NodeDescription, NodeSpec, NodeState, NodeStatus};
-    use crate::time::Timestamp;
 
     fn node(labels: &[(&str, &str)]) -> Node {
-        Node {
-            id: "n1abc".to_string(),
-            version: 1,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-            raft_id: 1,
-            spec: NodeSpec {
-                role: Role::Worker,
-                availability: Availability::Active,
-                labels: labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect::<BTreeMap<_, _>>(),
-            },
-            description: NodeDescription {
-                hostname: "Worker-1".to_string(),
-                os: "linux".to_string(),
-                arch: "x86_64".to_string(),
-                ..Default::default()
-            },
-            status: NodeStatus {
-                state: NodeState::Ready,
-                message: String::new(),
-            },
-        }
+        let mut node = crate::testing::node("n1abc", "Worker-1");
+        node.spec.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>();
+        node
     }
 
     fn parse(text: &str) -> Constraint {

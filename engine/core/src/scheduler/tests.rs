@@ -3,39 +3,14 @@ use std::time::Instant;
 
 use super::*;
 use crate::command::{Command, Request};
-use crate::model::{
-    Availability, NodeDescription, NodeResources, NodeSpec, NodeStatus, Resources, Role, Service,
-    ServiceMode, ServiceSpec, TaskStatus,
-};
+use crate::model::{Availability, Resources, Service, ServiceMode, ServiceSpec, TaskStatus};
 use crate::time::Timestamp;
 
 const GIB: u64 = 1 << 30;
 const CPU: u64 = 1_000_000_000;
 
 fn node(id: &str) -> Node {
-    Node {
-        id: id.to_string(),
-        version: 0,
-        created_at: Timestamp(0),
-        updated_at: Timestamp(0),
-        raft_id: 1,
-        spec: NodeSpec {
-            role: Role::Worker,
-            availability: Availability::Active,
-            labels: BTreeMap::new(),
-        },
-        description: NodeDescription {
-            hostname: format!("host-{id}"),
-            addr: "127.0.0.1:4001".to_string(),
-            os: "linux".to_string(),
-            arch: "x86_64".to_string(),
-            resources: NodeResources::default(),
-        },
-        status: NodeStatus {
-            state: NodeState::Ready,
-            message: String::new(),
-        },
-    }
+    crate::testing::node(id, &format!("host-{id}"))
 }
 
 fn labelled(id: &str, key: &str, value: &str) -> Node {

@@ -2,33 +2,13 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::model::{
-    Availability, ClusterConfig, JoinTokens, NodeDescription, NodeSpec, NodeState, NodeStatus,
-    RootCa, ServiceMode, ServiceSpec, TaskSpec, TaskState, TaskStatus, TokenRecord,
+    Availability, ClusterConfig, JoinTokens, RootCa, ServiceMode, ServiceSpec, TaskSpec, TaskState,
+    TaskStatus, TokenRecord,
 };
 use crate::time::Timestamp;
 
 fn node(id: &str, hostname: &str) -> Node {
-    Node {
-        id: id.to_string(),
-        version: 0,
-        created_at: Timestamp(0),
-        updated_at: Timestamp(0),
-        raft_id: 7,
-        spec: NodeSpec {
-            role: Role::Worker,
-            availability: Availability::Active,
-            labels: BTreeMap::new(),
-        },
-        description: NodeDescription {
-            hostname: hostname.to_string(),
-            addr: "127.0.0.1:4001".to_string(),
-            ..Default::default()
-        },
-        status: NodeStatus {
-            state: NodeState::Ready,
-            message: String::new(),
-        },
-    }
+    crate::testing::node(id, hostname)
 }
 
 fn service(id: &str, name: &str) -> Service {

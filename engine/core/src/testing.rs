@@ -1,0 +1,32 @@
+//! Builders shared by the crate's unit tests.
+
+use crate::model::{Availability, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, Role};
+use crate::time::Timestamp;
+
+/// A ready, active worker named `hostname`, on linux/x86_64, with no labels and unknown
+/// resources.
+pub fn node(id: &str, hostname: &str) -> Node {
+    Node {
+        id: id.to_string(),
+        version: 0,
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+        raft_id: 1,
+        spec: NodeSpec {
+            role: Role::Worker,
+            availability: Availability::Active,
+            labels: Default::default(),
+        },
+        description: NodeDescription {
+            hostname: hostname.to_string(),
+            addr: "127.0.0.1:4001".to_string(),
+            os: "linux".to_string(),
+            arch: "x86_64".to_string(),
+            resources: Default::default(),
+        },
+        status: NodeStatus {
+            state: NodeState::Ready,
+            message: String::new(),
+        },
+    }
+}
