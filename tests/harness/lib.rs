@@ -206,6 +206,24 @@ impl Daemon {
         }
     }
 
+    /// Freezes the process (SIGSTOP): it keeps its sockets and tasks but answers nothing, as a
+    /// node cut off by the network would.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: sending a signal to our own child process.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
     /// Stops the process with SIGTERM and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -397,6 +415,34 @@ impl Cluster {
         let daemon = Daemon::start_with_env(self.root.path(), name, env)?;
         self.nodes.push(daemon);
         Ok(self.nodes.last_mut().expect("just pushed"))
+    }
+
+    /// The directory under which every daemon of the cluster keeps its state; tests may put
+    /// files of their own there.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Starts one more daemon and joins it to the swarm as a worker, through m1.
+    ///
+    /// # Errors
+    /// The daemon did not start or the join failed.
+    pub fn add_worker(&mut self, name: &str) -> Result<&mut Daemon> {
+        let first = self.node("m1");
+        let token = first.ok(&["swarm", "join-token", "-q", "worker"])?;
+        let manager = first.addr();
+        let node = self.add(name)?;
+        let addr = node.addr();
+        node.ok(&[
+            "swarm",
+            "join",
+            "--token",
+            token.trim(),
+            "--advertise-addr",
+            &addr,
+            &manager,
+        ])?;
+        Ok(node)
     }
 
     pub fn node(&self, name: &str) -> &Daemon {

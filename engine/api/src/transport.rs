@@ -15,8 +15,10 @@ use tonic::transport::{Channel, Endpoint, Server, Uri};
 
 use crate::error::ControlError;
 use crate::pb::control_client::ControlClient;
+use crate::pb::dispatcher_client::DispatcherClient;
 use crate::pb::membership_client::MembershipClient;
 use crate::pb::raft_client::RaftClient;
+use crate::pb::worker_client::WorkerClient;
 use crate::tls::{self, TlsState};
 
 /// Raft batches and snapshots can be large: one entry may carry thousands of task changes.
@@ -192,6 +194,16 @@ pub fn raft_client(channel: Channel) -> RaftClient<Channel> {
 
 pub fn membership_client(channel: Channel) -> MembershipClient<Channel> {
     MembershipClient::new(channel)
+}
+
+pub fn dispatcher_client(channel: Channel) -> DispatcherClient<Channel> {
+    DispatcherClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+pub fn worker_client(channel: Channel) -> WorkerClient<Channel> {
+    WorkerClient::new(channel)
 }
 
 pub fn control_client(channel: Channel) -> ControlClient<Channel> {

@@ -19,9 +19,17 @@ pub struct Event {
 pub enum Change {
     Cluster(Cluster),
     Node(Node),
-    NodeRemoved { id: ObjectId },
+    NodeRemoved {
+        id: ObjectId,
+    },
     Service(Service),
-    ServiceRemoved { id: ObjectId },
+    ServiceRemoved {
+        id: ObjectId,
+    },
     Task(Task),
-    TaskRemoved { id: ObjectId },
+    /// A task forgotten, with the node it was on, whose agent may forget it too.
+    TaskRemoved {
+        id: ObjectId,
+        node_id: Option<ObjectId>,
+    },
 }

@@ -116,7 +116,7 @@ fn keep_place(
             .node_id
             .as_deref()
             .is_some_and(|node| !node_can_keep_tasks(state, node));
-        let outdated = task.spec != service.spec.task;
+        let outdated = task.spec != service.spec.task || task.ports != service.spec.ports;
         let ended = task.status.state.is_terminal();
         if !(node_lost || outdated || ended) {
             return;
@@ -234,6 +234,7 @@ fn create(
             slot,
             node_id,
             spec: service.spec.task.clone(),
+            ports: service.spec.ports.clone(),
             service_version: service.version,
             desired_state: TaskState::Running,
             status: TaskStatus {
@@ -242,6 +243,7 @@ fn create(
                 message: "waiting to be scheduled".to_string(),
                 error: None,
                 exit_code: None,
+                ports: Vec::new(),
             },
         },
     }

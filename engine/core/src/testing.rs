@@ -23,6 +23,7 @@ pub fn node(id: &str, hostname: &str) -> Node {
             os: "linux".to_string(),
             arch: "x86_64".to_string(),
             resources: Default::default(),
+            runtime: String::new(),
         },
         status: NodeStatus {
             state: NodeState::Ready,

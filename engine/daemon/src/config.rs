@@ -10,6 +10,7 @@ use clap::Parser;
 use essaim_core::time::parse_duration_ms;
 use essaim_manager::raft::RaftTimings;
 use essaim_manager::NodeConfig;
+use essaim_worker::Runtime;
 
 /// The cluster port when none is given.
 pub const DEFAULT_PORT: u16 = 4242;
@@ -56,6 +57,48 @@ pub struct Args {
     /// Take a Raft snapshot every this many log entries (and compact the log behind it)
     #[arg(long, env = "ESSAIM_RAFT_SNAPSHOT_INTERVAL", value_name = "ENTRIES", default_value_t = essaim_manager::raft::DEFAULT_SNAPSHOT_INTERVAL, value_parser = clap::value_parser!(u64).range(10..))]
     pub raft_snapshot_interval: u64,
+
+    /// How this node runs tasks: `process` (IMAGE is a program on this machine) or `sim`
+    /// (simulated tasks, for scale tests)
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Process)]
+    pub runtime: RuntimeArg,
+
+    /// With --runtime sim: how long a simulated task takes to start
+    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = duration)]
+    pub sim_start_delay: Duration,
+
+    /// Host this many simulated worker nodes in this process, instead of a node of its own:
+    /// they join the manager at MANAGER_ADDR with --join-token (needs --runtime sim)
+    #[arg(long, value_name = "N", requires_all = ["join_token", "manager_addr"], value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub sim_nodes: Option<u64>,
+
+    /// With --sim-nodes: the worker join token
+    #[arg(
+        long,
+        env = "ESSAIM_JOIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub join_token: Option<String>,
+
+    /// With --sim-nodes: the manager the simulated nodes join
+    #[arg(value_name = "MANAGER_ADDR")]
+    pub manager_addr: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    Process,
+    Sim,
+}
+
+/// `--sim-nodes`: simulated nodes to host, and where they join.
+#[derive(Debug, Clone)]
+pub struct SimHosting {
+    pub count: usize,
+    pub join_token: String,
+    pub manager_addr: String,
+    pub hostname_prefix: String,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -68,6 +111,8 @@ pub struct Settings {
     pub listen_addr: SocketAddr,
     pub socket: PathBuf,
     pub node: NodeConfig,
+    /// Set when this process hosts simulated nodes rather than a node of its own.
+    pub sim_hosting: Option<SimHosting>,
 }
 
 impl Args {
@@ -97,9 +142,33 @@ impl Args {
                 self.raft_heartbeat_interval
             );
         }
+        let runtime = match self.runtime {
+            RuntimeArg::Process => Runtime::Process,
+            RuntimeArg::Sim => Runtime::Sim {
+                start_delay: self.sim_start_delay,
+            },
+        };
+        let sim_hosting = match (self.sim_nodes, &self.join_token, &self.manager_addr) {
+            (Some(count), Some(token), Some(addr)) => {
+                if self.runtime != RuntimeArg::Sim {
+                    anyhow::bail!("--sim-nodes needs --runtime sim");
+                }
+                Some(SimHosting {
+                    count: count as usize,
+                    join_token: token.clone(),
+                    manager_addr: addr.clone(),
+                    hostname_prefix: hostname.clone(),
+                })
+            }
+            (None, _, Some(addr)) => {
+                anyhow::bail!("unexpected argument {addr:?}: a manager address is only taken with --sim-nodes")
+            }
+            _ => None,
+        };
         Ok(Settings {
             listen_addr: self.listen_addr,
             socket,
+            sim_hosting,
             node: NodeConfig {
                 data_dir,
                 advertise_addr: advertise_addr.to_string(),
@@ -110,6 +179,7 @@ impl Args {
                     election_max: self.raft_election_timeout * 3 / 2,
                     snapshot_interval: self.raft_snapshot_interval,
                 },
+                runtime,
             },
         })
     }
@@ -204,6 +274,41 @@ mod tests {
             args.resolve().expect("resolve").node.advertise_addr,
             "127.0.0.2:4001"
         );
+    }
+
+    #[test]
+    fn sim_nodes_need_the_sim_runtime_a_token_and_a_manager() {
+        let args = Args::try_parse_from([
+            "essaimd",
+            "--runtime",
+            "sim",
+            "--sim-nodes",
+            "100",
+            "--join-token",
+            "T",
+            "127.0.0.1:4242",
+        ])
+        .expect("parse");
+        let hosting = args
+            .resolve()
+            .expect("resolve")
+            .sim_hosting
+            .expect("hosting");
+        assert_eq!(hosting.count, 100);
+        assert_eq!(hosting.manager_addr, "127.0.0.1:4242");
+
+        assert!(Args::try_parse_from(["essaimd", "--sim-nodes", "3", "127.0.0.1:1"]).is_err());
+        let args = Args::try_parse_from([
+            "essaimd",
+            "--sim-nodes",
+            "3",
+            "--join-token",
+            "T",
+            "127.0.0.1:4242",
+        ])
+        .expect("parse");
+        let err = args.resolve().expect_err("process runtime").to_string();
+        assert!(err.contains("--runtime sim"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let settings = args.resolve()?;
+    if let Some(hosting) = &settings.sim_hosting {
+        return host_sim_nodes(hosting, &settings, shutdown).await;
+    }
     let cluster_listener = tokio::net::TcpListener::bind(settings.listen_addr)
         .await
         .with_context(|| format!("cannot listen on --listen-addr {}", settings.listen_addr))?;
@@ -38,4 +41,27 @@ pub async fn run(
     let result = services::serve(node, cluster_listener, socket_listener, shutdown).await;
     let _ = std::fs::remove_file(&settings.socket);
     result
+}
+
+/// `--sim-nodes`: joins the simulated nodes and keeps them running until `shutdown`.
+async fn host_sim_nodes(
+    hosting: &config::SimHosting,
+    settings: &config::Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let executor = settings.node.runtime.executor(&hosting.hostname_prefix);
+    let host = essaim_manager::sim_nodes::start(
+        hosting.count,
+        &hosting.join_token,
+        &hosting.manager_addr,
+        &hosting.hostname_prefix,
+        executor,
+    )
+    .await?;
+    tracing::info!(nodes = host.workers.len(), manager = %hosting.manager_addr, "essaimd hosting simulated nodes");
+    shutdown.await;
+    for worker in &host.workers {
+        worker.shutdown().await;
+    }
+    Ok(())
 }

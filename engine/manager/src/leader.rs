@@ -230,6 +230,11 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
         ControlRequest::ServiceScale { service, replicas } => {
             services_api::scale(swarm, &service, replicas).await
         }
+        ControlRequest::ServiceUpdate {
+            service,
+            expected_version,
+            spec,
+        } => services_api::update(swarm, &service, expected_version, spec).await,
         ControlRequest::ServiceRemove { service } => services_api::remove(swarm, &service).await,
         ControlRequest::TaskList { service, node } => {
             services_api::tasks(swarm, service.as_deref(), node.as_deref()).await
@@ -431,7 +436,11 @@ pub async fn join(swarm: &Swarm, request: JoinRequest) -> Result<JoinResponse, C
             addr: request.addr,
             os: request.os,
             arch: request.arch,
-            resources: Default::default(),
+            resources: essaim_core::model::NodeResources {
+                nano_cpus: request.nano_cpus,
+                memory_bytes: request.memory_bytes,
+            },
+            runtime: request.runtime,
         },
         status: NodeStatus {
             state: NodeState::Unknown,

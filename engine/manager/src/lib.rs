@@ -9,6 +9,8 @@
 //! - [`leader`]: what the leader does with control requests, joins and heartbeats.
 //! - [`health`]: the leader's duties: node up/down from heartbeats, Raft membership from roles.
 //! - [`orchestration`]: the leader's loop that keeps services' tasks created and placed.
+//! - [`dispatcher`]: the leader's side of the nodes' task sessions: tasks out, status in.
+//! - [`sim_nodes`]: many simulated worker nodes in one process, for scale tests.
 //! - [`services_api`]: the leader's answers to service and task requests.
 //! - [`agent`]: the heartbeat every member sends to the leader.
 //! - [`election`]: our leader failure detector, quicker and steadier than openraft 0.9's timer.
@@ -21,6 +23,7 @@
 pub mod agent;
 pub mod authz;
 pub mod ca;
+pub mod dispatcher;
 pub mod election;
 pub mod health;
 pub mod identity;
@@ -30,6 +33,7 @@ pub mod orchestration;
 pub mod raft;
 pub mod services;
 pub mod services_api;
+pub mod sim_nodes;
 pub mod swarm;
 pub mod tokens;
 

@@ -24,6 +24,7 @@ use crate::raft::{LeaderContact, Raft, RaftTimings};
 use crate::swarm::{Leader, Swarm};
 use crate::tokens::JoinToken;
 use crate::{authz, ca, leader};
+use essaim_worker::{Executor, Runtime};
 
 /// How long `swarm join` waits for the manager it contacts.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,10 +41,13 @@ pub struct NodeConfig {
     pub advertise_addr: String,
     pub hostname: String,
     pub raft_timings: RaftTimings,
+    /// How this node runs tasks.
+    pub runtime: Runtime,
 }
 
 pub struct Node {
     config: NodeConfig,
+    executor: Arc<dyn Executor>,
     swarm: RwLock<Option<Arc<Swarm>>>,
     /// One init, join or leave at a time.
     lifecycle: tokio::sync::Mutex<()>,
@@ -63,6 +67,8 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)?;
         restrict_to_owner(&config.data_dir)?;
         let tls = Arc::new(TlsState::default());
+        // One executor for the node's life: it outlives a swarm left and another joined.
+        let executor = config.runtime.executor(&config.hostname);
         let swarm = match SwarmFile::load(&config.data_dir)? {
             Some(identity) => {
                 tracing::info!(node = %identity.node_id, cluster = %identity.cluster_id, "rejoining the swarm");
@@ -74,7 +80,7 @@ impl Node {
                     )
                 })?;
                 tls.install(credentials)?;
-                Some(open_swarm(&config, identity, tls.clone()).await?)
+                Some(open_swarm(&config, identity, tls.clone(), executor.clone()).await?)
             }
             None => {
                 tracing::info!(
@@ -85,6 +91,7 @@ impl Node {
         };
         Ok(Arc::new(Node {
             config,
+            executor,
             swarm: RwLock::new(swarm),
             lifecycle: tokio::sync::Mutex::new(()),
             tls,
@@ -375,7 +382,7 @@ impl Node {
             .map_err(|e| ControlError::Internal(format!("cannot save swarm state: {e}")))?;
         let mut config = self.config.clone();
         config.advertise_addr = addr;
-        open_swarm(&config, identity, self.tls.clone())
+        open_swarm(&config, identity, self.tls.clone(), self.executor.clone())
             .await
             .map_err(|e| ControlError::Internal(format!("cannot start raft: {e}")))
     }
@@ -402,6 +409,7 @@ impl Node {
         let channel =
             transport::cluster_channel(&remote.to_string(), ClientTls::Fixed(Arc::new(pinned)))?;
         let (key_pem, csr_pem) = ca::new_key_and_request()?;
+        let resources = essaim_worker::machine::resources();
         let mut request = tonic::Request::new(JoinRequest {
             token: token.trim().to_string(),
             hostname: self.config.hostname.clone(),
@@ -409,6 +417,9 @@ impl Node {
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
             csr_pem,
+            nano_cpus: resources.nano_cpus,
+            memory_bytes: resources.memory_bytes,
+            runtime: self.executor.name().to_string(),
         });
         request.set_timeout(JOIN_TIMEOUT);
         let reply = transport::membership_client(channel)
@@ -545,6 +556,7 @@ async fn open_swarm(
     config: &NodeConfig,
     identity: SwarmFile,
     tls: Arc<TlsState>,
+    executor: Arc<dyn Executor>,
 ) -> anyhow::Result<Arc<Swarm>> {
     Swarm::open(
         &config.data_dir,
@@ -553,6 +565,7 @@ async fn open_swarm(
         config.hostname.clone(),
         config.raft_timings.clone(),
         tls,
+        executor,
     )
     .await
 }
@@ -612,7 +625,8 @@ async fn bootstrap(
             addr: addr.to_string(),
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
-            resources: Default::default(),
+            resources: essaim_worker::machine::resources(),
+            runtime: swarm.worker().runtime().to_string(),
         },
         status: NodeStatus {
             state: NodeState::Ready,

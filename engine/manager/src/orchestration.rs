@@ -141,5 +141,6 @@ fn status(state: TaskState, time: Timestamp, message: &str) -> TaskStatus {
         message: message.to_string(),
         error: None,
         exit_code: None,
+        ports: Vec::new(),
     }
 }

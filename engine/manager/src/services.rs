@@ -4,18 +4,22 @@
 use std::sync::Arc;
 
 use essaim_api::pb::control_server::{Control, ControlServer};
+use essaim_api::pb::dispatcher_server::{Dispatcher, DispatcherServer};
 use essaim_api::pb::membership_server::{Membership, MembershipServer};
+use essaim_api::pb::worker_server::{Worker, WorkerServer};
 use essaim_api::pb::{
     ControlMessage, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, LeaveRequest,
-    LeaveResponse, RenewRequest, RenewResponse,
+    LeaveResponse, LogLines, LogsRequest, RenewRequest, RenewResponse, SessionReport,
 };
 use essaim_api::tls::{self, CertRole, PeerIdentity};
 use essaim_api::{control, transport, ControlError, ControlRequest};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::authz;
 use crate::health::NodeTrust;
@@ -226,6 +230,83 @@ impl Membership for MembershipService {
     }
 }
 
+/// The task sessions of the nodes with the leader.
+struct DispatcherService {
+    node: Arc<Node>,
+}
+
+#[tonic::async_trait]
+impl Dispatcher for DispatcherService {
+    type SessionStream = crate::dispatcher::AssignmentStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<SessionReport>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let swarm = self
+            .node
+            .swarm()
+            .ok_or_else(|| Status::failed_precondition("this node is not part of a swarm"))?;
+        let identity = authz::require_member(&swarm, authz::caller(&request), "task session")?;
+        match swarm.leader() {
+            Leader::Me => {}
+            Leader::Other { addr, .. } => {
+                let mut status = Status::unavailable("this manager is not the leader");
+                if let Ok(value) = MetadataValue::try_from(addr.as_str()) {
+                    status
+                        .metadata_mut()
+                        .insert(essaim_worker::agent::LEADER_METADATA, value);
+                }
+                return Err(status);
+            }
+            Leader::Unknown => return Err(Status::unavailable("no leader is elected yet")),
+        }
+        let stream = swarm
+            .dispatcher
+            .open(&swarm, &identity.node_id, request.into_inner())?;
+        Ok(Response::new(stream))
+    }
+}
+
+/// What this node tells managers about the tasks it runs.
+struct WorkerService {
+    node: Arc<Node>,
+}
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    type LogsStream = BoxStream<'static, Result<LogLines, Status>>;
+
+    async fn logs(
+        &self,
+        request: Request<LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let swarm = self
+            .node
+            .swarm()
+            .ok_or_else(|| Status::failed_precondition("this node is not part of a swarm"))?;
+        authz::require_manager(&swarm, authz::caller(&request), "task logs")?;
+        let request = request.into_inner();
+        let tail = usize::try_from(request.tail).unwrap_or(usize::MAX);
+        let streams = request.task_ids.into_iter().filter_map(|task_id| {
+            let lines = swarm.worker().logs(&task_id, tail, request.follow)?;
+            // Lines that come together travel together.
+            Some(
+                lines
+                    .ready_chunks(256)
+                    .map(move |lines| {
+                        Ok(LogLines {
+                            task_id: task_id.clone(),
+                            lines,
+                        })
+                    })
+                    .boxed(),
+            )
+        });
+        Ok(Response::new(futures::stream::select_all(streams).boxed()))
+    }
+}
+
 /// Serves both doors until `shutdown` resolves.
 ///
 /// # Errors
@@ -249,6 +330,16 @@ pub async fn serve(
         .add_service(MembershipServer::new(MembershipService {
             node: node.clone(),
         }))
+        .add_service(InterceptedService::new(
+            DispatcherServer::new(DispatcherService { node: node.clone() })
+                .max_decoding_message_size(transport::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(transport::MAX_MESSAGE_BYTES),
+            authz::gate(&[CertRole::Manager, CertRole::Worker], "task sessions"),
+        ))
+        .add_service(InterceptedService::new(
+            WorkerServer::new(WorkerService { node: node.clone() }),
+            authz::gate(&[CertRole::Manager], "task logs"),
+        ))
         .add_service(InterceptedService::new(
             control_server(node.clone(), false),
             authz::gate(&[CertRole::Manager, CertRole::Client], "the control API"),

@@ -1,5 +1,5 @@
 //! What the leader does with the service requests of the control API: create, list,
-//! inspect, scale and remove services, and list tasks. Specs are checked whole before
+//! inspect, update, scale and remove services, and list tasks. Specs are checked whole before
 //! anything is written; the orchestration loop does the rest.
 
 use essaim_api::control::{ServiceView, TaskView};
@@ -75,6 +75,66 @@ pub async fn scale(swarm: &Swarm, name: &str, replicas: u64) -> Result<ControlRe
     inspect(swarm, &id).await
 }
 
+/// Replaces the spec of a service with `spec`, as `service update` edited it; the state
+/// machine keeps the spec it replaces for a rollback.
+///
+/// # Errors
+/// Unknown service, an invalid spec (naming the flag at fault), a change of mode or name, or
+/// the service changed since the caller read it at `expected_version`.
+pub async fn update(
+    swarm: &Swarm,
+    name: &str,
+    expected_version: Option<u64>,
+    spec: ServiceSpec,
+) -> Result<ControlReply, ControlError> {
+    swarm.linearize().await?;
+    let (id, version) = {
+        let state = swarm.state();
+        let service = state.service(name)?;
+        check_update(service, &spec)?;
+        (service.id.clone(), service.version)
+    };
+    swarm
+        .write_one(Command::UpdateService {
+            id: id.clone(),
+            expected_version: Some(expected_version.unwrap_or(version)),
+            spec,
+        })
+        .await?;
+    tracing::info!(service = %id, "service updated");
+    inspect(swarm, &id).await
+}
+
+/// What an update may not do to `current`: carry an invalid spec, change the mode (the slots
+/// of a replicated service and the nodes of a global one do not map onto each other), or
+/// rename the service.
+fn check_update(current: &Service, spec: &ServiceSpec) -> Result<(), ControlError> {
+    spec.validate()
+        .map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
+    let name = &current.spec.name;
+    let (from, to) = (mode_word(current.spec.mode), mode_word(spec.mode));
+    if from != to {
+        return Err(ControlError::InvalidArgument(format!(
+            "cannot change the mode of service {name} from {from} to {to}; remove and create \
+             it again"
+        )));
+    }
+    if spec.name != *name {
+        return Err(ControlError::InvalidArgument(format!(
+            "cannot rename service {name} to {:?}; remove and create it again",
+            spec.name
+        )));
+    }
+    Ok(())
+}
+
+fn mode_word(mode: ServiceMode) -> &'static str {
+    match mode {
+        ServiceMode::Replicated { .. } => "replicated",
+        ServiceMode::Global => "global",
+    }
+}
+
 /// Removes the service and its tasks in one write.
 ///
 /// # Errors
@@ -147,7 +207,7 @@ pub async fn tasks(
 fn view(state: &ClusterState, service: &Service) -> ServiceView {
     let running = state
         .tasks_of_service(&service.id)
-        .filter(|t| t.status.state == TaskState::Running)
+        .filter(|t| counts_as_running(t.status.state, t.desired_state))
         .count() as u64;
     let desired = match service.spec.mode {
         ServiceMode::Replicated { replicas } => replicas,
@@ -160,5 +220,100 @@ fn view(state: &ClusterState, service: &Service) -> ServiceView {
         service: service.clone(),
         running,
         desired,
+    }
+}
+
+/// Whether a task counts in the "running" of `service ls`: it runs and is meant to stay so. A
+/// task being shut down (by an update, a scale-down or a drain) still runs for its grace
+/// period but no longer counts towards the replicas.
+fn counts_as_running(state: TaskState, desired_state: TaskState) -> bool {
+    state == TaskState::Running && desired_state == TaskState::Running
+}
+
+#[cfg(test)]
+mod tests {
+    use essaim_core::model::TaskSpec;
+
+    use super::*;
+
+    fn service(mode: ServiceMode) -> Service {
+        Service {
+            id: "svc1".to_string(),
+            version: 7,
+            created_at: Default::default(),
+            updated_at: Default::default(),
+            spec: ServiceSpec {
+                name: "web".to_string(),
+                labels: Default::default(),
+                mode,
+                task: TaskSpec {
+                    image: "nginx".to_string(),
+                    ..TaskSpec::default()
+                },
+                ports: vec![],
+            },
+            previous_spec: None,
+        }
+    }
+
+    #[test]
+    fn an_update_may_change_the_task_and_the_replicas() {
+        let current = service(ServiceMode::Replicated { replicas: 3 });
+        let mut spec = current.spec.clone();
+        spec.task.image = "nginx:2".to_string();
+        spec.mode = ServiceMode::Replicated { replicas: 5 };
+        assert_eq!(check_update(&current, &spec), Ok(()));
+    }
+
+    #[test]
+    fn an_update_may_not_change_the_mode() {
+        let current = service(ServiceMode::Replicated { replicas: 3 });
+        let mut spec = current.spec.clone();
+        spec.mode = ServiceMode::Global;
+        let error = check_update(&current, &spec).expect_err("mode change");
+        assert_eq!(
+            error.to_string(),
+            "cannot change the mode of service web from replicated to global; remove and \
+             create it again"
+        );
+        let current = service(ServiceMode::Global);
+        let mut spec = current.spec.clone();
+        spec.mode = ServiceMode::Replicated { replicas: 1 };
+        let error = check_update(&current, &spec).expect_err("mode change");
+        assert!(
+            error.to_string().contains("from global to replicated"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_update_may_not_rename_the_service() {
+        let current = service(ServiceMode::Global);
+        let mut spec = current.spec.clone();
+        spec.name = "api".to_string();
+        let error = check_update(&current, &spec).expect_err("rename");
+        assert!(matches!(error, ControlError::InvalidArgument(_)));
+        assert!(
+            error.to_string().contains("cannot rename service web"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_spec_names_the_flag_at_fault() {
+        let current = service(ServiceMode::Replicated { replicas: 1 });
+        let mut spec = current.spec.clone();
+        spec.task.constraints = vec!["node.labels.zone=a".to_string()];
+        let error = check_update(&current, &spec).expect_err("bad constraint");
+        assert!(matches!(error, ControlError::InvalidArgument(_)));
+        assert!(error.to_string().starts_with("--constraint: "), "{error}");
+    }
+
+    #[test]
+    fn a_task_being_shut_down_does_not_count_as_running() {
+        assert!(counts_as_running(TaskState::Running, TaskState::Running));
+        assert!(!counts_as_running(TaskState::Running, TaskState::Shutdown));
+        assert!(!counts_as_running(TaskState::Running, TaskState::Remove));
+        assert!(!counts_as_running(TaskState::Starting, TaskState::Running));
     }
 }

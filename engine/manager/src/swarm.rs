@@ -16,12 +16,14 @@ use openraft::{ServerState, StoredMembership};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::dispatcher::Dispatcher;
 use crate::health::Sessions;
 use crate::identity::SwarmFile;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::{SharedState, StateGuard, StateMachine};
 use crate::raft::{self, LeaderContact, Raft, RaftId, RaftTimings};
+use essaim_worker::{Executor, Worker, WorkerSetup};
 
 /// How long a write or a linearizable read may wait for a quorum before it is reported as
 /// "no quorum" rather than left hanging.
@@ -40,6 +42,10 @@ pub struct Swarm {
     manager_addrs: RwLock<Vec<String>>,
     /// Heartbeats seen by this node while it leads.
     pub sessions: Sessions,
+    /// The task sessions of the nodes, while this node leads.
+    pub dispatcher: Dispatcher,
+    /// This node's own worker agent: managers run tasks too.
+    worker: Arc<Worker>,
     /// Wakes the leader's duties early (a node came back, a role changed).
     pub wake: Notify,
     /// Membership changes one at a time: openraft refuses overlapping ones.
@@ -74,6 +80,7 @@ impl Swarm {
         hostname: String,
         timings: RaftTimings,
         tls: Arc<TlsState>,
+        executor: Arc<dyn Executor>,
     ) -> anyhow::Result<Arc<Swarm>> {
         let db = Arc::new(redb::Database::create(raft_db_path(data_dir))?);
         // It holds the CA key: owner only, whatever the umask.
@@ -95,30 +102,52 @@ impl Swarm {
             machine,
         )
         .await?;
-        let swarm = Arc::new(Swarm {
-            manager_addrs: RwLock::new(identity.manager_addrs.clone()),
-            identity,
-            addr,
-            hostname,
-            data_dir: data_dir.to_path_buf(),
-            raft,
-            shared,
-            timings,
-            sessions: Sessions::default(),
-            wake: Notify::new(),
-            membership_lock: tokio::sync::Mutex::new(()),
-            background: Mutex::new(Vec::new()),
-            leader_contact: Arc::new(LeaderContact::default()),
-            tls,
-            trusted_cas: Mutex::new((u64::MAX, Vec::new())),
+        let swarm = Arc::new_cyclic(|me: &std::sync::Weak<Swarm>| {
+            let me = me.clone();
+            let worker = Worker::start(WorkerSetup {
+                node_id: identity.node_id.clone(),
+                tls: tls.clone(),
+                managers: Arc::new(move || {
+                    me.upgrade()
+                        .map(|swarm| swarm.session_targets())
+                        .unwrap_or_default()
+                }),
+                executor,
+            });
+            Swarm {
+                worker,
+                dispatcher: Dispatcher::default(),
+                manager_addrs: RwLock::new(identity.manager_addrs.clone()),
+                identity,
+                addr,
+                hostname,
+                data_dir: data_dir.to_path_buf(),
+                raft,
+                shared,
+                timings,
+                sessions: Sessions::default(),
+                wake: Notify::new(),
+                membership_lock: tokio::sync::Mutex::new(()),
+                background: Mutex::new(Vec::new()),
+                leader_contact: Arc::new(LeaderContact::default()),
+                tls,
+                trusted_cas: Mutex::new((u64::MAX, Vec::new())),
+            }
         });
         let duties = tokio::spawn(crate::health::run(swarm.clone()));
         let heartbeats = tokio::spawn(crate::agent::run(swarm.clone()));
         let elections = tokio::spawn(crate::election::watch(swarm.clone()));
         let orchestration = tokio::spawn(crate::orchestration::run(swarm.clone()));
-        swarm
-            .background()
-            .extend([duties, heartbeats, elections, orchestration]);
+        let routing = tokio::spawn(crate::dispatcher::route(swarm.clone()));
+        let reports = tokio::spawn(crate::dispatcher::write_reports(swarm.clone()));
+        swarm.background().extend([
+            duties,
+            heartbeats,
+            elections,
+            orchestration,
+            routing,
+            reports,
+        ]);
         Ok(swarm)
     }
 
@@ -126,8 +155,9 @@ impl Swarm {
         self.background.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stops the background work and Raft. The storage stays on disk.
+    /// Stops the node's tasks, the background work and Raft. The storage stays on disk.
     pub async fn shutdown(&self) {
+        self.worker.shutdown().await;
         for task in self.background().drain(..) {
             task.abort();
         }
@@ -155,6 +185,26 @@ impl Swarm {
             }
         }
         Ok(())
+    }
+
+    pub fn worker(&self) -> &Arc<Worker> {
+        &self.worker
+    }
+
+    /// Where this node's worker agent looks for the leader: the leader first when known,
+    /// then every manager this node knows.
+    fn session_targets(&self) -> Vec<String> {
+        let mut targets = match self.leader() {
+            Leader::Me => vec![self.addr.clone()],
+            Leader::Other { addr, .. } => vec![addr],
+            Leader::Unknown => Vec::new(),
+        };
+        for addr in self.manager_addrs() {
+            if !targets.contains(&addr) {
+                targets.push(addr);
+            }
+        }
+        targets
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -16,7 +16,7 @@ pub use service::{
     PortConfig, Resources, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec,
     SpecError, TaskSpec,
 };
-pub use task::{Task, TaskState, TaskStatus};
+pub use task::{Task, TaskReport, TaskState, TaskStatus};
 
 /// Object IDs: 25 lowercase base-36 characters, like Swarm's. Users may name an object by any
 /// unambiguous prefix of its ID.

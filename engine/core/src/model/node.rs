@@ -75,6 +75,9 @@ pub struct NodeDescription {
     /// What the node can give tasks; 0 means unknown (nothing is reserved against it).
     #[serde(default)]
     pub resources: NodeResources,
+    /// How the node runs tasks: process, sim (and docker).
+    #[serde(default)]
+    pub runtime: String,
 }
 
 /// A node's capacity, as it reported it when it joined.

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{word_enum, ObjectId, TaskSpec};
+use super::{word_enum, ObjectId, PortConfig, TaskSpec};
 use crate::time::Timestamp;
 
 word_enum! {
@@ -58,6 +58,29 @@ pub struct TaskStatus {
     pub message: String,
     pub error: Option<String>,
     pub exit_code: Option<i32>,
+    /// The node ports the task's target ports were published on, once it runs.
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
+}
+
+impl TaskStatus {
+    pub fn new(state: TaskState, timestamp: Timestamp, message: impl Into<String>) -> Self {
+        TaskStatus {
+            state,
+            timestamp,
+            message: message.into(),
+            error: None,
+            exit_code: None,
+            ports: Vec::new(),
+        }
+    }
+}
+
+/// A worker's word on one of its tasks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub task_id: ObjectId,
+    pub status: TaskStatus,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +95,9 @@ pub struct Task {
     pub node_id: Option<ObjectId>,
     /// The spec the task was created from: later service updates replace the task instead.
     pub spec: TaskSpec,
+    /// The service's ports when the task was created: the worker publishes them.
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
     /// The service version whose spec this task runs.
     pub service_version: u64,
     /// Set by managers: running, shutdown or remove.

@@ -78,6 +78,7 @@ impl World {
                     message: String::new(),
                     error: None,
                     exit_code: None,
+                    ports: Vec::new(),
                 },
             }],
         );

@@ -34,6 +34,7 @@ fn task(id: &str, service_id: &str, spec: &TaskSpec) -> Task {
         slot: Some(1),
         node_id: None,
         spec: spec.clone(),
+        ports: Vec::new(),
         service_version: 1,
         desired_state: TaskState::Running,
         status: TaskStatus {
@@ -42,6 +43,7 @@ fn task(id: &str, service_id: &str, spec: &TaskSpec) -> Task {
             message: String::new(),
             error: None,
             exit_code: None,
+            ports: Vec::new(),
         },
     }
 }

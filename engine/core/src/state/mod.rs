@@ -319,7 +319,10 @@ impl ClusterState {
                     id: id.clone(),
                 })?;
                 unindex_task(&mut self.index, &task);
-                emit(Change::TaskRemoved { id: id.clone() });
+                emit(Change::TaskRemoved {
+                    id: id.clone(),
+                    node_id: task.node_id.clone(),
+                });
             }
         }
         Ok(())

@@ -41,6 +41,7 @@ fn task(id: &str, service_id: &str) -> Task {
         slot: Some(1),
         node_id: None,
         spec: TaskSpec::default(),
+        ports: Vec::new(),
         service_version: 1,
         desired_state: TaskState::Running,
         status: TaskStatus {
@@ -49,6 +50,7 @@ fn task(id: &str, service_id: &str) -> Task {
             message: String::new(),
             error: None,
             exit_code: None,
+            ports: Vec::new(),
         },
     }
 }
@@ -60,6 +62,7 @@ fn status(state: TaskState) -> TaskStatus {
         message: String::new(),
         error: None,
         exit_code: None,
+        ports: Vec::new(),
     }
 }
 

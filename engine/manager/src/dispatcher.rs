@@ -1,0 +1,438 @@
+//! The leader's side of the worker sessions: it sends each node its tasks and commits what
+//! the nodes report.
+//!
+//! ```text
+//!  committed changes ──> route: the tasks of each connected node ──> its session stream
+//!  session reports ──> liveness (Sessions, memory only)
+//!                  └─> status batch ──> one Raft write for many reports
+//! ```
+//!
+//! A session lives only as long as this node leads: when leadership moves, every session is
+//! closed and the nodes reconnect to the new leader, which starts each with a full task set.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use essaim_api::pb::{SessionAssignments, SessionReport};
+use essaim_core::event::{Change, Event};
+use essaim_core::model::{ObjectId, Task, TaskReport, TaskState, TaskStatus};
+use essaim_core::Command;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use crate::swarm::{Leader, Swarm};
+
+/// Tasks per message: a node with many tasks gets its full set in several messages.
+const TASKS_PER_MESSAGE: usize = 1_000;
+/// Messages a session may have waiting; a node that falls further behind is disconnected
+/// and starts again from a full set.
+const SESSION_BACKLOG: usize = 256;
+/// How often the router checks that this node still leads when nothing is committed.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(100);
+/// Pause before retrying a status write that failed while this node still leads.
+const WRITE_RETRY: Duration = Duration::from_millis(100);
+
+/// What a node acts on: whether the task is its to start, and whether it should run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sent {
+    assigned: bool,
+    desired_state: TaskState,
+}
+
+impl Sent {
+    fn of(task: &Task) -> Sent {
+        Sent {
+            assigned: task.status.state >= TaskState::Assigned,
+            desired_state: task.desired_state,
+        }
+    }
+}
+
+pub type AssignmentStream = ReceiverStream<Result<SessionAssignments, Status>>;
+type Outbound = mpsc::Sender<Result<SessionAssignments, Status>>;
+
+pub struct Dispatcher {
+    sessions: Mutex<HashMap<ObjectId, Session>>,
+    next_session: AtomicU64,
+    reports: mpsc::UnboundedSender<NodeReports>,
+    /// Taken by the status writer when it starts.
+    queued_reports: Mutex<Option<mpsc::UnboundedReceiver<NodeReports>>>,
+}
+
+/// A node's reports, with the node that sent them.
+type NodeReports = (ObjectId, Vec<TaskReport>);
+
+struct Session {
+    id: u64,
+    outbound: Outbound,
+    /// What the node was last told of each task: it hears of a task again only when that
+    /// changes, not at each of its own reports.
+    sent: HashMap<ObjectId, Sent>,
+}
+
+impl Default for Dispatcher {
+    fn default() -> Self {
+        let (reports, queued) = mpsc::unbounded_channel();
+        Dispatcher {
+            sessions: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            reports,
+            queued_reports: Mutex::new(Some(queued)),
+        }
+    }
+}
+
+impl Dispatcher {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The number of nodes connected to this leader.
+    pub fn connected(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// Opens a node's session: its full task set first, then changes as they commit. A
+    /// session the node had before is closed.
+    ///
+    /// # Errors
+    /// The node is not in the cluster state.
+    pub fn open(
+        &self,
+        swarm: &Arc<Swarm>,
+        node_id: &str,
+        inbound: Streaming<SessionReport>,
+    ) -> Result<AssignmentStream, Status> {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let receiver = {
+            // The full set is read and the session registered under the sessions lock, which
+            // the router holds to route a commit: every commit after the read reaches the
+            // session, and one before it only repeats what the full set says.
+            let mut sessions = self.sessions();
+            let state = swarm.state();
+            if state.node_by_id(node_id).is_none() {
+                return Err(Status::permission_denied(format!(
+                    "node {node_id} is not in the swarm"
+                )));
+            }
+            let tasks: Vec<&Task> = state.tasks_on_node(node_id).collect();
+            let sent = tasks.iter().map(|t| (t.id.clone(), Sent::of(t))).collect();
+            let messages = full_set(&tasks, heartbeat_period_ms(&state));
+            let (outbound, receiver) = mpsc::channel(SESSION_BACKLOG.max(messages.len() + 1));
+            for message in messages {
+                // Cannot fail: the channel was made large enough.
+                let _ = outbound.try_send(Ok(message));
+            }
+            sessions.insert(node_id.to_string(), Session { id, outbound, sent });
+            receiver
+        };
+        swarm.sessions.record(node_id, Instant::now());
+        tracing::debug!(node = node_id, session = id, "task session open");
+        tokio::spawn(read_reports(
+            swarm.clone(),
+            node_id.to_string(),
+            id,
+            inbound,
+        ));
+        Ok(ReceiverStream::new(receiver))
+    }
+
+    /// Ends a node's session, unless a newer one replaced it.
+    fn close(&self, node_id: &str, session: u64) {
+        let mut sessions = self.sessions();
+        if sessions.get(node_id).is_some_and(|s| s.id == session) {
+            sessions.remove(node_id);
+        }
+    }
+
+    fn close_all(&self, why: &str) {
+        let mut sessions = self.sessions();
+        if !sessions.is_empty() {
+            tracing::info!(
+                sessions = sessions.len(),
+                "closing the task sessions: {why}"
+            );
+            sessions.clear();
+        }
+    }
+
+    /// Sends the committed changes to the nodes they concern.
+    fn route(&self, batch: &[Event]) {
+        let mut sessions = self.sessions();
+        if sessions.is_empty() {
+            return;
+        }
+        // The task as the batch leaves it: one entry may change a task several times.
+        let mut latest: HashMap<&str, &Task> = HashMap::new();
+        let mut removed: Vec<(&str, &str)> = Vec::new();
+        let mut period = None;
+        for event in batch {
+            match &event.change {
+                Change::Task(task) => {
+                    latest.insert(&task.id, task);
+                }
+                Change::TaskRemoved {
+                    id,
+                    node_id: Some(node),
+                } => {
+                    latest.remove(id.as_str());
+                    removed.push((node, id));
+                }
+                Change::NodeRemoved { id } => {
+                    sessions.remove(id);
+                }
+                Change::Cluster(cluster) => period = Some(cluster.config.heartbeat_period_ms),
+                _ => {}
+            }
+        }
+        let mut changed: HashMap<&str, (Vec<&Task>, Vec<String>)> = HashMap::new();
+        for task in latest.into_values() {
+            let Some(node) = task.node_id.as_deref() else {
+                continue;
+            };
+            let Some(session) = sessions.get_mut(node) else {
+                continue;
+            };
+            let now = Sent::of(task);
+            if session.sent.insert(task.id.clone(), now) != Some(now) {
+                changed.entry(node).or_default().0.push(task);
+            }
+        }
+        for (node, id) in removed {
+            if let Some(session) = sessions.get_mut(node) {
+                session.sent.remove(id);
+                changed.entry(node).or_default().1.push(id.to_string());
+            }
+        }
+        let mut too_slow = Vec::new();
+        for (node, (tasks, removed)) in changed {
+            let Some(session) = sessions.get(node) else {
+                continue;
+            };
+            for message in changes(&tasks, removed) {
+                if session.outbound.try_send(Ok(message)).is_err() {
+                    too_slow.push(node.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(period) = period {
+            for (node, session) in sessions.iter() {
+                let message = SessionAssignments {
+                    heartbeat_period_ms: period,
+                    ..Default::default()
+                };
+                if session.outbound.try_send(Ok(message)).is_err() {
+                    too_slow.push(node.clone());
+                }
+            }
+        }
+        for node in too_slow {
+            tracing::warn!(%node, "node fell behind its task session: it will start over");
+            sessions.remove(&node);
+        }
+    }
+}
+
+/// The node's tasks, cut into messages.
+fn full_set(tasks: &[&Task], heartbeat_period_ms: u64) -> Vec<SessionAssignments> {
+    let chunks: Vec<&[&Task]> = if tasks.is_empty() {
+        vec![&[]]
+    } else {
+        tasks.chunks(TASKS_PER_MESSAGE).collect()
+    };
+    let last = chunks.len() - 1;
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| SessionAssignments {
+            full: i == 0,
+            tasks_json: encode(chunk),
+            removed: Vec::new(),
+            heartbeat_period_ms,
+            more: i < last,
+        })
+        .collect()
+}
+
+fn changes(tasks: &[&Task], removed: Vec<String>) -> Vec<SessionAssignments> {
+    let mut messages: Vec<SessionAssignments> = tasks
+        .chunks(TASKS_PER_MESSAGE)
+        .map(|chunk| SessionAssignments {
+            tasks_json: encode(chunk),
+            ..Default::default()
+        })
+        .collect();
+    if !removed.is_empty() {
+        messages.push(SessionAssignments {
+            removed,
+            ..Default::default()
+        });
+    }
+    messages
+}
+
+fn encode(tasks: &[&Task]) -> Vec<u8> {
+    if tasks.is_empty() {
+        return Vec::new();
+    }
+    // Serializing plain data structures cannot fail.
+    serde_json::to_vec(tasks).unwrap_or_default()
+}
+
+fn heartbeat_period_ms(state: &essaim_core::ClusterState) -> u64 {
+    state
+        .cluster
+        .as_ref()
+        .map_or(500, |c| c.config.heartbeat_period_ms)
+}
+
+/// Reads a node's reports until its session ends: each one says the node is alive, and the
+/// status changes in it go to the batch writer.
+async fn read_reports(
+    swarm: Arc<Swarm>,
+    node_id: ObjectId,
+    session: u64,
+    mut inbound: Streaming<SessionReport>,
+) {
+    loop {
+        match inbound.message().await {
+            Ok(Some(report)) => {
+                swarm.sessions.record(&node_id, Instant::now());
+                if report.reports_json.is_empty() {
+                    continue;
+                }
+                match serde_json::from_slice::<Vec<TaskReport>>(&report.reports_json) {
+                    Ok(reports) => {
+                        let _ = swarm.dispatcher.reports.send((node_id.clone(), reports));
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %node_id, "unreadable task report: {e}");
+                        break;
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(status) => {
+                tracing::debug!(node = %node_id, "task session broken: {}", status.message());
+                break;
+            }
+        }
+    }
+    tracing::debug!(node = %node_id, session, "task session closed");
+    swarm.dispatcher.close(&node_id, session);
+}
+
+/// The leader's routing loop: runs on every manager, acts while this node leads.
+pub async fn route(swarm: Arc<Swarm>) {
+    let mut events = swarm.shared().subscribe();
+    let mut check = tokio::time::interval(LEADERSHIP_CHECK);
+    loop {
+        tokio::select! {
+            received = events.recv() => match received {
+                Ok(batch) => {
+                    if swarm.leader() == Leader::Me {
+                        swarm.dispatcher.route(&batch);
+                    } else {
+                        swarm.dispatcher.close_all("this node no longer leads");
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    // Missed changes cannot be routed: every node starts over from a full set.
+                    swarm.dispatcher.close_all("the router fell behind the commits");
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = check.tick() => {
+                if swarm.leader() != Leader::Me {
+                    swarm.dispatcher.close_all("this node no longer leads");
+                }
+            }
+        }
+    }
+}
+
+/// The leader's status writer: commits the nodes' reports, many in one Raft write. Reports
+/// that arrive while a write is under way go in the next one.
+pub async fn write_reports(swarm: Arc<Swarm>) {
+    let Some(mut queue) = swarm
+        .dispatcher
+        .queued_reports
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    else {
+        return;
+    };
+    // The latest report of each task, with the node that sent it.
+    let mut pending: HashMap<ObjectId, (ObjectId, TaskStatus)> = HashMap::new();
+    loop {
+        if pending.is_empty() {
+            let Some((node, reports)) = queue.recv().await else {
+                return;
+            };
+            take(&mut pending, node, reports);
+        }
+        while let Ok((node, reports)) = queue.try_recv() {
+            take(&mut pending, node, reports);
+        }
+        if swarm.leader() != Leader::Me {
+            // The nodes send them again to the next leader, after its full set.
+            pending.clear();
+            continue;
+        }
+        let commands = status_commands(&swarm, &mut pending);
+        if commands.is_empty() {
+            continue;
+        }
+        let count = commands.len();
+        match swarm.write(commands).await {
+            Ok(_) => {
+                tracing::trace!(count, "task reports committed");
+                pending.clear();
+            }
+            Err(e) => {
+                tracing::debug!(count, "task reports not committed yet: {e}");
+                tokio::time::sleep(WRITE_RETRY).await;
+            }
+        }
+    }
+}
+
+fn take(
+    pending: &mut HashMap<ObjectId, (ObjectId, TaskStatus)>,
+    node: ObjectId,
+    reports: Vec<TaskReport>,
+) {
+    for report in reports {
+        pending.insert(report.task_id, (node.clone(), report.status));
+    }
+}
+
+/// The reports worth writing, as commands; `pending` keeps those to try again (all of them,
+/// until a write succeeds, which empties it).
+fn status_commands(
+    swarm: &Swarm,
+    pending: &mut HashMap<ObjectId, (ObjectId, TaskStatus)>,
+) -> Vec<Command> {
+    let state = swarm.state();
+    pending.retain(|task_id, (node, status)| {
+        state.task_by_id(task_id).is_some_and(|task| {
+            // A node speaks only for its own tasks, and only of news.
+            task.node_id.as_deref() == Some(node.as_str())
+                && (status.state > task.status.state
+                    || (status.state == task.status.state && status.message != task.status.message))
+        })
+    });
+    pending
+        .iter()
+        .map(|(task_id, (_, status))| Command::UpdateTaskStatus {
+            id: task_id.clone(),
+            status: status.clone(),
+        })
+        .collect()
+}

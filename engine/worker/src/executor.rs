@@ -1,0 +1,108 @@
+//! The one interface between the agent and a runtime. A runtime knows tasks by ID only: the
+//! agent decides when a task starts and stops, the runtime does the work and says how it ended.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use essaim_core::model::{PortConfig, Task};
+use futures::stream::BoxStream;
+
+/// A runtime's asynchronous answer. Boxed, so that the runtime can be chosen at start-up.
+pub type ExecFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A task's workload is up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Started {
+    /// The node ports its target ports were published on.
+    pub ports: Vec<PortConfig>,
+}
+
+/// Why a task could not start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartError {
+    /// True when this node cannot run the task at all (no such program or image): the task is
+    /// REJECTED rather than FAILED.
+    pub rejected: bool,
+    pub message: String,
+}
+
+impl StartError {
+    pub fn rejected(message: impl Into<String>) -> Self {
+        StartError {
+            rejected: true,
+            message: message.into(),
+        }
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        StartError {
+            rejected: false,
+            message: message.into(),
+        }
+    }
+}
+
+/// How a workload ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit code; a process killed by signal N counts as 128 + N, as shells say.
+    pub code: i32,
+    pub message: String,
+}
+
+/// Lines of a task's output.
+pub type LogStream = BoxStream<'static, String>;
+
+/// Runs tasks on this node. Every method takes the task ID the agent started it with.
+pub trait Executor: Send + Sync + 'static {
+    /// The runtime's name, as `node ls` shows it.
+    fn name(&self) -> &'static str;
+
+    /// Creates and starts the task's workload; returns once it runs.
+    fn start<'a>(&'a self, task: &'a Task) -> ExecFuture<'a, Result<Started, StartError>>;
+
+    /// Resolves when the workload ends (at once if it already has).
+    fn wait<'a>(&'a self, task_id: &'a str) -> ExecFuture<'a, Exit>;
+
+    /// Asks the workload to stop, and forces it after `grace`. Resolves once it has stopped.
+    fn stop<'a>(&'a self, task_id: &'a str, grace: Duration) -> ExecFuture<'a, ()>;
+
+    /// Forgets a stopped task and whatever it kept (its output).
+    fn remove<'a>(&'a self, task_id: &'a str) -> ExecFuture<'a, ()>;
+
+    /// The task's output: the last `tail` lines kept (all of them for 0), then with `follow`
+    /// new lines until the task ends. `None` for a task this runtime does not know.
+    fn logs(&self, task_id: &str, tail: usize, follow: bool) -> Option<LogStream>;
+
+    /// The tasks whose workloads survived a restart of this agent, to be supervised again
+    /// rather than started twice.
+    fn adopt(&self) -> ExecFuture<'_, Vec<String>>;
+}
+
+/// Which runtime a node uses, as `essaimd --runtime` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// Each task is an OS process: IMAGE is the program, ARGs its arguments.
+    Process,
+    /// No OS work: tasks run after `start_delay`, for scale tests.
+    Sim { start_delay: Duration },
+}
+
+impl Runtime {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Runtime::Process => "process",
+            Runtime::Sim { .. } => "sim",
+        }
+    }
+
+    /// The runtime's executor, for the node named `node_name` (used in error messages).
+    pub fn executor(&self, node_name: &str) -> Arc<dyn Executor> {
+        match self {
+            Runtime::Process => Arc::new(crate::process::ProcessExecutor::new(node_name)),
+            Runtime::Sim { start_delay } => Arc::new(crate::sim::SimExecutor::new(*start_delay)),
+        }
+    }
+}
