@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use essaim_api::transport::Host;
-use essaim_core::model::{Availability, PortConfig, RestartCondition, Role};
+use essaim_core::model::{Availability, PortConfig, RestartCondition, Role, TaskState};
 use essaim_core::time::parse_duration_ms;
 use essaim_core::units::{parse_cpus, parse_key_value, parse_memory, parse_port};
 
@@ -244,6 +244,51 @@ pub struct PsArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Only show the tasks that match: desired-state=running|shutdown|accepted, or node=NODE
+    /// (a hostname, ID or ID prefix)
+    ///
+    /// Repeatable: tasks must match every key given, and any of the values given for one key.
+    /// A desired-state filter also shows the stopped tasks it matches, as -a would.
+    #[arg(short, long, value_name = "KEY=VALUE", value_parser = parse_task_filter)]
+    pub filter: Vec<TaskFilter>,
+}
+
+/// A `--filter` of `service ps` and `node ps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskFilter {
+    /// Tasks the managers want in this state.
+    DesiredState(TaskState),
+    /// Tasks on the node with this hostname, ID or ID prefix.
+    Node(String),
+}
+
+/// The desired states `--filter desired-state=` takes, as docker's.
+const FILTER_DESIRED_STATES: [TaskState; 3] =
+    [TaskState::Running, TaskState::Shutdown, TaskState::Accepted];
+
+/// Reads a `--filter` value of `service ps` and `node ps`: `KEY=VALUE`.
+///
+/// # Errors
+/// No `=`, an unknown key (named), or a value the key does not take.
+pub fn parse_task_filter(text: &str) -> Result<TaskFilter, String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("invalid filter {text:?}: expected KEY=VALUE"))?;
+    match key {
+        "desired-state" => value
+            .parse::<TaskState>()
+            .ok()
+            .filter(|state| FILTER_DESIRED_STATES.contains(state))
+            .map(TaskFilter::DesiredState)
+            .ok_or_else(|| {
+                format!("invalid desired-state {value:?}: expected running, shutdown or accepted")
+            }),
+        "node" if !value.is_empty() => Ok(TaskFilter::Node(value.to_string())),
+        "node" => Err("invalid filter \"node=\": the node is empty".to_string()),
+        other => Err(format!(
+            "unknown filter key {other:?}: expected desired-state or node"
+        )),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,6 +302,10 @@ pub enum ServiceCommand {
     Ps(ServicePsArgs),
     /// Show one or more services in detail
     Inspect(ServiceInspectArgs),
+    /// Change a service: its image, command, environment, placement, resources, ports...
+    // The generated usage would list all two dozen flags of the required group.
+    #[command(override_usage = "essaim service update [OPTIONS] SERVICE")]
+    Update(Box<ServiceUpdateArgs>),
     /// Scale one or more replicated services
     Scale(ServiceScaleArgs),
     /// Remove one or more services
@@ -369,6 +418,152 @@ pub struct ServiceInspectArgs {
     /// Service ID, ID prefix or name
     #[arg(value_name = "SERVICE", required = true)]
     pub services: Vec<String>,
+}
+
+/// `service update`: each flag changes one part of the spec, the rest stays as it is.
+#[derive(Debug, Args)]
+pub struct ServiceUpdateArgs {
+    #[command(flatten)]
+    pub changes: ServiceChanges,
+    /// Service ID, ID prefix or name
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
+}
+
+/// The changes `service update` makes to a spec; at least one is required. Removals apply
+/// before additions, so `--env-rm A --env-add A=2` replaces A.
+#[derive(Debug, Default, Args)]
+#[group(id = "service_changes", required = true, multiple = true)]
+pub struct ServiceChanges {
+    /// Image (or program) the tasks run
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Replace the arguments of the tasks' command (split at spaces; quote with ' or ")
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true, value_parser = parse_command_args)]
+    pub args: Option<CommandArgs>,
+    /// Number of tasks (replicated services only)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub replicas: Option<u64>,
+    /// Add or replace an environment variable (KEY=VALUE)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env_add: Vec<(String, String)>,
+    /// Remove an environment variable
+    #[arg(long, value_name = "KEY")]
+    pub env_rm: Vec<String>,
+    /// Add or replace a service label (key=value)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub label_add: Vec<(String, String)>,
+    /// Remove a service label
+    #[arg(long, value_name = "KEY")]
+    pub label_rm: Vec<String>,
+    /// Add a placement constraint, like node.labels.zone==a
+    #[arg(long, value_name = "EXPR")]
+    pub constraint_add: Vec<String>,
+    /// Remove a placement constraint
+    #[arg(long, value_name = "EXPR")]
+    pub constraint_rm: Vec<String>,
+    /// Add a placement preference: spread=node.labels.KEY
+    #[arg(long, value_name = "spread=PATH", value_parser = parse_spread_pref)]
+    pub placement_pref_add: Vec<String>,
+    /// Remove a placement preference: spread=node.labels.KEY
+    #[arg(long, value_name = "spread=PATH", value_parser = parse_spread_pref)]
+    pub placement_pref_rm: Vec<String>,
+    /// Maximum number of tasks per node (0: no limit)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub replicas_max_per_node: Option<u64>,
+    /// Reserve CPUs (like 0.5)
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    pub reserve_cpu: Option<u64>,
+    /// Reserve memory (like 512M; 0: none)
+    #[arg(long, value_name = "BYTES", value_parser = parse_memory)]
+    pub reserve_memory: Option<u64>,
+    /// Limit CPUs (like 1.5)
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    pub limit_cpu: Option<u64>,
+    /// Limit memory (like 1G; 0: no limit)
+    #[arg(long, value_name = "BYTES", value_parser = parse_memory)]
+    pub limit_memory: Option<u64>,
+    /// Restart when: any, on-failure or none
+    #[arg(long, value_name = "CONDITION", value_parser = |text: &str| text.parse::<RestartCondition>())]
+    pub restart_condition: Option<RestartCondition>,
+    /// Delay between restart attempts
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub restart_delay: Option<u64>,
+    /// Maximum number of restarts before giving up (0: unlimited)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub restart_max_attempts: Option<u64>,
+    /// Window in which restarts are counted (0: for ever)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub restart_window: Option<u64>,
+    /// Time to wait before killing a task
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub stop_grace_period: Option<u64>,
+    /// Publish a port: [PUBLISHED:]TARGET (replaces a mapping of the same published port)
+    #[arg(long, value_name = "[PUBLISHED:]TARGET", value_parser = parse_port)]
+    pub publish_add: Vec<PortConfig>,
+    /// Unpublish a port: TARGET removes every mapping to it, PUBLISHED:TARGET that one
+    #[arg(long, value_name = "[PUBLISHED:]TARGET", value_parser = parse_port)]
+    pub publish_rm: Vec<PortConfig>,
+    /// Replace the tasks even if nothing else changes
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The arguments of a command, as `--args` reads them from one string.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommandArgs(pub Vec<String>);
+
+/// Splits `--args` into words as a shell would in simple cases: at unquoted whitespace, with
+/// `'...'` taken literally, `"..."` keeping spaces (`\"` and `\\` escaped inside), and `\`
+/// escaping the next character elsewhere. No variables, globs or other expansions.
+///
+/// # Errors
+/// An unterminated quote, or a `\` at the very end.
+pub fn parse_command_args(text: &str) -> Result<CommandArgs, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = text.chars();
+    let unterminated = |quote: char| format!("unterminated {quote} quote in {text:?}");
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => words.extend(word.take()),
+            '\'' => {
+                let word = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err(unterminated('\'')),
+                    }
+                }
+            }
+            '"' => {
+                let word = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err(unterminated('"')),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err(unterminated('"')),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => word.get_or_insert_with(String::new).push(c),
+                None => return Err(format!("{text:?} ends with a lone \\")),
+            },
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Ok(CommandArgs(words))
 }
 
 #[derive(Debug, Args)]

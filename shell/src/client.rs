@@ -287,6 +287,29 @@ impl Client {
         }
     }
 
+    /// Replaces the spec of the service `read` with `spec`, on the version read, so that a
+    /// concurrent change is refused rather than overwritten.
+    ///
+    /// # Errors
+    /// See [`Client::call`]; [`ControlError::Conflict`] when the service changed since it was
+    /// read; the leader refuses an invalid spec naming the flag at fault.
+    pub async fn service_update(
+        &mut self,
+        read: &ServiceView,
+        spec: ServiceSpec,
+    ) -> Result<ServiceView, ControlError> {
+        let request = ControlRequest::ServiceUpdate {
+            // The ID, not the name the user gave: it is what the version read belongs to.
+            service: read.service.id.clone(),
+            expected_version: Some(read.service.version),
+            spec,
+        };
+        match self.call(&request).await? {
+            ControlReply::Service(view) => Ok(view),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
     /// # Errors
     /// See [`Client::call`].
     pub async fn service_remove(&mut self, service: &str) -> Result<(), ControlError> {

@@ -632,7 +632,7 @@ mod tests {
                     addr: format!("{hostname}:4242"),
                     os: "linux".to_string(),
                     arch: "x86_64".to_string(),
-                    resources: Default::default(),
+                    ..NodeDescription::default()
                 },
                 status: NodeStatus {
                     state,

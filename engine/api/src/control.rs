@@ -87,6 +87,14 @@ pub enum ControlRequest {
         service: String,
         replicas: u64,
     },
+    /// Replaces a service's spec, as `service update` edits it. The mode and the name cannot
+    /// change; a spec that differs in what tasks run replaces the tasks.
+    ServiceUpdate {
+        service: String,
+        /// The version the caller read; the update is refused if the service changed since.
+        expected_version: Option<u64>,
+        spec: ServiceSpec,
+    },
     ServiceRemove {
         service: String,
     },

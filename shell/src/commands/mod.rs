@@ -5,11 +5,13 @@
 //!   `swarm ca issue-client`.
 //! - [`node`]: `node ls`, `inspect`, `update`, `promote`, `demote`, `rm`, `ps`.
 //! - [`service`]: `service create`, `ls`, `ps`, `inspect`, `scale`, `rm`.
+//! - [`service_update`]: `service update`, which edits a spec flag by flag.
 //! - [`info`]: `info`, the node's view of itself.
 
 pub mod info;
 pub mod node;
 pub mod service;
+pub mod service_update;
 pub mod swarm;
 
 use serde::Serialize;

@@ -1,5 +1,6 @@
 //! `essaim service ...`: create, list, inspect, scale and remove services, and list their
-//! tasks. Also the task listing `node ps` shares.
+//! tasks. Also the task listing (and its filters) `node ps` shares. `service update` has a
+//! module of its own.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use essaim_core::model::{Resources, RestartPolicy, ServiceMode, ServiceSpec, Tas
 use super::Failures;
 use crate::cli::{
     Format, ModeArg, PsArgs, ServiceCommand, ServiceCreateArgs, ServiceInspectArgs, ServiceLsArgs,
-    ServicePsArgs, ServiceRmArgs, ServiceScaleArgs,
+    ServicePsArgs, ServiceRmArgs, ServiceScaleArgs, TaskFilter,
 };
 use crate::client::Client;
 use crate::render::{self, Output};
@@ -31,6 +32,7 @@ pub async fn run(
         ServiceCommand::Ls(args) => ls(args, client, output).await,
         ServiceCommand::Ps(args) => ps(args, client, output).await,
         ServiceCommand::Inspect(args) => inspect(args, client, output).await,
+        ServiceCommand::Update(args) => super::service_update::run(*args, client, output).await,
         ServiceCommand::Scale(args) => scale(args, client, output).await,
         ServiceCommand::Rm(args) => rm(args, client, output).await,
     }
@@ -142,22 +144,62 @@ async fn ps(
 /// # Errors
 /// Only if the JSON cannot be made, which would be a bug.
 pub fn tasks_text(tasks: &[TaskView], args: &PsArgs) -> anyhow::Result<String> {
+    let tasks = filter_tasks(tasks, &args.filter);
+    // Asking for a desired state is asking for those tasks, stopped ones included.
+    let all = args.all
+        || args
+            .filter
+            .iter()
+            .any(|filter| matches!(filter, TaskFilter::DesiredState(_)));
     if args.quiet {
-        let rows = render::task_rows(tasks, args.all);
+        let rows = render::task_rows(&tasks, all);
         return Ok(render::ids(
             rows.iter().map(|(view, _)| view.task.id.as_str()),
         ));
     }
     Ok(match args.format {
         Format::Json => {
-            let rows: Vec<&TaskView> = render::task_rows(tasks, args.all)
+            let rows: Vec<&TaskView> = render::task_rows(&tasks, all)
                 .into_iter()
                 .map(|(view, _)| view)
                 .collect();
             render::json(&rows)?
         }
-        Format::Table => render::task_table(tasks, args.all),
+        Format::Table => render::task_table(&tasks, all),
     })
+}
+
+/// The tasks that pass `filters`: a task must match every key given, and any of the values
+/// given for one key (as docker's filters do).
+pub fn filter_tasks(tasks: &[TaskView], filters: &[TaskFilter]) -> Vec<TaskView> {
+    let states: Vec<_> = filters
+        .iter()
+        .filter_map(|filter| match filter {
+            TaskFilter::DesiredState(state) => Some(*state),
+            TaskFilter::Node(_) => None,
+        })
+        .collect();
+    let nodes: Vec<&str> = filters
+        .iter()
+        .filter_map(|filter| match filter {
+            TaskFilter::Node(node) => Some(node.as_str()),
+            TaskFilter::DesiredState(_) => None,
+        })
+        .collect();
+    let on_node = |view: &TaskView, node: &str| {
+        view.node_hostname.as_deref() == Some(node)
+            || view
+                .task
+                .node_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with(node))
+    };
+    tasks
+        .iter()
+        .filter(|view| states.is_empty() || states.contains(&view.task.desired_state))
+        .filter(|view| nodes.is_empty() || nodes.iter().any(|node| on_node(view, node)))
+        .cloned()
+        .collect()
 }
 
 async fn inspect(
@@ -273,6 +315,7 @@ mod tests {
                     image: "nginx".to_string(),
                     ..TaskSpec::default()
                 },
+                ports: Vec::new(),
                 service_version: 1,
                 desired_state: desired,
                 status: TaskStatus {
@@ -281,6 +324,7 @@ mod tests {
                     message: message.to_string(),
                     error: None,
                     exit_code: None,
+                    ports: Vec::new(),
                 },
             },
             name: format!("web.{slot}"),
@@ -602,6 +646,106 @@ mod tests {
             ],
             "{out}"
         );
+    }
+
+    #[test]
+    fn ps_filters_on_desired_state_showing_stopped_tasks_too() {
+        let (mut client, _) = fake_daemon();
+        let line = ["essaim", "service", "ps", "-q", "--filter"];
+        let (out, _, result) = run_line(
+            &mut client,
+            &[&line[..], &["desired-state=running", "web"]].concat(),
+        );
+        assert!(result.is_ok());
+        assert_eq!(out, "live-1\nlive-2\n");
+
+        // Without -a: the filter asks for the stopped tasks.
+        let (out, _, result) = run_line(
+            &mut client,
+            &[&line[..], &["desired-state=shutdown", "web"]].concat(),
+        );
+        assert!(result.is_ok());
+        assert_eq!(out, "old-1\nolder-1\n");
+
+        // Values of one key add up.
+        let (out, _, result) = run_line(
+            &mut client,
+            &[
+                &line[..],
+                &[
+                    "desired-state=running",
+                    "-f",
+                    "desired-state=Shutdown",
+                    "web",
+                ],
+            ]
+            .concat(),
+        );
+        assert!(result.is_ok());
+        assert_eq!(out, "live-1\nold-1\nolder-1\nlive-2\n");
+    }
+
+    #[test]
+    fn the_node_filter_takes_a_hostname_an_id_or_an_id_prefix() {
+        let mut tasks = tasks();
+        tasks[1].task.node_id = Some("n2abc".to_string());
+        tasks[1].node_hostname = Some("w2".to_string());
+        let ids = |filters: &[TaskFilter]| -> Vec<String> {
+            filter_tasks(&tasks, filters)
+                .into_iter()
+                .map(|view| view.task.id)
+                .collect()
+        };
+        let node = |name: &str| TaskFilter::Node(name.to_string());
+        assert_eq!(ids(&[node("w2")]), vec!["live-2"]);
+        assert_eq!(ids(&[node("n2abc")]), vec!["live-2"]);
+        assert_eq!(ids(&[node("n2")]), vec!["live-2"]);
+        assert_eq!(ids(&[node("w1"), node("w2")]).len(), 4);
+        assert!(ids(&[node("w3")]).is_empty());
+        // Different keys must all match.
+        assert_eq!(
+            ids(&[node("w1"), TaskFilter::DesiredState(TaskState::Running)]),
+            vec!["live-1"]
+        );
+        assert_eq!(ids(&[]).len(), 4);
+    }
+
+    #[test]
+    fn a_bad_filter_is_a_usage_error_naming_it() {
+        for (filter, expected) in [
+            ("color=red", "unknown filter key \"color\""),
+            ("desired-state=remove", "invalid desired-state \"remove\""),
+            ("node", "expected KEY=VALUE"),
+            ("node=", "the node is empty"),
+        ] {
+            let error = parse(&["essaim", "service", "ps", "--filter", filter, "web"])
+                .expect_err("bad filter");
+            assert_eq!(error.exit_code(), 2);
+            let message = error.to_string();
+            assert!(message.contains(expected), "{message}");
+            assert!(message.contains("--filter"), "{message}");
+        }
+        let error = parse(&["essaim", "node", "ps", "-f", "colour=red", "w1"]).expect_err("bad");
+        assert!(error.to_string().contains("\"colour\""), "{error}");
+    }
+
+    #[test]
+    fn node_ps_takes_filters_too() {
+        let (mut client, _) = fake_daemon();
+        let (out, _, result) = run_line(
+            &mut client,
+            &[
+                "essaim",
+                "node",
+                "ps",
+                "-q",
+                "--filter",
+                "desired-state=shutdown",
+                "w1",
+            ],
+        );
+        assert!(result.is_ok());
+        assert_eq!(out, "old-1\nolder-1\n");
     }
 
     #[test]

@@ -1,0 +1,673 @@
+//! `essaim service update`: read the service, edit a copy of its spec as the flags say, and
+//! send it back with the version read, so that a concurrent change is refused, not lost.
+
+use essaim_core::model::{ServiceMode, ServiceSpec};
+
+use crate::cli::{ServiceChanges, ServiceUpdateArgs};
+use crate::client::Client;
+use crate::render::Output;
+
+/// # Errors
+/// The service is unknown, a flag removes something the service does not have or does not
+/// fit its mode, or the leader refused the new spec (invalid, or the service changed since it
+/// was read).
+pub async fn run(
+    args: ServiceUpdateArgs,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    let read = client.service_inspect(&args.service).await?;
+    let spec = apply(&read.service.spec, &args.changes)?;
+    let view = client.service_update(&read, spec).await?;
+    output.print(&format!("{}\n", view.service.id))?;
+    Ok(())
+}
+
+/// Why `service update` refused its flags before sending anything (exit 1: the flags are
+/// well formed, the service does not fit them).
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpdateError {
+    /// A `--*-rm` flag names something the service does not have.
+    Absent {
+        flag: &'static str,
+        value: String,
+        service: String,
+        what: &'static str,
+    },
+    /// `--replicas` for a global service.
+    ReplicasOfGlobal { service: String },
+}
+
+impl std::fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpdateError::Absent {
+                flag,
+                value,
+                service,
+                what,
+            } => write!(f, "{flag} {value}: service {service} has no {what} {value}"),
+            UpdateError::ReplicasOfGlobal { service } => write!(
+                f,
+                "--replicas: service {service} is global: it runs one task per node and has \
+                 no replicas to set"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UpdateError {}
+
+/// `spec` as `changes` edit it. Removals apply before additions (`--env-rm A --env-add A=2`
+/// replaces A); what the flags do not name stays as it is. The result is not validated here:
+/// the leader does that, for every client alike.
+///
+/// # Errors
+/// A removal of something `spec` does not have, or `--replicas` for a global service.
+pub fn apply(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<ServiceSpec, UpdateError> {
+    let mut new = spec.clone();
+    let absent = |flag, what, value: &str| UpdateError::Absent {
+        flag,
+        value: value.to_string(),
+        service: spec.name.clone(),
+        what,
+    };
+
+    if let Some(replicas) = changes.replicas {
+        match new.mode {
+            ServiceMode::Replicated { .. } => new.mode = ServiceMode::Replicated { replicas },
+            ServiceMode::Global => {
+                return Err(UpdateError::ReplicasOfGlobal {
+                    service: spec.name.clone(),
+                })
+            }
+        }
+    }
+
+    for key in &changes.label_rm {
+        new.labels
+            .remove(key)
+            .ok_or_else(|| absent("--label-rm", "label", key))?;
+    }
+    new.labels.extend(changes.label_add.iter().cloned());
+
+    let task = &mut new.task;
+    if let Some(image) = &changes.image {
+        task.image.clone_from(image);
+    }
+    if let Some(args) = &changes.args {
+        task.args.clone_from(&args.0);
+    }
+
+    for key in &changes.env_rm {
+        task.env
+            .remove(key)
+            .ok_or_else(|| absent("--env-rm", "environment variable", key))?;
+    }
+    task.env.extend(changes.env_add.iter().cloned());
+
+    // Constraints are compared without their spaces: `a == b` and `a==b` are one constraint.
+    let squeeze = |text: &str| text.split_whitespace().collect::<String>();
+    for expr in &changes.constraint_rm {
+        let before = task.constraints.len();
+        task.constraints.retain(|c| squeeze(c) != squeeze(expr));
+        if task.constraints.len() == before {
+            return Err(absent("--constraint-rm", "constraint", expr));
+        }
+    }
+    for expr in &changes.constraint_add {
+        if !task.constraints.iter().any(|c| squeeze(c) == squeeze(expr)) {
+            task.constraints.push(expr.clone());
+        }
+    }
+
+    for path in &changes.placement_pref_rm {
+        let before = task.spread.len();
+        task.spread.retain(|p| p != path);
+        if task.spread.len() == before {
+            return Err(absent(
+                "--placement-pref-rm",
+                "placement preference",
+                &format!("spread={path}"),
+            ));
+        }
+    }
+    for path in &changes.placement_pref_add {
+        if !task.spread.contains(path) {
+            task.spread.push(path.clone());
+        }
+    }
+
+    if let Some(n) = changes.replicas_max_per_node {
+        task.max_replicas_per_node = n;
+    }
+    let resources = &mut task.resources;
+    set(&mut resources.reserve_nano_cpus, changes.reserve_cpu);
+    set(&mut resources.reserve_memory_bytes, changes.reserve_memory);
+    set(&mut resources.limit_nano_cpus, changes.limit_cpu);
+    set(&mut resources.limit_memory_bytes, changes.limit_memory);
+    let restart = &mut task.restart_policy;
+    set(&mut restart.condition, changes.restart_condition);
+    set(&mut restart.delay_ms, changes.restart_delay);
+    set(&mut restart.max_attempts, changes.restart_max_attempts);
+    set(&mut restart.window_ms, changes.restart_window);
+    set(&mut task.stop_grace_period_ms, changes.stop_grace_period);
+    if changes.force {
+        // Any change of the task spec replaces the tasks; this one changes nothing else.
+        task.force_update = task.force_update.wrapping_add(1);
+    }
+
+    for port in &changes.publish_rm {
+        let before = new.ports.len();
+        // A bare TARGET (published 0) removes every mapping to that target.
+        new.ports.retain(|p| {
+            p.target != port.target || (port.published != 0 && p.published != port.published)
+        });
+        if new.ports.len() == before {
+            let value = match port.published {
+                0 => port.target.to_string(),
+                published => format!("{published}:{}", port.target),
+            };
+            return Err(absent("--publish-rm", "published port", &value));
+        }
+    }
+    for port in &changes.publish_add {
+        // A node port leads to one target: publishing it again points it elsewhere.
+        let same_node_port = new
+            .ports
+            .iter()
+            .position(|p| port.published != 0 && p.published == port.published);
+        match same_node_port {
+            Some(index) => new.ports[index] = *port,
+            None if !new.ports.contains(port) => new.ports.push(*port),
+            None => {}
+        }
+    }
+    Ok(new)
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+
+    use clap::Parser;
+    use essaim_api::control::ServiceView;
+    use essaim_api::{ControlError, ControlReply, ControlRequest};
+    use essaim_core::model::{
+        PortConfig, Resources, RestartCondition, RestartPolicy, Service, TaskSpec,
+    };
+    use essaim_core::Timestamp;
+
+    use super::*;
+    use crate::cli::{Cli, Command, CommandArgs, ServiceCommand};
+    use crate::commands::run_line;
+    use crate::Exit;
+
+    fn spec() -> ServiceSpec {
+        ServiceSpec {
+            name: "web".to_string(),
+            labels: BTreeMap::from([("team".to_string(), "core".to_string())]),
+            mode: ServiceMode::Replicated { replicas: 2 },
+            task: TaskSpec {
+                image: "nginx:1.25".to_string(),
+                args: vec!["serve".to_string()],
+                env: BTreeMap::from([
+                    ("A".to_string(), "1".to_string()),
+                    ("B".to_string(), "2".to_string()),
+                ]),
+                constraints: vec!["node.labels.zone == a".to_string()],
+                spread: vec!["node.labels.rack".to_string()],
+                stop_grace_period_ms: 10_000,
+                ..TaskSpec::default()
+            },
+            ports: vec![
+                PortConfig {
+                    published: 8080,
+                    target: 80,
+                },
+                PortConfig {
+                    published: 8443,
+                    target: 443,
+                },
+            ],
+        }
+    }
+
+    fn update_args(flags: &[&str]) -> Result<ServiceUpdateArgs, clap::Error> {
+        let line = ["essaim", "service", "update"]
+            .iter()
+            .chain(flags)
+            .chain(&["web"]);
+        match Cli::try_parse_from(line)?.command {
+            Command::Service {
+                command: ServiceCommand::Update(args),
+            } => Ok(*args),
+            other => panic!("parsed as another command: {other:?}"),
+        }
+    }
+
+    /// `spec()` as the flags edit it.
+    fn updated(flags: &[&str]) -> Result<ServiceSpec, UpdateError> {
+        apply(&spec(), &update_args(flags).expect("valid flags").changes)
+    }
+
+    #[test]
+    fn update_needs_at_least_one_flag() {
+        let error = update_args(&[]).expect_err("nothing to update");
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(error.exit_code(), 2);
+        let message = error.to_string();
+        assert!(message.contains("--image"), "{message}");
+        // --force alone is a change: it redeploys.
+        assert!(update_args(&["--force"]).is_ok());
+    }
+
+    #[test]
+    fn update_flags_parse_with_the_create_parsers() {
+        let args = update_args(&[
+            "--reserve-cpu",
+            "0.5",
+            "--limit-memory",
+            "1G",
+            "--restart-delay",
+            "2s",
+            "--publish-add",
+            "9090:90",
+            "--publish-rm",
+            "443",
+            "--placement-pref-add",
+            "spread=node.labels.zone",
+            "--env-add",
+            "C=x=y",
+            "--env-add",
+            "D=4",
+            "--args",
+            "-c 'sleep 10'",
+        ])
+        .expect("valid flags");
+        let changes = &args.changes;
+        assert_eq!(args.service, "web");
+        assert_eq!(changes.reserve_cpu, Some(500_000_000));
+        assert_eq!(changes.limit_memory, Some(1024 * 1024 * 1024));
+        assert_eq!(changes.restart_delay, Some(2_000));
+        assert_eq!(
+            changes.publish_add,
+            vec![PortConfig {
+                published: 9090,
+                target: 90
+            }]
+        );
+        assert_eq!(
+            changes.publish_rm,
+            vec![PortConfig {
+                published: 0,
+                target: 443
+            }]
+        );
+        assert_eq!(changes.placement_pref_add, vec!["node.labels.zone"]);
+        assert_eq!(
+            changes.env_add,
+            vec![
+                ("C".to_string(), "x=y".to_string()),
+                ("D".to_string(), "4".to_string())
+            ]
+        );
+        assert_eq!(
+            changes.args,
+            Some(CommandArgs(vec!["-c".to_string(), "sleep 10".to_string()]))
+        );
+    }
+
+    #[test]
+    fn a_bad_update_value_is_a_usage_error_naming_the_flag() {
+        for flags in [
+            ["--reserve-memory", "lots"],
+            ["--limit-cpu", "many"],
+            ["--stop-grace-period", "soon"],
+            ["--publish-add", "80:x"],
+            ["--publish-rm", "x"],
+            ["--placement-pref-add", "pack=node.labels.zone"],
+            ["--restart-condition", "sometimes"],
+            ["--env-add", "=1"],
+            ["--args", "sh -c 'echo"],
+            ["--replicas", "-1"],
+        ] {
+            let error = update_args(&flags).expect_err("bad value");
+            assert_eq!(error.exit_code(), 2, "{flags:?}");
+            let message = error.to_string();
+            assert!(message.contains(flags[0]), "{message}");
+        }
+    }
+
+    #[test]
+    fn update_changes_only_what_the_flags_name() {
+        let new = updated(&["--image", "nginx:1.27"]).expect("valid");
+        let mut expected = spec();
+        expected.task.image = "nginx:1.27".to_string();
+        assert_eq!(new, expected);
+    }
+
+    #[test]
+    fn update_edits_every_part_of_the_spec() {
+        let new = updated(&[
+            "--replicas",
+            "5",
+            "--args",
+            "run --port 80",
+            "--label-add",
+            "tier=front",
+            "--label-rm",
+            "team",
+            "--constraint-add",
+            "node.role==worker",
+            "--placement-pref-add",
+            "spread=node.labels.zone",
+            "--replicas-max-per-node",
+            "2",
+            "--reserve-cpu",
+            "0.25",
+            "--reserve-memory",
+            "128M",
+            "--limit-cpu",
+            "1",
+            "--limit-memory",
+            "256M",
+            "--restart-condition",
+            "on-failure",
+            "--restart-delay",
+            "1s",
+            "--restart-max-attempts",
+            "3",
+            "--restart-window",
+            "2m",
+            "--stop-grace-period",
+            "30s",
+        ])
+        .expect("valid");
+        assert_eq!(new.mode, ServiceMode::Replicated { replicas: 5 });
+        assert_eq!(
+            new.labels,
+            BTreeMap::from([("tier".to_string(), "front".to_string())])
+        );
+        let task = &new.task;
+        assert_eq!(task.args, vec!["run", "--port", "80"]);
+        assert_eq!(
+            task.constraints,
+            vec!["node.labels.zone == a", "node.role==worker"]
+        );
+        assert_eq!(task.spread, vec!["node.labels.rack", "node.labels.zone"]);
+        assert_eq!(task.max_replicas_per_node, 2);
+        assert_eq!(
+            task.resources,
+            Resources {
+                reserve_nano_cpus: 250_000_000,
+                reserve_memory_bytes: 128 * 1024 * 1024,
+                limit_nano_cpus: 1_000_000_000,
+                limit_memory_bytes: 256 * 1024 * 1024,
+            }
+        );
+        assert_eq!(
+            task.restart_policy,
+            RestartPolicy {
+                condition: RestartCondition::OnFailure,
+                delay_ms: 1_000,
+                max_attempts: 3,
+                window_ms: 120_000,
+            }
+        );
+        assert_eq!(task.stop_grace_period_ms, 30_000);
+        // Untouched.
+        assert_eq!(task.image, "nginx:1.25");
+        assert_eq!(task.env, spec().task.env);
+        assert_eq!(new.ports, spec().ports);
+        assert_eq!(task.force_update, 0);
+    }
+
+    #[test]
+    fn removals_apply_before_additions() {
+        let new = updated(&["--env-rm", "A", "--env-add", "A=9", "--env-rm", "B"]).expect("valid");
+        assert_eq!(
+            new.task.env,
+            BTreeMap::from([("A".to_string(), "9".to_string())])
+        );
+
+        let new = updated(&[
+            "--constraint-rm",
+            "node.labels.zone==a",
+            "--constraint-add",
+            "node.labels.zone==b",
+            "--placement-pref-rm",
+            "spread=node.labels.rack",
+        ])
+        .expect("valid");
+        assert_eq!(new.task.constraints, vec!["node.labels.zone==b"]);
+        assert!(new.task.spread.is_empty());
+    }
+
+    #[test]
+    fn adding_what_is_there_changes_nothing() {
+        let new = updated(&[
+            "--constraint-add",
+            "node.labels.zone==a",
+            "--placement-pref-add",
+            "spread=node.labels.rack",
+            "--publish-add",
+            "8080:80",
+            "--env-add",
+            "A=1",
+        ])
+        .expect("valid");
+        assert_eq!(new, spec());
+    }
+
+    #[test]
+    fn ports_are_added_moved_and_removed() {
+        let port = |published, target| PortConfig { published, target };
+        let new = updated(&["--publish-rm", "443", "--publish-add", "9000"]).expect("valid");
+        assert_eq!(new.ports, vec![port(8080, 80), port(0, 9000)]);
+
+        // Publishing a node port again points it at the new target.
+        let new = updated(&["--publish-add", "8080:81"]).expect("valid");
+        assert_eq!(new.ports, vec![port(8080, 81), port(8443, 443)]);
+
+        let new = updated(&["--publish-rm", "8443:443"]).expect("valid");
+        assert_eq!(new.ports, vec![port(8080, 80)]);
+
+        let error = updated(&["--publish-rm", "9443:443"]).expect_err("not that mapping");
+        assert_eq!(
+            error.to_string(),
+            "--publish-rm 9443:443: service web has no published port 9443:443"
+        );
+    }
+
+    #[test]
+    fn removing_what_is_absent_names_the_flag_and_value() {
+        for (flags, message) in [
+            (
+                ["--env-rm", "FOO"],
+                "--env-rm FOO: service web has no environment variable FOO",
+            ),
+            (
+                ["--label-rm", "tier"],
+                "--label-rm tier: service web has no label tier",
+            ),
+            (
+                ["--constraint-rm", "node.role==manager"],
+                "--constraint-rm node.role==manager: service web has no constraint \
+                 node.role==manager",
+            ),
+            (
+                ["--placement-pref-rm", "spread=node.labels.zone"],
+                "--placement-pref-rm spread=node.labels.zone: service web has no placement \
+                 preference spread=node.labels.zone",
+            ),
+            (
+                ["--publish-rm", "22"],
+                "--publish-rm 22: service web has no published port 22",
+            ),
+        ] {
+            let error = updated(&flags).expect_err("absent");
+            assert_eq!(error.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn force_bumps_the_force_counter_and_nothing_else() {
+        let new = updated(&["--force"]).expect("valid");
+        let mut expected = spec();
+        expected.task.force_update = 1;
+        assert_eq!(new, expected);
+        let again = apply(&new, &update_args(&["--force"]).expect("valid").changes);
+        assert_eq!(again.expect("valid").task.force_update, 2);
+    }
+
+    #[test]
+    fn replicas_of_a_global_service_are_refused() {
+        let mut global = spec();
+        global.mode = ServiceMode::Global;
+        let changes = update_args(&["--replicas", "3"]).expect("valid").changes;
+        let error = apply(&global, &changes).expect_err("global");
+        assert_eq!(
+            error,
+            UpdateError::ReplicasOfGlobal {
+                service: "web".to_string()
+            }
+        );
+        assert!(error.to_string().starts_with("--replicas: "), "{error}");
+    }
+
+    fn service_view(spec: ServiceSpec, version: u64) -> ServiceView {
+        ServiceView {
+            service: Service {
+                id: "svc-id".to_string(),
+                version,
+                created_at: Timestamp(0),
+                updated_at: Timestamp(0),
+                spec,
+                previous_spec: None,
+            },
+            running: 2,
+            desired: 2,
+        }
+    }
+
+    /// A daemon holding `spec()` at version 7 that records what it is sent.
+    fn fake_daemon() -> (Client, Rc<RefCell<Vec<ControlRequest>>>) {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let seen = Rc::clone(&log);
+        let client = Client::from_fn(move |request| {
+            seen.borrow_mut().push(request.clone());
+            let reply = match &request {
+                ControlRequest::ServiceInspect { service } if service == "web" => {
+                    Ok(ControlReply::Service(service_view(spec(), 7)))
+                }
+                ControlRequest::ServiceInspect { service } => Err(ControlError::NotFound(format!(
+                    "service {service:?} not found"
+                ))),
+                ControlRequest::ServiceUpdate { spec, .. } => {
+                    Ok(ControlReply::Service(service_view(spec.clone(), 8)))
+                }
+                _ => Err(ControlError::Internal("not faked".to_string())),
+            };
+            Box::pin(async move { reply })
+        });
+        (client, log)
+    }
+
+    #[test]
+    fn update_sends_the_edited_spec_with_the_version_read_and_prints_the_id() {
+        let (mut client, log) = fake_daemon();
+        let (out, err, result) = run_line(
+            &mut client,
+            &[
+                "essaim",
+                "service",
+                "update",
+                "--image",
+                "nginx:1.27",
+                "web",
+            ],
+        );
+        assert!(result.is_ok(), "{err}");
+        assert_eq!(out, "svc-id\n");
+        let mut expected = spec();
+        expected.task.image = "nginx:1.27".to_string();
+        assert_eq!(
+            log.borrow()[1],
+            ControlRequest::ServiceUpdate {
+                service: "svc-id".to_string(),
+                expected_version: Some(7),
+                spec: expected,
+            }
+        );
+    }
+
+    #[test]
+    fn update_refused_by_the_flags_sends_nothing() {
+        let (mut client, log) = fake_daemon();
+        let (out, _, result) = run_line(
+            &mut client,
+            &["essaim", "service", "update", "--env-rm", "FOO", "web"],
+        );
+        let error = result.expect_err("FOO is not set");
+        assert_eq!(Exit::of(&error), Exit::Failed);
+        assert!(error.to_string().contains("--env-rm FOO"), "{error}");
+        assert!(out.is_empty(), "{out}");
+        assert!(
+            log.borrow()
+                .iter()
+                .all(|request| !matches!(request, ControlRequest::ServiceUpdate { .. })),
+            "{:?}",
+            log.borrow()
+        );
+    }
+
+    #[test]
+    fn a_concurrent_change_is_reported_as_the_leader_words_it() {
+        let mut client = Client::from_fn(|request| {
+            let reply = match request {
+                ControlRequest::ServiceInspect { .. } => {
+                    Ok(ControlReply::Service(service_view(spec(), 7)))
+                }
+                _ => Err(ControlError::Conflict(
+                    "service svc-id changed meanwhile (read at version 7, now at 9): read it \
+                     again and retry"
+                        .to_string(),
+                )),
+            };
+            Box::pin(async move { reply })
+        });
+        let (_, _, result) = run_line(
+            &mut client,
+            &["essaim", "service", "update", "--force", "web"],
+        );
+        let error = result.expect_err("conflict");
+        assert_eq!(Exit::of(&error), Exit::Failed);
+        assert!(error.to_string().contains("changed meanwhile"), "{error}");
+    }
+
+    #[test]
+    fn the_update_request_crosses_the_wire_unchanged() {
+        let request = ControlRequest::ServiceUpdate {
+            service: "web".to_string(),
+            expected_version: Some(7),
+            spec: spec(),
+        };
+        let wire = essaim_api::control::encode(&request).expect("encode");
+        assert_eq!(
+            essaim_api::control::decode::<ControlRequest>(&wire).expect("decode"),
+            request
+        );
+    }
+}
