@@ -599,3 +599,53 @@ fn bad_specs_are_refused_whole_naming_the_flag() -> Result<()> {
     assert!(matches!(dup, Err(ControlError::Conflict(_))), "{dup:?}");
     Ok(())
 }
+
+#[test]
+fn service_logs_come_from_every_node_and_name_the_missing_ones() -> Result<()> {
+    let mut cluster = ready_cluster(1, 1)?;
+    let probe = Probe::new(&cluster)?;
+    let mut spec = probe.spec("talk", 2);
+    spec.task.args = vec![
+        "-c".to_string(),
+        format!(
+            "echo $$ > {}/$ESSAIM_TASK_ID; echo hello from $ESSAIM_TASK_SLOT; exec sleep 3600",
+            probe.dir.display()
+        ),
+    ];
+    cluster
+        .node("m1")
+        .control(&ControlRequest::ServiceCreate { spec })?;
+    let running = converged(cluster.node("m1"), &probe, "talk", 2)?;
+    let mut expected: Vec<String> = running
+        .iter()
+        .map(|t| {
+            format!(
+                "{}@{} | hello from {}",
+                t.name,
+                t.node_hostname.clone().unwrap_or_default(),
+                t.task.slot.unwrap_or_default()
+            )
+        })
+        .collect();
+    expected.sort();
+    let mut lines: Vec<String> = cluster
+        .node("m1")
+        .ok(&["service", "logs", "talk"])?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, expected);
+
+    // A node that cannot be asked is named, and the command says it is incomplete.
+    cluster.node_mut("w1").kill9();
+    let output = cluster.node("m1").essaim(&["service", "logs", "talk"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the output of the tasks on node w1 is missing"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("@m1 | hello from"));
+    Ok(())
+}

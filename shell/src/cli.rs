@@ -311,6 +311,8 @@ pub enum ServiceCommand {
     /// Remove one or more services
     #[command(visible_alias = "remove")]
     Rm(ServiceRmArgs),
+    /// Show the output of a service's tasks, from every node that runs them
+    Logs(ServiceLogsArgs),
 }
 
 /// How a service's tasks are spread: a number of replicas, or one per node.
@@ -571,6 +573,19 @@ pub struct ServiceScaleArgs {
     /// Service and its new number of replicas
     #[arg(value_name = "SERVICE=REPLICAS", required = true, value_parser = parse_scale)]
     pub scales: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceLogsArgs {
+    /// Keep printing new output until interrupted
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines of each task (default: all each node kept, up to 1000 per task)
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<u64>,
+    /// Service ID, ID prefix or name
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
 }
 
 #[derive(Debug, Args)]

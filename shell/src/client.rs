@@ -8,7 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use essaim_api::control::{NodeInfo, NodeView, ServiceView, SwarmView, TaskView};
+use essaim_api::control::{
+    LogEvent, NodeInfo, NodeView, ServiceLogs, ServiceView, SwarmView, TaskView,
+};
 use essaim_api::tls::Credentials;
 use essaim_api::transport::{self, ClientTls, Host};
 use essaim_api::{ControlError, ControlReply, ControlRequest};
@@ -25,12 +27,19 @@ pub fn default_host() -> Host {
 /// The reply to one request, on its way.
 pub type PendingReply = Pin<Box<dyn Future<Output = Result<ControlReply, ControlError>>>>;
 
+/// `service logs` events, as they come.
+pub type LogEvents = Pin<Box<dyn futures::Stream<Item = Result<LogEvent, ControlError>>>>;
+/// The start of a `service logs` answer, on its way.
+pub type PendingLogs = Pin<Box<dyn Future<Output = Result<LogEvents, ControlError>>>>;
+
 /// A connected control client.
 pub struct Client {
     /// Sends one request. A function rather than the gRPC client itself so that tests can put
     /// a fake daemon behind it (and because the shell does not depend on tonic, whose channel
     /// type the gRPC client is generic over).
     send: Box<dyn FnMut(ControlRequest) -> PendingReply>,
+    /// Asks for a service's logs, which come as a stream.
+    logs: Box<dyn FnMut(ServiceLogs) -> PendingLogs>,
 }
 
 /// A node's spec changes, as `node update`, `promote` and `demote` send them.
@@ -70,10 +79,18 @@ impl Client {
     async fn connect_unix(path: &Path) -> anyhow::Result<Client> {
         let channel = transport::local_channel(path).await?;
         let client = transport::control_client(channel);
+        let logs_client = client.clone();
         Ok(Client::from_fn(move |request| {
             // Clones share the one connection; each call gets its own so the future owns it.
             let mut client = client.clone();
             Box::pin(async move { transport::call(&mut client, &request).await })
+        })
+        .with_logs(move |request| {
+            let client = logs_client.clone();
+            Box::pin(async move {
+                let events = transport::logs(client, &request).await?;
+                Ok(Box::pin(events) as LogEvents)
+            })
         }))
     }
 
@@ -91,7 +108,9 @@ impl Client {
         let channel = transport::cluster_channel(addr, ClientTls::Fixed(Arc::new(config)))
             .map_err(|e| UsageError(format!("invalid host tcp://{addr}: {e}")))?;
         let client = transport::control_client(channel);
+        let logs_client = client.clone();
         let addr = addr.to_string();
+        let logs_addr = addr.clone();
         Ok(Client::from_fn(move |request| {
             let mut client = client.clone();
             let addr = addr.clone();
@@ -100,6 +119,16 @@ impl Client {
                     .await
                     .map_err(|error| name_the_manager(&addr, error))
             })
+        })
+        .with_logs(move |request| {
+            let client = logs_client.clone();
+            let addr = logs_addr.clone();
+            Box::pin(async move {
+                let events = transport::logs(client, &request)
+                    .await
+                    .map_err(|error| name_the_manager(&addr, error))?;
+                Ok(Box::pin(events) as LogEvents)
+            })
         }))
     }
 
@@ -107,7 +136,28 @@ impl Client {
     pub fn from_fn(send: impl FnMut(ControlRequest) -> PendingReply + 'static) -> Client {
         Client {
             send: Box::new(send),
+            logs: Box::new(|_| {
+                Box::pin(async {
+                    Err(ControlError::Unavailable(
+                        "this client cannot stream logs".to_string(),
+                    ))
+                })
+            }),
         }
+    }
+
+    /// The same client, answering `service logs` with `logs`.
+    pub fn with_logs(mut self, logs: impl FnMut(ServiceLogs) -> PendingLogs + 'static) -> Client {
+        self.logs = Box::new(logs);
+        self
+    }
+
+    /// The output of a service's tasks, as the leader gathers it from the nodes.
+    ///
+    /// # Errors
+    /// No such service, or the daemon or leader could not be reached.
+    pub async fn service_logs(&mut self, request: ServiceLogs) -> Result<LogEvents, ControlError> {
+        (self.logs)(request).await
     }
 
     /// Sends one request and returns the reply, whatever it is.

@@ -105,6 +105,30 @@ pub enum ControlRequest {
     },
 }
 
+/// `service logs`: the output of a service's tasks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceLogs {
+    pub service: String,
+    /// The last lines of each task (0: all each node kept).
+    pub tail: u64,
+    /// Keep streaming new lines until the caller hangs up.
+    pub follow: bool,
+}
+
+/// One piece of a `service logs` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogEvent {
+    /// Lines of one task, named as `service ps` names it (`web.1`), on the node that runs it.
+    Lines {
+        task: String,
+        node: String,
+        lines: Vec<String>,
+    },
+    /// A node that runs tasks of the service could not be asked for their output.
+    Unreachable { node: String, reason: String },
+}
+
 impl ControlRequest {
     /// True for the requests the node the shell talks to answers itself.
     pub fn is_local(&self) -> bool {

@@ -658,12 +658,16 @@ const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(1);
 /// why at connection time, instead of a cancelled request later.
 ///
 /// # Errors
-/// The TCP connection or the handshake failed, or the manager refused our certificate.
-pub async fn connect(addr: &str, config: Arc<ClientConfig>) -> io::Result<ClientConnection> {
+/// The TCP connection or the handshake failed, or the server refused our certificate.
+pub async fn connect(
+    addr: &str,
+    config: Arc<ClientConfig>,
+    role: CertRole,
+) -> io::Result<ClientConnection> {
     use tokio::io::AsyncReadExt;
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let name = ServerName::try_from(MANAGER_NAME)
+    let name = ServerName::try_from(role.dns_name())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)

@@ -19,7 +19,7 @@ use crate::pb::dispatcher_client::DispatcherClient;
 use crate::pb::membership_client::MembershipClient;
 use crate::pb::raft_client::RaftClient;
 use crate::pb::worker_client::WorkerClient;
-use crate::tls::{self, TlsState};
+use crate::tls::{self, CertRole, TlsState};
 
 /// Raft batches and snapshots can be large: one entry may carry thousands of task changes.
 pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
@@ -58,6 +58,15 @@ impl ClientTls {
 /// # Errors
 /// `addr` is not a `host:port` address.
 pub fn cluster_channel(addr: &str, tls: ClientTls) -> Result<Channel, ControlError> {
+    node_channel(addr, tls, CertRole::Manager)
+}
+
+/// A mutual-TLS channel to the cluster port of a node that holds a certificate for `role`:
+/// the server is refused unless its certificate says so.
+///
+/// # Errors
+/// `addr` is not a `host:port` address.
+pub fn node_channel(addr: &str, tls: ClientTls, role: CertRole) -> Result<Channel, ControlError> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| ControlError::InvalidArgument(format!("invalid address {addr:?}: {e}")))?;
     let target = addr.to_string();
@@ -65,7 +74,7 @@ pub fn cluster_channel(addr: &str, tls: ClientTls) -> Result<Channel, ControlErr
         let target = target.clone();
         let tls = tls.clone();
         async move {
-            let stream = tls::connect(&target, tls.config()?).await?;
+            let stream = tls::connect(&target, tls.config()?, role).await?;
             Ok::<_, std::io::Error>(TokioIo::new(stream))
         }
     });
@@ -223,4 +232,29 @@ pub async fn call(
     let message = crate::control::encode(request)?;
     let reply = client.call(message).await.map_err(ControlError::from)?;
     crate::control::decode(reply.get_ref())
+}
+
+/// Asks for a service's logs; the events come as the nodes send them.
+///
+/// # Errors
+/// The request was refused, or the transport failed.
+pub async fn logs(
+    mut client: ControlClient<Channel>,
+    request: &crate::control::ServiceLogs,
+) -> Result<
+    impl tokio_stream::Stream<Item = Result<crate::control::LogEvent, ControlError>> + Send,
+    ControlError,
+> {
+    use tokio_stream::StreamExt;
+    let message = crate::control::encode(request)?;
+    let events = client
+        .logs(message)
+        .await
+        .map_err(ControlError::from)?
+        .into_inner();
+    Ok(events.map(|message| {
+        message
+            .map_err(ControlError::from)
+            .and_then(|m| crate::control::decode(&m))
+    }))
 }

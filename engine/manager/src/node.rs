@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use essaim_api::control::{LocalSwarmState, NodeInfo};
+use essaim_api::control::{LocalSwarmState, LogEvent, NodeInfo, ServiceLogs};
 use essaim_api::pb::{JoinRequest, LeaveRequest};
 use essaim_api::tls::{self, CertRole, Credentials, PeerIdentity, TlsState};
 use essaim_api::transport::{self, ClientTls};
@@ -16,6 +16,7 @@ use essaim_core::model::{
     NodeSpec, NodeState, NodeStatus, Role, RootCa,
 };
 use essaim_core::Command;
+use futures::StreamExt;
 use openraft::BasicNode;
 use tonic::transport::Channel;
 
@@ -184,6 +185,55 @@ impl Node {
             )),
             Leader::Unknown => Err(swarm.no_quorum("no leader")),
         }
+    }
+
+    /// `service logs`, answered by the leader: here, or passed on to it.
+    ///
+    /// # Errors
+    /// As [`Node::dispatch`]; and no such service.
+    pub async fn service_logs(
+        &self,
+        request: ServiceLogs,
+        forwarded: bool,
+    ) -> Result<crate::logs::LogEvents, ControlError> {
+        let swarm = self.in_swarm()?;
+        if !swarm.is_voter() {
+            return Err(ControlError::FailedPrecondition(
+                "this node is not a manager: ask a manager for service logs".into(),
+            ));
+        }
+        let addr = match swarm.leader() {
+            Leader::Me => return crate::logs::service_logs(self, swarm, request).await,
+            Leader::Other { addr, .. } if !forwarded => addr,
+            Leader::Other { .. } => {
+                return Err(ControlError::Unavailable(
+                    "leadership moved while the request was on its way; retry".into(),
+                ))
+            }
+            Leader::Unknown => return Err(swarm.no_quorum("no leader")),
+        };
+        let mut client = transport::control_client(self.peer(&addr)?);
+        let mut message = tonic::Request::new(essaim_api::control::encode(&request)?);
+        message.metadata_mut().insert(
+            FORWARDED_HEADER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        let events = client
+            .logs(message)
+            .await
+            .map_err(ControlError::from)?
+            .into_inner();
+        Ok(events
+            .map(move |message| {
+                message
+                    .map_err(ControlError::from)
+                    .and_then(|m| essaim_api::control::decode::<LogEvent>(&m))
+                    .unwrap_or_else(|e| LogEvent::Unreachable {
+                        node: format!("the leader at {addr}"),
+                        reason: e.to_string(),
+                    })
+            })
+            .boxed())
     }
 
     /// A channel to another manager, under this node's current certificate.

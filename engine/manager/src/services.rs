@@ -60,6 +60,29 @@ impl Control for ControlService {
             .await?;
         Ok(Response::new(control::encode(&reply)?))
     }
+
+    type LogsStream = BoxStream<'static, Result<ControlMessage, Status>>;
+
+    async fn logs(
+        &self,
+        request: Request<ControlMessage>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        if !self.local_socket {
+            let swarm = self
+                .node
+                .swarm()
+                .ok_or_else(|| Status::unavailable("this node is not part of a swarm"))?;
+            authz::require_operator(&swarm, authz::caller(&request), "the control API")?;
+        }
+        let forwarded = request.metadata().contains_key(FORWARDED_HEADER);
+        let decoded: control::ServiceLogs = control::decode(request.get_ref())?;
+        let events = self.node.service_logs(decoded, forwarded).await?;
+        Ok(Response::new(
+            events
+                .map(|event| control::encode(&event).map_err(Status::from))
+                .boxed(),
+        ))
+    }
 }
 
 /// Joins, heartbeats, renewals and leaves, on the cluster port.

@@ -4,7 +4,7 @@
 
 use essaim_api::control::{ServiceView, TaskView};
 use essaim_api::{ControlError, ControlReply};
-use essaim_core::model::{Service, ServiceMode, ServiceSpec, TaskState};
+use essaim_core::model::{Service, ServiceMode, ServiceSpec, Task, TaskState};
 use essaim_core::scheduler;
 use essaim_core::{ClusterState, Command};
 
@@ -181,15 +181,7 @@ pub async fn tasks(
         .filter(|t| service_id.as_ref().is_none_or(|id| &t.service_id == id))
         .filter(|t| node_id.is_none() || t.node_id == node_id)
         .map(|task| {
-            let service_name = state
-                .service_by_id(&task.service_id)
-                .map(|s| s.spec.name.clone())
-                .unwrap_or_else(|| task.service_id.clone());
-            let name = match (task.slot, &task.node_id) {
-                (Some(slot), _) => format!("{service_name}.{slot}"),
-                (None, Some(node)) => format!("{service_name}.{node}"),
-                (None, None) => service_name,
-            };
+            let name = task_name(&state, task);
             TaskView {
                 task: task.clone(),
                 name,
@@ -202,6 +194,18 @@ pub async fn tasks(
         })
         .collect();
     Ok(ControlReply::Tasks(views))
+}
+
+/// A task's name as users see it: `web.1` in a slot, `web.NODE` for a global service.
+pub fn task_name(state: &ClusterState, task: &Task) -> String {
+    let service_name = state
+        .service_by_id(&task.service_id)
+        .map_or(task.service_id.as_str(), |s| s.spec.name.as_str());
+    match (task.slot, &task.node_id) {
+        (Some(slot), _) => format!("{service_name}.{slot}"),
+        (None, Some(node)) => format!("{service_name}.{node}"),
+        (None, None) => service_name.to_string(),
+    }
 }
 
 fn view(state: &ClusterState, service: &Service) -> ServiceView {

@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use essaim_api::control::TaskView;
+use essaim_api::control::{LogEvent, ServiceLogs, TaskView};
 use essaim_core::model::{Resources, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec};
 
 use super::Failures;
 use crate::cli::{
-    Format, ModeArg, PsArgs, ServiceCommand, ServiceCreateArgs, ServiceInspectArgs, ServiceLsArgs,
-    ServicePsArgs, ServiceRmArgs, ServiceScaleArgs, TaskFilter,
+    Format, ModeArg, PsArgs, ServiceCommand, ServiceCreateArgs, ServiceInspectArgs,
+    ServiceLogsArgs, ServiceLsArgs, ServicePsArgs, ServiceRmArgs, ServiceScaleArgs, TaskFilter,
 };
 use crate::client::Client;
 use crate::render::{self, Output};
@@ -35,6 +35,7 @@ pub async fn run(
         ServiceCommand::Update(args) => super::service_update::run(*args, client, output).await,
         ServiceCommand::Scale(args) => scale(args, client, output).await,
         ServiceCommand::Rm(args) => rm(args, client, output).await,
+        ServiceCommand::Logs(args) => logs(args, client, output).await,
     }
 }
 
@@ -246,6 +247,41 @@ async fn rm(
         match client.service_remove(name).await {
             Ok(()) => output.print(&format!("{name}\n"))?,
             Err(error) => failures.report(output, error.into()),
+        }
+    }
+    failures.finish()
+}
+
+/// Prints each line as `web.1@node | line`, as the nodes send them. Nodes that could not be
+/// asked are named on stderr, and make the command fail once the rest is printed.
+async fn logs(
+    args: ServiceLogsArgs,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let mut events = client
+        .service_logs(ServiceLogs {
+            service: args.service.clone(),
+            tail: args.tail.unwrap_or(0),
+            follow: args.follow,
+        })
+        .await?;
+    let mut failures = Failures::default();
+    while let Some(event) = events.next().await {
+        match event? {
+            LogEvent::Lines { task, node, lines } => {
+                let mut text = String::new();
+                for line in lines {
+                    text.push_str(&format!("{task}@{node} | {line}\n"));
+                }
+                output.print(&text)?;
+                output.flush()?;
+            }
+            LogEvent::Unreachable { node, reason } => failures.report(
+                output,
+                anyhow::anyhow!("the output of the tasks on node {node} is missing: {reason}"),
+            ),
         }
     }
     failures.finish()
