@@ -250,6 +250,11 @@ impl Daemon {
         self.spawn()
     }
 
+    /// The process ID, while the process runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -509,6 +514,14 @@ pub fn row<'a>(nodes: &'a [Value], hostname: &str) -> Option<&'a Value> {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // ESSAIM_KEEP_LOGS=DIR keeps every daemon's log, for a look after the fact.
+        if let Some(dir) = std::env::var_os("ESSAIM_KEEP_LOGS") {
+            let dir = PathBuf::from(dir);
+            let _ = std::fs::create_dir_all(&dir);
+            for node in &self.nodes {
+                let _ = std::fs::write(dir.join(format!("{}.log", node.name)), node.logs());
+            }
+        }
         if std::thread::panicking() {
             for node in &self.nodes {
                 eprintln!("===== logs of {} =====\n{}", node.name, node.logs());

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use essaim_core::model::{
     Availability, Cluster, ClusterConfig, Node, ObjectId, Role, Service, ServiceSpec, Task,
+    TaskState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -186,6 +187,9 @@ pub struct ServiceView {
     pub running: u64,
     /// Tasks wanted: the replicas, or the eligible nodes of a global service.
     pub desired: u64,
+    /// The tasks meant to run, counted by observed state: how far a deployment has got.
+    #[serde(default)]
+    pub live_by_state: BTreeMap<TaskState, u64>,
 }
 
 /// A task as `service ps` shows it.

@@ -109,6 +109,7 @@ pub enum Command {
     CreateTask {
         task: Task,
     },
+    /// Places a task on a node, and moves it to ASSIGNED.
     AssignTask {
         id: ObjectId,
         node_id: ObjectId,

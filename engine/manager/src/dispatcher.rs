@@ -390,7 +390,7 @@ pub async fn write_reports(swarm: Arc<Swarm>) {
             continue;
         }
         let count = commands.len();
-        match swarm.write(commands).await {
+        match swarm.write_many(commands).await {
             Ok(_) => {
                 tracing::trace!(count, "task reports committed");
                 pending.clear();

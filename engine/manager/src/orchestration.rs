@@ -80,7 +80,7 @@ async fn orchestrate(swarm: &Swarm) -> Result<Option<Timestamp>, ControlError> {
         (commands, wake_at)
     };
     if !commands.is_empty() {
-        swarm.write(commands).await?;
+        swarm.write_many(commands).await?;
     }
     Ok(wake_at)
 }
@@ -102,45 +102,25 @@ async fn schedule(swarm: &Swarm) -> Result<(), ControlError> {
         scheduler::schedule(&state, &pending)
             .into_iter()
             .filter_map(|placement| match placement {
-                Placement::Assign { task_id, node_id } => Some(vec![
-                    Command::AssignTask {
-                        id: task_id.clone(),
-                        node_id,
-                    },
-                    Command::UpdateTaskStatus {
-                        id: task_id,
-                        status: status(TaskState::Assigned, time, "assigned to a node"),
-                    },
-                ]),
+                Placement::Assign { task_id, node_id } => Some(Command::AssignTask {
+                    id: task_id,
+                    node_id,
+                }),
                 Placement::Wait { task_id, reason } => {
                     // Write a reason only when it changed: waiting is not news.
                     let unchanged = state
                         .task_by_id(&task_id)
                         .is_some_and(|t| t.status.message == reason);
-                    (!unchanged).then(|| {
-                        vec![Command::UpdateTaskStatus {
-                            id: task_id,
-                            status: status(TaskState::Pending, time, &reason),
-                        }]
+                    (!unchanged).then(|| Command::UpdateTaskStatus {
+                        id: task_id,
+                        status: TaskStatus::new(TaskState::Pending, time, reason),
                     })
                 }
             })
-            .flatten()
             .collect()
     };
     if !commands.is_empty() {
-        swarm.write(commands).await?;
+        swarm.write_many(commands).await?;
     }
     Ok(())
-}
-
-fn status(state: TaskState, time: Timestamp, message: &str) -> TaskStatus {
-    TaskStatus {
-        state,
-        timestamp: time,
-        message: message.to_string(),
-        error: None,
-        exit_code: None,
-        ports: Vec::new(),
-    }
 }

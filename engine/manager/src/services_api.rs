@@ -209,10 +209,16 @@ pub fn task_name(state: &ClusterState, task: &Task) -> String {
 }
 
 fn view(state: &ClusterState, service: &Service) -> ServiceView {
-    let running = state
-        .tasks_of_service(&service.id)
-        .filter(|t| counts_as_running(t.status.state, t.desired_state))
-        .count() as u64;
+    let mut running = 0;
+    let mut live_by_state = std::collections::BTreeMap::new();
+    for task in state.tasks_of_service(&service.id) {
+        if counts_as_running(task.status.state, task.desired_state) {
+            running += 1;
+        }
+        if task.desired_state == TaskState::Running {
+            *live_by_state.entry(task.status.state).or_insert(0) += 1;
+        }
+    }
     let desired = match service.spec.mode {
         ServiceMode::Replicated { replicas } => replicas,
         ServiceMode::Global => state
@@ -224,6 +230,7 @@ fn view(state: &ClusterState, service: &Service) -> ServiceView {
         service: service.clone(),
         running,
         desired,
+        live_by_state,
     }
 }
 

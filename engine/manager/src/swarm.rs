@@ -28,6 +28,14 @@ use essaim_worker::{Executor, Worker, WorkerSetup};
 /// How long a write or a linearizable read may wait for a quorum before it is reported as
 /// "no quorum" rather than left hanging.
 pub const QUORUM_TIMEOUT: Duration = Duration::from_secs(3);
+/// Commands per Raft entry when a control loop writes many: entries stay small enough for a
+/// follower to take a few of them within one heartbeat interval, which openraft gives each
+/// AppendEntries call before it counts the follower as unreachable.
+const COMMANDS_PER_ENTRY: usize = 500;
+/// Pause between two attempts to confirm leadership for a read.
+const LINEARIZE_RETRY: Duration = Duration::from_millis(10);
+/// Entries of one `write_many` in flight at once: Raft commits them together.
+const ENTRIES_IN_FLIGHT: usize = 8;
 
 pub struct Swarm {
     pub identity: SwarmFile,
@@ -359,6 +367,32 @@ impl Swarm {
         }
     }
 
+    /// Writes many independent commands, in order, as several entries. Each command gets
+    /// its own result as always (ignored here); a failure can leave the later entries
+    /// unwritten, so callers must be able to pick up after a partial write.
+    ///
+    /// # Errors
+    /// As [`Swarm::write`], for the first entry that failed.
+    pub async fn write_many(&self, commands: Vec<Command>) -> Result<(), ControlError> {
+        use futures::{StreamExt, TryStreamExt};
+        let mut commands = commands.into_iter().peekable();
+        let mut entries = Vec::new();
+        while commands.peek().is_some() {
+            entries.push(
+                commands
+                    .by_ref()
+                    .take(COMMANDS_PER_ENTRY)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        // `buffered` starts the writes in order, so they are proposed in order.
+        futures::stream::iter(entries)
+            .map(|entry| self.write(entry))
+            .buffered(ENTRIES_IN_FLIGHT)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+    }
+
     /// Commits one command and returns its result.
     ///
     /// # Errors
@@ -373,17 +407,27 @@ impl Swarm {
     /// # Errors
     /// No quorum within [`QUORUM_TIMEOUT`], or leadership lost.
     pub async fn linearize(&self) -> Result<(), ControlError> {
-        self.check_quorum_contact()?;
-        match tokio::time::timeout(QUORUM_TIMEOUT, self.raft.ensure_linearizable()).await {
-            Err(_) => Err(self.no_quorum("cannot confirm the latest state")),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Err(
-                ControlError::Unavailable("leadership changed during the read; retry".into()),
-            ),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
-                Err(self.no_quorum("cannot confirm the latest state"))
+        let deadline = tokio::time::Instant::now() + QUORUM_TIMEOUT;
+        loop {
+            self.check_quorum_contact()?;
+            match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
+                Err(_) => return Err(self.no_quorum("cannot confirm the latest state")),
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                    return Err(ControlError::Unavailable(
+                        "leadership changed during the read; retry".into(),
+                    ))
+                }
+                // One round of heartbeats may miss its interval when the managers are busy
+                // replicating large entries: that is load, not loss, so ask again.
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(self.no_quorum("cannot confirm the latest state"));
+                    }
+                    tokio::time::sleep(LINEARIZE_RETRY).await;
+                }
+                Ok(Err(e)) => return Err(ControlError::Internal(format!("raft read failed: {e}"))),
             }
-            Ok(Err(e)) => Err(ControlError::Internal(format!("raft read failed: {e}"))),
         }
     }
 

@@ -112,11 +112,15 @@ impl ProcessExecutor {
                     message: format!("lost track of the process: {e}"),
                 },
             };
+            // As in a container, the task ends with its main process: whatever it started
+            // goes too, at once, before the group's ID could ever be reused.
+            signal_group(pid, libc::SIGKILL);
+            // The exit counts now, even if a leftover still held the output open.
+            exit_tx.send_replace(Some(exit));
             for reader in readers.into_iter().flatten() {
                 let _ = reader.await;
             }
             waiter_logs.close();
-            let _ = exit_tx.send(Some(exit));
         });
         self.table().insert(
             task.id.clone(),

@@ -61,22 +61,29 @@ impl Executor for SimExecutor {
                 ),
                 None => None,
             };
-            let exit_code: i32 = task
-                .spec
-                .env
-                .get("SIM_EXIT_CODE")
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(1);
+            let exit_code: i32 = match task.spec.env.get("SIM_EXIT_CODE") {
+                Some(code) => code.parse().map_err(|_| {
+                    StartError::rejected(format!("SIM_EXIT_CODE: {code:?} is not a number"))
+                })?,
+                None => 1,
+            };
             tokio::time::sleep(self.start_delay).await;
             let (exit, _) = watch::channel(None);
             self.table().insert(task.id.clone(), exit.clone());
             if let Some(after) = exit_after {
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(after)).await;
-                    let _ = exit.send(Some(Exit {
-                        code: exit_code,
-                        message: format!("exited with code {exit_code}"),
-                    }));
+                    // Kept even with nobody waiting yet, and never over an earlier stop.
+                    exit.send_if_modified(|current| {
+                        let first = current.is_none();
+                        if first {
+                            *current = Some(Exit {
+                                code: exit_code,
+                                message: format!("exited with code {exit_code}"),
+                            });
+                        }
+                        first
+                    });
                 });
             }
             Ok(Started::default())

@@ -327,6 +327,7 @@ mod tests {
             },
             running,
             desired,
+            live_by_state: Default::default(),
         }
     }
 

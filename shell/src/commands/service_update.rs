@@ -559,6 +559,7 @@ mod tests {
             },
             running: 2,
             desired: 2,
+            live_by_state: Default::default(),
         }
     }
 

@@ -9,9 +9,14 @@
 //! # Layout
 //! - [`report`]: figures, the table and the JSON.
 //! - [`failover`]: kill -9 of the Raft leader to the first successful write through a survivor.
+//! - [`placement`]: a large service on simulated nodes: placement rate, time to running, API
+//!   latency under that load, leadership stability, memory per task; and node loss.
+//! - [`sim`]: managers and hosts of simulated nodes, shared by the scale scenarios.
 
 mod failover;
+mod placement;
 mod report;
+mod sim;
 
 use std::path::PathBuf;
 
@@ -23,7 +28,7 @@ use clap::Parser;
     about = "Benchmarks of essaim's control plane on real daemons"
 )]
 struct Args {
-    /// Scenarios to run (all when none is named): failover
+    /// Scenarios to run (all when none is named): placement, node-loss, failover
     scenarios: Vec<String>,
     /// Small sizes, for CI: checks that every scenario completes, in well under a minute
     #[arg(long)]
@@ -33,7 +38,7 @@ struct Args {
     json: PathBuf,
 }
 
-const SCENARIOS: &[&str] = &["failover"];
+const SCENARIOS: &[&str] = &["placement", "node-loss", "failover"];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -47,6 +52,38 @@ fn main() -> anyhow::Result<()> {
     }
     let wanted = |name: &str| args.scenarios.is_empty() || args.scenarios.iter().any(|s| s == name);
     let mut figures = Vec::new();
+    if wanted("placement") {
+        let sizes = if args.quick {
+            placement::Sizes {
+                nodes: 50,
+                replicas: 5_000,
+                hosts: 2,
+            }
+        } else {
+            placement::Sizes {
+                nodes: 1_000,
+                replicas: 100_000,
+                hosts: 4,
+            }
+        };
+        figures.extend(placement::run(&sizes)?);
+    }
+    if wanted("node-loss") {
+        let sizes = if args.quick {
+            placement::Sizes {
+                nodes: 50,
+                replicas: 500,
+                hosts: 5,
+            }
+        } else {
+            placement::Sizes {
+                nodes: 1_000,
+                replicas: 10_000,
+                hosts: 10,
+            }
+        };
+        figures.extend(placement::node_loss(&sizes)?);
+    }
     if wanted("failover") {
         figures.extend(failover::run(if args.quick { 3 } else { 20 })?);
     }

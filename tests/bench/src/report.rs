@@ -68,3 +68,13 @@ pub fn median_and_worst(samples: &mut [f64]) -> (f64, f64) {
     let worst = samples.last().copied().unwrap_or(f64::NAN);
     (median, worst)
 }
+
+/// The value below which `fraction` of the samples fall (nearest rank).
+pub fn percentile(samples: &mut [f64], fraction: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(f64::total_cmp);
+    let rank = ((samples.len() as f64 * fraction).ceil() as usize).clamp(1, samples.len());
+    samples[rank - 1]
+}

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, Request, Response};
 use crate::error::{LookupError, StateError};
 use crate::event::{Change, Event};
-use crate::model::{Cluster, Kind, Node, ObjectId, Role, Service, Task};
+use crate::model::{Cluster, Kind, Node, ObjectId, Role, Service, Task, TaskState, TaskStatus};
 
 /// Everything the managers agree on.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -275,6 +275,10 @@ impl ClusterState {
                     None => {}
                 }
                 task.node_id = Some(node_id.clone());
+                // Assignment is a state of its own: the node's agent starts the task from it.
+                if task.status.state < TaskState::Assigned {
+                    task.status = TaskStatus::new(TaskState::Assigned, now, "assigned to a node");
+                }
                 task.version = index;
                 task.updated_at = now;
                 let task = task.clone();

@@ -80,6 +80,7 @@ impl LeaderContact {
 /// manager catches up from the log rather than by a whole snapshot.
 const MAX_LOGS_KEPT_IN_SNAPSHOT: u64 = 1000;
 pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 5000;
+const MAX_ENTRIES_PER_APPEND: u64 = 8;
 
 /// The openraft configuration every manager runs with.
 ///
@@ -94,6 +95,9 @@ pub fn config(timings: &RaftTimings) -> anyhow::Result<Arc<Config>> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(timings.snapshot_interval),
         max_in_snapshot_log_to_keep: MAX_LOGS_KEPT_IN_SNAPSHOT.min(timings.snapshot_interval / 2),
         install_snapshot_timeout: 10_000,
+        // Few entries per AppendEntries: openraft gives each call one heartbeat interval,
+        // and entries can hold hundreds of commands.
+        max_payload_entries: MAX_ENTRIES_PER_APPEND,
         ..Default::default()
     };
     Ok(Arc::new(config.validate()?))

@@ -1,0 +1,126 @@
+//! What the scale scenarios share: three managers, and processes hosting simulated worker
+//! nodes (`essaimd --runtime sim --sim-nodes N`), each a real agent with its own certificate
+//! and task session.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use essaim_api::control::ServiceView;
+use essaim_api::{transport, ControlReply, ControlRequest};
+use essaim_core::model::{ServiceMode, ServiceSpec, TaskSpec};
+use essaim_tests::{essaimd_path, Cluster};
+
+pub const SETTLE: Duration = Duration::from_secs(120);
+
+/// A process hosting simulated nodes; killed when dropped.
+pub struct SimHost {
+    child: Child,
+}
+
+impl SimHost {
+    /// Starts `nodes` simulated nodes named `{name}-NNNN` that join the cluster through m1.
+    pub fn start(cluster: &Cluster, name: &str, nodes: usize) -> Result<SimHost> {
+        let m1 = cluster.node("m1");
+        let token = m1.ok(&["swarm", "join-token", "-q", "worker"])?;
+        let dir = cluster.root().join(name);
+        std::fs::create_dir_all(&dir)?;
+        let log = std::fs::File::create(dir.join("essaimd.log"))?;
+        let child = Command::new(essaimd_path())
+            .args(["--runtime", "sim", "--sim-nodes", &nodes.to_string()])
+            .args(["--hostname", name, "--data-dir"])
+            .arg(&dir)
+            .arg(m1.addr())
+            .env("ESSAIM_JOIN_TOKEN", token.trim())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting a sim host")?;
+        Ok(SimHost { child })
+    }
+
+    /// Kills the process at once: its nodes fall silent, as machines that fail.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SimHost {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Three managers, settled.
+pub fn managers() -> Result<Cluster> {
+    let cluster = Cluster::start(3, 0)?;
+    cluster.wait_for_nodes("m1", "three reachable managers", SETTLE, |nodes| {
+        nodes.len() == 3
+            && nodes.iter().all(|n| {
+                n["manager_status"]["leader"] == true
+                    || n["manager_status"]["reachability"] == "reachable"
+            })
+    })?;
+    Ok(cluster)
+}
+
+/// Waits until `count` nodes in all are ready.
+pub fn wait_for_ready_nodes(cluster: &Cluster, count: usize) -> Result<Duration> {
+    let started = Instant::now();
+    cluster.wait_for_nodes("m1", &format!("{count} ready nodes"), SETTLE, |nodes| {
+        nodes.len() == count && nodes.iter().all(|n| n["status"]["state"] == "ready")
+    })?;
+    Ok(started.elapsed())
+}
+
+/// A service of simulated tasks on the simulated nodes only (managers keep to managing).
+pub fn sim_service(name: &str, replicas: u64) -> ServiceSpec {
+    ServiceSpec {
+        name: name.to_string(),
+        labels: Default::default(),
+        mode: ServiceMode::Replicated { replicas },
+        task: TaskSpec {
+            image: "sim".to_string(),
+            constraints: vec!["node.role==worker".to_string()],
+            ..Default::default()
+        },
+        ports: vec![],
+    }
+}
+
+/// One control call through a node's local socket, as the shell makes it.
+pub async fn call(socket: &std::path::Path, request: &ControlRequest) -> Result<ControlReply> {
+    let channel = transport::local_channel(socket).await?;
+    let mut client = transport::control_client(channel);
+    Ok(transport::call(&mut client, request).await?)
+}
+
+pub async fn inspect(socket: &std::path::Path, service: &str) -> Result<ServiceView> {
+    match call(
+        socket,
+        &ControlRequest::ServiceInspect {
+            service: service.to_string(),
+        },
+    )
+    .await?
+    {
+        ControlReply::Service(view) => Ok(view),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+/// The resident memory of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS line")?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("no VmRSS value")?
+        .parse()?;
+    Ok(kib * 1024)
+}
