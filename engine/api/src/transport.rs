@@ -22,6 +22,10 @@ use crate::pb::worker_client::WorkerClient;
 use crate::tls::{self, CertRole, TlsState};
 
 /// Raft batches and snapshots can be large: one entry may carry thousands of task changes.
+/// The metadata key in which a manager that is not the leader names the leader, when it
+/// refuses a call only the leader takes (a task session).
+pub const LEADER_METADATA: &str = "x-essaim-leader";
+
 pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
 /// How long a connection attempt to another node may take (TCP, TLS handshake and the

@@ -72,8 +72,9 @@ pub fn reconcile(
     };
 
     // Places no longer wanted: scaled down, or a node a global service may not use.
+    let wanted_set: std::collections::BTreeSet<&Place> = wanted.iter().collect();
     for (place, tasks) in &places {
-        if !wanted.contains(place) {
+        if !wanted_set.contains(place) {
             for task in tasks
                 .iter()
                 .filter(|t| t.desired_state == TaskState::Running)

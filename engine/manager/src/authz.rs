@@ -4,8 +4,10 @@
 //! | call | allowed to |
 //! | --- | --- |
 //! | Raft | managers: a manager certificate, of a node that is not removed nor demoted |
-//! | Control | managers as above, and operators' client certificates |
+//! | Control (Call, Logs) | managers as above, and operators' client certificates |
 //! | Membership.Heartbeat, Renew, Leave | any member node, for itself only |
+//! | Dispatcher.Session | any member node, for its own tasks only |
+//! | Worker.Logs | managers |
 //! | Membership.Join | anyone: the join token is the credential |
 //!
 //! A node the local state does not know yet (a manager that has just joined, before this

@@ -336,7 +336,11 @@ pub async fn route(swarm: Arc<Swarm>) {
             received = events.recv() => match received {
                 Ok(batch) => {
                     if swarm.leader() == Leader::Me {
+                        let started = Instant::now();
                         swarm.dispatcher.route(&batch);
+                        if started.elapsed() > Duration::from_millis(20) {
+                            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, events = batch.len(), "slow routing");
+                        }
                     } else {
                         swarm.dispatcher.close_all("this node no longer leads");
                     }

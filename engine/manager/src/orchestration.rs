@@ -12,13 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use essaim_api::ControlError;
+use essaim_core::event::{Change, Event};
 use essaim_core::model::{TaskState, TaskStatus};
 use essaim_core::scheduler::{self, Placement};
 use essaim_core::{orchestrator, Command, Timestamp};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::identity::new_object_id;
 use crate::swarm::{now, Leader, Swarm};
 
+/// A pass slower than this is logged.
+const SLOW_PASS: Duration = Duration::from_millis(20);
 /// The longest the loop sleeps when nothing happens.
 const IDLE: Duration = Duration::from_secs(1);
 
@@ -30,15 +34,24 @@ pub async fn run(swarm: Arc<Swarm>) {
             .map(|at| Duration::from_millis(at.0.saturating_sub(now().0)))
             .unwrap_or(IDLE)
             .min(IDLE);
-        tokio::select! {
-            _ = tokio::time::sleep(sleep) => {}
-            received = changes.recv() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = received {
-                    return;
-                }
+        let mut attention = tokio::select! {
+            _ = tokio::time::sleep(sleep) => true,
+            received = changes.recv() => match received {
+                Ok(batch) => needs_attention(&batch),
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            },
+        };
+        // Everything committed meanwhile is looked at in one pass.
+        loop {
+            match changes.try_recv() {
+                Ok(batch) => attention |= needs_attention(&batch),
+                Err(TryRecvError::Lagged(_)) => attention = true,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => return,
             }
         }
-        if swarm.leader() != Leader::Me {
+        if !attention || swarm.leader() != Leader::Me {
             continue;
         }
         match orchestrate(&swarm).await {
@@ -51,10 +64,37 @@ pub async fn run(swarm: Arc<Swarm>) {
     }
 }
 
+/// Whether a commit can call for orchestration or scheduling. A task that got going (assigned,
+/// starting, running) calls for neither: at scale, those reports are most of the commits.
+fn needs_attention(batch: &[Event]) -> bool {
+    batch.iter().any(|event| match &event.change {
+        Change::Task(task) => {
+            task.status.state == TaskState::Pending
+                || task.status.state.is_terminal()
+                || task.desired_state != TaskState::Running
+        }
+        _ => true,
+    })
+}
+
 /// Brings every service's tasks in line with its spec. Returns when to look again.
-async fn orchestrate(swarm: &Swarm) -> Result<Option<Timestamp>, ControlError> {
+async fn orchestrate(swarm: &Arc<Swarm>) -> Result<Option<Timestamp>, ControlError> {
+    let planner = swarm.clone();
+    // A pass over a large cluster takes a while: off the async threads, which Raft needs.
+    let (commands, wake_at) =
+        tokio::task::spawn_blocking(move || timed("orchestration pass", || plan(&planner)))
+            .await
+            .map_err(|e| ControlError::Internal(format!("orchestration pass failed: {e}")))?;
+    if !commands.is_empty() {
+        swarm.write_many(commands).await?;
+    }
+    Ok(wake_at)
+}
+
+/// What every service needs now, and when to look again.
+fn plan(swarm: &Swarm) -> (Vec<Command>, Option<Timestamp>) {
     let time = now();
-    let (commands, wake_at) = {
+    {
         let state = swarm.state();
         let history_limit = state
             .cluster
@@ -78,18 +118,27 @@ async fn orchestrate(swarm: &Swarm) -> Result<Option<Timestamp>, ControlError> {
             }
         }
         (commands, wake_at)
-    };
-    if !commands.is_empty() {
-        swarm.write_many(commands).await?;
     }
-    Ok(wake_at)
 }
 
 /// Places pending tasks, or records why they wait.
-async fn schedule(swarm: &Swarm) -> Result<(), ControlError> {
+async fn schedule(swarm: &Arc<Swarm>) -> Result<(), ControlError> {
+    let planner = swarm.clone();
+    let commands =
+        tokio::task::spawn_blocking(move || timed("scheduling pass", || placements(&planner)))
+            .await
+            .map_err(|e| ControlError::Internal(format!("scheduling pass failed: {e}")))?;
+    if !commands.is_empty() {
+        swarm.write_many(commands).await?;
+    }
+    Ok(())
+}
+
+/// The placements of the pending tasks, and the reasons of those that must wait.
+fn placements(swarm: &Swarm) -> Vec<Command> {
     let time = now();
-    let commands: Vec<Command> = {
-        let state = swarm.state();
+    let state = swarm.state();
+    {
         let pending: Vec<_> = state
             .tasks()
             .filter(|t| {
@@ -97,7 +146,7 @@ async fn schedule(swarm: &Swarm) -> Result<(), ControlError> {
             })
             .collect();
         if pending.is_empty() {
-            return Ok(());
+            return Vec::new();
         }
         scheduler::schedule(&state, &pending)
             .into_iter()
@@ -118,9 +167,16 @@ async fn schedule(swarm: &Swarm) -> Result<(), ControlError> {
                 }
             })
             .collect()
-    };
-    if !commands.is_empty() {
-        swarm.write_many(commands).await?;
     }
-    Ok(())
+}
+
+/// Runs `work`, and says so in the log when it took long enough to matter to Raft's timing.
+fn timed<T>(what: &str, work: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let result = work();
+    let elapsed = started.elapsed();
+    if elapsed > SLOW_PASS {
+        tracing::info!(elapsed_ms = elapsed.as_millis() as u64, "slow {what}");
+    }
+    result
 }

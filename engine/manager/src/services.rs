@@ -278,7 +278,7 @@ impl Dispatcher for DispatcherService {
                 if let Ok(value) = MetadataValue::try_from(addr.as_str()) {
                     status
                         .metadata_mut()
-                        .insert(essaim_worker::agent::LEADER_METADATA, value);
+                        .insert(transport::LEADER_METADATA, value);
                 }
                 return Err(status);
             }

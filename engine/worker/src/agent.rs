@@ -20,8 +20,6 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::executor::{Executor, LogStream};
 
-/// The metadata key in which a manager that is not the leader names the leader.
-pub const LEADER_METADATA: &str = "x-essaim-leader";
 /// The report period until the leader says otherwise.
 const DEFAULT_PERIOD: Duration = Duration::from_millis(500);
 /// Pause before following a redirect, so a confused pair of managers cannot make us spin.
@@ -445,7 +443,7 @@ impl Worker {
 fn end_of(status: &tonic::Status) -> SessionEnd {
     match status
         .metadata()
-        .get(LEADER_METADATA)
+        .get(transport::LEADER_METADATA)
         .and_then(|v| v.to_str().ok())
         .filter(|addr| !addr.is_empty())
     {

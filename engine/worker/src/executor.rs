@@ -57,7 +57,7 @@ pub type LogStream = BoxStream<'static, String>;
 
 /// Runs tasks on this node. Every method takes the task ID the agent started it with.
 pub trait Executor: Send + Sync + 'static {
-    /// The runtime's name, as `node ls` shows it.
+    /// The runtime's name, as the node reports it when it joins (`node inspect` shows it).
     fn name(&self) -> &'static str;
 
     /// Creates and starts the task's workload; returns once it runs.

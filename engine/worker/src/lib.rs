@@ -1,12 +1,17 @@
 //! The worker side of a node: every node, manager or worker, runs tasks.
 //!
 //! ```text
-//!  leader's dispatcher ──assignments──> agent ──start/stop──> executor (process | sim | docker)
+//!  leader's dispatcher ──assignments──> agent ──start/stop──> executor (process | sim)
 //!                      <──status reports──     <──exits───
 //! ```
 //!
-//! [`agent`] keeps one session with the leader and one supervisor per task; [`executor`] is the
-//! one trait every runtime implements; [`process`] and [`sim`] are two of them.
+//! # Layout
+//! - [`agent`]: one session with the leader, one supervisor per task.
+//! - [`executor`]: the one trait every runtime implements, and the choice of runtime.
+//! - [`process`]: tasks as OS processes.
+//! - [`sim`]: simulated tasks, for scale tests.
+//! - [`logs`]: the output kept of each task.
+//! - [`machine`]: the CPUs and memory a node reports.
 
 pub mod agent;
 pub mod executor;

@@ -33,6 +33,12 @@ struct Args {
     /// Small sizes, for CI: checks that every scenario completes, in well under a minute
     #[arg(long)]
     quick: bool,
+    /// Placement: simulated nodes (default 1000, 50 with --quick)
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Placement: replicas of the service (default 100000, 5000 with --quick)
+    #[arg(long)]
+    replicas: Option<u64>,
     /// Where to write the figures as JSON
     #[arg(long, default_value = "target/essaim-bench.json")]
     json: PathBuf,
@@ -65,6 +71,11 @@ fn main() -> anyhow::Result<()> {
                 replicas: 100_000,
                 hosts: 4,
             }
+        };
+        let sizes = placement::Sizes {
+            nodes: args.nodes.unwrap_or(sizes.nodes),
+            replicas: args.replicas.unwrap_or(sizes.replicas),
+            ..sizes
         };
         figures.extend(placement::run(&sizes)?);
     }

@@ -2,6 +2,7 @@
 //! nodes (`essaimd --runtime sim --sim-nodes N`), each a real agent with its own certificate
 //! and task session.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,17 @@ impl SimHost {
         let dir = cluster.root().join(name);
         std::fs::create_dir_all(&dir)?;
         let log = std::fs::File::create(dir.join("essaimd.log"))?;
-        let child = Command::new(essaimd_path())
+        let mut command = Command::new(essaimd_path());
+        // Simulated nodes stand in for other machines: on this one they must not take the
+        // managers' CPU, or the figures would measure the simulation, not the control plane.
+        // SAFETY: setpriority is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+                Ok(())
+            });
+        }
+        let child = command
             .args(["--runtime", "sim", "--sim-nodes", &nodes.to_string()])
             .args(["--hostname", name, "--data-dir"])
             .arg(&dir)
