@@ -574,3 +574,33 @@ fn three_reachable(cluster: &Cluster, via: &str) -> Result<Vec<Value>> {
                 .all(|n| matches!(manager_label(n).as_str(), "Leader" | "Reachable"))
     })
 }
+
+#[test]
+fn concurrent_label_updates_without_a_version_all_land() -> Result<()> {
+    let cluster = Cluster::start(1, 0)?;
+    let m1 = cluster.node("m1");
+    // Each update reads the node and writes it back: without a version from the caller, one
+    // that loses the race to another is merged again rather than refused.
+    let outputs: Vec<Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let label = format!("k{i}=v{i}");
+                scope.spawn(move || m1.essaim(&["node", "update", "--label-add", &label, "m1"]))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("the thread ran"))
+            .collect()
+    });
+    for output in &outputs {
+        assert!(output.status.success(), "{}", stderr(output));
+    }
+    let node = m1.json(&["node", "inspect", "m1"])?;
+    let labels = node[0]["spec"]["labels"]
+        .as_object()
+        .map(|l| l.len())
+        .unwrap_or(0);
+    assert_eq!(labels, 16, "{node}");
+    Ok(())
+}

@@ -150,6 +150,18 @@ fn ready_cluster(managers: usize, workers: usize) -> Result<Cluster> {
     Ok(cluster)
 }
 
+/// One manager and two workers running `web`, six tasks of it.
+fn six_web_tasks_on_three_nodes() -> Result<(Cluster, Probe, Vec<TaskView>)> {
+    let cluster = ready_cluster(1, 2)?;
+    let probe = Probe::new(&cluster)?;
+    let m1 = cluster.node("m1");
+    m1.control(&ControlRequest::ServiceCreate {
+        spec: probe.spec("web", 6),
+    })?;
+    let running = converged(m1, &probe, "web", 6)?;
+    Ok((cluster, probe, running))
+}
+
 fn scale(manager: &Daemon, service: &str, replicas: u64) -> Result<()> {
     manager.control(&ControlRequest::ServiceScale {
         service: service.to_string(),
@@ -160,13 +172,8 @@ fn scale(manager: &Daemon, service: &str, replicas: u64) -> Result<()> {
 
 #[test]
 fn tasks_run_as_processes_spread_evenly_and_follow_scaling() -> Result<()> {
-    let cluster = ready_cluster(1, 2)?;
-    let probe = Probe::new(&cluster)?;
+    let (cluster, probe, running) = six_web_tasks_on_three_nodes()?;
     let m1 = cluster.node("m1");
-    m1.control(&ControlRequest::ServiceCreate {
-        spec: probe.spec("web", 6),
-    })?;
-    let running = converged(m1, &probe, "web", 6)?;
     let refs: Vec<&TaskView> = running.iter().collect();
     assert_eq!(
         per_node(&refs).values().copied().collect::<Vec<_>>(),
@@ -212,12 +219,7 @@ fn tasks_run_as_processes_spread_evenly_and_follow_scaling() -> Result<()> {
 
 #[test]
 fn a_killed_worker_s_tasks_run_again_elsewhere() -> Result<()> {
-    let mut cluster = ready_cluster(1, 2)?;
-    let probe = Probe::new(&cluster)?;
-    cluster.node("m1").control(&ControlRequest::ServiceCreate {
-        spec: probe.spec("web", 6),
-    })?;
-    converged(cluster.node("m1"), &probe, "web", 6)?;
+    let (mut cluster, probe, _) = six_web_tasks_on_three_nodes()?;
 
     cluster.node_mut("w1").kill9();
     let running = converged(cluster.node("m1"), &probe, "web", 6)?;
@@ -237,13 +239,8 @@ fn a_killed_worker_s_tasks_run_again_elsewhere() -> Result<()> {
 
 #[test]
 fn a_node_that_comes_back_stops_its_stale_tasks() -> Result<()> {
-    let cluster = ready_cluster(1, 2)?;
-    let probe = Probe::new(&cluster)?;
+    let (cluster, probe, _) = six_web_tasks_on_three_nodes()?;
     let m1 = cluster.node("m1");
-    m1.control(&ControlRequest::ServiceCreate {
-        spec: probe.spec("web", 6),
-    })?;
-    converged(m1, &probe, "web", 6)?;
     let before: Vec<TaskView> = tasks(m1, "web")?;
     let on_w1: BTreeSet<String> = running(&before)
         .iter()
@@ -279,13 +276,8 @@ fn a_node_that_comes_back_stops_its_stale_tasks() -> Result<()> {
 
 #[test]
 fn drain_moves_tasks_away_and_pause_stops_new_placements() -> Result<()> {
-    let cluster = ready_cluster(1, 2)?;
-    let probe = Probe::new(&cluster)?;
+    let (cluster, probe, _) = six_web_tasks_on_three_nodes()?;
     let m1 = cluster.node("m1");
-    m1.control(&ControlRequest::ServiceCreate {
-        spec: probe.spec("web", 6),
-    })?;
-    converged(m1, &probe, "web", 6)?;
 
     m1.ok(&["node", "update", "--availability", "drain", "w1"])?;
     let running = converged(m1, &probe, "web", 6)?;

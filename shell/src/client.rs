@@ -250,20 +250,21 @@ impl Client {
         }
     }
 
-    /// Applies `changes` to the node `read`, on the version read, so that a concurrent change
-    /// is refused rather than overwritten.
+    /// Applies `changes` to the node `read`. The changes are edits (set this, add that label),
+    /// which the leader applies to the node as it stands: two operators changing different
+    /// things of one node at once both succeed, rather than one being refused.
     ///
     /// # Errors
-    /// See [`Client::call`]; [`ControlError::Conflict`] when the node changed since it was read.
+    /// See [`Client::call`].
     pub async fn node_update(
         &mut self,
         read: &NodeView,
         changes: NodeChanges,
     ) -> Result<(), ControlError> {
         let request = ControlRequest::NodeUpdate {
-            // The ID, not the name the user gave: it is what the version read belongs to.
+            // The ID, not the name the user gave: the node the user saw, even if renamed.
             node: read.node.id.clone(),
-            expected_version: Some(read.node.version),
+            expected_version: None,
             availability: changes.availability,
             role: changes.role,
             label_add: changes.label_add,

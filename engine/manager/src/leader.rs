@@ -59,41 +59,52 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
             label_rm,
         } => {
             swarm.linearize().await?;
-            let (id, raft_id, mut spec, version) = {
-                let state = swarm.state();
-                let found = state.node(&node)?;
-                (
-                    found.id.clone(),
-                    found.raft_id,
-                    found.spec.clone(),
-                    found.version,
-                )
-            };
-            let old_role = spec.role;
-            if let Some(availability) = availability {
-                spec.availability = availability;
-            }
-            if let Some(role) = role {
-                spec.role = role;
-            }
-            for key in &label_rm {
-                if spec.labels.remove(key).is_none() {
-                    return Err(ControlError::InvalidArgument(format!(
-                        "--label-rm {key}: node {node} has no label {key:?}"
-                    )));
+            // Without a version from the caller, a change made meanwhile by someone else is
+            // merged with rather than refused: read again and apply the same edit.
+            let mut attempts_left = if expected_version.is_none() { 20 } else { 0 };
+            let (id, raft_id, spec, old_role) = loop {
+                let (id, raft_id, mut spec, version) = {
+                    let state = swarm.state();
+                    let found = state.node(&node)?;
+                    (
+                        found.id.clone(),
+                        found.raft_id,
+                        found.spec.clone(),
+                        found.version,
+                    )
+                };
+                let old_role = spec.role;
+                if let Some(availability) = availability {
+                    spec.availability = availability;
                 }
-            }
-            spec.labels.extend(label_add);
-            if old_role == Role::Manager && spec.role == Role::Worker {
-                check_quorum_without(swarm, raft_id, &format!("demote {node}"), false)?;
-            }
-            swarm
-                .write_one(Command::UpdateNodeSpec {
-                    id: id.clone(),
-                    expected_version: Some(expected_version.unwrap_or(version)),
-                    spec: spec.clone(),
-                })
-                .await?;
+                if let Some(role) = role {
+                    spec.role = role;
+                }
+                for key in &label_rm {
+                    if spec.labels.remove(key).is_none() {
+                        return Err(ControlError::InvalidArgument(format!(
+                            "--label-rm {key}: node {node} has no label {key:?}"
+                        )));
+                    }
+                }
+                spec.labels
+                    .extend(label_add.iter().map(|(k, v)| (k.clone(), v.clone())));
+                if old_role == Role::Manager && spec.role == Role::Worker {
+                    check_quorum_without(swarm, raft_id, &format!("demote {node}"), false)?;
+                }
+                let written = swarm
+                    .write_one(Command::UpdateNodeSpec {
+                        id: id.clone(),
+                        expected_version: Some(expected_version.unwrap_or(version)),
+                        spec: spec.clone(),
+                    })
+                    .await;
+                match written {
+                    Ok(_) => break (id, raft_id, spec, old_role),
+                    Err(ControlError::Conflict(_)) if attempts_left > 0 => attempts_left -= 1,
+                    Err(e) => return Err(e),
+                }
+            };
             if old_role != spec.role {
                 wait_for_role(swarm, raft_id, spec.role).await;
             }

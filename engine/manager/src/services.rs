@@ -39,20 +39,28 @@ struct ControlService {
     local_socket: bool,
 }
 
+impl ControlService {
+    /// Checks the caller (the local socket's are trusted by file permissions) and returns
+    /// whether a manager passed the request on.
+    fn admit<T>(&self, request: &Request<T>) -> Result<bool, Status> {
+        if !self.local_socket {
+            let swarm = self
+                .node
+                .swarm()
+                .ok_or_else(|| Status::unavailable("this node is not part of a swarm"))?;
+            authz::require_operator(&swarm, authz::caller(request), "the control API")?;
+        }
+        Ok(request.metadata().contains_key(FORWARDED_HEADER))
+    }
+}
+
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn call(
         &self,
         request: Request<ControlMessage>,
     ) -> Result<Response<ControlMessage>, Status> {
-        if !self.local_socket {
-            let swarm = self
-                .node
-                .swarm()
-                .ok_or_else(|| Status::unavailable("this node is not part of a swarm"))?;
-            authz::require_operator(&swarm, authz::caller(&request), "the control API")?;
-        }
-        let forwarded = request.metadata().contains_key(FORWARDED_HEADER);
+        let forwarded = self.admit(&request)?;
         let decoded: ControlRequest = control::decode(request.get_ref())?;
         let reply = self
             .node
@@ -67,14 +75,7 @@ impl Control for ControlService {
         &self,
         request: Request<ControlMessage>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        if !self.local_socket {
-            let swarm = self
-                .node
-                .swarm()
-                .ok_or_else(|| Status::unavailable("this node is not part of a swarm"))?;
-            authz::require_operator(&swarm, authz::caller(&request), "the control API")?;
-        }
-        let forwarded = request.metadata().contains_key(FORWARDED_HEADER);
+        let forwarded = self.admit(&request)?;
         let decoded: control::ServiceLogs = control::decode(request.get_ref())?;
         let events = self.node.service_logs(decoded, forwarded).await?;
         Ok(Response::new(

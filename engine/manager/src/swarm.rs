@@ -61,11 +61,22 @@ pub struct Swarm {
     background: Mutex<Vec<JoinHandle<()>>>,
     /// When a leader last spoke to this node, for the election watch.
     leader_contact: Arc<LeaderContact>,
+    /// Linearizable reads in progress, to share confirmation rounds.
+    reads: ReadRounds,
     /// This node's certificate and trusted roots.
     pub tls: Arc<TlsState>,
     /// The fingerprints of the CAs the cluster trusts, for the cluster version they were read
     /// at: every call checks its caller's issuer against them.
     trusted_cas: Mutex<(u64, Vec<String>)>,
+}
+
+/// Confirmation rounds of linearizable reads: how many started, the last one's number and
+/// outcome, and the lock that lets one run at a time.
+#[derive(Default)]
+struct ReadRounds {
+    started: std::sync::atomic::AtomicU64,
+    completed: Mutex<(u64, bool)>,
+    lock: tokio::sync::Mutex<()>,
 }
 
 /// Where the leader is, from this node's point of view.
@@ -138,6 +149,7 @@ impl Swarm {
                 membership_lock: tokio::sync::Mutex::new(()),
                 background: Mutex::new(Vec::new()),
                 leader_contact: Arc::new(LeaderContact::default()),
+                reads: ReadRounds::default(),
                 tls,
                 trusted_cas: Mutex::new((u64::MAX, Vec::new())),
             }
@@ -407,6 +419,36 @@ impl Swarm {
     /// # Errors
     /// No quorum within [`QUORUM_TIMEOUT`], or leadership lost.
     pub async fn linearize(&self) -> Result<(), ControlError> {
+        // Concurrent reads share confirmation rounds: each round asks every follower, and a
+        // round per read would flood them under load. A round serves every read that arrived
+        // before it started.
+        let arrived_after = self.reads.started.load(std::sync::atomic::Ordering::SeqCst);
+        let _one_round_at_a_time = self.reads.lock.lock().await;
+        let (last_round, succeeded) = *self
+            .reads
+            .completed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if succeeded && last_round > arrived_after {
+            return Ok(());
+        }
+        let round = self
+            .reads
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let result = self.confirm_leadership().await;
+        *self
+            .reads
+            .completed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = (round, result.is_ok());
+        result
+    }
+
+    /// One confirmation round: a quorum still follows this leader, and the state machine has
+    /// applied everything committed when the round started.
+    async fn confirm_leadership(&self) -> Result<(), ControlError> {
         let deadline = tokio::time::Instant::now() + QUORUM_TIMEOUT;
         loop {
             self.check_quorum_contact()?;

@@ -239,7 +239,7 @@ mod tests {
             log.borrow().last(),
             Some(&ControlRequest::NodeUpdate {
                 node: "id-w1".to_string(),
-                expected_version: Some(12),
+                expected_version: None,
                 availability: Some(Availability::Drain),
                 role: None,
                 label_add: BTreeMap::from([

@@ -11,10 +11,12 @@
 //! - [`failover`]: kill -9 of the Raft leader to the first successful write through a survivor.
 //! - [`placement`]: a large service on simulated nodes: placement rate, time to running, API
 //!   latency under that load, leadership stability, memory per task; and node loss.
+//! - [`raft_writes`]: durable writes side by side with etcd, at 1 and 256 clients.
 //! - [`sim`]: managers and hosts of simulated nodes, shared by the scale scenarios.
 
 mod failover;
 mod placement;
+mod raft_writes;
 mod report;
 mod sim;
 
@@ -28,7 +30,7 @@ use clap::Parser;
     about = "Benchmarks of essaim's control plane on real daemons"
 )]
 struct Args {
-    /// Scenarios to run (all when none is named): placement, node-loss, failover
+    /// Scenarios to run (all when none is named): placement, node-loss, raft-writes, failover
     scenarios: Vec<String>,
     /// Small sizes, for CI: checks that every scenario completes, in well under a minute
     #[arg(long)]
@@ -44,7 +46,7 @@ struct Args {
     json: PathBuf,
 }
 
-const SCENARIOS: &[&str] = &["placement", "node-loss", "failover"];
+const SCENARIOS: &[&str] = &["placement", "node-loss", "raft-writes", "failover"];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -94,6 +96,9 @@ fn main() -> anyhow::Result<()> {
             }
         };
         figures.extend(placement::node_loss(&sizes)?);
+    }
+    if wanted("raft-writes") {
+        figures.extend(raft_writes::run(args.quick)?);
     }
     if wanted("failover") {
         figures.extend(failover::run(if args.quick { 3 } else { 20 })?);
