@@ -440,3 +440,64 @@ fn status_commands(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use essaim_core::model::{TaskSpec, TaskStatus};
+    use essaim_core::Timestamp;
+
+    fn task(id: usize, state: TaskState, desired_state: TaskState) -> Task {
+        Task {
+            id: format!("t{id}"),
+            version: 1,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            service_id: "svc".to_string(),
+            slot: Some(id as u64),
+            node_id: Some("n1".to_string()),
+            spec: TaskSpec::default(),
+            ports: Vec::new(),
+            service_version: 1,
+            desired_state,
+            status: TaskStatus::new(state, Timestamp(0), ""),
+        }
+    }
+
+    #[test]
+    fn a_large_full_set_comes_in_chunks_marked_as_one_set() {
+        let tasks: Vec<Task> = (0..TASKS_PER_MESSAGE * 2 + 1)
+            .map(|i| task(i, TaskState::Assigned, TaskState::Running))
+            .collect();
+        let refs: Vec<&Task> = tasks.iter().collect();
+        let messages = full_set(&refs, 500);
+        assert_eq!(messages.len(), 3);
+        assert!(messages[0].full && messages[0].more);
+        assert!(!messages[1].full && messages[1].more);
+        assert!(!messages[2].full && !messages[2].more);
+        let sent: usize = messages
+            .iter()
+            .map(|m| {
+                serde_json::from_slice::<Vec<Task>>(&m.tasks_json)
+                    .expect("tasks")
+                    .len()
+            })
+            .sum();
+        assert_eq!(sent, tasks.len());
+        // A node with no tasks still learns that it has none.
+        let empty = full_set(&[], 500);
+        assert_eq!(empty.len(), 1);
+        assert!(empty[0].full && !empty[0].more && empty[0].tasks_json.is_empty());
+    }
+
+    #[test]
+    fn a_node_hears_of_a_task_again_only_when_it_must_act() {
+        let pending = Sent::of(&task(1, TaskState::Pending, TaskState::Running));
+        let assigned = Sent::of(&task(1, TaskState::Assigned, TaskState::Running));
+        let running = Sent::of(&task(1, TaskState::Running, TaskState::Running));
+        let stopping = Sent::of(&task(1, TaskState::Running, TaskState::Shutdown));
+        assert_ne!(pending, assigned, "assignment starts the task");
+        assert_eq!(assigned, running, "its own report is no news to the node");
+        assert_ne!(running, stopping, "a shutdown stops it");
+    }
+}

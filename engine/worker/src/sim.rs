@@ -139,3 +139,70 @@ impl Executor for SimExecutor {
         Box::pin(async { Vec::new() })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use essaim_core::model::{TaskSpec, TaskState, TaskStatus};
+    use essaim_core::Timestamp;
+
+    fn task(id: &str, env: &[(&str, &str)]) -> Task {
+        Task {
+            id: id.to_string(),
+            version: 1,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            service_id: "svc".to_string(),
+            slot: Some(1),
+            node_id: Some("n1".to_string()),
+            spec: TaskSpec {
+                image: "sim".to_string(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..TaskSpec::default()
+            },
+            ports: Vec::new(),
+            service_version: 1,
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::Assigned, Timestamp(0), "assigned"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exit_that_comes_before_anyone_waits_is_kept() {
+        let executor = SimExecutor::new(Duration::ZERO);
+        let task = task("t1", &[("SIM_EXIT_AFTER", "0ms"), ("SIM_EXIT_CODE", "7")]);
+        executor.start(&task).await.expect("starts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(executor.wait("t1").await.code, 7);
+    }
+
+    #[tokio::test]
+    async fn a_stop_wins_over_a_later_exit() {
+        let executor = SimExecutor::new(Duration::ZERO);
+        let task = task("t2", &[("SIM_EXIT_AFTER", "50ms")]);
+        executor.start(&task).await.expect("starts");
+        executor.stop("t2", Duration::ZERO).await;
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let exit = executor.wait("t2").await;
+        assert_eq!((exit.code, exit.message.as_str()), (0, "stopped"));
+    }
+
+    #[tokio::test]
+    async fn bad_switches_are_rejected_naming_them() {
+        let executor = SimExecutor::new(Duration::ZERO);
+        let rejected = executor
+            .start(&task("t3", &[("SIM_REJECT", "no room")]))
+            .await
+            .expect_err("rejected");
+        assert!(rejected.rejected);
+        assert_eq!(rejected.message, "no room");
+        let bad = executor
+            .start(&task("t4", &[("SIM_EXIT_CODE", "seven")]))
+            .await
+            .expect_err("bad code");
+        assert_eq!(bad.message, "SIM_EXIT_CODE: \"seven\" is not a number");
+    }
+}
