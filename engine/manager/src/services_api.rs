@@ -28,7 +28,7 @@ pub async fn create(swarm: &Swarm, spec: ServiceSpec) -> Result<ControlReply, Co
     let id = service.id.clone();
     swarm.write_one(Command::CreateService { service }).await?;
     tracing::info!(service = %id, "service created");
-    inspect(swarm, &id).await
+    written(swarm, &id)
 }
 
 /// # Errors
@@ -45,8 +45,14 @@ pub async fn list(swarm: &Swarm) -> Result<ControlReply, ControlError> {
 /// Unknown service, or no quorum.
 pub async fn inspect(swarm: &Swarm, name: &str) -> Result<ControlReply, ControlError> {
     swarm.linearize().await?;
+    written(swarm, name)
+}
+
+/// The service as this leader's state has it. After a write of ours that is current: a write
+/// returns once applied here, so no further confirmation round is needed.
+fn written(swarm: &Swarm, id: &str) -> Result<ControlReply, ControlError> {
     let state = swarm.state();
-    let service = state.service(name)?;
+    let service = state.service(id)?;
     Ok(ControlReply::Service(view(&state, service)))
 }
 
@@ -72,7 +78,7 @@ pub async fn scale(swarm: &Swarm, name: &str, replicas: u64) -> Result<ControlRe
             spec,
         })
         .await?;
-    inspect(swarm, &id).await
+    written(swarm, &id)
 }
 
 /// Replaces the spec of a service with `spec`, as `service update` edited it; the state
@@ -102,7 +108,7 @@ pub async fn update(
         })
         .await?;
     tracing::info!(service = %id, "service updated");
-    inspect(swarm, &id).await
+    written(swarm, &id)
 }
 
 /// What an update may not do to `current`: carry an invalid spec, change the mode (the slots
