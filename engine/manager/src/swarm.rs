@@ -32,6 +32,8 @@ pub const QUORUM_TIMEOUT: Duration = Duration::from_secs(3);
 /// follower to take a few of them within one heartbeat interval, which openraft gives each
 /// AppendEntries call before it counts the follower as unreachable.
 const COMMANDS_PER_ENTRY: usize = 500;
+/// The longest one confirmation round may take before it is tried again.
+const READ_ROUND_LIMIT: Duration = Duration::from_millis(500);
 /// Pause between two attempts to confirm leadership for a read.
 const LINEARIZE_RETRY: Duration = Duration::from_millis(10);
 /// Entries of one `write_many` in flight at once: Raft commits them together.
@@ -419,57 +421,54 @@ impl Swarm {
     /// # Errors
     /// No quorum within [`QUORUM_TIMEOUT`], or leadership lost.
     pub async fn linearize(&self) -> Result<(), ControlError> {
+        use std::sync::atomic::Ordering::SeqCst;
         // Concurrent reads share confirmation rounds: each round asks every follower, and a
         // round per read would flood them under load. A round serves every read that arrived
-        // before it started.
-        let arrived_after = self.reads.started.load(std::sync::atomic::Ordering::SeqCst);
-        let _one_round_at_a_time = self.reads.lock.lock().await;
-        let (last_round, succeeded) = *self
-            .reads
-            .completed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if succeeded && last_round > arrived_after {
-            return Ok(());
-        }
-        let round = self
-            .reads
-            .started
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
-        let result = self.confirm_leadership().await;
-        *self
-            .reads
-            .completed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = (round, result.is_ok());
-        result
-    }
-
-    /// One confirmation round: a quorum still follows this leader, and the state machine has
-    /// applied everything committed when the round started.
-    async fn confirm_leadership(&self) -> Result<(), ControlError> {
+        // before it started. Rounds are short, so a round stuck on a lost leader holds the
+        // others back for a moment only.
         let deadline = tokio::time::Instant::now() + QUORUM_TIMEOUT;
+        let arrived_after = self.reads.started.load(SeqCst);
         loop {
             self.check_quorum_contact()?;
-            match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
-                Err(_) => return Err(self.no_quorum("cannot confirm the latest state")),
+            let Ok(one_round_at_a_time) =
+                tokio::time::timeout_at(deadline, self.reads.lock.lock()).await
+            else {
+                return Err(self.no_quorum("cannot confirm the latest state"));
+            };
+            let (last_round, succeeded) = *self
+                .reads
+                .completed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if succeeded && last_round > arrived_after {
+                return Ok(());
+            }
+            let round = self.reads.started.fetch_add(1, SeqCst) + 1;
+            let attempt =
+                tokio::time::timeout(READ_ROUND_LIMIT, self.raft.ensure_linearizable()).await;
+            *self
+                .reads
+                .completed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = (round, matches!(attempt, Ok(Ok(_))));
+            match attempt {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
                     return Err(ControlError::Unavailable(
                         "leadership changed during the read; retry".into(),
                     ))
                 }
-                // One round of heartbeats may miss its interval when the managers are busy
+                // A round may miss its heartbeat interval when the managers are busy
                 // replicating large entries: that is load, not loss, so ask again.
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(_) | Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(self.no_quorum("cannot confirm the latest state"));
                     }
-                    tokio::time::sleep(LINEARIZE_RETRY).await;
                 }
                 Ok(Err(e)) => return Err(ControlError::Internal(format!("raft read failed: {e}"))),
             }
+            drop(one_round_at_a_time);
+            tokio::time::sleep(LINEARIZE_RETRY).await;
         }
     }
 
