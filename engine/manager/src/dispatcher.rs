@@ -91,11 +91,6 @@ impl Dispatcher {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The number of nodes connected to this leader.
-    pub fn connected(&self) -> usize {
-        self.sessions().len()
-    }
-
     /// Opens a node's session: its full task set first, then changes as they commit. A
     /// session the node had before is closed.
     ///
@@ -336,11 +331,7 @@ pub async fn route(swarm: Arc<Swarm>) {
             received = events.recv() => match received {
                 Ok(batch) => {
                     if swarm.leader() == Leader::Me {
-                        let started = Instant::now();
-                        swarm.dispatcher.route(&batch);
-                        if started.elapsed() > Duration::from_millis(20) {
-                            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, events = batch.len(), "slow routing");
-                        }
+                        crate::orchestration::timed("routing", || swarm.dispatcher.route(&batch));
                     } else {
                         swarm.dispatcher.close_all("this node no longer leads");
                     }

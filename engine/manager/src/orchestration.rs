@@ -171,7 +171,7 @@ fn placements(swarm: &Swarm) -> Vec<Command> {
 }
 
 /// Runs `work`, and says so in the log when it took long enough to matter to Raft's timing.
-fn timed<T>(what: &str, work: impl FnOnce() -> T) -> T {
+pub(crate) fn timed<T>(what: &str, work: impl FnOnce() -> T) -> T {
     let started = std::time::Instant::now();
     let result = work();
     let elapsed = started.elapsed();

@@ -116,15 +116,6 @@ impl Worker {
         self.setup.executor.logs(task_id, tail, follow)
     }
 
-    /// The tasks this node runs now.
-    pub fn running(&self) -> Vec<ObjectId> {
-        self.table()
-            .iter()
-            .filter(|(_, t)| t.status.state == TaskState::Running)
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, LocalTask>> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }

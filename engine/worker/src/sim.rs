@@ -33,15 +33,21 @@ impl SimExecutor {
 
     fn end(&self, task_id: &str, exit: Exit) {
         if let Some(task) = self.table().get(task_id) {
-            task.send_if_modified(|current| {
-                let first = current.is_none();
-                if first {
-                    *current = Some(exit);
-                }
-                first
-            });
+            end_once(task, exit);
         }
     }
+}
+
+/// Records how a task ended, unless it already has: the first end wins, a stop over a later
+/// timed exit as much as the reverse. Kept even while nobody waits yet.
+fn end_once(task: &watch::Sender<Option<Exit>>, exit: Exit) {
+    task.send_if_modified(|current| {
+        let first = current.is_none();
+        if first {
+            *current = Some(exit);
+        }
+        first
+    });
 }
 
 impl Executor for SimExecutor {
@@ -73,17 +79,13 @@ impl Executor for SimExecutor {
             if let Some(after) = exit_after {
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(after)).await;
-                    // Kept even with nobody waiting yet, and never over an earlier stop.
-                    exit.send_if_modified(|current| {
-                        let first = current.is_none();
-                        if first {
-                            *current = Some(Exit {
-                                code: exit_code,
-                                message: format!("exited with code {exit_code}"),
-                            });
-                        }
-                        first
-                    });
+                    end_once(
+                        &exit,
+                        Exit {
+                            code: exit_code,
+                            message: format!("exited with code {exit_code}"),
+                        },
+                    );
                 });
             }
             Ok(Started::default())

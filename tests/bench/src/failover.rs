@@ -6,15 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use essaim_api::{transport, ControlRequest};
-use essaim_tests::Cluster;
 
 use crate::report::{median_and_worst, Figure};
 
-const SETTLE: Duration = Duration::from_secs(30);
-
 pub fn run(trials: usize) -> Result<Vec<Figure>> {
-    let mut cluster = Cluster::start(3, 0)?;
-    wait_for_three_reachable(&cluster, "m1")?;
+    let mut cluster = crate::sim::managers()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -44,7 +40,7 @@ pub fn run(trials: usize) -> Result<Vec<Figure>> {
         );
         samples.push(elapsed);
         cluster.node_mut(&leader).restart()?;
-        wait_for_three_reachable(&cluster, &survivor)?;
+        crate::sim::wait_for_managers(&cluster, &survivor)?;
         if std::env::var_os("ESSAIM_BENCH_KEEP_LOGS").is_some() {
             for node in &cluster.nodes {
                 let path = format!("/tmp/failover-trial{}-{}.log", trial + 1, node.name);
@@ -95,19 +91,4 @@ async fn write(socket: &std::path::Path, node: &str, trial: usize) -> bool {
         .await,
         Ok(Ok(_))
     )
-}
-
-fn wait_for_three_reachable(cluster: &Cluster, via: &str) -> Result<()> {
-    cluster.wait_for_nodes(via, "three reachable managers", SETTLE, |nodes| {
-        nodes
-            .iter()
-            .filter(|n| !n["manager_status"].is_null())
-            .count()
-            == 3
-            && nodes.iter().all(|n| {
-                n["manager_status"]["leader"] == true
-                    || n["manager_status"]["reachability"] == "reachable"
-            })
-    })?;
-    Ok(())
 }

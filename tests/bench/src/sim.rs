@@ -1,4 +1,4 @@
-//! What the scale scenarios share: three managers, and processes hosting simulated worker
+//! What the scenarios share: three managers, and processes hosting simulated worker
 //! nodes (`essaimd --runtime sim --sim-nodes N`), each a real agent with its own certificate
 //! and task session.
 
@@ -66,14 +66,24 @@ impl Drop for SimHost {
 /// Three managers, settled.
 pub fn managers() -> Result<Cluster> {
     let cluster = Cluster::start(3, 0)?;
-    cluster.wait_for_nodes("m1", "three reachable managers", SETTLE, |nodes| {
-        nodes.len() == 3
+    wait_for_managers(&cluster, "m1")?;
+    Ok(cluster)
+}
+
+/// Waits until `via` sees three managers, each the leader or reachable.
+pub fn wait_for_managers(cluster: &Cluster, via: &str) -> Result<()> {
+    cluster.wait_for_nodes(via, "three reachable managers", SETTLE, |nodes| {
+        nodes
+            .iter()
+            .filter(|n| !n["manager_status"].is_null())
+            .count()
+            == 3
             && nodes.iter().all(|n| {
                 n["manager_status"]["leader"] == true
                     || n["manager_status"]["reachability"] == "reachable"
             })
     })?;
-    Ok(cluster)
+    Ok(())
 }
 
 /// Waits until `count` nodes in all are ready.
