@@ -28,6 +28,24 @@ fn bin_dir() -> &'static PathBuf {
         // A no-op when they are up to date.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         let mut build = Command::new(cargo);
+        // Cargo gives the program it runs (this test, or the benchmark) its package's
+        // variables; passed on, they would look like a changed environment to build scripts
+        // that watch them (ring's), and every run would rebuild those crates.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || name.starts_with("CARGO_BIN_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .contains(&name.as_ref())
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
         build.args([
             "build",
             "--quiet",
@@ -51,6 +69,21 @@ pub fn essaimd_path() -> PathBuf {
 
 pub fn essaim_path() -> PathBuf {
     bin_dir().join("essaim")
+}
+
+/// Makes a child started by `command` die when the thread that starts it ends (with this
+/// process, killed or not): a test or a benchmark that is interrupted leaves no daemon behind.
+pub fn die_with_parent(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
 }
 
 /// A loopback port nobody listens on right now.
@@ -160,7 +193,7 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(essaimd_path())
+        let child = die_with_parent(&mut Command::new(essaimd_path()))
             .arg("--data-dir")
             .arg(self.dir.join("data"))
             .arg("--listen-addr")

@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`report`]: figures, the table and the JSON.
+//! - [`interrupt`]: an interrupted run stops its daemons and removes its directories.
 //! - [`failover`]: kill -9 of the Raft leader to the first successful write through a survivor.
 //! - [`placement`]: a large service on simulated nodes: placement rate, time to running, API
 //!   latency under that load, leadership stability, memory per task; and node loss.
@@ -15,6 +16,7 @@
 //! - [`sim`]: managers and hosts of simulated nodes, shared by the scale scenarios.
 
 mod failover;
+mod interrupt;
 mod placement;
 mod raft_writes;
 mod report;
@@ -50,6 +52,7 @@ const SCENARIOS: &[&str] = &["placement", "node-loss", "raft-writes", "failover"
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let _root = interrupt::guard()?;
     for name in &args.scenarios {
         if !SCENARIOS.contains(&name.as_str()) {
             anyhow::bail!(

@@ -231,16 +231,30 @@ pub fn node_loss(sizes: &Sizes) -> Result<Vec<Figure>> {
         }
         hosts[0].kill9();
         let killed = Instant::now();
-        // The count dips once the lost nodes are marked down, then comes back.
-        let mut dipped = false;
+        // Done when every replica runs on a node that survived. Counting running replicas is
+        // not enough: the replacements can start between two looks, so no dip is ever seen.
+        let lost = format!("{}-", hosts[0].name());
         loop {
-            let running = sim::inspect(&socket, "bench").await?.running;
-            dipped |= running < sizes.replicas;
-            if dipped && running >= sizes.replicas {
+            let running = sim::tasks(&socket, "bench")
+                .await?
+                .iter()
+                .filter(|view| {
+                    view.task.desired_state == TaskState::Running
+                        && view.task.status.state == TaskState::Running
+                        && !view
+                            .node_hostname
+                            .as_deref()
+                            .is_some_and(|host| host.starts_with(&lost))
+                })
+                .count() as u64;
+            if running >= sizes.replicas {
                 return Ok::<_, anyhow::Error>(killed.elapsed());
             }
             if killed.elapsed() > SETTLE {
-                bail!("{running} of {} running after the loss", sizes.replicas);
+                bail!(
+                    "{running} of {} running on surviving nodes {SETTLE:?} after the loss",
+                    sizes.replicas
+                );
             }
             tokio::time::sleep(POLL).await;
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use essaim_api::{transport, ControlRequest};
-use essaim_tests::free_port;
+use essaim_tests::{die_with_parent, free_port};
 use futures::future::join_all;
 
 use crate::report::{percentile, Figure};
@@ -264,7 +264,7 @@ impl EtcdCluster {
         let mut members = Vec::new();
         for i in 0..3 {
             let log = std::fs::File::create(dir.path().join(format!("e{i}.log")))?;
-            let child = Command::new(binary)
+            let child = die_with_parent(&mut Command::new(binary))
                 .args(["--name", &format!("e{i}")])
                 .arg("--data-dir")
                 .arg(dir.path().join(format!("e{i}")))

@@ -7,15 +7,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use essaim_api::control::ServiceView;
+use essaim_api::control::{ServiceView, TaskView};
 use essaim_api::{transport, ControlReply, ControlRequest};
 use essaim_core::model::{ServiceMode, ServiceSpec, TaskSpec};
-use essaim_tests::{essaimd_path, Cluster};
+use essaim_tests::{die_with_parent, essaimd_path, Cluster};
 
 pub const SETTLE: Duration = Duration::from_secs(120);
 
 /// A process hosting simulated nodes; killed when dropped.
 pub struct SimHost {
+    name: String,
     child: Child,
 }
 
@@ -28,6 +29,7 @@ impl SimHost {
         std::fs::create_dir_all(&dir)?;
         let log = std::fs::File::create(dir.join("essaimd.log"))?;
         let mut command = Command::new(essaimd_path());
+        die_with_parent(&mut command);
         // Simulated nodes stand in for other machines: on this one they must not take the
         // managers' CPU, or the figures would measure the simulation, not the control plane.
         // SAFETY: setpriority is async-signal-safe.
@@ -47,7 +49,15 @@ impl SimHost {
             .stderr(log)
             .spawn()
             .context("starting a sim host")?;
-        Ok(SimHost { child })
+        Ok(SimHost {
+            name: name.to_string(),
+            child,
+        })
+    }
+
+    /// The host's name; its nodes are named `{name}-NNNN`.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Kills the process at once: its nodes fall silent, as machines that fail.
@@ -127,6 +137,22 @@ pub async fn inspect(socket: &std::path::Path, service: &str) -> Result<ServiceV
     .await?
     {
         ControlReply::Service(view) => Ok(view),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+/// The tasks of a service, as `service ps` sees them.
+pub async fn tasks(socket: &std::path::Path, service: &str) -> Result<Vec<TaskView>> {
+    match call(
+        socket,
+        &ControlRequest::TaskList {
+            service: Some(service.to_string()),
+            node: None,
+        },
+    )
+    .await?
+    {
+        ControlReply::Tasks(tasks) => Ok(tasks),
         other => bail!("unexpected reply {other:?}"),
     }
 }
