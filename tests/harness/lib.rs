@@ -28,6 +28,8 @@ fn bin_dir() -> &'static PathBuf {
         // A no-op when they are up to date.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         let mut build = Command::new(cargo);
+        // From this workspace, wherever the test or benchmark was started.
+        build.current_dir(env!("CARGO_MANIFEST_DIR"));
         // Cargo gives the program it runs (this test, or the benchmark) its package's
         // variables; passed on, they would look like a changed environment to build scripts
         // that watch them (ring's), and every run would rebuild those crates.
