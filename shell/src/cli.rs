@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use essaim_api::transport::Host;
-use essaim_core::model::{Availability, PortConfig, RestartCondition, Role, TaskState};
+use essaim_core::model::{
+    Availability, HealthCheck, PortConfig, RestartCondition, Role, TaskState,
+};
 use essaim_core::time::parse_duration_ms;
 use essaim_core::units::{parse_cpus, parse_key_value, parse_memory, parse_port};
 
@@ -378,6 +380,12 @@ pub struct ServiceCreateArgs {
     /// Publish a port: [PUBLISHED:]TARGET
     #[arg(short, long, value_name = "[PUBLISHED:]TARGET", value_parser = parse_port)]
     pub publish: Vec<PortConfig>,
+    /// Attach the tasks to a network (default: a network of the service's own); services on
+    /// one network reach each other by name
+    #[arg(long, value_name = "NETWORK", value_parser = parse_network_name)]
+    pub network: Vec<String>,
+    #[command(flatten)]
+    pub health: HealthArgs,
     /// Image (or program) the tasks run
     #[arg(value_name = "IMAGE")]
     pub image: String,
@@ -506,9 +514,122 @@ pub struct ServiceChanges {
     /// Unpublish a port: TARGET removes every mapping to it, PUBLISHED:TARGET that one
     #[arg(long, value_name = "[PUBLISHED:]TARGET", value_parser = parse_port)]
     pub publish_rm: Vec<PortConfig>,
+    /// Attach the tasks to a network as well
+    #[arg(long, value_name = "NETWORK", value_parser = parse_network_name)]
+    pub network_add: Vec<String>,
+    /// Detach the tasks from a network
+    #[arg(long, value_name = "NETWORK")]
+    pub network_rm: Vec<String>,
+    // The health flags again, not flattened: they must count in the group of changes, of which
+    // `service update` needs at least one.
+    /// Command to run to check health, by the container's shell
+    #[arg(long, value_name = "COMMAND")]
+    pub health_cmd: Option<String>,
+    /// Time between running the check
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub health_interval: Option<u64>,
+    /// Maximum time to allow one check to run
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub health_timeout: Option<u64>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u64>,
+    /// Time for the task to initialize before failed checks count
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub health_start_period: Option<u64>,
+    /// Disable any health check, the image's included
+    #[arg(long, conflicts_with_all = ["health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period"])]
+    pub no_healthcheck: bool,
     /// Replace the tasks even if nothing else changes
     #[arg(long)]
     pub force: bool,
+}
+
+impl ServiceChanges {
+    /// The health flags among the changes.
+    pub fn health(&self) -> HealthArgs {
+        HealthArgs {
+            health_cmd: self.health_cmd.clone(),
+            health_interval: self.health_interval,
+            health_timeout: self.health_timeout,
+            health_retries: self.health_retries,
+            health_start_period: self.health_start_period,
+            no_healthcheck: self.no_healthcheck,
+        }
+    }
+}
+
+/// `--health-*` and `--no-healthcheck`, as `docker service create` and `update` take them.
+#[derive(Debug, Default, Args)]
+pub struct HealthArgs {
+    /// Command to run to check health, by the container's shell
+    #[arg(long, value_name = "COMMAND")]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (default 30s)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub health_interval: Option<u64>,
+    /// Maximum time to allow one check to run (default 30s)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub health_timeout: Option<u64>,
+    /// Consecutive failures needed to report unhealthy (default 3)
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u64>,
+    /// Time for the task to initialize before failed checks count (default 0s)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub health_start_period: Option<u64>,
+    /// Disable any health check, the image's included
+    #[arg(long, conflicts_with_all = ["health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period"])]
+    pub no_healthcheck: bool,
+}
+
+impl HealthArgs {
+    /// The health check after these flags, from `current` (the service's, or none).
+    pub fn apply(&self, current: Option<HealthCheck>) -> Option<HealthCheck> {
+        if self.no_healthcheck {
+            return Some(HealthCheck {
+                test: vec!["NONE".to_string()],
+                ..HealthCheck::default()
+            });
+        }
+        let touched = self.health_cmd.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some();
+        if !touched {
+            return current;
+        }
+        let mut check = current
+            .filter(|check| check.test.first().map(String::as_str) != Some("NONE"))
+            .unwrap_or_default();
+        if let Some(command) = &self.health_cmd {
+            check.test = vec!["CMD-SHELL".to_string(), command.clone()];
+        }
+        let set = |field: &mut u64, value: Option<u64>| {
+            if let Some(value) = value {
+                *field = value;
+            }
+        };
+        set(&mut check.interval_ms, self.health_interval);
+        set(&mut check.timeout_ms, self.health_timeout);
+        set(&mut check.retries, self.health_retries);
+        set(&mut check.start_period_ms, self.health_start_period);
+        Some(check)
+    }
+}
+
+/// A network name as Docker takes it: letters, digits and `_.-`, starting with a letter or
+/// digit.
+fn parse_network_name(text: &str) -> Result<String, String> {
+    let mut chars = text.chars();
+    let valid_start = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if valid_start && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "invalid network name {text:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+        ))
+    }
 }
 
 /// The arguments of a command, as `--args` reads them from one string.

@@ -174,6 +174,7 @@ pub fn node_pretty(view: &NodeView) -> String {
         Entry::Section("Platform"),
         Entry::field(1, "Operating System", &node.description.os),
         Entry::field(1, "Architecture", &node.description.arch),
+        Entry::field(0, "Runtime", &node.description.runtime),
     ]);
     listing(&entries)
 }
@@ -472,6 +473,32 @@ pub fn service_pretty(view: &ServiceView) -> String {
             format_duration_ms(task.stop_grace_period_ms),
         ),
     ]);
+    if let Some(check) = &task.healthcheck {
+        entries.push(Entry::Section("Healthcheck"));
+        match check.test.as_slice() {
+            [none] if none == "NONE" => entries.push(Entry::Item("disabled".to_string())),
+            [shell, command] if shell == "CMD-SHELL" => {
+                entries.push(Entry::field(1, "Command", command));
+            }
+            [] => entries.push(Entry::field(1, "Command", "(the image's)")),
+            test => entries.push(Entry::field(1, "Command", test.join(" "))),
+        }
+        let durations = [
+            ("Interval", check.interval_ms),
+            ("Timeout", check.timeout_ms),
+            ("Start period", check.start_period_ms),
+        ];
+        for (title, ms) in durations.into_iter().filter(|(_, ms)| *ms > 0) {
+            entries.push(Entry::field(1, title, format_duration_ms(ms)));
+        }
+        if check.retries > 0 {
+            entries.push(Entry::field(1, "Retries", check.retries.to_string()));
+        }
+    }
+    if !task.networks.is_empty() {
+        entries.push(Entry::Section("Networks"));
+        entries.extend(task.networks.iter().cloned().map(Entry::Item));
+    }
     if !spec.ports.is_empty() {
         entries.push(Entry::Section("Ports"));
         entries.extend(spec.ports.iter().map(|port| {

@@ -88,6 +88,8 @@ pub fn die_with_parent(command: &mut Command) -> &mut Command {
     }
 }
 
+pub mod docker;
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -208,6 +210,8 @@ impl Daemon {
                 "RUST_LOG",
                 std::env::var("ESSAIM_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             )
+            // Tests run tasks as processes unless they ask for Docker.
+            .env("ESSAIM_RUNTIME", "process")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -232,6 +232,7 @@ fn create(
             created_at: now,
             updated_at: now,
             service_id: service.id.clone(),
+            service_name: service.spec.name.clone(),
             slot,
             node_id,
             spec: service.spec.task.clone(),
@@ -245,6 +246,7 @@ fn create(
                 error: None,
                 exit_code: None,
                 ports: Vec::new(),
+                address: None,
             },
         },
     }

@@ -58,9 +58,11 @@ pub struct Args {
     #[arg(long, env = "ESSAIM_RAFT_SNAPSHOT_INTERVAL", value_name = "ENTRIES", default_value_t = essaim_manager::raft::DEFAULT_SNAPSHOT_INTERVAL, value_parser = clap::value_parser!(u64).range(10..))]
     pub raft_snapshot_interval: u64,
 
-    /// How this node runs tasks: `process` (IMAGE is a program on this machine) or `sim`
-    /// (simulated tasks, for scale tests)
-    #[arg(long, value_enum, default_value_t = RuntimeArg::Process)]
+    /// How this node runs tasks: `docker` (containers on this machine's Docker engine),
+    /// `process` (IMAGE is a program on this machine), `sim` (simulated tasks, for scale
+    /// tests), or `auto`: docker when an engine answers at DOCKER_HOST or the default socket,
+    /// else process
+    #[arg(long, env = "ESSAIM_RUNTIME", value_enum, default_value_t = RuntimeArg::Auto)]
     pub runtime: RuntimeArg,
 
     /// With --runtime sim: how long a simulated task takes to start
@@ -88,6 +90,8 @@ pub struct Args {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeArg {
+    Auto,
+    Docker,
     Process,
     Sim,
 }
@@ -143,7 +147,9 @@ impl Args {
             );
         }
         let runtime = match self.runtime {
-            RuntimeArg::Process => Runtime::Process,
+            // Until the daemon, once started, finds out whether an engine answers.
+            RuntimeArg::Auto | RuntimeArg::Process => Runtime::Process,
+            RuntimeArg::Docker => Runtime::Docker,
             RuntimeArg::Sim => Runtime::Sim {
                 start_delay: self.sim_start_delay,
             },

@@ -20,7 +20,16 @@ pub async fn run(
     args: config::Args,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let settings = args.resolve()?;
+    let mut settings = args.resolve()?;
+    if args.runtime == config::RuntimeArg::Auto {
+        settings.node.runtime = match essaim_worker::docker::connect().await {
+            Ok(_) => essaim_worker::Runtime::Docker,
+            Err(e) => {
+                tracing::info!("running tasks as processes: {e}");
+                essaim_worker::Runtime::Process
+            }
+        };
+    }
     if let Some(hosting) = &settings.sim_hosting {
         return host_sim_nodes(hosting, &settings, shutdown).await;
     }
@@ -49,7 +58,11 @@ async fn host_sim_nodes(
     settings: &config::Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let executor = settings.node.runtime.executor(&hosting.hostname_prefix);
+    let executor = settings
+        .node
+        .runtime
+        .executor(&hosting.hostname_prefix)
+        .await?;
     let host = essaim_manager::sim_nodes::start(
         hosting.count,
         &hosting.join_token,

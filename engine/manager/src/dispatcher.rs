@@ -445,6 +445,7 @@ mod tests {
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
             service_id: "svc".to_string(),
+            service_name: "svc".to_string(),
             slot: Some(id as u64),
             node_id: Some("n1".to_string()),
             spec: TaskSpec::default(),

@@ -121,7 +121,7 @@ impl Worker {
     }
 
     async fn adopt(self: &Arc<Self>) {
-        for task_id in self.setup.executor.adopt().await {
+        for task_id in self.setup.executor.adopt(&self.setup.node_id).await {
             tracing::info!(task = %task_id, "adopting a task that survived the agent's restart");
             let (stop, stopped) = watch::channel(false);
             let status = TaskStatus::new(TaskState::Running, now(), "adopted");
@@ -392,6 +392,7 @@ impl Worker {
                 Ok(started) => {
                     let mut status = TaskStatus::new(TaskState::Running, now(), "started");
                     status.ports = started.ports;
+                    status.address = started.address;
                     self.report(&task_id, status);
                 }
                 Err(error) => {

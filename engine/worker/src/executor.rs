@@ -17,6 +17,8 @@ pub type ExecFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct Started {
     /// The node ports its target ports were published on.
     pub ports: Vec<PortConfig>,
+    /// Its address on its network, when it has one of its own (a container's IP).
+    pub address: Option<String>,
 }
 
 /// Why a task could not start.
@@ -76,9 +78,9 @@ pub trait Executor: Send + Sync + 'static {
     /// new lines until the task ends. `None` for a task this runtime does not know.
     fn logs(&self, task_id: &str, tail: usize, follow: bool) -> Option<LogStream>;
 
-    /// The tasks whose workloads survived a restart of this agent, to be supervised again
-    /// rather than started twice.
-    fn adopt(&self) -> ExecFuture<'_, Vec<String>>;
+    /// The tasks of node `node_id` whose workloads survived a restart of its agent, to be
+    /// supervised again rather than started twice.
+    fn adopt<'a>(&'a self, node_id: &'a str) -> ExecFuture<'a, Vec<String>>;
 }
 
 /// Which runtime a node uses, as `essaimd --runtime` says.
@@ -86,6 +88,8 @@ pub trait Executor: Send + Sync + 'static {
 pub enum Runtime {
     /// Each task is an OS process: IMAGE is the program, ARGs its arguments.
     Process,
+    /// Each task is a container on the machine's Docker engine.
+    Docker,
     /// No OS work: tasks run after `start_delay`, for scale tests.
     Sim { start_delay: Duration },
 }
@@ -94,15 +98,20 @@ impl Runtime {
     pub fn name(&self) -> &'static str {
         match self {
             Runtime::Process => "process",
+            Runtime::Docker => "docker",
             Runtime::Sim { .. } => "sim",
         }
     }
 
     /// The runtime's executor, for the node named `node_name` (used in error messages).
-    pub fn executor(&self, node_name: &str) -> Arc<dyn Executor> {
-        match self {
+    ///
+    /// # Errors
+    /// The Docker engine does not answer.
+    pub async fn executor(&self, node_name: &str) -> anyhow::Result<Arc<dyn Executor>> {
+        Ok(match self {
             Runtime::Process => Arc::new(crate::process::ProcessExecutor::new(node_name)),
+            Runtime::Docker => Arc::new(crate::docker::DockerExecutor::connect(node_name).await?),
             Runtime::Sim { start_delay } => Arc::new(crate::sim::SimExecutor::new(*start_delay)),
-        }
+        })
     }
 }

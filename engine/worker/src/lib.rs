@@ -1,19 +1,21 @@
 //! The worker side of a node: every node, manager or worker, runs tasks.
 //!
 //! ```text
-//!  leader's dispatcher ──assignments──> agent ──start/stop──> executor (process | sim)
+//!  leader's dispatcher ──assignments──> agent ──start/stop──> executor (docker | process | sim)
 //!                      <──status reports──     <──exits───
 //! ```
 //!
 //! # Layout
 //! - [`agent`]: one session with the leader, one supervisor per task.
 //! - [`executor`]: the one trait every runtime implements, and the choice of runtime.
+//! - [`docker`]: tasks as containers on the machine's Docker engine.
 //! - [`process`]: tasks as OS processes.
 //! - [`sim`]: simulated tasks, for scale tests.
 //! - [`logs`]: the output kept of each task.
 //! - [`machine`]: the CPUs and memory a node reports.
 
 pub mod agent;
+pub mod docker;
 pub mod executor;
 pub mod logs;
 pub mod machine;

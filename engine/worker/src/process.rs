@@ -130,7 +130,10 @@ impl ProcessExecutor {
                 logs,
             }),
         );
-        Ok(Started { ports })
+        Ok(Started {
+            ports,
+            address: None,
+        })
     }
 }
 
@@ -189,7 +192,7 @@ impl Executor for ProcessExecutor {
         self.task(task_id).map(|t| t.logs.stream(tail, follow))
     }
 
-    fn adopt(&self) -> ExecFuture<'_, Vec<String>> {
+    fn adopt<'a>(&'a self, _node_id: &'a str) -> ExecFuture<'a, Vec<String>> {
         // Processes die with the agent that started them: there is nothing to adopt.
         Box::pin(async { Vec::new() })
     }
@@ -294,6 +297,7 @@ mod tests {
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
             service_id: "svc".to_string(),
+            service_name: "svc".to_string(),
             slot: Some(1),
             node_id: Some("n1".to_string()),
             spec: TaskSpec {

@@ -137,7 +137,7 @@ impl Executor for SimExecutor {
         })
     }
 
-    fn adopt(&self) -> ExecFuture<'_, Vec<String>> {
+    fn adopt<'a>(&'a self, _node_id: &'a str) -> ExecFuture<'a, Vec<String>> {
         Box::pin(async { Vec::new() })
     }
 }
@@ -155,6 +155,7 @@ mod tests {
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
             service_id: "svc".to_string(),
+            service_name: "svc".to_string(),
             slot: Some(1),
             node_id: Some("n1".to_string()),
             spec: TaskSpec {

@@ -96,6 +96,8 @@ pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
             max_replicas_per_node: args.replicas_max_per_node.unwrap_or(0),
             stop_grace_period_ms: args.stop_grace_period.unwrap_or(DEFAULT_STOP_GRACE_MS),
             force_update: 0,
+            networks: args.network,
+            healthcheck: args.health.apply(None),
         },
         ports: args.publish,
     })
@@ -346,6 +348,7 @@ mod tests {
                 created_at: Timestamp(created),
                 updated_at: Timestamp(created),
                 service_id: "svc1".to_string(),
+                service_name: "svc".to_string(),
                 slot: Some(slot),
                 node_id: Some("n1".to_string()),
                 spec: TaskSpec {
@@ -362,6 +365,7 @@ mod tests {
                     error: None,
                     exit_code: None,
                     ports: Vec::new(),
+                    address: None,
                 },
             },
             name: format!("web.{slot}"),

@@ -152,6 +152,19 @@ pub fn apply(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<ServiceSpec
     set(&mut restart.max_attempts, changes.restart_max_attempts);
     set(&mut restart.window_ms, changes.restart_window);
     set(&mut task.stop_grace_period_ms, changes.stop_grace_period);
+    for network in &changes.network_rm {
+        let before = task.networks.len();
+        task.networks.retain(|n| n != network);
+        if task.networks.len() == before {
+            return Err(absent("--network-rm", "network", network));
+        }
+    }
+    for network in &changes.network_add {
+        if !task.networks.contains(network) {
+            task.networks.push(network.clone());
+        }
+    }
+    task.healthcheck = changes.health().apply(task.healthcheck.take());
     if changes.force {
         // Any change of the task spec replaces the tasks; this one changes nothing else.
         task.force_update = task.force_update.wrapping_add(1);
@@ -271,6 +284,40 @@ mod tests {
         assert!(message.contains("--image"), "{message}");
         // --force alone is a change: it redeploys.
         assert!(update_args(&["--force"]).is_ok());
+    }
+
+    #[test]
+    fn health_flags_change_only_their_part_and_no_healthcheck_disables_it() {
+        let spec =
+            updated(&["--health-cmd", "test -f /ready", "--health-retries", "5"]).expect("valid");
+        let check = spec.task.healthcheck.clone().expect("a health check");
+        assert_eq!(check.test, vec!["CMD-SHELL", "test -f /ready"]);
+        assert_eq!(check.retries, 5);
+
+        let mut changes = update_args(&["--health-interval", "2s"])
+            .expect("valid flags")
+            .changes;
+        let edited = apply(&spec, &changes).expect("valid");
+        let check = edited.task.healthcheck.expect("a health check");
+        assert_eq!(check.test, vec!["CMD-SHELL", "test -f /ready"], "kept");
+        assert_eq!((check.interval_ms, check.retries), (2_000, 5));
+
+        changes = update_args(&["--no-healthcheck"]).expect("valid").changes;
+        let disabled = apply(&spec, &changes).expect("valid");
+        assert_eq!(
+            disabled.task.healthcheck.map(|c| c.test),
+            Some(vec!["NONE".to_string()])
+        );
+        assert!(update_args(&["--no-healthcheck", "--health-cmd", "true"]).is_err());
+    }
+
+    #[test]
+    fn networks_are_added_once_and_a_missing_one_cannot_be_removed() {
+        let spec = updated(&["--network-add", "front", "--network-add", "front"]).expect("valid");
+        assert_eq!(spec.task.networks, vec!["front"]);
+        let error = updated(&["--network-rm", "back"]).expect_err("not attached");
+        assert!(error.to_string().contains("back"), "{error}");
+        assert!(update_args(&["--network-add", "-bad"]).is_err());
     }
 
     #[test]

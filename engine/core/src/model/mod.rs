@@ -13,8 +13,8 @@ pub use node::{
     ParseEnumError, Role,
 };
 pub use service::{
-    PortConfig, Resources, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec,
-    SpecError, TaskSpec,
+    HealthCheck, PortConfig, Resources, RestartCondition, RestartPolicy, Service, ServiceMode,
+    ServiceSpec, SpecError, TaskSpec,
 };
 pub use task::{Task, TaskReport, TaskState, TaskStatus};
 

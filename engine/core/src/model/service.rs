@@ -53,6 +53,24 @@ pub struct TaskSpec {
     pub stop_grace_period_ms: u64,
     /// Bumped by `service update --force` to redeploy with no other change.
     pub force_update: u64,
+    /// User networks the task joins (`--network`); none: the service's own network. Tasks on
+    /// one network reach each other's services by name.
+    pub networks: Vec<String>,
+    /// `--health-*`: `None` keeps what the image says; `Some` with an empty test disables it.
+    pub healthcheck: Option<HealthCheck>,
+}
+
+/// How the task's container is checked for health, as Docker's HEALTHCHECK says it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Docker's form: `["CMD-SHELL", command]` (`--health-cmd`), `["NONE"]`
+    /// (`--no-healthcheck`), or empty to keep the image's test with the durations below.
+    pub test: Vec<String>,
+    /// 0 for a duration or for retries means Docker's default (30 s, 30 s, 0 s, 3).
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub start_period_ms: u64,
+    pub retries: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -61,6 +61,10 @@ pub struct TaskStatus {
     /// The node ports the task's target ports were published on, once it runs.
     #[serde(default)]
     pub ports: Vec<PortConfig>,
+    /// The task's address on its network (a container's IP), once it runs, for the routing
+    /// mesh to reach its target ports.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 impl TaskStatus {
@@ -72,6 +76,7 @@ impl TaskStatus {
             error: None,
             exit_code: None,
             ports: Vec::new(),
+            address: None,
         }
     }
 }
@@ -90,6 +95,8 @@ pub struct Task {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub service_id: ObjectId,
+    /// The service's name, for the names the worker gives things (containers, DNS aliases).
+    pub service_name: String,
     /// 1..=replicas for replicated services, `None` for global ones.
     pub slot: Option<u64>,
     pub node_id: Option<ObjectId>,

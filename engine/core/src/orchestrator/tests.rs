@@ -79,6 +79,7 @@ impl World {
                     error: None,
                     exit_code: None,
                     ports: Vec::new(),
+                    address: None,
                 },
             }],
         );

@@ -31,6 +31,7 @@ fn task(id: &str, service_id: &str, spec: &TaskSpec) -> Task {
         created_at: Timestamp(0),
         updated_at: Timestamp(0),
         service_id: service_id.to_string(),
+        service_name: "svc".to_string(),
         slot: Some(1),
         node_id: None,
         spec: spec.clone(),
@@ -44,6 +45,7 @@ fn task(id: &str, service_id: &str, spec: &TaskSpec) -> Task {
             error: None,
             exit_code: None,
             ports: Vec::new(),
+            address: None,
         },
     }
 }

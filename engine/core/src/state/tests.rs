@@ -38,6 +38,7 @@ fn task(id: &str, service_id: &str) -> Task {
         created_at: Timestamp(0),
         updated_at: Timestamp(0),
         service_id: service_id.to_string(),
+        service_name: "svc".to_string(),
         slot: Some(1),
         node_id: None,
         spec: TaskSpec::default(),
@@ -51,6 +52,7 @@ fn task(id: &str, service_id: &str) -> Task {
             error: None,
             exit_code: None,
             ports: Vec::new(),
+            address: None,
         },
     }
 }
@@ -63,6 +65,7 @@ fn status(state: TaskState) -> TaskStatus {
         error: None,
         exit_code: None,
         ports: Vec::new(),
+        address: None,
     }
 }
 

@@ -1,0 +1,764 @@
+//! The Docker runtime: each task is a container on the machine's Docker engine, made through
+//! bollard. IMAGE is the image, ARGs replace its command, as `docker service create` has it.
+//!
+//! Every container carries essaim's labels (task, service, slot, node), so that an agent that
+//! restarts finds its containers again instead of starting duplicates, and so that anything
+//! essaim made can be listed and cleaned up by label. Tasks join bridge networks that essaim
+//! creates and labels: the user networks the service names, or one of the service's own
+//! (`SERVICE_default`); on each, the container answers to the service's name, so Docker's DNS
+//! resolves `web` to the replicas of web.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HealthConfig,
+    HealthStatusEnum, HostConfig, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
+    PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    WaitContainerOptions,
+};
+use bollard::Docker;
+use essaim_core::model::{HealthCheck, PortConfig, Task};
+use futures::StreamExt;
+
+use crate::executor::{ExecFuture, Executor, Exit, LogStream, StartError, Started};
+
+/// Labels on everything essaim makes on the engine.
+pub const LABEL_TASK: &str = "essaim.task.id";
+pub const LABEL_SERVICE_ID: &str = "essaim.service.id";
+pub const LABEL_SERVICE_NAME: &str = "essaim.service.name";
+pub const LABEL_SLOT: &str = "essaim.task.slot";
+pub const LABEL_NODE: &str = "essaim.node.id";
+pub const LABEL_NETWORK: &str = "essaim.network";
+
+/// How often a container with a health check is looked at while it starts and runs.
+const HEALTH_POLL: Duration = Duration::from_millis(250);
+/// How long a pull may take before the image counts as unavailable.
+const PULL_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct DockerExecutor {
+    docker: Docker,
+    node_name: String,
+    /// Task ID to container name, for the tasks this agent started or adopted.
+    containers: Mutex<HashMap<String, String>>,
+    /// Held while a network is looked up and made: the engine accepts two networks of one
+    /// name, and two tasks starting at once would each make one.
+    networks: tokio::sync::Mutex<()>,
+}
+
+impl DockerExecutor {
+    /// Connects to the engine at `DOCKER_HOST` or the default socket, at the API version it
+    /// speaks.
+    ///
+    /// # Errors
+    /// No engine answers.
+    pub async fn connect(node_name: &str) -> anyhow::Result<DockerExecutor> {
+        let docker = connect().await?;
+        Ok(DockerExecutor {
+            docker,
+            node_name: node_name.to_string(),
+            containers: Mutex::new(HashMap::new()),
+            networks: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn container(&self, task_id: &str) -> Option<String> {
+        self.table().get(task_id).cloned()
+    }
+
+    /// The image, pulled if it is not here and a registry answers.
+    async fn ensure_image(&self, image: &str) -> Result<(), StartError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => {
+                return Err(StartError::failed(format!(
+                    "cannot inspect image {image}: {e}"
+                )))
+            }
+        }
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let pull = async {
+            let mut progress = self.docker.create_image(Some(options), None, None);
+            while let Some(step) = progress.next().await {
+                step?;
+            }
+            Ok::<_, DockerError>(())
+        };
+        let reason = match tokio::time::timeout(PULL_TIMEOUT, pull).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => short_error(&e),
+            Err(_) => format!("the pull took longer than {PULL_TIMEOUT:?}"),
+        };
+        Err(StartError::rejected(format!(
+            "image {image} not found on node {} (pull failed: {reason})",
+            self.node_name
+        )))
+    }
+
+    /// The bridge network `name`, created (and labelled) if it does not exist.
+    async fn ensure_network(&self, name: &str) -> Result<(), StartError> {
+        let _one_at_a_time = self.networks.lock().await;
+        match self.docker.inspect_network(name, None).await {
+            Ok(network) => {
+                let ours = network
+                    .labels
+                    .as_ref()
+                    .is_some_and(|labels| labels.contains_key(LABEL_NETWORK));
+                return if ours {
+                    Ok(())
+                } else {
+                    Err(StartError::rejected(format!(
+                        "network {name} exists on node {} and was not made by essaim",
+                        self.node_name
+                    )))
+                };
+            }
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => {
+                return Err(StartError::failed(format!(
+                    "cannot inspect network {name}: {e}"
+                )))
+            }
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".to_string()),
+            attachable: Some(true),
+            labels: Some(HashMap::from([(
+                LABEL_NETWORK.to_string(),
+                name.to_string(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Another task of this node made it meanwhile.
+            Err(e) if status_of(&e) == Some(409) => Ok(()),
+            Err(e) => Err(StartError::failed(format!(
+                "cannot create network {name}: {e}"
+            ))),
+        }
+    }
+
+    async fn create_and_start(&self, task: &Task) -> Result<Started, StartError> {
+        let spec = &task.spec;
+        self.ensure_image(&spec.image).await?;
+        let networks = networks_of(task);
+        for network in &networks {
+            self.ensure_network(network).await?;
+        }
+        let name = container_name(task);
+        let body = container_body(task, &networks[0]);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = match self
+            .docker
+            .create_container(Some(options.clone()), body.clone())
+            .await
+        {
+            // A container of this very task, left by an agent that died between create and
+            // start: it never ran, so it goes.
+            Err(e) if status_of(&e) == Some(409) => {
+                self.remove_container(&name).await;
+                self.docker.create_container(Some(options), body).await
+            }
+            other => other,
+        };
+        if let Err(e) = created {
+            return Err(self.create_error(task, e));
+        }
+        self.table().insert(task.id.clone(), name.clone());
+        for network in &networks[1..] {
+            let request = NetworkConnectRequest {
+                container: name.clone(),
+                endpoint_config: Some(alias_on(task)),
+            };
+            if let Err(e) = self.docker.connect_network(network, request).await {
+                self.remove_container(&name).await;
+                return Err(StartError::failed(format!(
+                    "cannot attach to network {network}: {e}"
+                )));
+            }
+        }
+        if let Err(e) = self.docker.start_container(&name, None).await {
+            self.remove_container(&name).await;
+            return Err(self.start_error(task, e));
+        }
+        self.until_healthy(&name).await?;
+        let inspected = self
+            .docker
+            .inspect_container(&name, None)
+            .await
+            .map_err(|e| StartError::failed(format!("cannot inspect the container: {e}")))?;
+        Ok(Started {
+            ports: published_ports(&inspected),
+            address: address_of(&inspected, &networks[0]),
+        })
+    }
+
+    fn create_error(&self, task: &Task, e: DockerError) -> StartError {
+        let message = short_error(&e);
+        if status_of(&e) == Some(400) {
+            // The engine refused the spec itself (a memory limit below its minimum, say):
+            // this node can never run it.
+            return StartError::rejected(format!(
+                "node {} cannot run image {}: {message}",
+                self.node_name, task.spec.image
+            ));
+        }
+        StartError::failed(format!("cannot create the container: {message}"))
+    }
+
+    fn start_error(&self, task: &Task, e: DockerError) -> StartError {
+        let message = short_error(&e);
+        if message.contains("port is already allocated")
+            || message.contains("address already in use")
+        {
+            let ports: Vec<String> = task
+                .ports
+                .iter()
+                .filter(|p| p.published != 0)
+                .map(|p| p.published.to_string())
+                .collect();
+            return StartError::failed(format!(
+                "port {} already taken on node {}: {message}",
+                ports.join(", "),
+                self.node_name
+            ));
+        }
+        StartError::failed(format!("cannot start the container: {message}"))
+    }
+
+    /// Returns once the container is healthy, at once when it has no health check. A
+    /// container that ends or turns unhealthy first fails the start (and is stopped).
+    async fn until_healthy(&self, name: &str) -> Result<(), StartError> {
+        loop {
+            let inspected = self
+                .docker
+                .inspect_container(name, None)
+                .await
+                .map_err(|e| StartError::failed(format!("cannot inspect the container: {e}")))?;
+            let state = inspected.state.clone().unwrap_or_default();
+            if state.running != Some(true) {
+                return Err(StartError::failed(exit_of(&inspected).message));
+            }
+            match health_of(&inspected) {
+                None | Some(HealthStatusEnum::HEALTHY) => return Ok(()),
+                Some(HealthStatusEnum::UNHEALTHY) => {
+                    let message = unhealthy_message(&inspected);
+                    self.kill(name).await;
+                    return Err(StartError::failed(message));
+                }
+                Some(_) => tokio::time::sleep(HEALTH_POLL).await,
+            }
+        }
+    }
+
+    /// Resolves when the container exits, or turns unhealthy (then it is killed first).
+    async fn until_ended(&self, name: &str) -> Exit {
+        let exited = async {
+            let mut wait = self
+                .docker
+                .wait_container(name, None::<WaitContainerOptions>);
+            // bollard reports a non-zero exit as an error; either way the container is done,
+            // and inspect says how.
+            let _ = wait.next().await;
+        };
+        let unhealthy = async {
+            loop {
+                tokio::time::sleep(HEALTH_POLL).await;
+                match self.docker.inspect_container(name, None).await {
+                    Ok(inspected) if health_of(&inspected) == Some(HealthStatusEnum::UNHEALTHY) => {
+                        return unhealthy_message(&inspected);
+                    }
+                    // No health check: nothing to watch here.
+                    Ok(inspected) if health_of(&inspected).is_none() => {
+                        futures::future::pending::<()>().await;
+                    }
+                    _ => {}
+                }
+            }
+        };
+        tokio::select! {
+            () = exited => match self.docker.inspect_container(name, None).await {
+                Ok(inspected) => exit_of(&inspected),
+                Err(e) => Exit { code: -1, message: format!("the container is gone: {}", short_error(&e)) },
+            },
+            message = unhealthy => {
+                self.kill(name).await;
+                Exit { code: 1, message }
+            }
+        }
+    }
+
+    async fn kill(&self, name: &str) {
+        let options = StopContainerOptionsBuilder::default().t(0).build();
+        let _ = self.docker.stop_container(name, Some(options)).await;
+    }
+
+    /// Removes the container and the networks of ours it leaves empty.
+    async fn remove_container(&self, name: &str) {
+        let networks: Vec<String> = match self.docker.inspect_container(name, None).await {
+            Ok(inspected) => inspected
+                .network_settings
+                .and_then(|settings| settings.networks)
+                .map(|networks| networks.into_keys().collect())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        if let Err(e) = self.docker.remove_container(name, Some(options)).await {
+            if status_of(&e) != Some(404) {
+                tracing::warn!(container = name, "cannot remove the container: {e}");
+            }
+        }
+        for network in networks {
+            self.remove_network_if_unused(&network).await;
+        }
+    }
+
+    async fn remove_network_if_unused(&self, name: &str) {
+        let Ok(network) = self.docker.inspect_network(name, None).await else {
+            return;
+        };
+        let ours = network
+            .labels
+            .as_ref()
+            .is_some_and(|labels| labels.contains_key(LABEL_NETWORK));
+        let empty = network.containers.as_ref().is_none_or(HashMap::is_empty);
+        if ours && empty {
+            // Another task may join it between the look and the removal: the engine then
+            // refuses, and the network stays, as it should.
+            let _ = self.docker.remove_network(name).await;
+        }
+    }
+}
+
+impl Executor for DockerExecutor {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn start<'a>(&'a self, task: &'a Task) -> ExecFuture<'a, Result<Started, StartError>> {
+        Box::pin(self.create_and_start(task))
+    }
+
+    fn wait<'a>(&'a self, task_id: &'a str) -> ExecFuture<'a, Exit> {
+        Box::pin(async move {
+            match self.container(task_id) {
+                Some(name) => self.until_ended(&name).await,
+                None => Exit {
+                    code: -1,
+                    message: "no such container".to_string(),
+                },
+            }
+        })
+    }
+
+    fn stop<'a>(&'a self, task_id: &'a str, grace: Duration) -> ExecFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(name) = self.container(task_id) else {
+                return;
+            };
+            let seconds = i32::try_from(grace.as_secs_f64().ceil() as u64).unwrap_or(i32::MAX);
+            let options = StopContainerOptionsBuilder::default().t(seconds).build();
+            match self.docker.stop_container(&name, Some(options)).await {
+                Ok(()) => {}
+                // 304: already stopped; 404: already gone.
+                Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
+                Err(e) => tracing::warn!(task = task_id, "cannot stop the container: {e}"),
+            }
+        })
+    }
+
+    fn remove<'a>(&'a self, task_id: &'a str) -> ExecFuture<'a, ()> {
+        Box::pin(async move {
+            let name = self.table().remove(task_id);
+            if let Some(name) = name {
+                self.remove_container(&name).await;
+            }
+        })
+    }
+
+    fn logs(&self, task_id: &str, tail: usize, follow: bool) -> Option<LogStream> {
+        let name = self.container(task_id)?;
+        let tail = if tail == 0 {
+            "all".to_string()
+        } else {
+            tail.to_string()
+        };
+        let options = LogsOptionsBuilder::default()
+            .follow(follow)
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail)
+            .build();
+        let chunks = self.docker.logs(&name, Some(options));
+        let lines = chunks
+            .take_while(|chunk| futures::future::ready(chunk.is_ok()))
+            .filter_map(|chunk| async move { chunk.ok() })
+            .flat_map(|chunk| {
+                let text = String::from_utf8_lossy(&chunk.into_bytes()).into_owned();
+                let lines: Vec<String> = text.lines().map(str::to_string).collect();
+                futures::stream::iter(lines)
+            });
+        Some(lines.boxed())
+    }
+
+    fn adopt<'a>(&'a self, node_id: &'a str) -> ExecFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let filters =
+                HashMap::from([("label".to_string(), vec![format!("{LABEL_NODE}={node_id}")])]);
+            let options = ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build();
+            let containers = match self.docker.list_containers(Some(options)).await {
+                Ok(containers) => containers,
+                Err(e) => {
+                    tracing::warn!("cannot list this node's containers: {e}");
+                    return Vec::new();
+                }
+            };
+            let mut adopted = Vec::new();
+            for container in containers {
+                let Some(task_id) = container
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(LABEL_TASK))
+                    .cloned()
+                else {
+                    continue;
+                };
+                let Some(name) = container
+                    .names
+                    .as_ref()
+                    .and_then(|names| names.first())
+                    .map(|name| name.trim_start_matches('/').to_string())
+                else {
+                    continue;
+                };
+                let running = container
+                    .state
+                    .as_ref()
+                    .is_some_and(|state| state.to_string() == "running");
+                if running {
+                    self.table().insert(task_id.clone(), name);
+                    adopted.push(task_id);
+                } else {
+                    // It ended while nobody watched; the managers hear of its task from the
+                    // next full set, as of any task this node does not run.
+                    self.remove_container(&name).await;
+                }
+            }
+            adopted
+        })
+    }
+}
+
+/// A client of the engine at `DOCKER_HOST` or the default socket, once it has answered.
+///
+/// # Errors
+/// No engine answers within a few seconds.
+pub async fn connect() -> anyhow::Result<Docker> {
+    let docker = Docker::connect_with_defaults()
+        .map_err(|e| anyhow::anyhow!("cannot reach the Docker engine: {e}"))?;
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        docker.ping().await?;
+        docker.negotiate_version().await
+    })
+    .await;
+    match answered {
+        Ok(Ok(docker)) => Ok(docker),
+        Ok(Err(e)) => Err(anyhow::anyhow!("the Docker engine does not answer: {e}")),
+        Err(_) => Err(anyhow::anyhow!(
+            "the Docker engine did not answer within 5 s"
+        )),
+    }
+}
+
+/// `web.1.<task id>` (or `web.<node id>.<task id>` for a global service), as Swarm names them.
+fn container_name(task: &Task) -> String {
+    let place = match (task.slot, &task.node_id) {
+        (Some(slot), _) => slot.to_string(),
+        (None, Some(node)) => node.clone(),
+        (None, None) => "task".to_string(),
+    };
+    format!("{}.{place}.{}", task.service_name, task.id)
+}
+
+/// The networks a task joins: its service's user networks, or the service's own.
+fn networks_of(task: &Task) -> Vec<String> {
+    if task.spec.networks.is_empty() {
+        vec![format!("{}_default", task.service_name)]
+    } else {
+        task.spec.networks.clone()
+    }
+}
+
+fn alias_on(task: &Task) -> EndpointSettings {
+    EndpointSettings {
+        aliases: Some(vec![task.service_name.clone()]),
+        ..Default::default()
+    }
+}
+
+fn container_body(task: &Task, first_network: &str) -> ContainerCreateBody {
+    let spec = &task.spec;
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("ESSAIM_TASK_ID={}", task.id));
+    env.push(format!("ESSAIM_SERVICE_ID={}", task.service_id));
+    env.push(format!("ESSAIM_SERVICE_NAME={}", task.service_name));
+    let mut labels = HashMap::from([
+        (LABEL_TASK.to_string(), task.id.clone()),
+        (LABEL_SERVICE_ID.to_string(), task.service_id.clone()),
+        (LABEL_SERVICE_NAME.to_string(), task.service_name.clone()),
+    ]);
+    if let Some(slot) = task.slot {
+        env.push(format!("ESSAIM_TASK_SLOT={slot}"));
+        labels.insert(LABEL_SLOT.to_string(), slot.to_string());
+    }
+    if let Some(node) = &task.node_id {
+        labels.insert(LABEL_NODE.to_string(), node.clone());
+    }
+    let port_key = |port: &PortConfig| format!("{}/tcp", port.target);
+    let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = task
+        .ports
+        .iter()
+        .map(|port| {
+            let host_port = match port.published {
+                0 => String::new(),
+                published => published.to_string(),
+            };
+            (
+                port_key(port),
+                Some(vec![PortBinding {
+                    host_ip: None,
+                    host_port: Some(host_port),
+                }]),
+            )
+        })
+        .collect();
+    let limit = |value: u64| (value > 0).then(|| i64::try_from(value).unwrap_or(i64::MAX));
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
+        env: Some(env),
+        labels: Some(labels),
+        exposed_ports: Some(task.ports.iter().map(port_key).collect()),
+        healthcheck: spec.healthcheck.as_ref().map(health_config),
+        stop_timeout: Some(i64::try_from(spec.stop_grace_period_ms / 1000).unwrap_or(i64::MAX)),
+        host_config: Some(HostConfig {
+            memory: limit(spec.resources.limit_memory_bytes),
+            nano_cpus: limit(spec.resources.limit_nano_cpus),
+            port_bindings: Some(port_bindings),
+            network_mode: Some(first_network.to_string()),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(first_network.to_string(), alias_on(task))])),
+        }),
+        ..Default::default()
+    }
+}
+
+fn health_config(check: &HealthCheck) -> HealthConfig {
+    let nanos = |ms: u64| (ms > 0).then(|| i64::try_from(ms * 1_000_000).unwrap_or(i64::MAX));
+    HealthConfig {
+        test: (!check.test.is_empty()).then(|| check.test.clone()),
+        interval: nanos(check.interval_ms),
+        timeout: nanos(check.timeout_ms),
+        start_period: nanos(check.start_period_ms),
+        retries: (check.retries > 0).then(|| i64::try_from(check.retries).unwrap_or(i64::MAX)),
+        ..Default::default()
+    }
+}
+
+fn health_of(inspected: &ContainerInspectResponse) -> Option<HealthStatusEnum> {
+    let status = inspected.state.as_ref()?.health.as_ref()?.status?;
+    match status {
+        HealthStatusEnum::EMPTY | HealthStatusEnum::NONE => None,
+        other => Some(other),
+    }
+}
+
+fn unhealthy_message(inspected: &ContainerInspectResponse) -> String {
+    let last = inspected
+        .state
+        .as_ref()
+        .and_then(|state| state.health.as_ref())
+        .and_then(|health| health.log.as_ref())
+        .and_then(|log| log.last())
+        .and_then(|check| check.output.clone())
+        .map(|output| output.trim().to_string())
+        .filter(|output| !output.is_empty());
+    match last {
+        Some(output) => format!("unhealthy: {output}"),
+        None => "unhealthy: the health check failed".to_string(),
+    }
+}
+
+fn exit_of(inspected: &ContainerInspectResponse) -> Exit {
+    let state = inspected.state.clone().unwrap_or_default();
+    let code = state
+        .exit_code
+        .and_then(|code| i32::try_from(code).ok())
+        .unwrap_or(-1);
+    let message = if state.oom_killed == Some(true) {
+        format!("killed: out of memory (OOM), exit code {code}")
+    } else if let Some(error) = state.error.filter(|e| !e.is_empty()) {
+        format!("exited with code {code}: {error}")
+    } else {
+        format!("exited with code {code}")
+    };
+    Exit { code, message }
+}
+
+/// The node ports the engine published the target ports on.
+fn published_ports(inspected: &ContainerInspectResponse) -> Vec<PortConfig> {
+    let Some(ports) = inspected
+        .network_settings
+        .as_ref()
+        .and_then(|settings| settings.ports.as_ref())
+    else {
+        return Vec::new();
+    };
+    let mut published: Vec<PortConfig> = ports
+        .iter()
+        .filter_map(|(key, bindings)| {
+            let target = key.split('/').next()?.parse().ok()?;
+            let host_port = bindings
+                .as_ref()?
+                .first()?
+                .host_port
+                .as_ref()?
+                .parse()
+                .ok()?;
+            Some(PortConfig {
+                published: host_port,
+                target,
+            })
+        })
+        .collect();
+    published.sort_by_key(|port| port.target);
+    published
+}
+
+fn address_of(inspected: &ContainerInspectResponse, network: &str) -> Option<String> {
+    inspected
+        .network_settings
+        .as_ref()?
+        .networks
+        .as_ref()?
+        .get(network)?
+        .ip_address
+        .clone()
+        .filter(|ip| !ip.is_empty())
+}
+
+fn status_of(error: &DockerError) -> Option<u16> {
+    match error {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// The engine's own message, without bollard's wrapping.
+fn short_error(error: &DockerError) -> String {
+    match error {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use essaim_core::model::{TaskSpec, TaskStatus};
+    use essaim_core::Timestamp;
+
+    fn task() -> Task {
+        Task {
+            id: "t1".to_string(),
+            version: 1,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            service_id: "s1".to_string(),
+            service_name: "web".to_string(),
+            slot: Some(2),
+            node_id: Some("n1".to_string()),
+            spec: TaskSpec {
+                image: "app:1".to_string(),
+                args: vec!["serve".to_string()],
+                stop_grace_period_ms: 10_000,
+                healthcheck: Some(HealthCheck {
+                    test: vec!["CMD-SHELL".to_string(), "true".to_string()],
+                    interval_ms: 500,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ports: vec![PortConfig {
+                published: 8080,
+                target: 80,
+            }],
+            service_version: 1,
+            desired_state: essaim_core::model::TaskState::Running,
+            status: TaskStatus::new(essaim_core::model::TaskState::Assigned, Timestamp(0), ""),
+        }
+    }
+
+    #[test]
+    fn containers_are_named_and_labelled_as_swarm_names_them() {
+        let task = task();
+        assert_eq!(container_name(&task), "web.2.t1");
+        let body = container_body(&task, "web_default");
+        let labels = body.labels.expect("labels");
+        assert_eq!(labels[LABEL_TASK], "t1");
+        assert_eq!(labels[LABEL_SERVICE_NAME], "web");
+        assert_eq!(labels[LABEL_SLOT], "2");
+        assert_eq!(labels[LABEL_NODE], "n1");
+        assert_eq!(body.cmd, Some(vec!["serve".to_string()]));
+        assert_eq!(body.stop_timeout, Some(10));
+        let bindings = body
+            .host_config
+            .and_then(|h| h.port_bindings)
+            .expect("bindings");
+        assert_eq!(
+            bindings["80/tcp"].as_ref().expect("binding")[0].host_port,
+            Some("8080".to_string())
+        );
+        let health = body.healthcheck.expect("health check");
+        assert_eq!(health.interval, Some(500_000_000));
+        assert_eq!(health.retries, None, "0 keeps Docker's default");
+    }
+
+    #[test]
+    fn a_task_without_networks_joins_its_service_network_under_the_service_name() {
+        let mut task = task();
+        assert_eq!(networks_of(&task), vec!["web_default".to_string()]);
+        task.spec.networks = vec!["front".to_string(), "back".to_string()];
+        assert_eq!(networks_of(&task), vec!["front", "back"]);
+        let body = container_body(&task, "front");
+        let endpoints = body
+            .networking_config
+            .and_then(|n| n.endpoints_config)
+            .expect("endpoints");
+        assert_eq!(endpoints["front"].aliases, Some(vec!["web".to_string()]));
+    }
+}

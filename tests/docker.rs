@@ -1,0 +1,432 @@
+//! End-to-end tests of the Docker runtime, on this machine's real Docker engine: tasks are
+//! containers made through bollard, seen here with the docker command line. Every test needs a
+//! Docker engine: its name says so, and without one it prints why it is skipped.
+//!
+//! The image is made by the harness (`essaim-test/busybox:1`: a static busybox, nothing else).
+//! Names carry the test process's ID, so that runs side by side do not meet; whatever a test
+//! made is removed by label when it ends, passed or not.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use essaim_api::control::TaskView;
+use essaim_api::{ControlReply, ControlRequest};
+use essaim_core::model::TaskState;
+use essaim_tests::docker::{self, Cleanup};
+use essaim_tests::{wait_for, Cluster, Daemon};
+
+const SETTLE: Duration = Duration::from_secs(40);
+
+/// One manager that runs its tasks as containers, or `None` (and a line saying the test is
+/// skipped) when no Docker engine answers.
+fn docker_node(test: &str) -> Result<Option<(Cluster, &'static str)>> {
+    let Some(image) = docker::test_image() else {
+        eprintln!("SKIPPED {test}: needs a Docker engine, and none answers here");
+        return Ok(None);
+    };
+    let mut cluster = Cluster::empty()?;
+    let m1 = cluster.add_with_env("m1", &[("ESSAIM_RUNTIME", "docker")])?;
+    m1.ok(&["swarm", "init", "--advertise-addr", &m1.addr()])?;
+    Ok(Some((cluster, image)))
+}
+
+/// `name` made unique to this test process.
+fn unique(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+fn tasks(manager: &Daemon, service: &str) -> Result<Vec<TaskView>> {
+    match manager.control(&ControlRequest::TaskList {
+        service: Some(service.to_string()),
+        node: None,
+    })? {
+        ControlReply::Tasks(tasks) => Ok(tasks),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+/// Tasks the managers want running and that the node reported running.
+fn running(tasks: &[TaskView]) -> Vec<TaskView> {
+    tasks
+        .iter()
+        .filter(|t| {
+            t.task.desired_state == TaskState::Running && t.task.status.state == TaskState::Running
+        })
+        .cloned()
+        .collect()
+}
+
+/// Containers of `service` that run now.
+fn running_containers(service: &str) -> Vec<String> {
+    let output = docker::docker(&[
+        "ps",
+        "--filter",
+        &format!("label=essaim.service.name={service}"),
+        "--format",
+        "{{.Label \"essaim.task.id\"}}",
+    ]);
+    let mut ids: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Waits until `count` tasks of `service` run, each in a running container labelled with its
+/// task ID, and no other container of the service runs. Returns the running tasks.
+fn converged(manager: &Daemon, service: &str, count: usize) -> Result<Vec<TaskView>> {
+    wait_for(
+        &format!("{count} running tasks of {service}, each in its own running container"),
+        SETTLE,
+        || {
+            let running = running(&tasks(manager, service)?);
+            let mut ids: Vec<String> = running.iter().map(|t| t.task.id.clone()).collect();
+            ids.sort();
+            let ok = running.len() == count && running_containers(service) == ids;
+            Ok(ok.then_some(running))
+        },
+    )
+}
+
+#[test]
+fn docker_tasks_are_labelled_containers_that_follow_scaling_and_go_with_the_service() -> Result<()>
+{
+    let Some((cluster, image)) = docker_node("docker_tasks_are_labelled_containers")? else {
+        return Ok(());
+    };
+    let service = unique("scaled");
+    let _cleanup = Cleanup {
+        services: vec![service.clone()],
+        networks: vec![],
+    };
+    let m1 = cluster.node("m1");
+    m1.ok(&[
+        "service",
+        "create",
+        "--name",
+        &service,
+        "--replicas",
+        "3",
+        "--limit-memory",
+        "64M",
+        "--env",
+        "GREETING=hello",
+        "--stop-grace-period",
+        "1s",
+        image,
+        "sleep",
+        "3600",
+    ])?;
+    let running = converged(m1, &service, 3)?;
+
+    // What docker shows: essaim's labels, the limit and the environment asked for.
+    let task = &running[0];
+    let container = docker::containers(&format!("essaim.task.id={}", task.task.id));
+    assert_eq!(container.len(), 1, "one container per task: {container:?}");
+    let inspect = docker::docker(&[
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"essaim.node.id\"}} {{.HostConfig.Memory}} {{json .Config.Env}}",
+        &container[0],
+    ]);
+    let inspect = String::from_utf8_lossy(&inspect.stdout).to_string();
+    let node_id = m1.node_id()?;
+    assert!(
+        inspect.starts_with(&format!("{node_id} 67108864 ")),
+        "{inspect}"
+    );
+    assert!(inspect.contains("GREETING=hello"), "{inspect}");
+    assert!(
+        container[0].starts_with(&format!("{service}.")),
+        "named after the service: {container:?}"
+    );
+
+    m1.ok(&["service", "scale", &format!("{service}=1")])?;
+    converged(m1, &service, 1)?;
+
+    m1.ok(&["service", "rm", &service])?;
+    wait_for(
+        "no container and no network of the removed service",
+        SETTLE,
+        || {
+            let left = docker::containers(&format!("essaim.service.name={service}"));
+            let networks = docker::networks(&format!("essaim.network={service}_default"));
+            Ok((left.is_empty() && networks.is_empty()).then_some(()))
+        },
+    )?;
+    Ok(())
+}
+
+#[test]
+fn docker_a_killed_container_is_reported_with_its_exit_code_and_replaced() -> Result<()> {
+    let Some((cluster, image)) = docker_node("docker_a_killed_container")? else {
+        return Ok(());
+    };
+    let service = unique("killed");
+    let _cleanup = Cleanup {
+        services: vec![service.clone()],
+        networks: vec![],
+    };
+    let m1 = cluster.node("m1");
+    m1.ok(&[
+        "service",
+        "create",
+        "--name",
+        &service,
+        "--restart-delay",
+        "100ms",
+        image,
+        "sleep",
+        "3600",
+    ])?;
+    let first = converged(m1, &service, 1)?.remove(0);
+    let container = docker::containers(&format!("essaim.task.id={}", first.task.id));
+    assert!(docker::docker(&["kill", &container[0]]).status.success());
+
+    let replacement = wait_for(
+        "the killed task failed with code 137, and a new one running",
+        SETTLE,
+        || {
+            let tasks = tasks(m1, &service)?;
+            let killed = tasks.iter().find(|t| t.task.id == first.task.id);
+            let failed = killed.is_some_and(|t| {
+                t.task.status.state == TaskState::Failed && t.task.status.exit_code == Some(137)
+            });
+            let running = running(&tasks);
+            Ok(
+                (failed && running.len() == 1 && running[0].task.id != first.task.id)
+                    .then(|| running[0].clone()),
+            )
+        },
+    )?;
+    converged(m1, &service, 1)?;
+    assert_eq!(replacement.task.slot, first.task.slot, "same slot");
+    Ok(())
+}
+
+#[test]
+fn docker_a_missing_image_is_rejected_naming_the_image_and_the_node() -> Result<()> {
+    let Some((cluster, _image)) = docker_node("docker_a_missing_image")? else {
+        return Ok(());
+    };
+    let service = unique("missing");
+    let _cleanup = Cleanup {
+        services: vec![service.clone()],
+        networks: vec![],
+    };
+    let m1 = cluster.node("m1");
+    m1.ok(&[
+        "service",
+        "create",
+        "--name",
+        &service,
+        "essaim-test/no-such-image:1",
+    ])?;
+    let error = wait_for("a rejected task", SETTLE, || {
+        Ok(tasks(m1, &service)?
+            .into_iter()
+            .find(|t| t.task.status.state == TaskState::Rejected)
+            .and_then(|t| t.task.status.error))
+    })?;
+    assert!(
+        error.contains("image essaim-test/no-such-image:1 not found on node m1"),
+        "{error}"
+    );
+    assert!(docker::containers(&format!("essaim.service.name={service}")).is_empty());
+    Ok(())
+}
+
+#[test]
+fn docker_health_checks_gate_running_and_unhealthy_tasks_fail() -> Result<()> {
+    let Some((cluster, image)) = docker_node("docker_health_checks")? else {
+        return Ok(());
+    };
+    let healthy = unique("healthy");
+    let sick = unique("sick");
+    let _cleanup = Cleanup {
+        services: vec![healthy.clone(), sick.clone()],
+        networks: vec![],
+    };
+    let m1 = cluster.node("m1");
+    // Healthy only once /tmp/ready exists, a second after the start; the checks that fail
+    // before fall in the start period, and do not count.
+    m1.ok(&[
+        "service",
+        "create",
+        "--name",
+        &healthy,
+        "--health-cmd",
+        "test -f /tmp/ready",
+        "--health-interval",
+        "200ms",
+        "--health-start-period",
+        "20s",
+        "--stop-grace-period",
+        "1s",
+        image,
+        "sh",
+        "-c",
+        "sleep 1; touch /tmp/ready; exec sleep 3600",
+    ])?;
+    let task = converged(m1, &healthy, 1)?.remove(0);
+    let container = docker::containers(&format!("essaim.task.id={}", task.task.id));
+    let health = docker::docker(&[
+        "inspect",
+        "--format",
+        "{{.State.Health.Status}}",
+        &container[0],
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&health.stdout).trim(),
+        "healthy",
+        "RUNNING only once healthy"
+    );
+
+    m1.ok(&[
+        "service",
+        "create",
+        "--name",
+        &sick,
+        "--health-cmd",
+        "echo not ready; false",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "1",
+        "--stop-grace-period",
+        "1s",
+        image,
+        "sleep",
+        "3600",
+    ])?;
+    let error = wait_for("an unhealthy task failed", SETTLE, || {
+        let tasks = tasks(m1, &sick)?;
+        assert!(
+            tasks
+                .iter()
+                .all(|t| t.task.status.state != TaskState::Running),
+            "an unhealthy task never counts as running: {tasks:?}"
+        );
+        Ok(tasks
+            .into_iter()
+            .find(|t| t.task.status.state == TaskState::Failed)
+            .and_then(|t| t.task.status.error))
+    })?;
+    assert!(error.contains("unhealthy: not ready"), "{error}");
+    Ok(())
+}
+
+#[test]
+fn docker_services_on_one_network_reach_each_other_by_name_and_publish_ports() -> Result<()> {
+    let Some((cluster, image)) = docker_node("docker_services_on_one_network")? else {
+        return Ok(());
+    };
+    let web = unique("web");
+    let client = unique("client");
+    let network = unique("front");
+    let _cleanup = Cleanup {
+        services: vec![web.clone(), client.clone()],
+        networks: vec![network.clone()],
+    };
+    let m1 = cluster.node("m1");
+    m1.ok(&[
+        "service",
+        "create",
+        "--name",
+        &web,
+        "--network",
+        &network,
+        "--publish",
+        "80",
+        image,
+        "sh",
+        "-c",
+        "echo \"served by slot $ESSAIM_TASK_SLOT\" > /tmp/index.html; exec httpd -f -p 80 -h /tmp",
+    ])?;
+    let served = converged(m1, &web, 1)?.remove(0);
+    let url = format!("http://{web}/index.html");
+    m1.ok(&[
+        "service",
+        "create",
+        "--name",
+        &client,
+        "--network",
+        &network,
+        image,
+        "sh",
+        "-c",
+        &format!("while true; do wget -qO- {url}; sleep 0.2; done"),
+    ])?;
+    converged(m1, &client, 1)?;
+    wait_for("the client reaches web by name", SETTLE, || {
+        let logs = m1.ok(&["service", "logs", &client, "--tail", "5"])?;
+        Ok(logs.contains("served by slot 1").then_some(()))
+    })?;
+
+    // The port published on the node, and the container's address, are in the task status.
+    let status = &served.task.status;
+    assert!(status.address.is_some(), "{status:?}");
+    let port = status
+        .ports
+        .iter()
+        .find(|p| p.target == 80)
+        .map(|p| p.published)
+        .expect("port 80 published");
+    assert_ne!(port, 0);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    assert!(reply.contains("served by slot 1"), "{reply}");
+    Ok(())
+}
+
+#[test]
+fn docker_a_restarted_essaimd_adopts_its_containers_instead_of_starting_new_ones() -> Result<()> {
+    let Some((mut cluster, image)) = docker_node("docker_a_restarted_essaimd")? else {
+        return Ok(());
+    };
+    let service = unique("adopted");
+    let _cleanup = Cleanup {
+        services: vec![service.clone()],
+        networks: vec![],
+    };
+    cluster.node("m1").ok(&[
+        "service",
+        "create",
+        "--name",
+        &service,
+        "--replicas",
+        "2",
+        "--stop-grace-period",
+        "1s",
+        image,
+        "sleep",
+        "3600",
+    ])?;
+    converged(cluster.node("m1"), &service, 2)?;
+    let containers_before = docker::containers(&format!("essaim.service.name={service}"));
+
+    let m1 = cluster.node_mut("m1");
+    m1.kill9();
+    m1.restart()?;
+    let m1 = cluster.node("m1");
+    let running = converged(m1, &service, 2)?;
+    assert_eq!(
+        docker::containers(&format!("essaim.service.name={service}")),
+        containers_before,
+        "the same containers, none started twice"
+    );
+    assert!(
+        m1.logs().contains("adopting a task"),
+        "the agent says it adopted them"
+    );
+    assert_eq!(running.len(), 2);
+
+    // Adopted containers are managed as any other: scaling down stops one.
+    m1.ok(&["service", "scale", &format!("{service}=1")])?;
+    converged(m1, &service, 1)?;
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! What the Docker tests need from the machine's engine: the test image, and a look at what
+//! essaim made there. No registry is reachable, so the image is made here: Debian's static
+//! busybox in an image of its own (`docker import` of a one-binary root file system).
+
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context, Result};
+
+/// The test image's name. It has busybox's applets: `sh`, `httpd`, `wget`, `sleep`...
+pub const TEST_IMAGE: &str = "essaim-test/busybox:1";
+/// Where Debian's busybox-static puts its binary (`scripts/install-test-deps.sh`).
+const BUSYBOX: &str = "/bin/busybox";
+const APPLETS: &[&str] = &[
+    "sh", "httpd", "wget", "sleep", "hostname", "echo", "cat", "test", "true", "false", "touch",
+    "rm", "mkdir", "ls", "kill", "env",
+];
+
+/// Runs the docker command line.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the docker command line runs")
+}
+
+/// The test image, made once per test process, or `None` when no Docker engine answers here:
+/// the caller then skips, and says so on stderr.
+pub fn test_image() -> Option<&'static str> {
+    static IMAGE: OnceLock<Option<&'static str>> = OnceLock::new();
+    *IMAGE.get_or_init(|| {
+        let engine = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !engine.is_ok_and(|status| status.success()) {
+            return None;
+        }
+        if let Err(e) = make_test_image() {
+            panic!("cannot make the test image {TEST_IMAGE}: {e:#}");
+        }
+        Some(TEST_IMAGE)
+    })
+}
+
+fn make_test_image() -> Result<()> {
+    if docker(&["image", "inspect", TEST_IMAGE]).status.success() {
+        return Ok(());
+    }
+    if !std::path::Path::new(BUSYBOX).exists() {
+        bail!("{BUSYBOX} is missing: run scripts/install-test-deps.sh (Debian's busybox-static)");
+    }
+    let root = tempfile::Builder::new()
+        .prefix("essaim-test-image-")
+        .tempdir()?;
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::create_dir_all(root.path().join("tmp"))?;
+    std::fs::copy(BUSYBOX, bin.join("busybox"))?;
+    for applet in APPLETS {
+        std::os::unix::fs::symlink("busybox", bin.join(applet))?;
+    }
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(root.path())
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("tar")?;
+    let archive = tar.stdout.take().context("tar's output")?;
+    let import = Command::new("docker")
+        .args([
+            "import",
+            "--change",
+            "CMD [\"/bin/sh\"]",
+            "--change",
+            "ENV PATH=/bin",
+            "--change",
+            "LABEL essaim.test=true",
+            "-",
+            TEST_IMAGE,
+        ])
+        .stdin(archive)
+        .output()
+        .context("docker import")?;
+    tar.wait()?;
+    if !import.status.success() {
+        bail!(
+            "docker import failed: {}",
+            String::from_utf8_lossy(&import.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Names of the containers (running or not) that carry `label` (`key=value`).
+pub fn containers(label: &str) -> Vec<String> {
+    lines(&docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label={label}"),
+        "--format",
+        "{{.Names}}",
+    ]))
+}
+
+/// Names of the networks that carry `label` (`key=value`).
+pub fn networks(label: &str) -> Vec<String> {
+    lines(&docker(&[
+        "network",
+        "ls",
+        "--filter",
+        &format!("label={label}"),
+        "--format",
+        "{{.Name}}",
+    ]))
+}
+
+fn lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+/// Removes, when dropped, whatever a test's services left on the engine (containers, then
+/// networks), so that a failed test leaves nothing behind either.
+pub struct Cleanup {
+    pub services: Vec<String>,
+    pub networks: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for service in &self.services {
+            let names = containers(&format!("essaim.service.name={service}"));
+            if !names.is_empty() {
+                let mut args = vec!["rm", "-f", "-v"];
+                args.extend(names.iter().map(String::as_str));
+                docker(&args);
+            }
+            docker(&["network", "rm", &format!("{service}_default")]);
+        }
+        for network in &self.networks {
+            docker(&["network", "rm", network]);
+        }
+    }
+}
