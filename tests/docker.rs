@@ -93,13 +93,13 @@ fn converged(manager: &Daemon, service: &str, count: usize) -> Result<Vec<TaskVi
 #[test]
 fn docker_tasks_are_labelled_containers_that_follow_scaling_and_go_with_the_service() -> Result<()>
 {
-    let Some((cluster, image)) = docker_node("docker_tasks_are_labelled_containers")? else {
-        return Ok(());
-    };
     let service = unique("scaled");
     let _cleanup = Cleanup {
         services: vec![service.clone()],
         networks: vec![],
+    };
+    let Some((cluster, image)) = docker_node("docker_tasks_are_labelled_containers")? else {
+        return Ok(());
     };
     let m1 = cluster.node("m1");
     m1.ok(&[
@@ -161,13 +161,13 @@ fn docker_tasks_are_labelled_containers_that_follow_scaling_and_go_with_the_serv
 
 #[test]
 fn docker_a_killed_container_is_reported_with_its_exit_code_and_replaced() -> Result<()> {
-    let Some((cluster, image)) = docker_node("docker_a_killed_container")? else {
-        return Ok(());
-    };
     let service = unique("killed");
     let _cleanup = Cleanup {
         services: vec![service.clone()],
         networks: vec![],
+    };
+    let Some((cluster, image)) = docker_node("docker_a_killed_container")? else {
+        return Ok(());
     };
     let m1 = cluster.node("m1");
     m1.ok(&[
@@ -208,13 +208,13 @@ fn docker_a_killed_container_is_reported_with_its_exit_code_and_replaced() -> Re
 
 #[test]
 fn docker_a_missing_image_is_rejected_naming_the_image_and_the_node() -> Result<()> {
-    let Some((cluster, _image)) = docker_node("docker_a_missing_image")? else {
-        return Ok(());
-    };
     let service = unique("missing");
     let _cleanup = Cleanup {
         services: vec![service.clone()],
         networks: vec![],
+    };
+    let Some((cluster, _image)) = docker_node("docker_a_missing_image")? else {
+        return Ok(());
     };
     let m1 = cluster.node("m1");
     m1.ok(&[
@@ -240,14 +240,14 @@ fn docker_a_missing_image_is_rejected_naming_the_image_and_the_node() -> Result<
 
 #[test]
 fn docker_health_checks_gate_running_and_unhealthy_tasks_fail() -> Result<()> {
-    let Some((cluster, image)) = docker_node("docker_health_checks")? else {
-        return Ok(());
-    };
     let healthy = unique("healthy");
     let sick = unique("sick");
     let _cleanup = Cleanup {
         services: vec![healthy.clone(), sick.clone()],
         networks: vec![],
+    };
+    let Some((cluster, image)) = docker_node("docker_health_checks")? else {
+        return Ok(());
     };
     let m1 = cluster.node("m1");
     // Healthy only once /tmp/ready exists, a second after the start; the checks that fail
@@ -320,15 +320,15 @@ fn docker_health_checks_gate_running_and_unhealthy_tasks_fail() -> Result<()> {
 
 #[test]
 fn docker_services_on_one_network_reach_each_other_by_name_and_publish_ports() -> Result<()> {
-    let Some((cluster, image)) = docker_node("docker_services_on_one_network")? else {
-        return Ok(());
-    };
     let web = unique("web");
     let client = unique("client");
     let network = unique("front");
     let _cleanup = Cleanup {
         services: vec![web.clone(), client.clone()],
         networks: vec![network.clone()],
+    };
+    let Some((cluster, image)) = docker_node("docker_services_on_one_network")? else {
+        return Ok(());
     };
     let m1 = cluster.node("m1");
     m1.ok(&[
@@ -385,13 +385,13 @@ fn docker_services_on_one_network_reach_each_other_by_name_and_publish_ports() -
 
 #[test]
 fn docker_a_restarted_essaimd_adopts_its_containers_instead_of_starting_new_ones() -> Result<()> {
-    let Some((mut cluster, image)) = docker_node("docker_a_restarted_essaimd")? else {
-        return Ok(());
-    };
     let service = unique("adopted");
     let _cleanup = Cleanup {
         services: vec![service.clone()],
         networks: vec![],
+    };
+    let Some((mut cluster, image)) = docker_node("docker_a_restarted_essaimd")? else {
+        return Ok(());
     };
     cluster.node("m1").ok(&[
         "service",

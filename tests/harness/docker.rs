@@ -128,7 +128,8 @@ fn lines(output: &Output) -> Vec<String> {
 }
 
 /// Removes, when dropped, whatever a test's services left on the engine (containers, then
-/// networks), so that a failed test leaves nothing behind either.
+/// networks), so that a failed test leaves nothing behind either. Declare it before the
+/// cluster: dropped after it, once no agent can start a container any more.
 pub struct Cleanup {
     pub services: Vec<String>,
     pub networks: Vec<String>,
@@ -136,6 +137,9 @@ pub struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        if test_image().is_none() {
+            return;
+        }
         for service in &self.services {
             let names = containers(&format!("essaim.service.name={service}"));
             if !names.is_empty() {
