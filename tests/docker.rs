@@ -145,6 +145,14 @@ fn docker_tasks_are_labelled_containers_that_follow_scaling_and_go_with_the_serv
 
     m1.ok(&["service", "scale", &format!("{service}=1")])?;
     converged(m1, &service, 1)?;
+    wait_for(
+        "the containers of the tasks scaled away removed, not only stopped",
+        SETTLE,
+        || {
+            let left = docker::containers(&format!("essaim.service.name={service}"));
+            Ok((left.len() == 1).then_some(()))
+        },
+    )?;
 
     m1.ok(&["service", "rm", &service])?;
     wait_for(

@@ -71,15 +71,23 @@ pub fn reconcile(
             .collect(),
     };
 
-    // Places no longer wanted: scaled down, or a node a global service may not use.
+    // Places no longer wanted: scaled down, or a node a global service may not use. Their
+    // tasks are stopped for removal, then forgotten once stopped, history and all (as Swarm
+    // does): the node then removes what they left (a container).
     let wanted_set: std::collections::BTreeSet<&Place> = wanted.iter().collect();
     for (place, tasks) in &places {
         if !wanted_set.contains(place) {
-            for task in tasks
-                .iter()
-                .filter(|t| t.desired_state == TaskState::Running)
-            {
-                plan.commands.push(shut_down(task));
+            for task in tasks {
+                if task.status.state.is_terminal() {
+                    plan.commands.push(Command::RemoveTask {
+                        id: task.id.clone(),
+                    });
+                } else if task.desired_state < TaskState::Remove {
+                    plan.commands.push(Command::SetTaskDesiredState {
+                        id: task.id.clone(),
+                        desired_state: TaskState::Remove,
+                    });
+                }
             }
         }
     }

@@ -6,7 +6,19 @@
 //! are killed by the kernel (see `essaim_tests::die_with_parent`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// Shell commands that undo what a scenario did outside the run's root (a swarm joined,
+/// containers made), run at an interruption after the children are stopped.
+static UNDO: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Adds `command` (run by `sh -c`) to what an interruption undoes.
+pub fn on_interrupt(command: &str) {
+    UNDO.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(command.to_string());
+}
 
 /// The run's root directory; removed when dropped.
 pub struct RunRoot(PathBuf);
@@ -50,6 +62,12 @@ pub fn guard() -> anyhow::Result<RunRoot> {
             waiting_root.display()
         );
         stop_children();
+        let undo = UNDO.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for command in undo.iter().rev() {
+            let _ = std::process::Command::new("sh")
+                .args(["-c", command])
+                .status();
+        }
         remove(&waiting_root);
         std::process::exit(128 + signal);
     });

@@ -9,12 +9,14 @@
 //! # Layout
 //! - [`report`]: figures, the table and the JSON.
 //! - [`interrupt`]: an interrupted run stops its daemons and removes its directories.
+//! - [`docker_swarm`]: essaim and Docker Swarm mode side by side on this machine's engine.
 //! - [`failover`]: kill -9 of the Raft leader to the first successful write through a survivor.
 //! - [`placement`]: a large service on simulated nodes: placement rate, time to running, API
 //!   latency under that load, leadership stability, memory per task; and node loss.
 //! - [`raft_writes`]: durable writes side by side with etcd, at 1 and 256 clients.
 //! - [`sim`]: managers and hosts of simulated nodes, shared by the scale scenarios.
 
+mod docker_swarm;
 mod failover;
 mod interrupt;
 mod placement;
@@ -32,7 +34,8 @@ use clap::Parser;
     about = "Benchmarks of essaim's control plane on real daemons"
 )]
 struct Args {
-    /// Scenarios to run (all when none is named): placement, node-loss, raft-writes, failover
+    /// Scenarios to run (all when none is named): placement, node-loss, raft-writes, failover,
+    /// docker-swarm
     scenarios: Vec<String>,
     /// Small sizes, for CI: checks that every scenario completes, in well under a minute
     #[arg(long)]
@@ -48,7 +51,13 @@ struct Args {
     json: PathBuf,
 }
 
-const SCENARIOS: &[&str] = &["placement", "node-loss", "raft-writes", "failover"];
+const SCENARIOS: &[&str] = &[
+    "placement",
+    "node-loss",
+    "raft-writes",
+    "failover",
+    "docker-swarm",
+];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -105,6 +114,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("failover") {
         figures.extend(failover::run(if args.quick { 3 } else { 20 })?);
+    }
+    if wanted("docker-swarm") {
+        figures.extend(docker_swarm::run(if args.quick { 10 } else { 50 })?);
     }
     print!("{}", report::table(&figures));
     report::write_json(&args.json, &figures)?;

@@ -162,6 +162,22 @@ fn scaling_down_shuts_down_the_highest_slots() {
     );
     world.reconcile(2);
     assert_eq!(world.live().keys().copied().collect::<Vec<_>>(), [1, 2]);
+
+    // The tasks scaled away are stopped for removal, then forgotten once their node says
+    // they stopped: nothing of slots 3 to 5 is kept.
+    let removed: Vec<String> = world
+        .state
+        .tasks()
+        .filter(|t| t.desired_state == TaskState::Remove)
+        .map(|t| t.id.clone())
+        .collect();
+    assert_eq!(removed.len(), 3);
+    for id in &removed {
+        world.set_state(id, TaskState::Shutdown, 3);
+    }
+    world.reconcile(4);
+    let slots: Vec<u64> = world.state.tasks().filter_map(|t| t.slot).collect();
+    assert_eq!(slots.iter().max(), Some(&2), "{slots:?}");
 }
 
 #[test]
