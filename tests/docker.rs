@@ -438,3 +438,169 @@ fn docker_a_restarted_essaimd_adopts_its_containers_instead_of_starting_new_ones
     converged(m1, &service, 1)?;
     Ok(())
 }
+
+/// A stand-in for a node's Docker engine that can go away: a socket that forwards to the real
+/// engine's until stopped, then refuses (and cuts what it carried).
+struct EngineProxy {
+    path: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepting: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EngineProxy {
+    fn start(path: std::path::PathBuf) -> Result<EngineProxy> {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        use std::sync::{Arc, Mutex};
+        let listener = UnixListener::bind(&path)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let accepting = std::thread::spawn(move || {
+            let carried: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
+            while !stopping.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let streams = [client.try_clone(), engine.try_clone()];
+                if let [Ok(client_copy), Ok(engine_copy)] = streams {
+                    let mut kept = carried.lock().expect("lock");
+                    kept.push(client_copy);
+                    kept.push(engine_copy);
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone(), engine.try_clone()),
+                    (engine.try_clone(), client.try_clone()),
+                ]
+                .into_iter()
+                .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+            for stream in carried.lock().expect("lock").iter() {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        Ok(EngineProxy {
+            path,
+            stop,
+            accepting: Some(accepting),
+        })
+    }
+
+    /// The engine is gone: connections are cut and new ones refused.
+    fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for EngineProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn docker_a_node_whose_engine_goes_away_is_down_with_that_reason_and_its_tasks_move() -> Result<()>
+{
+    let service = unique("engine-gone");
+    let network = unique("engine-gone-net");
+    let _cleanup = Cleanup {
+        services: vec![service.clone()],
+        networks: vec![network.clone()],
+    };
+    let Some((mut cluster, image)) = docker_node("docker_a_node_whose_engine_goes_away")? else {
+        return Ok(());
+    };
+    if !std::path::Path::new("/var/run/docker.sock").exists() {
+        eprintln!("SKIPPED docker_a_node_whose_engine_goes_away: the engine is not at /var/run/docker.sock");
+        return Ok(());
+    }
+    // Both nodes share this machine's engine: made once beforehand (as essaim makes it), the
+    // network is not made twice by two nodes at the same moment.
+    let label = format!("essaim.network={network}");
+    assert!(
+        docker::docker(&["network", "create", "--label", &label, &network])
+            .status
+            .success()
+    );
+    let proxy_path = cluster.root().join("engine.sock");
+    let mut proxy = EngineProxy::start(proxy_path.clone())?;
+    let docker_host = format!("unix://{}", proxy_path.display());
+    let token = cluster
+        .node("m1")
+        .ok(&["swarm", "join-token", "-q", "worker"])?;
+    let m1_addr = cluster.node("m1").addr();
+    let w1 = cluster.add_with_env(
+        "w1",
+        &[("ESSAIM_RUNTIME", "docker"), ("DOCKER_HOST", &docker_host)],
+    )?;
+    w1.ok(&[
+        "swarm",
+        "join",
+        "--token",
+        token.trim(),
+        "--advertise-addr",
+        &w1.addr(),
+        &m1_addr,
+    ])?;
+    let m1 = cluster.node("m1");
+    cluster.wait_for_nodes("m1", "both nodes ready", SETTLE, |nodes| {
+        nodes.len() == 2 && nodes.iter().all(|n| n["status"]["state"] == "ready")
+    })?;
+    m1.ok(&[
+        "service",
+        "create",
+        "--name",
+        &service,
+        "--replicas",
+        "4",
+        "--network",
+        &network,
+        "--stop-grace-period",
+        "1s",
+        image,
+        "sleep",
+        "3600",
+    ])?;
+    let placed = converged(m1, &service, 4)?;
+    let on_w1 = placed
+        .iter()
+        .filter(|t| t.node_hostname.as_deref() == Some("w1"))
+        .count();
+    assert!(on_w1 > 0, "some tasks on w1: {placed:?}");
+
+    proxy.stop();
+    wait_for("w1 down, saying its runtime is unavailable", SETTLE, || {
+        let nodes = cluster.node_list("m1")?;
+        let w1 = essaim_tests::row(&nodes, "w1").cloned();
+        Ok(w1.filter(|n| {
+            n["status"]["state"] == "down"
+                && n["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("runtime unavailable"))
+        }))
+    })?;
+    wait_for("all four tasks running on m1", SETTLE, || {
+        let running = running(&tasks(m1, &service)?);
+        let on_m1 = running
+            .iter()
+            .filter(|t| t.node_hostname.as_deref() == Some("m1"))
+            .count();
+        Ok((on_m1 == 4).then_some(()))
+    })?;
+    Ok(())
+}

@@ -147,10 +147,24 @@ impl Drop for Cleanup {
                 args.extend(names.iter().map(String::as_str));
                 docker(&args);
             }
-            docker(&["network", "rm", &format!("{service}_default")]);
+            remove_networks(&format!("{service}_default"));
         }
         for network in &self.networks {
-            docker(&["network", "rm", network]);
+            remove_networks(network);
         }
+    }
+}
+
+/// Removes every network essaim made under `name` (by ID: two of one name may exist).
+fn remove_networks(name: &str) {
+    let ids = lines(&docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=essaim.network={name}"),
+    ]));
+    for id in ids {
+        docker(&["network", "rm", &id]);
     }
 }

@@ -298,6 +298,9 @@ async fn read_reports(
         match inbound.message().await {
             Ok(Some(report)) => {
                 swarm.sessions.record(&node_id, Instant::now());
+                swarm
+                    .sessions
+                    .record_runtime_problem(&node_id, &report.runtime_unavailable);
                 if report.reports_json.is_empty() {
                     continue;
                 }

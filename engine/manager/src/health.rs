@@ -64,6 +64,8 @@ struct SessionTable {
     /// What each node last said it trusts and which CA signed its certificate: a CA rotation
     /// moves on only when every live node has caught up.
     trust: HashMap<ObjectId, NodeTrust>,
+    /// Nodes whose runtime said it cannot run tasks, and why: they count as down.
+    runtime_problems: HashMap<ObjectId, String>,
     /// When this node last became leader: nodes it has not heard from yet are given until
     /// then plus the down delay, so an election alone never marks nodes down.
     leading_since: Option<Instant>,
@@ -85,6 +87,22 @@ impl Sessions {
         table.cert_roles.insert(node.to_string(), cert_role);
     }
 
+    /// Records what a node said of its runtime: empty when it can run tasks.
+    pub fn record_runtime_problem(&self, node: &str, problem: &str) {
+        let mut table = self.table();
+        if problem.is_empty() {
+            table.runtime_problems.remove(node);
+        } else {
+            table
+                .runtime_problems
+                .insert(node.to_string(), problem.to_string());
+        }
+    }
+
+    pub fn runtime_problem(&self, node: &str) -> Option<String> {
+        self.table().runtime_problems.get(node).cloned()
+    }
+
     pub fn record_trust(&self, node: &str, trust: NodeTrust) {
         self.table().trust.insert(node.to_string(), trust);
     }
@@ -103,6 +121,7 @@ impl Sessions {
         table.last_seen.remove(node);
         table.cert_roles.remove(node);
         table.trust.remove(node);
+        table.runtime_problems.remove(node);
     }
 
     /// Starts a fresh term of leadership: earlier sightings are someone else's business.
@@ -111,6 +130,7 @@ impl Sessions {
         table.last_seen.clear();
         table.cert_roles.clear();
         table.trust.clear();
+        table.runtime_problems.clear();
         table.leading_since = Some(at);
     }
 
@@ -182,21 +202,31 @@ async fn update_node_statuses(swarm: &Swarm) -> Result<(), ControlError> {
             // heartbeat actually received, so a node that left stays down.
             let reported = swarm.sessions.has_reported(&node.id, window, now);
             let alive = swarm.sessions.is_alive(&node.id, window, now);
-            let state = match (node.status.state, reported, alive) {
-                (NodeState::Ready, _, false) | (NodeState::Unknown, false, false) => {
-                    NodeState::Down
+            // A node that reports, but whose runtime cannot run tasks, is down all the same:
+            // its tasks are replaced elsewhere, and the reason says why.
+            let runtime_problem = swarm
+                .sessions
+                .runtime_problem(&node.id)
+                .filter(|_| reported);
+            let (state, message) = match (node.status.state, reported, alive, runtime_problem) {
+                (_, _, _, Some(problem)) => {
+                    let message = format!("runtime unavailable: {problem}");
+                    if node.status.state == NodeState::Down && node.status.message == message {
+                        return None;
+                    }
+                    (NodeState::Down, message)
                 }
-                (NodeState::Down | NodeState::Unknown, true, _) => NodeState::Ready,
+                (NodeState::Ready, _, false, None) | (NodeState::Unknown, false, false, None) => (
+                    NodeState::Down,
+                    format!("heartbeat failure: no report for {} ms", window.as_millis()),
+                ),
+                (NodeState::Down | NodeState::Unknown, true, _, None) => {
+                    (NodeState::Ready, String::new())
+                }
                 _ => return None,
             };
-            let message = match state {
-                NodeState::Down => {
-                    format!("heartbeat failure: no report for {} ms", window.as_millis())
-                }
-                _ => String::new(),
-            };
             if state == NodeState::Down {
-                tracing::warn!(node = %node.id, hostname = %node.description.hostname, "node is down");
+                tracing::warn!(node = %node.id, hostname = %node.description.hostname, "node is down: {message}");
             } else {
                 tracing::info!(node = %node.id, hostname = %node.description.hostname, "node is ready");
             }

@@ -28,6 +28,8 @@ const REDIRECT_PAUSE: Duration = Duration::from_millis(20);
 /// fast, then longer, so that many nodes do not hammer managers that are down.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
+/// How often the agent asks its runtime whether it can run tasks.
+const RUNTIME_CHECK: Duration = Duration::from_secs(1);
 /// Status reports sent in one message at most.
 const REPORT_BATCH: usize = 1_000;
 
@@ -46,6 +48,8 @@ pub struct Worker {
     tasks: Mutex<HashMap<ObjectId, LocalTask>>,
     reports: mpsc::UnboundedSender<TaskReport>,
     session: Mutex<Option<JoinHandle<()>>>,
+    /// Why the runtime cannot run tasks now, told to the leader with every report.
+    runtime_problem: watch::Sender<Option<String>>,
 }
 
 /// A task this node runs or ran, until the managers forget it.
@@ -72,14 +76,36 @@ impl Worker {
             tasks: Mutex::new(HashMap::new()),
             reports,
             session: Mutex::new(None),
+            runtime_problem: watch::channel(None).0,
         });
         let agent = worker.clone();
         let session = tokio::spawn(async move {
             agent.adopt().await;
-            agent.run(queued).await;
+            tokio::join!(agent.clone().watch_runtime(), agent.run(queued));
         });
         *worker.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
         worker
+    }
+
+    /// Asks the runtime, every second, whether it can run tasks, and keeps the answer for the
+    /// reports: a node whose engine is gone is handled as down by the leader.
+    async fn watch_runtime(self: Arc<Self>) {
+        loop {
+            let problem = self.setup.executor.check().await.err();
+            let changed = *self.runtime_problem.borrow() != problem;
+            if changed {
+                match &problem {
+                    Some(reason) => tracing::warn!("the runtime cannot run tasks: {reason}"),
+                    None => tracing::info!("the runtime can run tasks"),
+                }
+                self.runtime_problem.send_replace(problem);
+            }
+            tokio::time::sleep(RUNTIME_CHECK).await;
+        }
+    }
+
+    fn runtime_report(&self) -> String {
+        self.runtime_problem.borrow().clone().unwrap_or_default()
     }
 
     pub fn runtime(&self) -> &'static str {
@@ -225,7 +251,10 @@ impl Worker {
                         }
                     }
                     let report = match serde_json::to_vec(&batch) {
-                        Ok(json) => SessionReport { reports_json: json },
+                        Ok(json) => SessionReport {
+                            reports_json: json,
+                            runtime_unavailable: self.runtime_report(),
+                        },
                         Err(e) => return SessionEnd::Lost(format!("cannot encode reports: {e}")),
                     };
                     // Reports lost with the session are sent again after the next full set.
@@ -236,8 +265,11 @@ impl Worker {
                 _ = heartbeat.tick() => {
                     // Only a heartbeat: when reports are waiting to go, the leader hears from
                     // us anyway.
-                    if let Err(mpsc::error::TrySendError::Closed(_)) =
-                        outbound.try_send(SessionReport::default())
+                    let beat = SessionReport {
+                        reports_json: Vec::new(),
+                        runtime_unavailable: self.runtime_report(),
+                    };
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = outbound.try_send(beat)
                     {
                         return SessionEnd::Lost("the session closed".into());
                     }

@@ -20,8 +20,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-    WaitContainerOptions,
+    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptions,
 };
 use bollard::Docker;
 use essaim_core::model::{HealthCheck, PortConfig, Task};
@@ -39,6 +39,8 @@ pub const LABEL_NETWORK: &str = "essaim.network";
 
 /// How often a container with a health check is looked at while it starts and runs.
 const HEALTH_POLL: Duration = Duration::from_millis(250);
+/// How long the engine may take to answer a ping before it counts as gone.
+const ENGINE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a pull may take before the image counts as unavailable.
 const PULL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -108,60 +110,87 @@ impl DockerExecutor {
         )))
     }
 
-    /// The bridge network `name`, created (and labelled) if it does not exist.
-    async fn ensure_network(&self, name: &str) -> Result<(), StartError> {
+    /// The ID of the bridge network `name`, created (and labelled) if it does not exist. The
+    /// engine accepts two networks of one name, which two nodes sharing an engine (or two
+    /// agents in a race) can make: then every one of them uses the lowest ID, and the others
+    /// are removed.
+    async fn ensure_network(&self, name: &str) -> Result<String, StartError> {
         let _one_at_a_time = self.networks.lock().await;
-        match self.docker.inspect_network(name, None).await {
-            Ok(network) => {
+        let mut found = self.networks_named(name).await?;
+        if found.is_empty() {
+            let request = NetworkCreateRequest {
+                name: name.to_string(),
+                driver: Some("bridge".to_string()),
+                attachable: Some(true),
+                labels: Some(HashMap::from([(
+                    LABEL_NETWORK.to_string(),
+                    name.to_string(),
+                )])),
+                ..Default::default()
+            };
+            if let Err(e) = self.docker.create_network(request).await {
+                if status_of(&e) != Some(409) {
+                    return Err(StartError::failed(format!(
+                        "cannot create network {name}: {e}"
+                    )));
+                }
+            }
+            found = self.networks_named(name).await?;
+        }
+        if found.iter().any(|(_, ours)| !ours) {
+            return Err(StartError::rejected(format!(
+                "network {name} exists on node {} and was not made by essaim",
+                self.node_name
+            )));
+        }
+        found.sort();
+        let Some((keep, _)) = found.first().cloned() else {
+            return Err(StartError::failed(format!(
+                "network {name} vanished as it was made"
+            )));
+        };
+        for (duplicate, _) in &found[1..] {
+            // In use by a container of the other maker: it goes with its last container.
+            let _ = self.docker.remove_network(duplicate).await;
+        }
+        Ok(keep)
+    }
+
+    /// The networks named exactly `name`: their IDs, and whether essaim made them.
+    async fn networks_named(&self, name: &str) -> Result<Vec<(String, bool)>, StartError> {
+        let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
+        let options = ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let networks = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| StartError::failed(format!("cannot list networks: {e}")))?;
+        // The engine's name filter matches parts of names too.
+        Ok(networks
+            .into_iter()
+            .filter(|network| network.name.as_deref() == Some(name))
+            .filter_map(|network| {
                 let ours = network
                     .labels
                     .as_ref()
                     .is_some_and(|labels| labels.contains_key(LABEL_NETWORK));
-                return if ours {
-                    Ok(())
-                } else {
-                    Err(StartError::rejected(format!(
-                        "network {name} exists on node {} and was not made by essaim",
-                        self.node_name
-                    )))
-                };
-            }
-            Err(e) if status_of(&e) == Some(404) => {}
-            Err(e) => {
-                return Err(StartError::failed(format!(
-                    "cannot inspect network {name}: {e}"
-                )))
-            }
-        }
-        let request = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".to_string()),
-            attachable: Some(true),
-            labels: Some(HashMap::from([(
-                LABEL_NETWORK.to_string(),
-                name.to_string(),
-            )])),
-            ..Default::default()
-        };
-        match self.docker.create_network(request).await {
-            Ok(_) => Ok(()),
-            // Another task of this node made it meanwhile.
-            Err(e) if status_of(&e) == Some(409) => Ok(()),
-            Err(e) => Err(StartError::failed(format!(
-                "cannot create network {name}: {e}"
-            ))),
-        }
+                Some((network.id?, ours))
+            })
+            .collect())
     }
 
     async fn create_and_start(&self, task: &Task) -> Result<Started, StartError> {
         let spec = &task.spec;
         self.ensure_image(&spec.image).await?;
         let networks = networks_of(task);
+        let mut network_ids = Vec::new();
         for network in &networks {
-            self.ensure_network(network).await?;
+            network_ids.push(self.ensure_network(network).await?);
         }
         let name = container_name(task);
-        let body = container_body(task, &networks[0]);
+        let body = container_body(task, &network_ids[0]);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = match self
             .docker
@@ -180,7 +209,7 @@ impl DockerExecutor {
             return Err(self.create_error(task, e));
         }
         self.table().insert(task.id.clone(), name.clone());
-        for network in &networks[1..] {
+        for network in &network_ids[1..] {
             let request = NetworkConnectRequest {
                 container: name.clone(),
                 endpoint_config: Some(alias_on(task)),
@@ -269,12 +298,21 @@ impl DockerExecutor {
     /// Resolves when the container exits, or turns unhealthy (then it is killed first).
     async fn until_ended(&self, name: &str) -> Exit {
         let exited = async {
-            let mut wait = self
-                .docker
-                .wait_container(name, None::<WaitContainerOptions>);
-            // bollard reports a non-zero exit as an error; either way the container is done,
-            // and inspect says how.
-            let _ = wait.next().await;
+            loop {
+                let mut wait = self
+                    .docker
+                    .wait_container(name, None::<WaitContainerOptions>);
+                // bollard reports a non-zero exit as an error; either way the container is
+                // done, and inspect says how. An engine that does not answer says nothing
+                // about the container: wait for it to come back (meanwhile the node reports
+                // its runtime unavailable, and the leader moves its tasks).
+                match wait.next().await {
+                    Some(Err(e)) if is_unreachable(&e) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    _ => return,
+                }
+            }
         };
         let unhealthy = async {
             loop {
@@ -314,7 +352,12 @@ impl DockerExecutor {
             Ok(inspected) => inspected
                 .network_settings
                 .and_then(|settings| settings.networks)
-                .map(|networks| networks.into_keys().collect())
+                .map(|networks| {
+                    networks
+                        .into_values()
+                        .filter_map(|endpoint| endpoint.network_id)
+                        .collect()
+                })
                 .unwrap_or_default(),
             Err(_) => Vec::new(),
         };
@@ -332,6 +375,7 @@ impl DockerExecutor {
         }
     }
 
+    /// `network` is an ID, or a name that only one network has.
     async fn remove_network_if_unused(&self, name: &str) {
         let Ok(network) = self.docker.inspect_network(name, None).await else {
             return;
@@ -418,6 +462,18 @@ impl Executor for DockerExecutor {
                 futures::stream::iter(lines)
             });
         Some(lines.boxed())
+    }
+
+    fn check(&self) -> ExecFuture<'_, Result<(), String>> {
+        Box::pin(async {
+            match tokio::time::timeout(ENGINE_CHECK_TIMEOUT, self.docker.ping()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("the Docker engine does not answer: {e}")),
+                Err(_) => Err(format!(
+                    "the Docker engine did not answer within {ENGINE_CHECK_TIMEOUT:?}"
+                )),
+            }
+        })
     }
 
     fn adopt<'a>(&'a self, node_id: &'a str) -> ExecFuture<'a, Vec<String>> {
@@ -518,6 +574,7 @@ fn alias_on(task: &Task) -> EndpointSettings {
     }
 }
 
+/// The container's spec; `first_network` is the ID (or name) of the network it starts on.
 fn container_body(task: &Task, first_network: &str) -> ContainerCreateBody {
     let spec = &task.spec;
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -669,6 +726,15 @@ fn address_of(inspected: &ContainerInspectResponse, network: &str) -> Option<Str
         .ip_address
         .clone()
         .filter(|ip| !ip.is_empty())
+}
+
+/// True when the engine could not be reached at all, as opposed to an answer saying no.
+fn is_unreachable(error: &DockerError) -> bool {
+    !matches!(
+        error,
+        DockerError::DockerResponseServerError { .. }
+            | DockerError::DockerContainerWaitError { .. }
+    )
 }
 
 fn status_of(error: &DockerError) -> Option<u16> {

@@ -81,6 +81,11 @@ pub trait Executor: Send + Sync + 'static {
     /// The tasks of node `node_id` whose workloads survived a restart of its agent, to be
     /// supervised again rather than started twice.
     fn adopt<'a>(&'a self, node_id: &'a str) -> ExecFuture<'a, Vec<String>>;
+
+    /// Whether the runtime can run tasks now; the reason when it cannot (an engine gone).
+    fn check(&self) -> ExecFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Which runtime a node uses, as `essaimd --runtime` says.
