@@ -71,22 +71,35 @@ pub fn reconcile(
             .collect(),
     };
 
-    // Places no longer wanted: scaled down, or a node a global service may not use. Their
-    // tasks are stopped for removal, then forgotten once stopped, history and all (as Swarm
-    // does): the node then removes what they left (a container).
+    // Places no longer wanted. Slots scaled away: their tasks are stopped for removal, then
+    // forgotten once stopped, history and all (as Swarm does), and the node removes what they
+    // left (a container); a task that never reached a node is forgotten at once. A node a
+    // global service may not use now (drained, paused, down, constraints): its task is shut
+    // down and its history kept, for the node may be back.
     let wanted_set: std::collections::BTreeSet<&Place> = wanted.iter().collect();
     for (place, tasks) in &places {
-        if !wanted_set.contains(place) {
-            for task in tasks {
-                if task.status.state.is_terminal() {
-                    plan.commands.push(Command::RemoveTask {
-                        id: task.id.clone(),
-                    });
-                } else if task.desired_state < TaskState::Remove {
-                    plan.commands.push(Command::SetTaskDesiredState {
-                        id: task.id.clone(),
-                        desired_state: TaskState::Remove,
-                    });
+        if wanted_set.contains(place) {
+            continue;
+        }
+        for task in tasks {
+            match place {
+                Place::Slot(_) => {
+                    let never_placed = task.status.state < TaskState::Assigned;
+                    if task.status.state.is_terminal() || never_placed {
+                        plan.commands.push(Command::RemoveTask {
+                            id: task.id.clone(),
+                        });
+                    } else if task.desired_state < TaskState::Remove {
+                        plan.commands.push(Command::SetTaskDesiredState {
+                            id: task.id.clone(),
+                            desired_state: TaskState::Remove,
+                        });
+                    }
+                }
+                Place::Node(_) => {
+                    if task.desired_state == TaskState::Running {
+                        plan.commands.push(shut_down(task));
+                    }
                 }
             }
         }

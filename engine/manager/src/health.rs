@@ -24,6 +24,8 @@ use openraft::BasicNode;
 use crate::raft::RaftId;
 use crate::swarm::{Leader, Swarm};
 
+/// How a node's status begins while its runtime cannot run tasks.
+const RUNTIME_UNAVAILABLE: &str = "runtime unavailable";
 /// How often the leader looks at its nodes when nothing wakes it earlier.
 const TICK: Duration = Duration::from_millis(100);
 /// How long adding a manager may take to copy the log to it before the attempt is given up
@@ -66,6 +68,9 @@ struct SessionTable {
     trust: HashMap<ObjectId, NodeTrust>,
     /// Nodes whose runtime said it cannot run tasks, and why: they count as down.
     runtime_problems: HashMap<ObjectId, String>,
+    /// Nodes that said their runtime can run tasks, since this node leads: only those leave
+    /// a "runtime unavailable" down state (a new leader has not heard it yet).
+    runtime_fine: std::collections::HashSet<ObjectId>,
     /// When this node last became leader: nodes it has not heard from yet are given until
     /// then plus the down delay, so an election alone never marks nodes down.
     leading_since: Option<Instant>,
@@ -92,7 +97,9 @@ impl Sessions {
         let mut table = self.table();
         if problem.is_empty() {
             table.runtime_problems.remove(node);
+            table.runtime_fine.insert(node.to_string());
         } else {
+            table.runtime_fine.remove(node);
             table
                 .runtime_problems
                 .insert(node.to_string(), problem.to_string());
@@ -101,6 +108,10 @@ impl Sessions {
 
     pub fn runtime_problem(&self, node: &str) -> Option<String> {
         self.table().runtime_problems.get(node).cloned()
+    }
+
+    pub fn runtime_fine(&self, node: &str) -> bool {
+        self.table().runtime_fine.contains(node)
     }
 
     pub fn record_trust(&self, node: &str, trust: NodeTrust) {
@@ -122,6 +133,7 @@ impl Sessions {
         table.cert_roles.remove(node);
         table.trust.remove(node);
         table.runtime_problems.remove(node);
+        table.runtime_fine.remove(node);
     }
 
     /// Starts a fresh term of leadership: earlier sightings are someone else's business.
@@ -131,6 +143,7 @@ impl Sessions {
         table.cert_roles.clear();
         table.trust.clear();
         table.runtime_problems.clear();
+        table.runtime_fine.clear();
         table.leading_since = Some(at);
     }
 
@@ -210,7 +223,7 @@ async fn update_node_statuses(swarm: &Swarm) -> Result<(), ControlError> {
                 .filter(|_| reported);
             let (state, message) = match (node.status.state, reported, alive, runtime_problem) {
                 (_, _, _, Some(problem)) => {
-                    let message = format!("runtime unavailable: {problem}");
+                    let message = format!("{RUNTIME_UNAVAILABLE}: {problem}");
                     if node.status.state == NodeState::Down && node.status.message == message {
                         return None;
                     }
@@ -220,6 +233,13 @@ async fn update_node_statuses(swarm: &Swarm) -> Result<(), ControlError> {
                     NodeState::Down,
                     format!("heartbeat failure: no report for {} ms", window.as_millis()),
                 ),
+                // Down for its runtime: ready only once the node said it runs again.
+                (NodeState::Down, true, _, None)
+                    if node.status.message.starts_with(RUNTIME_UNAVAILABLE)
+                        && !swarm.sessions.runtime_fine(&node.id) =>
+                {
+                    return None
+                }
                 (NodeState::Down | NodeState::Unknown, true, _, None) => {
                     (NodeState::Ready, String::new())
                 }

@@ -28,8 +28,10 @@ const REDIRECT_PAUSE: Duration = Duration::from_millis(20);
 /// fast, then longer, so that many nodes do not hammer managers that are down.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
-/// How often the agent asks its runtime whether it can run tasks.
+/// How often the agent asks its runtime whether it can run tasks, and how many failed checks
+/// in a row make it unavailable.
 const RUNTIME_CHECK: Duration = Duration::from_secs(1);
+const RUNTIME_CHECKS_FAILED: u32 = 3;
 /// Status reports sent in one message at most.
 const REPORT_BATCH: usize = 1_000;
 
@@ -90,8 +92,23 @@ impl Worker {
     /// Asks the runtime, every second, whether it can run tasks, and keeps the answer for the
     /// reports: a node whose engine is gone is handled as down by the leader.
     async fn watch_runtime(self: Arc<Self>) {
+        // A busy engine may miss one ping: only several in a row count.
+        let mut failed_in_a_row = 0u32;
         loop {
-            let problem = self.setup.executor.check().await.err();
+            let problem = match self.setup.executor.check().await {
+                Ok(()) => {
+                    failed_in_a_row = 0;
+                    None
+                }
+                Err(reason) => {
+                    failed_in_a_row += 1;
+                    if failed_in_a_row < RUNTIME_CHECKS_FAILED {
+                        tokio::time::sleep(RUNTIME_CHECK).await;
+                        continue;
+                    }
+                    Some(reason)
+                }
+            };
             let changed = *self.runtime_problem.borrow() != problem;
             if changed {
                 match &problem {

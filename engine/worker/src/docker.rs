@@ -89,8 +89,11 @@ impl DockerExecutor {
                 )))
             }
         }
+        // Without a tag the engine would pull every tag of the repository.
+        let (repository, tag) = split_reference(image);
         let options = CreateImageOptionsBuilder::default()
-            .from_image(image)
+            .from_image(repository)
+            .tag(tag)
             .build();
         let pull = async {
             let mut progress = self.docker.create_image(Some(options), None, None);
@@ -225,16 +228,24 @@ impl DockerExecutor {
             self.remove_container(&name).await;
             return Err(self.start_error(task, e));
         }
-        self.until_healthy(&name).await?;
-        let inspected = self
-            .docker
-            .inspect_container(&name, None)
-            .await
-            .map_err(|e| StartError::failed(format!("cannot inspect the container: {e}")))?;
-        Ok(Started {
-            ports: published_ports(&inspected),
-            address: address_of(&inspected, &networks[0]),
-        })
+        let started = async {
+            self.until_healthy(&name).await?;
+            let inspected = self
+                .docker
+                .inspect_container(&name, None)
+                .await
+                .map_err(|e| StartError::failed(format!("cannot inspect the container: {e}")))?;
+            Ok(Started {
+                ports: published_ports(&inspected),
+                address: address_of(&inspected, &networks[0]),
+            })
+        };
+        let started = started.await;
+        if started.is_err() {
+            // A task that failed to start leaves nothing running (nor holding its ports).
+            self.kill(&name).await;
+        }
+        started
     }
 
     fn create_error(&self, task: &Task, e: DockerError) -> StartError {
@@ -281,7 +292,8 @@ impl DockerExecutor {
                 .map_err(|e| StartError::failed(format!("cannot inspect the container: {e}")))?;
             let state = inspected.state.clone().unwrap_or_default();
             if state.running != Some(true) {
-                return Err(StartError::failed(exit_of(&inspected).message));
+                // It ran, and ended already (a short job): `wait` says how.
+                return Ok(());
             }
             match health_of(&inspected) {
                 None | Some(HealthStatusEnum::HEALTHY) => return Ok(()),
@@ -558,6 +570,22 @@ fn container_name(task: &Task) -> String {
     format!("{}.{place}.{}", task.service_name, task.id)
 }
 
+/// `repo[:tag]` (or `repo@digest`) as the pull endpoint takes it: the tag `latest` when none
+/// is given. A colon before the last `/` belongs to a registry's port, not a tag.
+fn split_reference(image: &str) -> (&str, &str) {
+    if let Some((repository, digest)) = image.split_once('@') {
+        return (repository, digest);
+    }
+    let name_start = image.rfind('/').map_or(0, |slash| slash + 1);
+    match image[name_start..].rfind(':') {
+        Some(colon) => (
+            &image[..name_start + colon],
+            &image[name_start + colon + 1..],
+        ),
+        None => (image, "latest"),
+    }
+}
+
 /// The networks a task joins: its service's user networks, or the service's own.
 fn networks_of(task: &Task) -> Vec<String> {
     if task.spec.networks.is_empty() {
@@ -812,6 +840,21 @@ mod tests {
         let health = body.healthcheck.expect("health check");
         assert_eq!(health.interval, Some(500_000_000));
         assert_eq!(health.retries, None, "0 keeps Docker's default");
+    }
+
+    #[test]
+    fn images_are_pulled_by_one_tag_latest_when_none_is_given() {
+        assert_eq!(split_reference("nginx"), ("nginx", "latest"));
+        assert_eq!(split_reference("nginx:1.25"), ("nginx", "1.25"));
+        assert_eq!(
+            split_reference("registry:5000/team/app"),
+            ("registry:5000/team/app", "latest")
+        );
+        assert_eq!(
+            split_reference("registry:5000/team/app:v2"),
+            ("registry:5000/team/app", "v2")
+        );
+        assert_eq!(split_reference("app@sha256:abc"), ("app", "sha256:abc"));
     }
 
     #[test]

@@ -150,6 +150,11 @@ fn scaling_down_shuts_down_the_highest_slots() {
     let mut world = World::new(&["n1"]);
     world.add_service(replicated(5));
     world.reconcile(0);
+    let ids: Vec<String> = world.state.tasks().map(|t| t.id.clone()).collect();
+    for id in &ids {
+        world.assign(id, "n1");
+        world.set_state(id, TaskState::Running, 0);
+    }
     let mut spec = world.state.service("web").expect("svc").spec.clone();
     spec.mode = ServiceMode::Replicated { replicas: 2 };
     world.apply(
@@ -178,6 +183,26 @@ fn scaling_down_shuts_down_the_highest_slots() {
     world.reconcile(4);
     let slots: Vec<u64> = world.state.tasks().filter_map(|t| t.slot).collect();
     assert_eq!(slots.iter().max(), Some(&2), "{slots:?}");
+}
+
+#[test]
+fn tasks_scaled_away_before_they_reach_a_node_are_forgotten_at_once() {
+    let mut world = World::new(&["n1"]);
+    world.add_service(replicated(3));
+    world.reconcile(0);
+    let mut spec = world.state.service("web").expect("svc").spec.clone();
+    spec.mode = ServiceMode::Replicated { replicas: 1 };
+    world.apply(
+        Timestamp(1),
+        vec![Command::UpdateService {
+            id: "s1".to_string(),
+            expected_version: None,
+            spec,
+        }],
+    );
+    world.reconcile(2);
+    let slots: Vec<u64> = world.state.tasks().filter_map(|t| t.slot).collect();
+    assert_eq!(slots, vec![1]);
 }
 
 #[test]
