@@ -43,8 +43,9 @@ fn essaim_time(image: &str, replicas: u64) -> Result<Duration> {
         networks: vec![],
     };
     interrupt::on_interrupt(&format!(
-        "docker ps -aq --filter label=essaim.service.name={service} | xargs -r docker rm -f -v; \
-         docker network rm {service}_default"
+        "(docker ps -aq --filter label=essaim.service.name={service} | xargs -r docker rm -f -v; \
+         docker network ls -q --filter label=essaim.network={service}_default \
+         | xargs -r docker network rm) >/dev/null 2>&1"
     ));
     let mut cluster = Cluster::empty()?;
     let m1 = cluster.add_with_env("m1", &[("ESSAIM_RUNTIME", "docker")])?;
@@ -87,8 +88,8 @@ fn swarm_time(image: &str, replicas: u64) -> Result<Option<Duration>> {
         eprintln!("docker-swarm: the engine is in a swarm already ({state}): Swarm side skipped");
         return Ok(None);
     }
-    let _swarm = SwarmMode::init()?;
     let service = format!("essaim-bench-swarm-{}", std::process::id());
+    let _swarm = SwarmMode::init(&service)?;
     let started = Instant::now();
     docker_text(&[
         "service",
@@ -126,20 +127,49 @@ fn swarm_time(image: &str, replicas: u64) -> Result<Option<Duration>> {
 }
 
 /// This engine in swarm mode until dropped (or the run interrupted): then it leaves, and its
-/// services' containers go with it.
-struct SwarmMode;
+/// services' containers go with it. `docker_gwbridge`, which `swarm init` makes and `swarm
+/// leave` keeps, goes too when the run made it.
+struct SwarmMode {
+    service: String,
+    made_gwbridge: bool,
+}
+
+const GWBRIDGE: &str = "docker_gwbridge";
 
 impl SwarmMode {
-    fn init() -> Result<SwarmMode> {
-        interrupt::on_interrupt("docker swarm leave --force");
+    /// `service`: the one service the run will create, whose containers a leave in the middle
+    /// of its start can leave behind.
+    fn init(service: &str) -> Result<SwarmMode> {
+        let made_gwbridge = docker_text(&["network", "inspect", GWBRIDGE]).is_err();
+        let mut undo = format!(
+            "docker swarm leave --force; \
+             docker ps -aq --filter label=com.docker.swarm.service.name={service} \
+             | xargs -r docker rm -f"
+        );
+        if made_gwbridge {
+            undo.push_str(&format!("; docker network rm {GWBRIDGE}"));
+        }
+        interrupt::on_interrupt(&format!("({undo}) >/dev/null 2>&1"));
         docker_text(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;
-        Ok(SwarmMode)
+        Ok(SwarmMode {
+            service: service.to_string(),
+            made_gwbridge,
+        })
     }
 }
 
 impl Drop for SwarmMode {
     fn drop(&mut self) {
         let _ = docker_text(&["swarm", "leave", "--force"]);
+        let label = format!("label=com.docker.swarm.service.name={}", self.service);
+        if let Ok(left) = docker_text(&["ps", "-aq", "--filter", &label]) {
+            for id in left.split_whitespace() {
+                let _ = docker_text(&["rm", "-f", id]);
+            }
+        }
+        if self.made_gwbridge {
+            let _ = docker_text(&["network", "rm", GWBRIDGE]);
+        }
     }
 }
 
