@@ -9,12 +9,11 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use essaim_api::control::TaskView;
-use essaim_api::{ControlReply, ControlRequest};
 use essaim_core::model::TaskState;
 use essaim_tests::docker::{self, Cleanup};
-use essaim_tests::{wait_for, Cluster, Daemon};
+use essaim_tests::{running, wait_for, Cluster, Daemon};
 
 const SETTLE: Duration = Duration::from_secs(40);
 
@@ -34,27 +33,6 @@ fn docker_node(test: &str) -> Result<Option<(Cluster, &'static str)>> {
 /// `name` made unique to this test process.
 fn unique(name: &str) -> String {
     format!("{name}-{}", std::process::id())
-}
-
-fn tasks(manager: &Daemon, service: &str) -> Result<Vec<TaskView>> {
-    match manager.control(&ControlRequest::TaskList {
-        service: Some(service.to_string()),
-        node: None,
-    })? {
-        ControlReply::Tasks(tasks) => Ok(tasks),
-        other => bail!("unexpected reply {other:?}"),
-    }
-}
-
-/// Tasks the managers want running and that the node reported running.
-fn running(tasks: &[TaskView]) -> Vec<TaskView> {
-    tasks
-        .iter()
-        .filter(|t| {
-            t.task.desired_state == TaskState::Running && t.task.status.state == TaskState::Running
-        })
-        .cloned()
-        .collect()
 }
 
 /// Containers of `service` that run now.
@@ -81,7 +59,8 @@ fn converged(manager: &Daemon, service: &str, count: usize) -> Result<Vec<TaskVi
         &format!("{count} running tasks of {service}, each in its own running container"),
         SETTLE,
         || {
-            let running = running(&tasks(manager, service)?);
+            let tasks = manager.tasks(service)?;
+            let running: Vec<TaskView> = running(&tasks).into_iter().cloned().collect();
             let mut ids: Vec<String> = running.iter().map(|t| t.task.id.clone()).collect();
             ids.sort();
             let ok = running.len() == count && running_containers(service) == ids;
@@ -197,7 +176,7 @@ fn docker_a_killed_container_is_reported_with_its_exit_code_and_replaced() -> Re
         "the killed task failed with code 137, and a new one running",
         SETTLE,
         || {
-            let tasks = tasks(m1, &service)?;
+            let tasks = m1.tasks(&service)?;
             let killed = tasks.iter().find(|t| t.task.id == first.task.id);
             let failed = killed.is_some_and(|t| {
                 t.task.status.state == TaskState::Failed && t.task.status.exit_code == Some(137)
@@ -233,7 +212,8 @@ fn docker_a_missing_image_is_rejected_naming_the_image_and_the_node() -> Result<
         "essaim-test/no-such-image:1",
     ])?;
     let error = wait_for("a rejected task", SETTLE, || {
-        Ok(tasks(m1, &service)?
+        Ok(m1
+            .tasks(&service)?
             .into_iter()
             .find(|t| t.task.status.state == TaskState::Rejected)
             .and_then(|t| t.task.status.error))
@@ -310,7 +290,7 @@ fn docker_health_checks_gate_running_and_unhealthy_tasks_fail() -> Result<()> {
         "3600",
     ])?;
     let error = wait_for("an unhealthy task failed", SETTLE, || {
-        let tasks = tasks(m1, &sick)?;
+        let tasks = m1.tasks(&sick)?;
         assert!(
             tasks
                 .iter()
@@ -595,8 +575,8 @@ fn docker_a_node_whose_engine_goes_away_is_down_with_that_reason_and_its_tasks_m
         }))
     })?;
     wait_for("all four tasks running on m1", SETTLE, || {
-        let running = running(&tasks(m1, &service)?);
-        let on_m1 = running
+        let tasks = m1.tasks(&service)?;
+        let on_m1 = running(&tasks)
             .iter()
             .filter(|t| t.node_hostname.as_deref() == Some("m1"))
             .count();

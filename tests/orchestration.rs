@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use essaim_api::control::TaskView;
 use essaim_api::{ControlError, ControlReply, ControlRequest};
 use essaim_core::model::{RestartCondition, ServiceMode, ServiceSpec, TaskSpec, TaskState};
-use essaim_tests::{row, wait_for, Cluster, Daemon};
+use essaim_tests::{row, running, wait_for, Cluster, Daemon};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -77,26 +77,6 @@ fn process_alive(pid: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn tasks(manager: &Daemon, service: &str) -> Result<Vec<TaskView>> {
-    match manager.control(&ControlRequest::TaskList {
-        service: Some(service.to_string()),
-        node: None,
-    })? {
-        ControlReply::Tasks(tasks) => Ok(tasks),
-        other => bail!("unexpected reply {other:?}"),
-    }
-}
-
-/// Tasks the managers want running and that a worker reported running.
-fn running(tasks: &[TaskView]) -> Vec<&TaskView> {
-    tasks
-        .iter()
-        .filter(|t| {
-            t.task.desired_state == TaskState::Running && t.task.status.state == TaskState::Running
-        })
-        .collect()
-}
-
 fn ids(tasks: &[&TaskView]) -> BTreeSet<String> {
     tasks.iter().map(|t| t.task.id.clone()).collect()
 }
@@ -124,7 +104,7 @@ fn converged(
         &format!("{count} running tasks of {service}, and as many live processes"),
         SETTLE,
         || {
-            let tasks = tasks(manager, service)?;
+            let tasks = manager.tasks(service)?;
             let running = running(&tasks);
             // Distinct slots, or distinct nodes for a global service.
             let slots: BTreeSet<(Option<u64>, Option<String>)> = running
@@ -241,7 +221,7 @@ fn a_killed_worker_s_tasks_run_again_elsewhere() -> Result<()> {
 fn a_node_that_comes_back_stops_its_stale_tasks() -> Result<()> {
     let (cluster, probe, _) = six_web_tasks_on_three_nodes()?;
     let m1 = cluster.node("m1");
-    let before: Vec<TaskView> = tasks(m1, "web")?;
+    let before: Vec<TaskView> = m1.tasks("web")?;
     let on_w1: BTreeSet<String> = running(&before)
         .iter()
         .filter(|t| t.node_hostname.as_deref() == Some("w1"))
@@ -253,7 +233,7 @@ fn a_node_that_comes_back_stops_its_stale_tasks() -> Result<()> {
     // still run.
     cluster.node("w1").freeze();
     wait_for("replacements for w1's tasks", SETTLE, || {
-        let tasks = tasks(m1, "web")?;
+        let tasks = m1.tasks("web")?;
         let running = running(&tasks);
         let elsewhere = running
             .iter()
@@ -317,7 +297,7 @@ fn failing_tasks_restart_after_the_delay_up_to_the_max_attempts() -> Result<()> 
     m1.control(&ControlRequest::ServiceCreate { spec })?;
 
     let failed = wait_for("three failed tasks", SETTLE, || {
-        let tasks = tasks(m1, "crash")?;
+        let tasks = m1.tasks("crash")?;
         let failed: Vec<TaskView> = tasks
             .into_iter()
             .filter(|t| t.task.status.state == TaskState::Failed)
@@ -339,7 +319,7 @@ fn failing_tasks_restart_after_the_delay_up_to_the_max_attempts() -> Result<()> 
     // The first task and two restarts: no more, however long we look. Twice the restart
     // delay is when a fourth would have come.
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(tasks(m1, "crash")?.len(), 3);
+    assert_eq!(m1.tasks("crash")?.len(), 3);
 
     // on-failure does not restart a task that succeeded.
     let mut spec = Probe::new(&cluster)?.spec("once", 1);
@@ -348,14 +328,14 @@ fn failing_tasks_restart_after_the_delay_up_to_the_max_attempts() -> Result<()> 
     spec.task.restart_policy.delay_ms = 100;
     m1.control(&ControlRequest::ServiceCreate { spec })?;
     wait_for("the task complete", SETTLE, || {
-        let tasks = tasks(m1, "once")?;
+        let tasks = m1.tasks("once")?;
         Ok(tasks
             .iter()
             .any(|t| t.task.status.state == TaskState::Complete)
             .then_some(()))
     })?;
     std::thread::sleep(Duration::from_millis(400));
-    assert_eq!(tasks(m1, "once")?.len(), 1);
+    assert_eq!(m1.tasks("once")?.len(), 1);
     Ok(())
 }
 
@@ -370,7 +350,7 @@ fn task_history_is_bounded_per_slot() -> Result<()> {
     m1.control(&ControlRequest::ServiceCreate { spec })?;
     let mut seen = BTreeSet::new();
     wait_for("six tasks come and go", SETTLE, || {
-        let tasks = tasks(m1, "crash")?;
+        let tasks = m1.tasks("crash")?;
         let dead = tasks
             .iter()
             .filter(|t| {
@@ -440,7 +420,7 @@ fn constraints_spread_and_max_per_node_shape_placement() -> Result<()> {
     limited.task.max_replicas_per_node = 1;
     m1.control(&ControlRequest::ServiceCreate { spec: limited })?;
     let waiting = wait_for("two running, one waiting with a reason", SETTLE, || {
-        let tasks = tasks(m1, "limited")?;
+        let tasks = m1.tasks("limited")?;
         let pending: Vec<&TaskView> = tasks
             .iter()
             .filter(|t| t.task.status.state == TaskState::Pending)
@@ -457,7 +437,7 @@ fn constraints_spread_and_max_per_node_shape_placement() -> Result<()> {
         waiting.contains("2 at max replicas per node (1)"),
         "{waiting}"
     );
-    let tasks = tasks(m1, "limited")?;
+    let tasks = m1.tasks("limited")?;
     let refs = running(&tasks);
     assert!(!per_node(&refs).contains_key("w2"), "{:?}", per_node(&refs));
     Ok(())
@@ -472,7 +452,7 @@ fn a_task_that_cannot_be_placed_waits_with_a_reason() -> Result<()> {
     constrained.task.constraints = vec!["node.labels.disk==ssd".to_string()];
     m1.control(&ControlRequest::ServiceCreate { spec: constrained })?;
     let reason = wait_for("a reason to wait", SETTLE, || {
-        let tasks = tasks(m1, "db")?;
+        let tasks = m1.tasks("db")?;
         Ok(tasks
             .first()
             .filter(|t| t.task.status.message.contains("no suitable node"))
@@ -498,7 +478,7 @@ fn a_program_that_does_not_exist_is_rejected_with_the_reason() -> Result<()> {
     spec.task.image = "no-such-program-anywhere".to_string();
     m1.control(&ControlRequest::ServiceCreate { spec })?;
     let message = wait_for("the task rejected", SETTLE, || {
-        let tasks = tasks(m1, "ghost")?;
+        let tasks = m1.tasks("ghost")?;
         Ok(tasks
             .into_iter()
             .find(|t| t.task.status.state == TaskState::Rejected)

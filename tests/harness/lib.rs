@@ -358,6 +358,20 @@ impl Daemon {
         })
     }
 
+    /// The tasks of `service`, as `service ps -a` lists them.
+    ///
+    /// # Errors
+    /// The daemon refused or could not be reached.
+    pub fn tasks(&self, service: &str) -> Result<Vec<essaim_api::control::TaskView>> {
+        match self.control(&essaim_api::ControlRequest::TaskList {
+            service: Some(service.to_string()),
+            node: None,
+        })? {
+            essaim_api::ControlReply::Tasks(tasks) => Ok(tasks),
+            other => bail!("unexpected reply {other:?}"),
+        }
+    }
+
     /// This daemon's node ID.
     ///
     /// # Errors
@@ -375,6 +389,17 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The tasks the managers want running and that their node reported running.
+pub fn running(tasks: &[essaim_api::control::TaskView]) -> Vec<&essaim_api::control::TaskView> {
+    use essaim_core::model::TaskState;
+    tasks
+        .iter()
+        .filter(|t| {
+            t.task.desired_state == TaskState::Running && t.task.status.state == TaskState::Running
+        })
+        .collect()
 }
 
 /// A set of daemons in one temporary directory, deleted at the end.

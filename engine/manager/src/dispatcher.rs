@@ -300,7 +300,7 @@ async fn read_reports(
                 swarm.sessions.record(&node_id, Instant::now());
                 swarm
                     .sessions
-                    .record_runtime_problem(&node_id, &report.runtime_unavailable);
+                    .record_runtime(&node_id, &report.runtime_unavailable);
                 if report.reports_json.is_empty() {
                     continue;
                 }

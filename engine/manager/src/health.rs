@@ -51,6 +51,14 @@ impl NodeTrust {
     }
 }
 
+/// What a node said of its runtime in its last report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeWord {
+    Runs,
+    /// It cannot run tasks, for this reason (its Docker engine is gone, say).
+    Unavailable(String),
+}
+
 /// Heartbeats seen while this node leads.
 #[derive(Default)]
 pub struct Sessions {
@@ -66,11 +74,10 @@ struct SessionTable {
     /// What each node last said it trusts and which CA signed its certificate: a CA rotation
     /// moves on only when every live node has caught up.
     trust: HashMap<ObjectId, NodeTrust>,
-    /// Nodes whose runtime said it cannot run tasks, and why: they count as down.
-    runtime_problems: HashMap<ObjectId, String>,
-    /// Nodes that said their runtime can run tasks, since this node leads: only those leave
-    /// a "runtime unavailable" down state (a new leader has not heard it yet).
-    runtime_fine: std::collections::HashSet<ObjectId>,
+    /// What each node last said of its runtime, since this node leads. A node whose runtime
+    /// cannot run tasks counts as down; one down for that leaves it only once it said it runs
+    /// again (a new leader has not heard it yet).
+    runtimes: HashMap<ObjectId, RuntimeWord>,
     /// When this node last became leader: nodes it has not heard from yet are given until
     /// then plus the down delay, so an election alone never marks nodes down.
     leading_since: Option<Instant>,
@@ -92,26 +99,18 @@ impl Sessions {
         table.cert_roles.insert(node.to_string(), cert_role);
     }
 
-    /// Records what a node said of its runtime: empty when it can run tasks.
-    pub fn record_runtime_problem(&self, node: &str, problem: &str) {
-        let mut table = self.table();
-        if problem.is_empty() {
-            table.runtime_problems.remove(node);
-            table.runtime_fine.insert(node.to_string());
+    /// Records what a node said of its runtime: `problem` is empty when it can run tasks.
+    pub fn record_runtime(&self, node: &str, problem: &str) {
+        let word = if problem.is_empty() {
+            RuntimeWord::Runs
         } else {
-            table.runtime_fine.remove(node);
-            table
-                .runtime_problems
-                .insert(node.to_string(), problem.to_string());
-        }
+            RuntimeWord::Unavailable(problem.to_string())
+        };
+        self.table().runtimes.insert(node.to_string(), word);
     }
 
-    pub fn runtime_problem(&self, node: &str) -> Option<String> {
-        self.table().runtime_problems.get(node).cloned()
-    }
-
-    pub fn runtime_fine(&self, node: &str) -> bool {
-        self.table().runtime_fine.contains(node)
+    pub fn runtime(&self, node: &str) -> Option<RuntimeWord> {
+        self.table().runtimes.get(node).cloned()
     }
 
     pub fn record_trust(&self, node: &str, trust: NodeTrust) {
@@ -132,8 +131,7 @@ impl Sessions {
         table.last_seen.remove(node);
         table.cert_roles.remove(node);
         table.trust.remove(node);
-        table.runtime_problems.remove(node);
-        table.runtime_fine.remove(node);
+        table.runtimes.remove(node);
     }
 
     /// Starts a fresh term of leadership: earlier sightings are someone else's business.
@@ -142,8 +140,7 @@ impl Sessions {
         table.last_seen.clear();
         table.cert_roles.clear();
         table.trust.clear();
-        table.runtime_problems.clear();
-        table.runtime_fine.clear();
+        table.runtimes.clear();
         table.leading_since = Some(at);
     }
 
@@ -217,10 +214,11 @@ async fn update_node_statuses(swarm: &Swarm) -> Result<(), ControlError> {
             let alive = swarm.sessions.is_alive(&node.id, window, now);
             // A node that reports, but whose runtime cannot run tasks, is down all the same:
             // its tasks are replaced elsewhere, and the reason says why.
-            let runtime_problem = swarm
-                .sessions
-                .runtime_problem(&node.id)
-                .filter(|_| reported);
+            let runtime = swarm.sessions.runtime(&node.id).filter(|_| reported);
+            let runtime_problem = match &runtime {
+                Some(RuntimeWord::Unavailable(problem)) => Some(problem),
+                _ => None,
+            };
             let (state, message) = match (node.status.state, reported, alive, runtime_problem) {
                 (_, _, _, Some(problem)) => {
                     let message = format!("{RUNTIME_UNAVAILABLE}: {problem}");
@@ -236,7 +234,7 @@ async fn update_node_statuses(swarm: &Swarm) -> Result<(), ControlError> {
                 // Down for its runtime: ready only once the node said it runs again.
                 (NodeState::Down, true, _, None)
                     if node.status.message.starts_with(RUNTIME_UNAVAILABLE)
-                        && !swarm.sessions.runtime_fine(&node.id) =>
+                        && runtime != Some(RuntimeWord::Runs) =>
                 {
                     return None
                 }

@@ -327,8 +327,10 @@ impl DockerExecutor {
             }
         };
         let unhealthy = async {
+            // Looked at as often as the check runs, not more: a node may run many tasks.
+            let mut every = HEALTH_POLL;
             loop {
-                tokio::time::sleep(HEALTH_POLL).await;
+                tokio::time::sleep(every).await;
                 match self.docker.inspect_container(name, None).await {
                     Ok(inspected) if health_of(&inspected) == Some(HealthStatusEnum::UNHEALTHY) => {
                         return unhealthy_message(&inspected);
@@ -337,7 +339,8 @@ impl DockerExecutor {
                     Ok(inspected) if health_of(&inspected).is_none() => {
                         futures::future::pending::<()>().await;
                     }
-                    _ => {}
+                    Ok(inspected) => every = check_interval(&inspected).max(HEALTH_POLL),
+                    Err(_) => {}
                 }
             }
         };
@@ -680,6 +683,18 @@ fn health_of(inspected: &ContainerInspectResponse) -> Option<HealthStatusEnum> {
         HealthStatusEnum::EMPTY | HealthStatusEnum::NONE => None,
         other => Some(other),
     }
+}
+
+/// How often the container's health check runs (Docker's default, 30 s, when not set).
+fn check_interval(inspected: &ContainerInspectResponse) -> Duration {
+    inspected
+        .config
+        .as_ref()
+        .and_then(|config| config.healthcheck.as_ref())
+        .and_then(|check| check.interval)
+        .and_then(|nanos| u64::try_from(nanos).ok())
+        .filter(|nanos| *nanos > 0)
+        .map_or(Duration::from_secs(30), Duration::from_nanos)
 }
 
 fn unhealthy_message(inspected: &ContainerInspectResponse) -> String {

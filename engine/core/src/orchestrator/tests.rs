@@ -85,6 +85,20 @@ impl World {
         );
     }
 
+    /// Changes web's spec with `edit`, at `now`.
+    fn update(&mut self, now: u64, edit: impl FnOnce(&mut ServiceSpec)) {
+        let mut spec = self.state.service("web").expect("svc").spec.clone();
+        edit(&mut spec);
+        self.apply(
+            Timestamp(now),
+            vec![Command::UpdateService {
+                id: "s1".to_string(),
+                expected_version: None,
+                spec,
+            }],
+        );
+    }
+
     fn assign(&mut self, task: &str, node: &str) {
         self.apply(
             Timestamp(0),
@@ -155,16 +169,9 @@ fn scaling_down_shuts_down_the_highest_slots() {
         world.assign(id, "n1");
         world.set_state(id, TaskState::Running, 0);
     }
-    let mut spec = world.state.service("web").expect("svc").spec.clone();
-    spec.mode = ServiceMode::Replicated { replicas: 2 };
-    world.apply(
-        Timestamp(1),
-        vec![Command::UpdateService {
-            id: "s1".to_string(),
-            expected_version: None,
-            spec,
-        }],
-    );
+    world.update(1, |spec| {
+        spec.mode = ServiceMode::Replicated { replicas: 2 }
+    });
     world.reconcile(2);
     assert_eq!(world.live().keys().copied().collect::<Vec<_>>(), [1, 2]);
 
@@ -190,16 +197,9 @@ fn tasks_scaled_away_before_they_reach_a_node_are_forgotten_at_once() {
     let mut world = World::new(&["n1"]);
     world.add_service(replicated(3));
     world.reconcile(0);
-    let mut spec = world.state.service("web").expect("svc").spec.clone();
-    spec.mode = ServiceMode::Replicated { replicas: 1 };
-    world.apply(
-        Timestamp(1),
-        vec![Command::UpdateService {
-            id: "s1".to_string(),
-            expected_version: None,
-            spec,
-        }],
-    );
+    world.update(1, |spec| {
+        spec.mode = ServiceMode::Replicated { replicas: 1 }
+    });
     world.reconcile(2);
     let slots: Vec<u64> = world.state.tasks().filter_map(|t| t.slot).collect();
     assert_eq!(slots, vec![1]);
@@ -323,16 +323,7 @@ fn a_new_task_spec_replaces_the_tasks() {
     world.add_service(replicated(2));
     world.reconcile(0);
     let before = world.live();
-    let mut spec = world.state.service("web").expect("svc").spec.clone();
-    spec.task.image = "other".to_string();
-    world.apply(
-        Timestamp(5),
-        vec![Command::UpdateService {
-            id: "s1".to_string(),
-            expected_version: None,
-            spec,
-        }],
-    );
+    world.update(5, |spec| spec.task.image = "other".to_string());
     world.reconcile(5);
     let after = world.live();
     assert_eq!(after.len(), 2);
