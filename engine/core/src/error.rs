@@ -45,12 +45,26 @@ impl StateError {
 /// A name, ID or ID prefix that does not pick exactly one object.
 #[derive(Clone, Debug, Error, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LookupError {
-    #[error("{kind} {name:?} not found")]
-    NotFound { kind: Kind, name: String },
+    /// Nothing answers to the name. `suggestion` is a known name close to it, as
+    /// [`crate::suggest::closest`] picks it: most likely a typo for it.
+    #[error("{kind} {name:?} not found{}", did_you_mean(.suggestion))]
+    NotFound {
+        kind: Kind,
+        name: String,
+        suggestion: Option<String>,
+    },
     #[error("{kind} name {name:?} is ambiguous: it matches {} ({})", .matches.len(), .matches.join(", "))]
     Ambiguous {
         kind: Kind,
         name: String,
         matches: Vec<String>,
     },
+}
+
+/// The end of a "not found" message: `; did you mean "web"?`, or nothing.
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map(|name| format!("; did you mean {name:?}?"))
+        .unwrap_or_default()
 }

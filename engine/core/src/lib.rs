@@ -10,6 +10,7 @@
 //!   forward-only task states, and answers lookups by name, ID or ID prefix.
 //! - [`event`]: the change events a commit produces, in commit order, for watchers.
 //! - [`error`]: what can go wrong when applying or looking up.
+//! - [`suggest`]: "did you mean": the known name closest to a mistyped one.
 //! - [`time`]: timestamps and durations as they travel in the model.
 //! - [`units`]: memory sizes, CPUs, ports and KEY=VALUE pairs as users type them.
 //! - [`orchestrator`]: what a service needs now: tasks to create, replace or shut down.
@@ -22,6 +23,7 @@ pub mod model;
 pub mod orchestrator;
 pub mod scheduler;
 pub mod state;
+pub mod suggest;
 pub mod time;
 pub mod units;
 

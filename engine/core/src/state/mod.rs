@@ -366,13 +366,14 @@ impl ClusterState {
             .values()
             .filter(|n| n.description.hostname == name);
         if by_hostname.clone().next().is_some() {
-            return pick_one(Kind::Node, name, by_hostname, describe);
+            return pick_one(Kind::Node, name, by_hostname, describe, []);
         }
         pick_one(
             Kind::Node,
             name,
             self.nodes.values().filter(|n| n.id.starts_with(name)),
             describe,
+            self.nodes.values().map(|n| n.description.hostname.as_str()),
         )
     }
 
@@ -403,6 +404,7 @@ impl ClusterState {
             name,
             self.services.values().filter(|s| s.id.starts_with(name)),
             |s| format!("{} ({})", s.id, s.spec.name),
+            self.services.values().map(|s| s.spec.name.as_str()),
         )
     }
 
@@ -495,11 +497,15 @@ fn check_version(
     }
 }
 
-fn pick_one<'a, T: 'a>(
+/// The one object among `candidates`, or why there is not one. `known_names` are the names
+/// users give objects of this kind: when nothing answers, the closest is suggested. The
+/// iterator is only walked then.
+fn pick_one<'a, 'n, T: 'a>(
     kind: Kind,
     name: &str,
     candidates: impl Iterator<Item = &'a T>,
     describe: impl Fn(&T) -> String,
+    known_names: impl IntoIterator<Item = &'n str>,
 ) -> Result<&'a T, LookupError> {
     let found: Vec<&T> = candidates.collect();
     match found.as_slice() {
@@ -507,6 +513,7 @@ fn pick_one<'a, T: 'a>(
         [] => Err(LookupError::NotFound {
             kind,
             name: name.to_string(),
+            suggestion: crate::suggest::closest(name, known_names).map(str::to_string),
         }),
         many => Err(LookupError::Ambiguous {
             kind,

@@ -404,6 +404,47 @@ fn lookups_take_names_ids_and_unambiguous_prefixes() {
 }
 
 #[test]
+fn a_mistyped_name_is_answered_with_the_closest_one() {
+    let mut state = ClusterState::default();
+    for (index, command) in [
+        Command::AddNode {
+            node: node("n1", "worker-1"),
+        },
+        Command::CreateService {
+            service: service("s1", "web"),
+        },
+        Command::CreateService {
+            service: service("s2", "db"),
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        apply(&mut state, index as u64 + 1, command).expect("applied");
+    }
+    assert_eq!(
+        state.service("webb").expect_err("typo").to_string(),
+        "service \"webb\" not found; did you mean \"web\"?"
+    );
+    assert_eq!(
+        state.node("worker-2").expect_err("typo").to_string(),
+        "node \"worker-2\" not found; did you mean \"worker-1\"?"
+    );
+    // Nothing close: the message says no more than before.
+    assert_eq!(
+        state.service("cache").expect_err("unknown").to_string(),
+        "service \"cache\" not found"
+    );
+    assert!(matches!(
+        state.node("db"),
+        Err(LookupError::NotFound {
+            suggestion: None,
+            ..
+        })
+    ));
+}
+
+#[test]
 fn snapshot_round_trip_keeps_everything_and_rebuilds_indexes() {
     let mut state = ClusterState::default();
     apply(&mut state, 1, Command::CreateCluster { cluster: cluster() }).expect("cluster");
