@@ -11,6 +11,8 @@ use essaim_core::model::{
 use essaim_core::time::parse_duration_ms;
 use essaim_core::units::{parse_cpus, parse_key_value, parse_memory, parse_port};
 
+pub mod examples;
+
 /// The top command's `--help`: what essaim is, where it connects, and what its exit codes mean.
 const LONG_ABOUT: &str = "\
 essaim: drive an essaim cluster (a Docker-Swarm-like orchestrator).
@@ -30,7 +32,13 @@ Exit codes:
      --tls-dir, a client bundle that is missing, unreadable or unusable, or that
      'swarm ca issue-client' would overwrite without --force)
   3  the daemon or the cluster could not be reached, or the managers have no quorum
-  4  timeout: a wait ran out (what it started goes on)";
+  4  timeout: a wait ran out (what it started goes on)
+  130  interrupted (Ctrl-C) while waiting: what the command started goes on
+
+With no command, essaim opens its interactive shell: the same commands, TAB completion of \
+commands, flags and live names, history, and Rhai expressions. When no daemon answers at the \
+default socket, the shell starts an embedded single-node cluster that keeps its state in the \
+data dir and stops when the shell exits.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,7 +73,7 @@ pub struct Cli {
     pub tls_dir: Option<PathBuf>,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,22 +94,44 @@ pub enum Command {
         command: ServiceCommand,
     },
     /// Show this node's view of itself and its swarm
+    #[command(after_long_help = examples::INFO)]
     Info(InfoArgs),
+    /// Run a command again each time the cluster changes, showing its latest output
+    #[command(after_long_help = examples::WATCH)]
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The command to run, as it would be typed after `essaim`
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SwarmCommand {
     /// Initialize a swarm, with this node as its first manager
+    #[command(after_long_help = examples::SWARM_INIT)]
     Init(InitArgs),
     /// Join a swarm as a worker or a manager, as the token says
+    #[command(after_long_help = examples::SWARM_JOIN)]
     Join(JoinArgs),
     /// Show (and optionally rotate) the join token of a role
+    #[command(after_long_help = examples::SWARM_JOIN_TOKEN)]
     JoinToken(JoinTokenArgs),
     /// Leave the swarm
+    #[command(after_long_help = examples::SWARM_LEAVE)]
     Leave(LeaveArgs),
     /// Show the swarm's settings
+    #[command(after_long_help = examples::SWARM_INSPECT)]
     Inspect(SwarmInspectArgs),
     /// Change the swarm's settings
+    #[command(after_long_help = examples::SWARM_UPDATE)]
     Update(SwarmUpdateArgs),
     /// Show or rotate the swarm's certificate authority, or issue client bundles
     ///
@@ -161,6 +191,9 @@ pub struct LeaveArgs {
     /// Leave even if this breaks the managers' quorum or the cluster cannot be told
     #[arg(short, long)]
     pub force: bool,
+    /// Do not ask for confirmation (a manager leaving is asked about when interactive)
+    #[arg(short, long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -208,20 +241,25 @@ pub struct IssueClientArgs {
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// List the nodes of the swarm
-    #[command(visible_alias = "list")]
+    #[command(visible_alias = "list", after_long_help = examples::NODE_LS)]
     Ls(NodeLsArgs),
     /// Show one or more nodes in detail
+    #[command(after_long_help = examples::NODE_INSPECT)]
     Inspect(NodeInspectArgs),
     /// Change a node's availability, role or labels
+    #[command(after_long_help = examples::NODE_UPDATE)]
     Update(NodeUpdateArgs),
     /// Promote one or more nodes to managers
+    #[command(after_long_help = examples::NODE_PROMOTE)]
     Promote(NodesArgs),
     /// Demote one or more managers to workers
-    Demote(NodesArgs),
+    #[command(after_long_help = examples::NODE_DEMOTE)]
+    Demote(NodeDemoteArgs),
     /// Remove one or more nodes from the swarm
-    #[command(visible_alias = "remove")]
+    #[command(visible_alias = "remove", after_long_help = examples::NODE_RM)]
     Rm(NodeRmArgs),
     /// List the tasks running on a node
+    #[command(after_long_help = examples::NODE_PS)]
     Ps(NodePsArgs),
 }
 
@@ -296,25 +334,54 @@ pub fn parse_task_filter(text: &str) -> Result<TaskFilter, String> {
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
     /// Create a new service
+    #[command(after_long_help = examples::SERVICE_CREATE)]
     Create(Box<ServiceCreateArgs>),
     /// List the services
-    #[command(visible_alias = "list")]
+    #[command(visible_alias = "list", after_long_help = examples::SERVICE_LS)]
     Ls(ServiceLsArgs),
     /// List the tasks of a service
+    #[command(after_long_help = examples::SERVICE_PS)]
     Ps(ServicePsArgs),
     /// Show one or more services in detail
+    #[command(after_long_help = examples::SERVICE_INSPECT)]
     Inspect(ServiceInspectArgs),
     /// Change a service: its image, command, environment, placement, resources, ports...
     // The generated usage would list all two dozen flags of the required group.
-    #[command(override_usage = "essaim service update [OPTIONS] SERVICE")]
+    #[command(
+        override_usage = "essaim service update [OPTIONS] SERVICE",
+        after_long_help = examples::SERVICE_UPDATE
+    )]
     Update(Box<ServiceUpdateArgs>),
     /// Scale one or more replicated services
+    #[command(after_long_help = examples::SERVICE_SCALE)]
     Scale(ServiceScaleArgs),
     /// Remove one or more services
-    #[command(visible_alias = "remove")]
+    #[command(visible_alias = "remove", after_long_help = examples::SERVICE_RM)]
     Rm(ServiceRmArgs),
     /// Show the output of a service's tasks, from every node that runs them
+    #[command(after_long_help = examples::SERVICE_LOGS)]
     Logs(ServiceLogsArgs),
+    /// Wait until a service has converged: all its tasks running the current spec
+    #[command(after_long_help = examples::SERVICE_WAIT)]
+    Wait(ServiceWaitArgs),
+}
+
+/// `--detach`, for the commands that wait for convergence by default.
+#[derive(Debug, Default, Args)]
+pub struct WaitArgs {
+    /// Return at once instead of waiting for the tasks to converge
+    #[arg(short, long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceWaitArgs {
+    /// Give up after this long, with exit code 4 (like 30s or 2m; default: no limit)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub timeout: Option<u64>,
+    /// Service ID, ID prefix or name
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
 }
 
 /// How a service's tasks are spread: a number of replicas, or one per node.
@@ -386,6 +453,8 @@ pub struct ServiceCreateArgs {
     pub network: Vec<String>,
     #[command(flatten)]
     pub health: HealthArgs,
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// Image (or program) the tasks run
     #[arg(value_name = "IMAGE")]
     pub image: String,
@@ -435,6 +504,8 @@ pub struct ServiceInspectArgs {
 pub struct ServiceUpdateArgs {
     #[command(flatten)]
     pub changes: ServiceChanges,
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// Service ID, ID prefix or name
     #[arg(value_name = "SERVICE")]
     pub service: String,
@@ -691,6 +762,8 @@ pub fn parse_command_args(text: &str) -> Result<CommandArgs, String> {
 
 #[derive(Debug, Args)]
 pub struct ServiceScaleArgs {
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// Service and its new number of replicas
     #[arg(value_name = "SERVICE=REPLICAS", required = true, value_parser = parse_scale)]
     pub scales: Vec<(String, u64)>,
@@ -711,6 +784,9 @@ pub struct ServiceLogsArgs {
 
 #[derive(Debug, Args)]
 pub struct ServiceRmArgs {
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub yes: bool,
     /// Service ID, ID prefix or name
     #[arg(value_name = "SERVICE", required = true)]
     pub services: Vec<String>,
@@ -793,10 +869,22 @@ pub struct NodesArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct NodeDemoteArgs {
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub nodes: NodesArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct NodeRmArgs {
     /// Remove the nodes even if they are still up
     #[arg(short, long)]
     pub force: bool,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub yes: bool,
     /// Node ID, ID prefix or hostname
     #[arg(value_name = "NODE", required = true)]
     pub nodes: Vec<String>,
@@ -891,9 +979,9 @@ mod tests {
         .expect("valid command line");
         let Command::Node {
             command: NodeCommand::Update(args),
-        } = cli.command
+        } = cli.command.expect("a command")
         else {
-            panic!("parsed as another command: {:?}", cli.command);
+            panic!("parsed as another command");
         };
         assert_eq!(
             args.label_add,
@@ -925,9 +1013,9 @@ mod tests {
                 .expect("valid command line");
         let Command::Node {
             command: NodeCommand::Update(args),
-        } = cli.command
+        } = cli.command.expect("a command")
         else {
-            panic!("parsed as another command: {:?}", cli.command);
+            panic!("parsed as another command");
         };
         assert_eq!(args.availability, Some(Availability::Drain));
     }
@@ -966,7 +1054,7 @@ mod tests {
     fn swarm_update(flags: &[&str]) -> Result<SwarmUpdateArgs, clap::Error> {
         let line = ["essaim", "swarm", "update"].iter().chain(flags);
         let cli = Cli::try_parse_from(line)?;
-        match cli.command {
+        match cli.command.expect("a command") {
             Command::Swarm {
                 command: SwarmCommand::Update(args),
             } => Ok(args),
@@ -1031,9 +1119,9 @@ mod tests {
                     command: Some(CaCommand::IssueClient(args)),
                     ..
                 }),
-        } = cli.command
+        } = cli.command.expect("a command")
         else {
-            panic!("parsed as another command: {:?}", cli.command);
+            panic!("parsed as another command");
         };
         assert_eq!(args.out, PathBuf::from("b"));
         assert_eq!(args.name.as_deref(), Some("ci"));

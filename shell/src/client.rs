@@ -391,6 +391,31 @@ impl Client {
             other => Err(unexpected(&request, &other)),
         }
     }
+
+    /// Waits until the manager has applied a change past `after_index`, or `timeout` ran out
+    /// (the manager cuts it to 30 s), and returns its applied index then: greater than
+    /// `after_index` when something changed. Pass 0 to learn the current index at once.
+    ///
+    /// # Errors
+    /// See [`Client::call`]; a worker refuses with [`ControlError::FailedPrecondition`].
+    ///
+    /// # Caveats
+    /// The index is the manager's own: after talking to another manager, or if the swarm was
+    /// made anew, the answer may be lower than `after_index`; start again from it.
+    pub async fn wait_change(
+        &mut self,
+        after_index: u64,
+        timeout: std::time::Duration,
+    ) -> Result<u64, ControlError> {
+        let request = ControlRequest::WaitChange {
+            after_index,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        match self.call(&request).await? {
+            ControlReply::Changed { index } => Ok(index),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
 }
 
 /// The swarm settings `swarm update` changes; `None` leaves a setting as it is.

@@ -1,7 +1,8 @@
-//! `essaim`, the one-shot command line of essaim: it parses a command, sends it to the daemon
-//! on this machine through its local socket (or, with `-H tcp://` and `--tls-dir`, to a
-//! manager over mutual TLS), prints the reply as docker would (plain tables, `key: value`
-//! listings or JSON), and exits with a code a script can act on.
+//! `essaim`, the shell of essaim. With a command (`essaim service ls`) it runs it once: sends
+//! it to the daemon on this machine through its local socket (or, with `-H tcp://` and
+//! `--tls-dir`, to a manager over mutual TLS), prints the reply as docker would (tables,
+//! `key: value` listings or JSON), and exits with a code a script can act on. With no command
+//! it opens the interactive shell ([`repl`]), which takes the same commands, and Rhai.
 //!
 //! # Exit codes
 //! - 0: success, including when stdout's reader goes away (a broken pipe, as in ripgrep).
@@ -11,21 +12,38 @@
 //!   that is missing, unreadable or unusable, and `swarm ca issue-client` into a directory
 //!   that already holds a bundle (without `--force`).
 //! - 3: the daemon or the cluster is unreachable, or the managers have no quorum.
-//! - 4: timeout: the command waited as long as it may (`swarm ca --rotate`); what it started
-//!   goes on in the background.
+//! - 4: timeout: the command waited as long as it may (`swarm ca --rotate`, `service wait
+//!   --timeout`); what it started goes on in the background.
+//! - 130: interrupted (Ctrl-C) while waiting for convergence; the operation goes on.
+//!
+//! A question answered "no" (`service rm` at a terminal) changes nothing and exits 0.
 //!
 //! # Layout
-//! - [`cli`]: the command table, from which parsing, help and usage errors are derived.
+//! - [`cli`]: the command table, from which parsing, help, completion, the examples and
+//!   `docs/cli.md` are derived.
 //! - [`client`]: connecting to the daemon, and one typed call per request.
 //! - [`bundle`]: client bundles (`--tls-dir`): writing and reading them.
-//! - [`commands`]: what each command does, one module per noun.
+//! - [`commands`]: what each command does, one module per noun; [`watch`] reruns one on
+//!   every change.
+//! - [`converge`]: waiting for a service to converge, with progress.
+//! - [`confirm`]: asking before destructive commands.
 //! - [`render`]: tables, listings, JSON and timestamps, as pure functions; and [`render::Output`].
+//! - [`style`]: colors and the terminal.
+//! - [`repl`]: the interactive shell; [`script`]: its Rhai; [`embedded`]: the in-process
+//!   cluster it starts when no daemon answers.
 
 mod bundle;
 mod cli;
 mod client;
 mod commands;
+mod confirm;
+mod converge;
+mod embedded;
 mod render;
+mod repl;
+mod script;
+mod style;
+mod watch;
 
 use std::io;
 use std::process::ExitCode;
@@ -44,6 +62,7 @@ pub enum Exit {
     Usage = 2,
     Unreachable = 3,
     Timeout = 4,
+    Interrupted = 130,
 }
 
 impl Exit {
@@ -58,6 +77,15 @@ impl Exit {
             }
             if cause.is::<TimedOut>() {
                 return Exit::Timeout;
+            }
+            if cause.is::<Interrupted>() {
+                return Exit::Interrupted;
+            }
+            if cause.is::<confirm::Declined>() {
+                return Exit::Success;
+            }
+            if cause.is::<converge::NotConverged>() {
+                return Exit::Failed;
             }
             if let Some(control) = cause.downcast_ref::<ControlError>() {
                 return match control {
@@ -105,6 +133,18 @@ impl std::fmt::Display for TimedOut {
 
 impl std::error::Error for TimedOut {}
 
+/// Ctrl-C during a wait; the message says what goes on and how to follow it.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted: {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// Failures already printed one by one (several NODE arguments); `main` only exits with the
 /// code they carry.
 #[derive(Debug)]
@@ -127,31 +167,57 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
         }
     };
+    style::init();
+    let Some(command) = cli.command else {
+        return repl::run(cli.host, cli.tls_dir);
+    };
     let mut stdout = io::stdout().lock();
     let mut stderr = io::stderr().lock();
-    let mut output = Output::new(&mut stdout, &mut stderr);
+    let mut output = Output::for_terminal(&mut stdout, &mut stderr);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(run(cli, &mut output)));
+        .and_then(|runtime| runtime.block_on(run(cli.host, cli.tls_dir, command, &mut output)));
+    report(result, &mut output).into()
+}
+
+async fn run(
+    host: Option<essaim_api::transport::Host>,
+    tls_dir: Option<std::path::PathBuf>,
+    command: cli::Command,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    let mut client = match client::connect(host.as_ref(), tls_dir.as_deref()).await {
+        Ok(client) => client,
+        Err(error) if host.is_none() && Exit::of(&error) == Exit::Unreachable => {
+            return Err(ControlError::Unavailable(format!(
+                "{}; start the daemon with 'essaimd', or run 'essaim' alone for an embedded \
+                 single-node cluster",
+                render::error_line(&error)
+            ))
+            .into())
+        }
+        Err(error) => return Err(error),
+    };
+    commands::run(command, &mut client, output).await?;
+    output.flush()?;
+    Ok(())
+}
+
+/// Prints what a command failed with (unless already printed) and returns its exit code:
+/// one way for one-shot commands and REPL lines alike.
+pub fn report(result: anyhow::Result<()>, output: &mut Output<'_>) -> Exit {
     match result {
-        Ok(()) => Exit::Success.into(),
+        Ok(()) => Exit::Success,
         Err(error) => {
             let exit = Exit::of(&error);
             if exit != Exit::Success && !error.is::<Reported>() {
                 output.error(&error);
             }
-            exit.into()
+            exit
         }
     }
-}
-
-async fn run(cli: Cli, output: &mut Output<'_>) -> anyhow::Result<()> {
-    let mut client = client::connect(cli.host.as_ref(), cli.tls_dir.as_deref()).await?;
-    commands::run(cli.command, &mut client, output).await?;
-    output.flush()?;
-    Ok(())
 }
 
 #[cfg(test)]

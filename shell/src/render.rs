@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use comfy_table::{presets, Table};
+use comfy_table::{presets, Cell, ContentArrangement, Table};
 use essaim_api::control::{
     LocalSwarmState, NodeInfo, NodeView, Reachability, ServiceView, SwarmView, TaskView,
 };
@@ -14,15 +14,45 @@ use essaim_core::units::{format_cpus, format_memory};
 use essaim_core::Timestamp;
 use serde::Serialize;
 
+use crate::style::{self, Tone};
+
 /// Where a command's results and errors go: stdout and stderr, or buffers in tests.
 pub struct Output<'a> {
     out: &'a mut dyn Write,
     err: &'a mut dyn Write,
+    /// The user can be asked to confirm (stdin and stderr are terminals).
+    pub interactive: bool,
+    /// Stderr is a terminal: progress, which goes there so that stdout keeps only results, is
+    /// redrawn in place rather than printed line by line.
+    pub terminal: bool,
 }
 
 impl<'a> Output<'a> {
+    /// An output for a program: no questions, no redrawing. See [`Output::for_terminal`].
     pub fn new(out: &'a mut dyn Write, err: &'a mut dyn Write) -> Output<'a> {
-        Output { out, err }
+        Output {
+            out,
+            err,
+            interactive: false,
+            terminal: false,
+        }
+    }
+
+    /// An output that asks and redraws as the process's terminals allow.
+    pub fn for_terminal(out: &'a mut dyn Write, err: &'a mut dyn Write) -> Output<'a> {
+        use std::io::IsTerminal;
+        Output {
+            out,
+            err,
+            interactive: style::interactive(),
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Writes `text` to stderr: notes and progress, which must not mix with results.
+    pub fn note(&mut self, text: &str) {
+        let _ = self.err.write_all(text.as_bytes());
+        let _ = self.err.flush();
     }
 
     /// Writes `text` to stdout as is, flushed, so results and errors come out in order.
@@ -43,7 +73,12 @@ impl<'a> Output<'a> {
     /// Writes `Error: <message>` on one line to stderr. A failing stderr is ignored: there is
     /// nowhere left to say so.
     pub fn error(&mut self, error: &anyhow::Error) {
-        let _ = writeln!(self.err, "Error: {}", error_line(error));
+        let _ = writeln!(
+            self.err,
+            "{} {}",
+            style::paint("Error:", Tone::Bad),
+            error_line(error)
+        );
         let _ = self.err.flush();
     }
 }
@@ -69,13 +104,33 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
 }
 
 /// Plain columns like docker's: no borders, at least three spaces between columns, no
-/// trailing spaces.
-pub fn columns(header: &[&str], rows: Vec<Vec<String>>) -> String {
+/// trailing spaces. `tone(column, text)` gives each cell's color (used only when colors are
+/// on). On a terminal the table fits its width, wrapping the widest cells.
+pub fn toned_columns(
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+    tone: impl Fn(usize, &str) -> Tone,
+) -> String {
     let mut table = Table::new();
     table.load_style(presets::NOTHING);
+    if style::color() {
+        table.enforce_styling();
+    } else {
+        table.force_no_tty();
+    }
+    if let Some(width) = style::terminal_width() {
+        table.set_content_arrangement(ContentArrangement::Dynamic);
+        table.set_width(width);
+    }
     table.set_header(header.to_vec());
     for row in rows {
-        table.add_row(row);
+        table.add_row(row.into_iter().enumerate().map(|(column, text)| {
+            let cell = Cell::new(&text);
+            match tone(column, &text).cell_color() {
+                Some(color) if style::color() => cell.fg(color),
+                _ => cell,
+            }
+        }));
     }
     let last = header.len().saturating_sub(1);
     for (index, column) in table.column_iter_mut().enumerate() {
@@ -117,9 +172,13 @@ pub fn node_table(nodes: &[NodeView], local_id: Option<&str>) -> String {
             ]
         })
         .collect();
-    columns(
+    toned_columns(
         &["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"],
         rows,
+        |column, text| match column {
+            2..=4 => Tone::of_state(text),
+            _ => Tone::Plain,
+        },
     )
 }
 
@@ -288,7 +347,15 @@ pub fn service_table(services: &[ServiceView]) -> String {
             ]
         })
         .collect();
-    columns(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], rows)
+    toned_columns(
+        &["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
+        rows,
+        |column, text| match (column, text.split_once('/')) {
+            (3, Some((running, desired))) if running == desired => Tone::Good,
+            (3, _) => Tone::Busy,
+            _ => Tone::Plain,
+        },
+    )
 }
 
 /// The tasks `service ps` and `node ps` show, in their order, each with whether it is the
@@ -364,7 +431,7 @@ pub fn task_table(tasks: &[TaskView], all: bool) -> String {
             ]
         })
         .collect();
-    columns(
+    toned_columns(
         &[
             "ID",
             "NAME",
@@ -375,6 +442,12 @@ pub fn task_table(tasks: &[TaskView], all: bool) -> String {
             "ERROR",
         ],
         rows,
+        |column, text| match column {
+            1 if text.starts_with(' ') => Tone::Dim,
+            5 => Tone::of_state(text),
+            6 => Tone::Bad,
+            _ => Tone::Plain,
+        },
     )
 }
 

@@ -36,6 +36,7 @@ pub async fn run(
         Command::Node { command } => node::run(command, client, output).await,
         Command::Service { command } => service::run(command, client, output).await,
         Command::Info(args) => info::run(args, client, output).await,
+        Command::Watch(args) => crate::watch::run(args, client, output).await,
     }
 }
 
@@ -62,13 +63,14 @@ pub fn inspected<T: Serialize>(
 pub fn run_line(client: &mut Client, line: &[&str]) -> (String, String, anyhow::Result<()>) {
     use clap::Parser;
     let cli = crate::cli::Cli::try_parse_from(line).expect("valid command line");
+    let command = cli.command.expect("a command");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let result = {
         let mut output = Output::new(&mut out, &mut err);
-        runtime.block_on(run(cli.command, client, &mut output))
+        runtime.block_on(run(command, client, &mut output))
     };
     (
         String::from_utf8(out).expect("utf-8"),

@@ -24,7 +24,28 @@ pub async fn run(
         NodeCommand::Inspect(args) => inspect(args, client, output).await,
         NodeCommand::Update(args) => update(args, client, output).await,
         NodeCommand::Promote(args) => change_role(args, Role::Manager, client, output).await,
-        NodeCommand::Demote(args) => change_role(args, Role::Worker, client, output).await,
+        NodeCommand::Demote(args) => {
+            if !args.yes && output.interactive {
+                let mut plan = Vec::new();
+                let managers = count_managers(client).await;
+                for name in &args.nodes.nodes {
+                    if let Ok(view) = client.node_inspect(name).await {
+                        if view.node.spec.role == Role::Manager {
+                            plan.push(format!(
+                                "demote manager {} to a worker (managers: {} -> {})",
+                                view.node.description.hostname,
+                                managers,
+                                managers.saturating_sub(plan.len() + 1)
+                            ));
+                        }
+                    }
+                }
+                if !plan.is_empty() && !crate::confirm::ask(&plan, output)? {
+                    return Err(crate::confirm::Declined.into());
+                }
+            }
+            change_role(args.nodes, Role::Worker, client, output).await
+        }
         NodeCommand::Rm(args) => rm(args, client, output).await,
         NodeCommand::Ps(args) => ps(args, client, output).await,
     }
@@ -131,7 +152,33 @@ async fn set_role(client: &mut Client, name: &str, role: Role) -> anyhow::Result
     })
 }
 
+/// How many managers the swarm has, for the plan of a demotion (0 if it cannot be told).
+async fn count_managers(client: &mut Client) -> usize {
+    client.node_list().await.map_or(0, |nodes| {
+        nodes
+            .iter()
+            .filter(|view| view.node.spec.role == Role::Manager)
+            .count()
+    })
+}
+
 async fn rm(args: NodeRmArgs, client: &mut Client, output: &mut Output<'_>) -> anyhow::Result<()> {
+    if !args.yes && output.interactive {
+        let mut plan = Vec::new();
+        for name in &args.nodes {
+            if let Ok(view) = client.node_inspect(name).await {
+                plan.push(format!(
+                    "remove node {} ({}, {}); its tasks are started elsewhere",
+                    view.node.description.hostname,
+                    view.node.spec.role.as_str(),
+                    view.node.status.state.as_str()
+                ));
+            }
+        }
+        if !plan.is_empty() && !crate::confirm::ask(&plan, output)? {
+            return Err(crate::confirm::Declined.into());
+        }
+    }
     let mut failures = Failures::default();
     for name in &args.nodes {
         match client.node_remove(name, args.force).await {

@@ -36,6 +36,7 @@ pub async fn run(
         ServiceCommand::Scale(args) => scale(args, client, output).await,
         ServiceCommand::Rm(args) => rm(args, client, output).await,
         ServiceCommand::Logs(args) => logs(args, client, output).await,
+        ServiceCommand::Wait(args) => crate::converge::service_wait(args, client, output).await,
     }
 }
 
@@ -44,10 +45,16 @@ async fn create(
     client: &mut Client,
     output: &mut Output<'_>,
 ) -> anyhow::Result<()> {
+    let detach = args.wait.detach;
     let spec = build_spec(args)?;
     let view = client.service_create(spec).await?;
     output.print(&format!("{}\n", view.service.id))?;
-    Ok(())
+    if detach {
+        return Ok(());
+    }
+    let name = &view.service.spec.name;
+    let what = format!("the creation of {name}");
+    crate::converge::wait(client, name, None, &what, output).await
 }
 
 /// The spec `service create` sends, with docker's defaults for what the flags leave out.
@@ -230,10 +237,25 @@ async fn scale(
     output: &mut Output<'_>,
 ) -> anyhow::Result<()> {
     let mut failures = Failures::default();
+    let mut scaled = Vec::new();
     for (service, replicas) in &args.scales {
         match client.service_scale(service, *replicas).await {
-            Ok(()) => output.print(&format!("{service} scaled to {replicas}\n"))?,
+            Ok(()) => {
+                output.print(&format!("{service} scaled to {replicas}\n"))?;
+                scaled.push(service);
+            }
             Err(error) => failures.report(output, error.into()),
+        }
+    }
+    if !args.wait.detach {
+        for service in scaled {
+            let what = format!("the scaling of {service}");
+            if let Err(error) = crate::converge::wait(client, service, None, &what, output).await {
+                if error.is::<crate::Interrupted>() {
+                    return Err(error);
+                }
+                failures.report(output, error);
+            }
         }
     }
     failures.finish()
@@ -244,6 +266,21 @@ async fn rm(
     client: &mut Client,
     output: &mut Output<'_>,
 ) -> anyhow::Result<()> {
+    if !args.yes && output.interactive {
+        let mut plan = Vec::new();
+        for name in &args.services {
+            // A name that does not resolve is reported by the removal itself.
+            if let Ok(view) = client.service_inspect(name).await {
+                plan.push(format!(
+                    "remove service {} ({} of {} tasks running)",
+                    view.service.spec.name, view.running, view.desired
+                ));
+            }
+        }
+        if !plan.is_empty() && !crate::confirm::ask(&plan, output)? {
+            return Err(crate::confirm::Declined.into());
+        }
+    }
     let mut failures = Failures::default();
     for name in &args.services {
         match client.service_remove(name).await {
@@ -290,7 +327,7 @@ async fn logs(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
@@ -305,7 +342,7 @@ mod tests {
     use crate::commands::run_line;
     use crate::Exit;
 
-    fn service_view(id: &str, name: &str, running: u64, desired: u64) -> ServiceView {
+    pub(crate) fn service_view(id: &str, name: &str, running: u64, desired: u64) -> ServiceView {
         ServiceView {
             service: Service {
                 id: id.to_string(),
@@ -333,7 +370,7 @@ mod tests {
         }
     }
 
-    fn task(
+    pub(crate) fn task(
         id: &str,
         slot: u64,
         created: u64,
@@ -432,7 +469,7 @@ mod tests {
 
     fn create_args(flags: &[&str]) -> Result<ServiceCreateArgs, clap::Error> {
         let line = ["essaim", "service", "create"].iter().chain(flags);
-        match Cli::try_parse_from(line)?.command {
+        match Cli::try_parse_from(line)?.command.expect("a command") {
             Command::Service {
                 command: ServiceCommand::Create(args),
             } => Ok(*args),
@@ -599,7 +636,7 @@ mod tests {
         let (mut client, log) = fake_daemon();
         let (out, err, result) = run_line(
             &mut client,
-            &["essaim", "service", "create", "-e", "A=1", "redis:7"],
+            &["essaim", "service", "create", "-d", "-e", "A=1", "redis:7"],
         );
         assert!(result.is_ok(), "{err}");
         assert_eq!(out, "id-new\n");
@@ -618,7 +655,8 @@ mod tests {
                 ))
             })
         });
-        let (_, err, result) = run_line(&mut client, &["essaim", "service", "create", "nginx"]);
+        let (_, err, result) =
+            run_line(&mut client, &["essaim", "service", "create", "-d", "nginx"]);
         let error = result.expect_err("refused");
         assert_eq!(Exit::of(&error), Exit::Failed);
         assert_eq!(render::error_line(&error), "--constraint: bad expression");
@@ -809,7 +847,7 @@ mod tests {
         let (mut client, log) = fake_daemon();
         let (out, err, result) = run_line(
             &mut client,
-            &["essaim", "service", "scale", "ghost=1", "web=5"],
+            &["essaim", "service", "scale", "-d", "ghost=1", "web=5"],
         );
         assert_eq!(out, "web scaled to 5\n");
         assert_eq!(err, "Error: service ghost not found\n");

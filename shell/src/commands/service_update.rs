@@ -20,7 +20,12 @@ pub async fn run(
     let spec = apply(&read.service.spec, &args.changes)?;
     let view = client.service_update(&read, spec).await?;
     output.print(&format!("{}\n", view.service.id))?;
-    Ok(())
+    if args.wait.detach {
+        return Ok(());
+    }
+    let name = &view.service.spec.name;
+    let what = format!("the update of {name}");
+    crate::converge::wait(client, name, None, &what, output).await
 }
 
 /// Why `service update` refused its flags before sending anything (exit 1: the flags are
@@ -259,7 +264,7 @@ mod tests {
             .iter()
             .chain(flags)
             .chain(&["web"]);
-        match Cli::try_parse_from(line)?.command {
+        match Cli::try_parse_from(line)?.command.expect("a command") {
             Command::Service {
                 command: ServiceCommand::Update(args),
             } => Ok(*args),
@@ -642,6 +647,7 @@ mod tests {
                 "essaim",
                 "service",
                 "update",
+                "-d",
                 "--image",
                 "nginx:1.27",
                 "web",
@@ -666,7 +672,9 @@ mod tests {
         let (mut client, log) = fake_daemon();
         let (out, _, result) = run_line(
             &mut client,
-            &["essaim", "service", "update", "--env-rm", "FOO", "web"],
+            &[
+                "essaim", "service", "update", "-d", "--env-rm", "FOO", "web",
+            ],
         );
         let error = result.expect_err("FOO is not set");
         assert_eq!(Exit::of(&error), Exit::Failed);
@@ -698,7 +706,7 @@ mod tests {
         });
         let (_, _, result) = run_line(
             &mut client,
-            &["essaim", "service", "update", "--force", "web"],
+            &["essaim", "service", "update", "-d", "--force", "web"],
         );
         let error = result.expect_err("conflict");
         assert_eq!(Exit::of(&error), Exit::Failed);

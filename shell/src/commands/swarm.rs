@@ -114,6 +114,19 @@ async fn leave(
     client: &mut Client,
     output: &mut Output<'_>,
 ) -> anyhow::Result<()> {
+    if !args.yes && output.interactive {
+        let info = client.info().await?;
+        if info.is_manager {
+            let plan = [format!(
+                "take manager {} out of the swarm: the other managers must keep a majority, \
+                 and this node forgets the swarm's state",
+                info.hostname
+            )];
+            if !crate::confirm::ask(&plan, output)? {
+                return Err(crate::confirm::Declined.into());
+            }
+        }
+    }
     let request = ControlRequest::SwarmLeave { force: args.force };
     match client.call(&request).await? {
         ControlReply::Done => output.print("Node left the swarm.\n")?,

@@ -1,0 +1,120 @@
+//! The examples `essaim help COMMAND` shows under each command. Every line that starts with
+//! `$ essaim` runs in the end-to-end test `help_examples_run` (tests/shell.rs), in the order
+//! the help lists the commands, on a fresh two-node cluster (hostnames `node-1`, a manager,
+//! and `node-2`, a worker), with the process runtime; `swarm leave` runs last. So an example
+//! must work as written.
+
+pub const SWARM_INIT: &str = "\
+Examples:
+  $ essaim swarm init
+  Make this node the first manager of a new swarm; the output tells how other nodes join.";
+
+pub const SWARM_JOIN: &str = "\
+Examples:
+  essaim swarm join --token SWMTKN-1-... 192.168.1.10:4242
+  Join the swarm of the manager at 192.168.1.10 with the token `swarm join-token` printed.";
+
+pub const SWARM_JOIN_TOKEN: &str = "\
+Examples:
+  $ essaim swarm join-token worker
+  $ essaim swarm join-token -q manager";
+
+pub const SWARM_LEAVE: &str = "\
+Examples:
+  $ essaim swarm leave --force
+  A manager leaves only with --force (the swarm may lose its quorum); a worker needs none.";
+
+pub const SWARM_INSPECT: &str = "\
+Examples:
+  $ essaim swarm inspect --format table";
+
+pub const SWARM_UPDATE: &str = "\
+Examples:
+  $ essaim swarm update --task-history-limit 10 --dispatcher-heartbeat 5s";
+
+pub const NODE_LS: &str = "\
+Examples:
+  $ essaim node ls
+  $ essaim node ls -q";
+
+pub const NODE_INSPECT: &str = "\
+Examples:
+  $ essaim node inspect --pretty node-1
+  $ essaim node inspect node-1 node-2";
+
+pub const NODE_UPDATE: &str = "\
+Examples:
+  $ essaim node update --label-add zone=a node-1
+  $ essaim node update --availability drain node-2
+  $ essaim node update --availability active node-2";
+
+pub const NODE_PROMOTE: &str = "\
+Examples:
+  $ essaim node promote node-2";
+
+pub const NODE_DEMOTE: &str = "\
+Examples:
+  $ essaim node demote --yes node-2";
+
+pub const NODE_RM: &str = "\
+Examples:
+  $ essaim node rm --force node-2
+  A node that is still up needs --force; its tasks are started elsewhere.";
+
+pub const NODE_PS: &str = "\
+Examples:
+  $ essaim node ps node-1";
+
+pub const SERVICE_CREATE: &str = "\
+Examples:
+  $ essaim service create --name web --replicas 3 busybox sleep 3600
+  $ essaim service create --name api --env LOG=debug --limit-memory 256M --constraint node.role==manager busybox sleep 3600
+  $ essaim service create --name nap --mode global --detach busybox sleep 3600
+  With Docker, IMAGE is an image; with the process runtime, a program on the node.";
+
+pub const SERVICE_LS: &str = "\
+Examples:
+  $ essaim service ls
+  $ essaim service ls --format json";
+
+pub const SERVICE_PS: &str = "\
+Examples:
+  $ essaim service ps web
+  $ essaim service ps -a --filter desired-state=running web";
+
+pub const SERVICE_INSPECT: &str = "\
+Examples:
+  $ essaim service inspect --pretty web";
+
+pub const SERVICE_UPDATE: &str = "\
+Examples:
+  $ essaim service update --env-add LOG=info --limit-memory 512M api
+  $ essaim service update --force --detach web";
+
+pub const SERVICE_SCALE: &str = "\
+Examples:
+  $ essaim service scale web=5 api=2";
+
+pub const SERVICE_RM: &str = "\
+Examples:
+  $ essaim service rm nap
+  Asks first when run on a terminal; --yes skips the question.";
+
+pub const SERVICE_LOGS: &str = "\
+Examples:
+  $ essaim service logs --tail 20 web
+  essaim service logs -f web";
+
+pub const SERVICE_WAIT: &str = "\
+Examples:
+  $ essaim service wait --timeout 1m web";
+
+pub const INFO: &str = "\
+Examples:
+  $ essaim info";
+
+pub const WATCH: &str = "\
+Examples:
+  essaim watch service ps web
+  essaim watch node ls
+  Redraws when the cluster changes, until Ctrl-C.";

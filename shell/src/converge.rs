@@ -1,0 +1,484 @@
+//! Waiting for a service to converge, and showing how far it got: what `service create`,
+//! `update` and `scale` do unless `--detach`, and what `service wait` is.
+//!
+//! Converged means: as many tasks meant to run as the service wants, all running the current
+//! spec, and none of the tasks being replaced or scaled away still alive. The wait wakes on
+//! the cluster's changes (a long poll on the manager), not on a timer. It gives up, saying
+//! why, when one slot has failed three times since the wait began: the cluster goes on
+//! retrying, but a person or a script should look.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use essaim_api::control::{ServiceView, TaskView};
+use essaim_core::model::TaskState;
+use essaim_core::Timestamp;
+
+use crate::client::Client;
+use crate::render::Output;
+use crate::style::{self, Tone};
+use crate::{Interrupted, TimedOut};
+
+/// Failures of one slot, since the wait began, after which the wait gives up.
+const FAILURES_TO_GIVE_UP: usize = 3;
+/// Slots shown one bar each; past that, only the overall line.
+const MAX_BARS: usize = 20;
+/// The longest one long poll waits: the display's "for 12s" still moves meanwhile.
+const POLL: Duration = Duration::from_secs(2);
+/// Width of a slot's progress bar.
+const BAR: usize = 40;
+
+/// The service did not converge, and why; the cluster keeps trying (exit 1).
+#[derive(Debug)]
+pub struct NotConverged(pub String);
+
+impl std::fmt::Display for NotConverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotConverged {}
+
+/// Waits until `service` converges, drawing progress on stderr.
+///
+/// `what` names the operation for the message on Ctrl-C ("the scale of web").
+///
+/// # Errors
+/// [`TimedOut`] after `timeout`, [`NotConverged`] when a slot keeps failing, [`Interrupted`] on
+/// Ctrl-C (the operation goes on in the cluster), or the cluster could not be asked.
+pub async fn wait(
+    client: &mut Client,
+    service: &str,
+    timeout: Option<Duration>,
+    what: &str,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    let follow =
+        format!("follow it with 'essaim service ps {service}' or 'essaim service wait {service}'");
+    tokio::select! {
+        biased;
+        result = wait_quietly_interruptible(client, service, timeout, output) => result,
+        _ = tokio::signal::ctrl_c() => {
+            output.note("\n");
+            Err(Interrupted(format!("{what} goes on in the cluster; {follow}")).into())
+        }
+    }
+}
+
+async fn wait_quietly_interruptible(
+    client: &mut Client,
+    service: &str,
+    timeout: Option<Duration>,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let since = now();
+    let mut display = Display::default();
+    let mut index = 0;
+    loop {
+        let view = client.service_inspect(service).await?;
+        let tasks = client.task_list(Some(&view.service.id), None).await?;
+        let progress = Progress::of(&view, &tasks, since);
+        display.draw(&progress, output);
+        if progress.converged {
+            output.note(&format!(
+                "{}\n",
+                style::paint(
+                    &format!(
+                        "{}: converged ({} out of {} tasks running)",
+                        view.service.spec.name, progress.running, progress.desired
+                    ),
+                    Tone::Good
+                )
+            ));
+            return Ok(());
+        }
+        if let Some(reason) = progress.stuck() {
+            return Err(NotConverged(format!(
+                "{} did not converge: {reason}; the cluster keeps trying (see 'essaim service \
+                 ps {service}')",
+                view.service.spec.name
+            ))
+            .into());
+        }
+        let poll = match timeout {
+            Some(timeout) => {
+                let left = timeout.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    return Err(TimedOut(format!(
+                        "{} has not converged after {}: {} out of {} tasks running; it goes \
+                         on in the cluster",
+                        view.service.spec.name,
+                        essaim_core::time::format_duration_ms(
+                            u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
+                        ),
+                        progress.running,
+                        progress.desired
+                    ))
+                    .into());
+                }
+                left.min(POLL)
+            }
+            None => POLL,
+        };
+        index = client.wait_change(index, poll).await?;
+    }
+}
+
+fn now() -> Timestamp {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis());
+    Timestamp(u64::try_from(millis).unwrap_or(u64::MAX))
+}
+
+/// One slot as the progress shows it: its newest task meant to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// `1/3` for replicated slots, the node's hostname for global services.
+    pub label: String,
+    pub state: Option<TaskState>,
+    /// The task runs an older spec: it is still to be replaced.
+    pub outdated: bool,
+    /// Why the task is not running yet, or why it failed.
+    pub note: String,
+}
+
+/// How far a service is from converged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub desired: u64,
+    /// Tasks meant to run that run the current spec.
+    pub running: u64,
+    pub converged: bool,
+    pub slots: Vec<Slot>,
+    /// Per slot: failures since the wait began, and the last one's words.
+    pub failures: BTreeMap<String, (usize, String)>,
+}
+
+impl Progress {
+    /// Reads the progress off the service and its tasks; failures count from `since`.
+    pub fn of(view: &ServiceView, tasks: &[TaskView], since: Timestamp) -> Progress {
+        let spec = &view.service.spec.task;
+        let current = |view: &TaskView| &view.task.spec == spec;
+        let live: Vec<&TaskView> = tasks
+            .iter()
+            .filter(|view| view.task.desired_state == TaskState::Running)
+            .collect();
+        let running = live
+            .iter()
+            .filter(|view| view.task.status.state == TaskState::Running && current(view))
+            .count() as u64;
+        // Tasks on their way out (replaced, scaled away) that have not stopped yet.
+        let leaving = tasks.iter().any(|view| {
+            view.task.desired_state != TaskState::Running && !view.task.status.state.is_terminal()
+        });
+        let converged = running == view.desired && live.len() as u64 == view.desired && !leaving;
+
+        let key = |view: &TaskView| match view.task.slot {
+            Some(slot) => format!("{slot}"),
+            None => view
+                .node_hostname
+                .clone()
+                .unwrap_or_else(|| view.task.node_id.clone().unwrap_or_else(|| "?".to_string())),
+        };
+        let mut failures: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        for view in tasks {
+            let status = &view.task.status;
+            if matches!(status.state, TaskState::Failed | TaskState::Rejected)
+                && status.timestamp >= since
+                && current(view)
+            {
+                let entry = failures.entry(key(view)).or_default();
+                entry.0 += 1;
+                entry.1 = failure_words(view);
+            }
+        }
+
+        let mut slots: Vec<Slot> = live
+            .iter()
+            .map(|view| {
+                let status = &view.task.status;
+                let note = match (&status.error, status.state) {
+                    (Some(error), _) => error.clone(),
+                    (None, TaskState::Running) => String::new(),
+                    (None, _) => status.message.clone(),
+                };
+                let note = match failures.get(&key(view)) {
+                    Some((count, last))
+                        if note.is_empty() || status.state != TaskState::Running =>
+                    {
+                        format!("failed {count}x: {last}")
+                    }
+                    _ => note,
+                };
+                Slot {
+                    label: key(view),
+                    state: Some(status.state),
+                    outdated: !current(view),
+                    note,
+                }
+            })
+            .collect();
+        // Replicated slots not yet given a task show as new.
+        if matches!(
+            view.service.spec.mode,
+            essaim_core::model::ServiceMode::Replicated { .. }
+        ) {
+            for slot in 1..=view.desired {
+                let label = format!("{slot}");
+                if !slots.iter().any(|s| s.label == label) {
+                    slots.push(Slot {
+                        label,
+                        state: None,
+                        outdated: false,
+                        note: String::new(),
+                    });
+                }
+            }
+            slots.sort_by_key(|slot| slot.label.parse::<u64>().unwrap_or(u64::MAX));
+            for slot in &mut slots {
+                slot.label = format!("{}/{}", slot.label, view.desired);
+            }
+        } else {
+            slots.sort_by(|a, b| a.label.cmp(&b.label));
+        }
+        Progress {
+            desired: view.desired,
+            running,
+            converged,
+            slots,
+            failures,
+        }
+    }
+
+    /// Why waiting longer would not help: a slot that failed again and again.
+    pub fn stuck(&self) -> Option<String> {
+        let (slot, (count, last)) = self
+            .failures
+            .iter()
+            .filter(|(_, (count, _))| *count >= FAILURES_TO_GIVE_UP)
+            .max_by_key(|(_, (count, _))| *count)?;
+        Some(format!("slot {slot} failed {count} times: {last}"))
+    }
+
+    /// The lines the progress shows.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "overall progress: {} out of {} tasks",
+            self.running, self.desired
+        )];
+        if self.slots.len() > MAX_BARS {
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for slot in &self.slots {
+                *counts
+                    .entry(slot.state.map_or("new", |state| state.as_str()))
+                    .or_default() += 1;
+            }
+            let counts: Vec<String> = counts
+                .iter()
+                .map(|(state, count)| format!("{count} {state}"))
+                .collect();
+            lines.push(counts.join(", "));
+            return lines;
+        }
+        let width = self.slots.iter().map(|s| s.label.len()).max().unwrap_or(0);
+        for slot in &self.slots {
+            let word = match (slot.state, slot.outdated) {
+                (Some(state), false) => state.as_str().to_string(),
+                (Some(state), true) => format!("{} (old)", state.as_str()),
+                (None, _) => "new".to_string(),
+            };
+            let tone = if slot.outdated {
+                Tone::Dim
+            } else {
+                Tone::of_state(&word)
+            };
+            let mut line = format!(
+                "{:>width$}: {} {}",
+                slot.label,
+                style::paint(&format!("{word:<16}"), tone),
+                bar(slot.state.filter(|_| !slot.outdated))
+            );
+            if !slot.note.is_empty() {
+                line.push(' ');
+                line.push_str(&style::paint(&slot.note, Tone::Bad));
+            }
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+/// What a failed task said: its error, else its message, with the exit code.
+fn failure_words(view: &TaskView) -> String {
+    let status = &view.task.status;
+    let mut words = status
+        .error
+        .clone()
+        .filter(|error| !error.is_empty())
+        .unwrap_or_else(|| status.message.clone());
+    if let Some(code) = status.exit_code {
+        words = format!("{words} (exit code {code})");
+    }
+    words
+}
+
+/// `[=====>     ]`: how far along its way to running a task is.
+fn bar(state: Option<TaskState>) -> String {
+    let rank = |state: TaskState| state.rank();
+    let filled = match state {
+        None => 0,
+        Some(state) if state.is_terminal() => 0,
+        Some(state) => BAR * rank(state) / rank(TaskState::Running),
+    };
+    let mut bar = String::with_capacity(BAR + 2);
+    bar.push('[');
+    for i in 0..BAR {
+        bar.push(match i.cmp(&filled) {
+            std::cmp::Ordering::Less if i + 1 == filled => '>',
+            std::cmp::Ordering::Less => '=',
+            _ => ' ',
+        });
+    }
+    bar.push(']');
+    bar
+}
+
+/// Draws progress on stderr: redrawn in place on a terminal; elsewhere, a line each time the
+/// overall count changes, so logs stay short.
+#[derive(Default)]
+struct Display {
+    drawn: usize,
+    last_overall: Option<String>,
+}
+
+impl Display {
+    fn draw(&mut self, progress: &Progress, output: &mut Output<'_>) {
+        let lines = progress.lines();
+        if output.terminal {
+            let mut text = String::new();
+            for _ in 0..self.drawn {
+                text.push_str("\x1b[1A\x1b[2K");
+            }
+            for line in &lines {
+                text.push_str(line);
+                text.push('\n');
+            }
+            self.drawn = lines.len();
+            output.note(&text);
+        } else if self.last_overall.as_ref() != lines.first() {
+            self.last_overall = lines.first().cloned();
+            output.note(&format!("{}\n", lines[0]));
+        }
+    }
+}
+
+/// `service wait`: the same wait, alone.
+///
+/// # Errors
+/// As [`wait`].
+pub async fn service_wait(
+    args: crate::cli::ServiceWaitArgs,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    let timeout = args.timeout.map(Duration::from_millis);
+    let what = format!("the deployment of {}", args.service);
+    wait(client, &args.service, timeout, &what, output).await
+}
+
+#[cfg(test)]
+mod tests {
+    use essaim_core::model::TaskSpec;
+
+    use super::*;
+    use crate::commands::service::tests::service_view;
+
+    fn spec(image: &str) -> TaskSpec {
+        TaskSpec {
+            image: image.to_string(),
+            ..TaskSpec::default()
+        }
+    }
+
+    /// A task of slot `slot` running `image`, in `state`, as of `at`.
+    fn task(
+        id: &str,
+        slot: u64,
+        image: &str,
+        desired: TaskState,
+        state: TaskState,
+        at: u64,
+    ) -> TaskView {
+        let mut view = crate::commands::service::tests::task(id, slot, at, desired, state, "");
+        view.task.spec = spec(image);
+        view
+    }
+
+    fn web(running: u64, desired: u64, image: &str) -> ServiceView {
+        let mut view = service_view("s1", "web", running, desired);
+        view.service.spec.task = spec(image);
+        view
+    }
+
+    #[test]
+    fn converged_needs_every_slot_running_the_current_spec() {
+        use TaskState::Running;
+        let view = web(2, 2, "v2");
+        let one = task("t1", 1, "v2", Running, Running, 0);
+        let two = task("t2", 2, "v1", Running, Running, 0);
+        let progress = Progress::of(&view, &[one.clone(), two], Timestamp(0));
+        assert!(!progress.converged, "slot 2 runs the old spec");
+        assert_eq!(progress.running, 1);
+        assert!(progress.slots[1].outdated);
+
+        let two = task("t2", 2, "v2", Running, Running, 0);
+        let progress = Progress::of(&view, &[one, two], Timestamp(0));
+        assert!(progress.converged);
+        assert_eq!(progress.lines()[0], "overall progress: 2 out of 2 tasks");
+    }
+
+    #[test]
+    fn a_task_scaled_away_but_still_running_is_not_converged() {
+        use TaskState::{Remove, Running, Shutdown};
+        let view = web(1, 1, "v1");
+        let one = task("t1", 1, "v1", Running, Running, 0);
+        let two = task("t2", 2, "v1", Remove, Running, 0);
+        assert!(!Progress::of(&view, &[one.clone(), two], Timestamp(0)).converged);
+        let gone = task("t2", 2, "v1", Remove, Shutdown, 0);
+        assert!(Progress::of(&view, &[one, gone], Timestamp(0)).converged);
+    }
+
+    #[test]
+    fn missing_slots_show_as_new_and_repeated_failures_say_why() {
+        let view = web(0, 2, "v1");
+        let mut tasks = Vec::new();
+        for (id, at) in [("f1", 10), ("f2", 20), ("f3", 30)] {
+            let mut failed = task(id, 1, "v1", TaskState::Shutdown, TaskState::Rejected, at);
+            failed.task.status.error = Some("image nope not found".to_string());
+            tasks.push(failed);
+        }
+        let progress = Progress::of(&view, &tasks, Timestamp(15));
+        assert_eq!(progress.slots.len(), 2);
+        assert_eq!(progress.slots[0].label, "1/2");
+        assert_eq!(progress.slots[0].state, None);
+        assert_eq!(progress.stuck(), None, "two failures since the start");
+        let progress = Progress::of(&view, &tasks, Timestamp(0));
+        let stuck = progress.stuck().expect("three failures");
+        assert!(stuck.contains("slot 1 failed 3 times"), "{stuck}");
+        assert!(stuck.contains("image nope not found"), "{stuck}");
+    }
+
+    #[test]
+    fn bars_fill_as_tasks_move_toward_running() {
+        assert_eq!(bar(None), format!("[{}]", " ".repeat(BAR)));
+        assert_eq!(
+            bar(Some(TaskState::Running)),
+            format!("[{}>]", "=".repeat(BAR - 1))
+        );
+        let halfway = bar(Some(TaskState::Preparing));
+        assert!(halfway.contains('>') && halfway.contains(' '), "{halfway}");
+    }
+}

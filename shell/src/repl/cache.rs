@@ -1,0 +1,154 @@
+//! What the prompt and TAB completion know of the cluster: live names and health, kept fresh
+//! by a background thread with its own connection. It refreshes when the manager reports a
+//! change (a long poll), so a TAB or a prompt never waits on the network.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use essaim_api::control::{Reachability, TaskView};
+use essaim_api::transport::Host;
+use essaim_core::model::Role;
+
+use crate::client::Client;
+
+/// How long one long poll waits before the names are read again anyway.
+const POLL: Duration = Duration::from_secs(10);
+/// Pause after a failure before trying again.
+const RETRY: Duration = Duration::from_secs(1);
+/// Tasks whose IDs are offered for completion: the newest ones of a large cluster.
+const MAX_TASKS: usize = 2_000;
+
+/// The cluster's health as the prompt shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Health {
+    /// Not known yet.
+    #[default]
+    Unknown,
+    /// The daemon or cluster cannot be reached (the reason).
+    Unreachable(String),
+    /// A leader, and how many managers are reachable.
+    Up {
+        leader: Option<String>,
+        reachable: usize,
+        managers: usize,
+    },
+}
+
+/// What the shell knows of the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub services: Vec<String>,
+    pub nodes: Vec<String>,
+    pub tasks: Vec<String>,
+    pub health: Health,
+}
+
+/// The snapshot, shared with the thread that refreshes it.
+#[derive(Clone, Default)]
+pub struct Cache {
+    snapshot: Arc<Mutex<Snapshot>>,
+}
+
+impl Cache {
+    /// Starts refreshing in the background from `host`.
+    pub fn start(host: Host, tls_dir: Option<PathBuf>) -> Cache {
+        let cache = Cache::default();
+        let shared = cache.clone();
+        // The thread ends with the process; it holds nothing that needs closing.
+        let _ = std::thread::Builder::new()
+            .name("name-cache".to_string())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                runtime.block_on(shared.refresh_forever(host, tls_dir));
+            });
+        cache
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.snapshot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn refresh_forever(&self, host: Host, tls_dir: Option<PathBuf>) {
+        loop {
+            let error = match Client::connect(&host, tls_dir.as_deref()).await {
+                Ok(mut client) => self.refresh_while_connected(&mut client).await,
+                Err(error) => error,
+            };
+            self.lock().health = Health::Unreachable(crate::render::error_line(&error));
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// Refreshes on every change until a request fails; returns why.
+    async fn refresh_while_connected(&self, client: &mut Client) -> anyhow::Error {
+        let mut index = 0;
+        loop {
+            if let Err(error) = self.refresh(client).await {
+                return error;
+            }
+            match client.wait_change(index, POLL).await {
+                Ok(next) => index = next,
+                Err(error) => return error.into(),
+            }
+        }
+    }
+
+    async fn refresh(&self, client: &mut Client) -> anyhow::Result<()> {
+        let nodes = client.node_list().await?;
+        let services = client.service_list().await?;
+        let tasks = client.task_list(None, None).await?;
+        let managers: Vec<_> = nodes
+            .iter()
+            .filter(|view| view.node.spec.role == Role::Manager)
+            .collect();
+        let leader = managers
+            .iter()
+            .find(|view| view.manager_status.as_ref().is_some_and(|s| s.leader))
+            .map(|view| view.node.description.hostname.clone());
+        let reachable = managers
+            .iter()
+            .filter(|view| {
+                view.manager_status
+                    .as_ref()
+                    .is_some_and(|s| s.reachability == Reachability::Reachable)
+            })
+            .count();
+        let mut snapshot = self.lock();
+        snapshot.health = Health::Up {
+            leader,
+            reachable,
+            managers: managers.len(),
+        };
+        snapshot.nodes = nodes
+            .iter()
+            .map(|view| view.node.description.hostname.clone())
+            .collect();
+        snapshot.services = services
+            .iter()
+            .map(|view| view.service.spec.name.clone())
+            .collect();
+        snapshot.tasks = task_ids(tasks);
+        Ok(())
+    }
+}
+
+/// The IDs of the newest live tasks, for completion.
+fn task_ids(mut tasks: Vec<TaskView>) -> Vec<String> {
+    tasks.sort_by_key(|view| std::cmp::Reverse(view.task.created_at));
+    tasks
+        .into_iter()
+        .filter(|view| !view.task.status.state.is_terminal())
+        .take(MAX_TASKS)
+        .map(|view| view.task.id)
+        .collect()
+}
