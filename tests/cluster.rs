@@ -6,7 +6,9 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use essaim_tests::{row, wait_for, Cluster};
+use essaim_api::{ControlError, ControlReply, ControlRequest};
+use essaim_core::model::{ServiceMode, ServiceSpec, TaskSpec};
+use essaim_tests::{row, wait_for, Cluster, Daemon};
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(20);
@@ -439,6 +441,14 @@ fn bad_input_gets_one_clear_line_and_changes_nothing() -> Result<()> {
         "{}",
         stderr(&out)
     );
+    // A typo of a known name is answered with it.
+    let out = m1.essaim(&["node", "inspect", "m2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(r#"node "m2" not found; did you mean "m1"?"#),
+        "{}",
+        stderr(&out)
+    );
 
     let out = m1.essaim(&["swarm", "init"]);
     assert_eq!(out.status.code(), Some(1));
@@ -602,5 +612,82 @@ fn concurrent_label_updates_without_a_version_all_land() -> Result<()> {
         .map(|l| l.len())
         .unwrap_or(0);
     assert_eq!(labels, 16, "{node}");
+    Ok(())
+}
+
+/// Sends `WaitChange` to `daemon` and returns the index it answers with.
+fn wait_change(daemon: &Daemon, after_index: u64, timeout_ms: u64) -> Result<u64> {
+    match daemon.control(&ControlRequest::WaitChange {
+        after_index,
+        timeout_ms,
+    })? {
+        ControlReply::Changed { index } => Ok(index),
+        other => anyhow::bail!("unexpected reply {other:?}"),
+    }
+}
+
+#[test]
+fn wait_change_answers_when_the_state_moves_or_the_time_runs_out() -> Result<()> {
+    let mut cluster = Cluster::start(1, 0)?;
+    let m1 = cluster.node("m1");
+
+    // A past index is answered at once, with the current one; a long timeout shows it did not
+    // wait for it.
+    let asked = Instant::now();
+    let current = wait_change(m1, 0, 30_000)?;
+    assert!(current > 0, "init applied entries");
+    assert!(asked.elapsed() < Duration::from_secs(20));
+    assert_eq!(wait_change(m1, current - 1, 30_000)?, current);
+
+    // Nothing changes: the wait runs out and says where things still stand.
+    assert_eq!(wait_change(m1, current, 300)?, current);
+
+    // Something changes: a wait from the current index answers with a later one.
+    let index = std::thread::scope(|scope| -> Result<u64> {
+        let waiter = scope.spawn(|| wait_change(m1, current, 30_000));
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!waiter.is_finished(), "answered before anything changed");
+        let spec = ServiceSpec {
+            name: "web".to_string(),
+            labels: Default::default(),
+            mode: ServiceMode::Replicated { replicas: 0 },
+            task: TaskSpec {
+                image: "sleep".to_string(),
+                args: vec!["3600".to_string()],
+                ..Default::default()
+            },
+            ports: vec![],
+        };
+        m1.control(&ControlRequest::ServiceCreate { spec })?;
+        waiter.join().expect("the waiter ran")
+    })?;
+    assert!(index > current, "{index} after {current}");
+
+    // A worker keeps no cluster state to wait on, and says so.
+    let w1 = cluster.add_worker("w1")?;
+    let refused = wait_change(w1, 0, 0).map_err(|e| e.downcast::<ControlError>());
+    assert!(
+        matches!(&refused, Err(Ok(ControlError::FailedPrecondition(m))) if m.contains("not a manager")),
+        "{refused:?}"
+    );
+
+    // A daemon asked to stop answers its waiters at once, rather than holding them, and its own
+    // exit, for their whole timeout.
+    let m1 = cluster.node("m1");
+    let pid = m1.pid().expect("m1 runs");
+    let asked = Instant::now();
+    let answer = std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| wait_change(m1, u64::MAX, 30_000));
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        waiter.join().expect("the waiter ran")
+    });
+    assert!(answer.is_ok(), "{answer:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        asked.elapsed()
+    );
     Ok(())
 }

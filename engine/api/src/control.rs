@@ -1,8 +1,9 @@
 //! The control API, typed. The shell sends a [`ControlRequest`] to its node's local socket; the
-//! node answers what concerns itself (info, init, join, leave) and passes the rest to the Raft
-//! leader, unchanged, over the cluster port.
+//! node answers what concerns itself (info, init, join, leave) and change notifications, and
+//! passes the rest to the Raft leader, unchanged, over the cluster port.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use essaim_core::model::{
     Availability, Cluster, ClusterConfig, Node, ObjectId, Role, Service, ServiceSpec, Task,
@@ -35,6 +36,21 @@ pub enum ControlRequest {
     /// cannot be told.
     SwarmLeave {
         force: bool,
+    },
+
+    // ----- answered by the manager the shell talks to, from its own applied state -----
+    /// Long-polls for a change: answered with [`ControlReply::Changed`] once this manager has
+    /// applied a log entry past `after_index`, or when `timeout_ms` ran out (at most
+    /// [`MAX_WAIT_CHANGE`]), whichever comes first. An `after_index` below the applied index
+    /// (0, say) is answered at once: that is how a caller learns the index to wait from.
+    ///
+    /// Every manager applies the same log, so the manager the shell talks to answers without
+    /// asking the leader; what changed is then read as usual. Indexes are this manager's
+    /// progress through the log: one from another manager may be ahead of it, and is waited
+    /// for as any other.
+    WaitChange {
+        after_index: u64,
+        timeout_ms: u64,
     },
 
     // ----- answered by the leader -----
@@ -106,6 +122,9 @@ pub enum ControlRequest {
     },
 }
 
+/// The longest a [`ControlRequest::WaitChange`] waits; a longer `timeout_ms` is cut to it.
+pub const MAX_WAIT_CHANGE: Duration = Duration::from_secs(30);
+
 /// `service logs`: the output of a service's tasks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceLogs {
@@ -174,6 +193,12 @@ pub enum ControlReply {
         roots_pem: String,
         /// A manager address the bundle can be used against.
         manager_addr: String,
+    },
+    /// The answer to [`ControlRequest::WaitChange`]: the index of the last log entry the
+    /// manager had applied when it answered. Greater than `after_index` when something was
+    /// applied since; not greater when the wait timed out with nothing new.
+    Changed {
+        index: u64,
     },
     Done,
 }
@@ -340,7 +365,11 @@ mod tests {
 
     #[test]
     fn every_reply_shape_crosses_the_wire() {
-        for reply in [ControlReply::Nodes(vec![]), ControlReply::Done] {
+        for reply in [
+            ControlReply::Nodes(vec![]),
+            ControlReply::Changed { index: 42 },
+            ControlReply::Done,
+        ] {
             let wire = encode(&reply).expect("encode");
             assert_eq!(decode::<ControlReply>(&wire).expect("decode"), reply);
         }

@@ -253,7 +253,8 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
         ControlRequest::Info
         | ControlRequest::SwarmInit { .. }
         | ControlRequest::SwarmJoin { .. }
-        | ControlRequest::SwarmLeave { .. } => Err(ControlError::InvalidArgument(
+        | ControlRequest::SwarmLeave { .. }
+        | ControlRequest::WaitChange { .. } => Err(ControlError::InvalidArgument(
             "this request is answered by the node itself, not the leader".into(),
         )),
     }

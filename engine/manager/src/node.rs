@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use essaim_api::control::{LocalSwarmState, LogEvent, NodeInfo, ServiceLogs};
+use essaim_api::control::{LocalSwarmState, LogEvent, NodeInfo, ServiceLogs, MAX_WAIT_CHANGE};
 use essaim_api::pb::{JoinRequest, LeaveRequest};
 use essaim_api::tls::{self, CertRole, Credentials, PeerIdentity, TlsState};
 use essaim_api::transport::{self, ClientTls};
@@ -149,8 +149,8 @@ impl Node {
         })
     }
 
-    /// Answers a control request: requests about this node here, the rest on the leader.
-    /// `forwarded` is set when another manager passed the request on already.
+    /// Answers a control request: requests about this node and change waits here, the rest on
+    /// the leader. `forwarded` is set when another manager passed the request on already.
     ///
     /// # Errors
     /// What the node or the leader refused.
@@ -176,6 +176,17 @@ impl Node {
                  run the command on a manager, or promote this node ('essaim node promote')"
                     .into(),
             ));
+        }
+        if let ControlRequest::WaitChange {
+            after_index,
+            timeout_ms,
+        } = request
+        {
+            // Never forwarded: this manager's own applied state answers, and a wait of up to
+            // MAX_WAIT_CHANGE must not hang on a hop to the leader.
+            let timeout = Duration::from_millis(timeout_ms).min(MAX_WAIT_CHANGE);
+            let index = swarm.wait_applied(after_index, timeout).await;
+            return Ok(ControlReply::Changed { index });
         }
         match swarm.leader() {
             Leader::Me => leader::handle(&swarm, request).await,

@@ -70,6 +70,9 @@ pub struct Swarm {
     /// The fingerprints of the CAs the cluster trusts, for the cluster version they were read
     /// at: every call checks its caller's issuer against them.
     trusted_cas: Mutex<(u64, Vec<String>)>,
+    /// Set when the swarm shuts down, so that change waiters answer at once instead of holding
+    /// the servers' graceful shutdown (or a `swarm leave`) for their whole timeout.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Confirmation rounds of linearizable reads: how many started, the last one's number and
@@ -154,6 +157,7 @@ impl Swarm {
                 reads: ReadRounds::default(),
                 tls,
                 trusted_cas: Mutex::new((u64::MAX, Vec::new())),
+                stopping: tokio::sync::watch::Sender::new(false),
             }
         });
         let duties = tokio::spawn(crate::health::run(swarm.clone()));
@@ -179,6 +183,7 @@ impl Swarm {
 
     /// Stops the node's tasks, the background work and Raft. The storage stays on disk.
     pub async fn shutdown(&self) {
+        self.stopping.send_replace(true);
         self.worker.shutdown().await;
         for task in self.background().drain(..) {
             task.abort();
@@ -281,6 +286,24 @@ impl Swarm {
 
     pub fn shared(&self) -> &Arc<SharedState> {
         &self.shared
+    }
+
+    /// Waits until this node has applied a log entry past `after_index`, or `timeout` ran out,
+    /// or the swarm shuts down; returns the applied index then. No quorum is needed: the
+    /// answer is this node's own progress through the log, which every manager applies.
+    pub async fn wait_applied(&self, after_index: u64, timeout: Duration) -> u64 {
+        // Both watches look at their current value first: a change applied before this call
+        // answers at once, and none applied meanwhile is missed.
+        let mut applied = self.shared.watch_applied();
+        let mut stopping = self.stopping.subscribe();
+        let _ = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                _ = applied.wait_for(|index| *index > after_index) => {}
+                _ = stopping.wait_for(|stop| *stop) => {}
+            }
+        })
+        .await;
+        self.shared.applied_index()
     }
 
     pub fn membership(&self) -> Arc<StoredMembership<RaftId, openraft::BasicNode>> {

@@ -10,7 +10,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use redb::{Database, TableDefinition};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::{
     codec, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -28,6 +28,10 @@ const EVENT_BACKLOG: usize = 4096;
 pub struct SharedState {
     applied: RwLock<Applied>,
     events: broadcast::Sender<Arc<Vec<Event>>>,
+    /// The last applied index, published once the state shows it. Unlike `events` it moves
+    /// with every entry, those that change no object too (blank and membership entries), and
+    /// a late subscriber sees where it stands without a race.
+    index: watch::Sender<u64>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -42,6 +46,7 @@ impl SharedState {
         Arc::new(SharedState {
             applied: RwLock::new(Applied::default()),
             events: broadcast::channel(EVENT_BACKLOG).0,
+            index: watch::Sender::new(0),
         })
     }
 
@@ -59,6 +64,23 @@ impl SharedState {
     /// The log index of the last applied entry.
     pub fn applied_index(&self) -> u64 {
         self.read().0.last_applied.map(|id| id.index).unwrap_or(0)
+    }
+
+    /// The last applied index, now and as it moves: every entry applied from now on shows,
+    /// whether it changed an object or not. The current value counts as seen, so
+    /// `wait_for(|index| *index > after)` looks at it first and misses nothing.
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.index.subscribe()
+    }
+
+    /// Tells the index watchers where the state stands, once its lock is released.
+    fn publish_index(&self) {
+        let index = self.applied_index();
+        self.index.send_if_modified(|published| {
+            let moved = *published != index;
+            *published = index;
+            moved
+        });
     }
 }
 
@@ -99,6 +121,7 @@ impl StateMachine {
         if let Some((_, data)) = machine.load_snapshot()? {
             machine.restore(&data)?;
         }
+        machine.shared.publish_index();
         Ok(machine)
     }
 
@@ -222,6 +245,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Nobody listening is fine: control loops subscribe only on the leader.
             let _ = self.shared.events.send(Arc::new(events));
         }
+        self.shared.publish_index();
         Ok(responses)
     }
 
@@ -247,6 +271,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied.last_applied = meta.last_log_id;
             applied.last_membership = meta.last_membership.clone();
         }
+        self.shared.publish_index();
         self.save_snapshot(meta, &data)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         tracing::info!(
@@ -338,5 +363,30 @@ mod tests {
             ]
         );
         assert_eq!(machine.shared().applied_index(), 3);
+    }
+
+    #[tokio::test]
+    async fn index_watchers_see_every_entry_even_one_that_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Arc::new(redb::Database::create(dir.path().join("raft.redb")).expect("db"));
+        let mut machine = StateMachine::open(db).expect("open");
+        machine.apply(vec![entry(1, "a")]).await.expect("apply");
+        // Subscribed after entry 1: it is seen as where things stand, not missed.
+        let mut index = machine.shared().watch_applied();
+        assert_eq!(*index.borrow(), 1);
+        let blank = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), 2),
+            payload: EntryPayload::Blank,
+        };
+        machine.apply(vec![blank]).await.expect("apply");
+        let seen = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            index.wait_for(|index| *index > 1),
+        )
+        .await
+        .expect("a blank entry wakes the watchers")
+        .map(|index| *index)
+        .expect("the state machine is alive");
+        assert_eq!(seen, 2);
     }
 }
