@@ -84,6 +84,7 @@ fn docker_tasks_are_labelled_containers_that_follow_scaling_and_go_with_the_serv
     m1.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         &service,
         "--replicas",
@@ -122,7 +123,7 @@ fn docker_tasks_are_labelled_containers_that_follow_scaling_and_go_with_the_serv
         "named after the service: {container:?}"
     );
 
-    m1.ok(&["service", "scale", &format!("{service}=1")])?;
+    m1.ok(&["service", "scale", "--detach", &format!("{service}=1")])?;
     converged(m1, &service, 1)?;
     wait_for(
         "the containers of the tasks scaled away removed, not only stopped",
@@ -160,6 +161,7 @@ fn docker_a_killed_container_is_reported_with_its_exit_code_and_replaced() -> Re
     m1.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         &service,
         "--restart-delay",
@@ -207,6 +209,7 @@ fn docker_a_missing_image_is_rejected_naming_the_image_and_the_node() -> Result<
     m1.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         &service,
         "essaim-test/no-such-image:1",
@@ -243,6 +246,7 @@ fn docker_health_checks_gate_running_and_unhealthy_tasks_fail() -> Result<()> {
     m1.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         &healthy,
         "--health-cmd",
@@ -275,6 +279,7 @@ fn docker_health_checks_gate_running_and_unhealthy_tasks_fail() -> Result<()> {
     m1.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         &sick,
         "--health-cmd",
@@ -322,6 +327,7 @@ fn docker_services_on_one_network_reach_each_other_by_name_and_publish_ports() -
     m1.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         &web,
         "--network",
@@ -338,6 +344,7 @@ fn docker_services_on_one_network_reach_each_other_by_name_and_publish_ports() -
     m1.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         &client,
         "--network",
@@ -384,6 +391,7 @@ fn docker_a_restarted_essaimd_adopts_its_containers_instead_of_starting_new_ones
     cluster.node("m1").ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         &service,
         "--replicas",
@@ -414,7 +422,7 @@ fn docker_a_restarted_essaimd_adopts_its_containers_instead_of_starting_new_ones
     assert_eq!(running.len(), 2);
 
     // Adopted containers are managed as any other: scaling down stops one.
-    m1.ok(&["service", "scale", &format!("{service}=1")])?;
+    m1.ok(&["service", "scale", "--detach", &format!("{service}=1")])?;
     converged(m1, &service, 1)?;
     Ok(())
 }
@@ -544,6 +552,7 @@ fn docker_a_node_whose_engine_goes_away_is_down_with_that_reason_and_its_tasks_m
     m1.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         &service,
         "--replicas",

@@ -45,9 +45,23 @@ pub struct Snapshot {
 }
 
 /// The snapshot, shared with the thread that refreshes it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Cache {
     snapshot: Arc<Mutex<Snapshot>>,
+    /// Set to stop refreshing: the thread then hangs up, so that a daemon stopping (the
+    /// embedded one) does not wait for its long poll.
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache {
+            snapshot: Arc::default(),
+            stop: Arc::new(tokio::sync::watch::channel(false).0),
+            thread: Arc::default(),
+        }
+    }
 }
 
 impl Cache {
@@ -55,8 +69,7 @@ impl Cache {
     pub fn start(host: Host, tls_dir: Option<PathBuf>) -> Cache {
         let cache = Cache::default();
         let shared = cache.clone();
-        // The thread ends with the process; it holds nothing that needs closing.
-        let _ = std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("name-cache".to_string())
             .spawn(move || {
                 let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -65,9 +78,26 @@ impl Cache {
                 else {
                     return;
                 };
-                runtime.block_on(shared.refresh_forever(host, tls_dir));
-            });
+                let mut stopped = shared.stop.subscribe();
+                runtime.block_on(async {
+                    tokio::select! {
+                        () = shared.refresh_forever(host, tls_dir) => {}
+                        _ = stopped.wait_for(|stop| *stop) => {}
+                    }
+                });
+            })
+            .ok();
+        *cache.thread.lock().unwrap_or_else(|p| p.into_inner()) = thread;
         cache
+    }
+
+    /// Stops refreshing and waits until the connection is closed.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
     }
 
     pub fn snapshot(&self) -> Snapshot {

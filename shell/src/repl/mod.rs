@@ -64,7 +64,6 @@ struct Session {
     label: String,
     cache: Cache,
     script: Script,
-    interrupted: Arc<AtomicBool>,
     embedded: Option<Embedded>,
     history: PathBuf,
 }
@@ -110,11 +109,10 @@ impl Session {
         watch_interrupts(Arc::clone(&interrupted));
         Ok(Session {
             cache: Cache::start(host, tls_dir),
-            script: Script::new(Arc::clone(&interrupted)),
+            script: Script::new(interrupted),
             runtime,
             client,
             label,
-            interrupted,
             embedded,
             history: history_file(),
         })
@@ -262,7 +260,11 @@ impl Session {
     }
 
     fn close(self, output: &mut Output<'_>) {
-        let _ = self.interrupted;
+        // Hang up every connection first: a daemon stopping waits for its clients to go.
+        // Connections live on their runtime; dropping it closes them.
+        self.cache.stop();
+        drop(self.client);
+        drop(self.runtime);
         if let Some(embedded) = self.embedded {
             let dir = embedded.data_dir.clone();
             match embedded.stop() {
