@@ -440,3 +440,49 @@ fn help_examples_run() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn watch_redraws_when_the_cluster_changes() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let cluster = Cluster::start(1, 0)?;
+    let m1 = cluster.node("m1");
+    let mut command = Command::new(essaim_path());
+    command
+        .arg("-H")
+        .arg(format!("unix://{}", m1.socket().display()))
+        .args(["watch", "service", "ls"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = die_with_parent(&mut command).spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line_with = |needle: &str| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = seen
+                .recv_timeout(left)
+                .with_context(|| format!("watch never printed {needle:?}"))?;
+            if line.contains(needle) {
+                return Ok(());
+            }
+        }
+    };
+    next_line_with("Every change: essaim service ls")?;
+    m1.ok(&[
+        "service", "create", "--detach", "--name", "watched", "sleep", "60",
+    ])?;
+    // A new drawing, with the new service in it.
+    next_line_with("watched")?;
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(())
+}
