@@ -12,6 +12,8 @@ use essaim_core::time::parse_duration_ms;
 use essaim_core::units::{parse_cpus, parse_key_value, parse_memory, parse_port};
 
 pub mod examples;
+// Only the test that keeps docs/cli.md true uses it.
+#[cfg(test)]
 pub mod reference;
 
 /// The top command's `--help`: what essaim is, where it connects, and what its exit codes mean.
