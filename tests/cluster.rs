@@ -6,6 +6,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use essaim_api::control::LockView;
 use essaim_api::{ControlError, ControlReply, ControlRequest};
 use essaim_core::model::{ServiceMode, ServiceSpec, TaskSpec};
 use essaim_tests::{row, wait_for, Cluster, Daemon};
@@ -689,5 +690,106 @@ fn wait_change_answers_when_the_state_moves_or_the_time_runs_out() -> Result<()>
         "{:?}",
         asked.elapsed()
     );
+    Ok(())
+}
+
+fn lock_acquire(holder: &str, ttl_ms: u64) -> ControlRequest {
+    ControlRequest::LockAcquire {
+        name: "nightly".to_string(),
+        holder: holder.to_string(),
+        ttl_ms,
+    }
+}
+
+fn lock_renew(holder: &str, ttl_ms: u64) -> ControlRequest {
+    ControlRequest::LockRenew {
+        name: "nightly".to_string(),
+        holder: holder.to_string(),
+        ttl_ms,
+    }
+}
+
+fn lock_release(holder: &str) -> ControlRequest {
+    ControlRequest::LockRelease {
+        name: "nightly".to_string(),
+        holder: holder.to_string(),
+    }
+}
+
+/// Sends a lock request that answers with a lease.
+fn lock(daemon: &Daemon, request: &ControlRequest) -> Result<LockView> {
+    match daemon.control(request)? {
+        ControlReply::Lock(view) => Ok(view),
+        other => anyhow::bail!("unexpected reply {other:?}"),
+    }
+}
+
+#[test]
+fn a_lock_has_one_holder_until_its_lease_runs_out_and_survives_a_leader_change() -> Result<()> {
+    let mut cluster = three_managers()?;
+    let m1 = cluster.node("m1");
+
+    // Through m1, whether it leads or passes the requests on.
+    let a = lock(m1, &lock_acquire("A", 1000))?;
+    assert!(a.acquired && a.holder == "A", "{a:?}");
+    assert!(a.expires_in_ms <= 1000, "{a:?}");
+    // Another holder is told who has the lock: an answer, not an error.
+    let b = lock(m1, &lock_acquire("B", 1000))?;
+    assert!(!b.acquired && b.holder == "A", "{b:?}");
+    let renewed_at = Instant::now();
+    let a = lock(m1, &lock_renew("A", 1000))?;
+    assert!(a.acquired, "{a:?}");
+
+    // A stops renewing: once its lease runs out, and not before, B gets the lock.
+    let b = wait_for("B to take the lock after A's lease ran out", SETTLE, || {
+        let view = lock(m1, &lock_acquire("B", 1000))?;
+        Ok(view.acquired.then_some(view))
+    })?;
+    assert_eq!(b.holder, "B");
+    assert!(
+        renewed_at.elapsed() >= Duration::from_millis(950),
+        "B got the lock {:?} after A renewed a 1 s lease",
+        renewed_at.elapsed()
+    );
+    // A lost it: renewing and releasing are refused, and say who holds it now.
+    for request in [lock_renew("A", 1000), lock_release("A")] {
+        let refused = m1.control(&request);
+        assert!(
+            matches!(&refused, Err(ControlError::FailedPrecondition(m)) if m.contains("\"B\"")),
+            "{request:?}: {refused:?}"
+        );
+    }
+    let refused = m1.control(&lock_acquire("A", 10));
+    assert!(
+        matches!(&refused, Err(ControlError::InvalidArgument(m)) if m.starts_with("ttl_ms")),
+        "{refused:?}"
+    );
+    assert_eq!(m1.control(&lock_release("B"))?, ControlReply::Done);
+    let a = lock(m1, &lock_acquire("A", 60_000))?;
+    assert!(a.acquired, "{a:?}");
+
+    // The lease is in the Raft log: a new leader knows who holds the lock.
+    let old_leader = cluster.leader("m1")?;
+    let survivor = ["m1", "m2", "m3"]
+        .into_iter()
+        .find(|n| *n != old_leader)
+        .unwrap_or("m1")
+        .to_string();
+    cluster.node_mut(&old_leader).kill9();
+    let survivor = cluster.node(&survivor);
+    let locks = wait_for("a new leader to list the locks", SETTLE, || {
+        let listed = survivor.control(&ControlRequest::LockList)?;
+        match listed {
+            ControlReply::Locks(locks) => Ok(Some(locks)),
+            other => anyhow::bail!("unexpected reply {other:?}"),
+        }
+    })?;
+    assert_eq!(locks.len(), 1, "{locks:?}");
+    assert!(
+        locks[0].name == "nightly" && locks[0].holder == "A" && locks[0].acquired,
+        "{locks:?}"
+    );
+    let b = lock(survivor, &lock_acquire("B", 1000))?;
+    assert!(!b.acquired && b.holder == "A", "{b:?}");
     Ok(())
 }

@@ -120,6 +120,28 @@ pub enum ControlRequest {
         service: Option<String>,
         node: Option<String>,
     },
+    /// Takes the cluster-wide lock `name` for `holder`, for `ttl_ms` (1 s to 1 h) by the
+    /// leader's clock: answered with [`ControlReply::Lock`], `acquired` false and the current
+    /// holder named when another holder's lease is live. Taking a lock one holds extends it.
+    LockAcquire {
+        name: String,
+        holder: String,
+        ttl_ms: u64,
+    },
+    /// Extends `holder`'s lease on `name` to `ttl_ms` from now; refused (naming the holder)
+    /// once another holder took the lock, and when nobody holds it.
+    LockRenew {
+        name: String,
+        holder: String,
+        ttl_ms: u64,
+    },
+    /// Frees the lock `name`; refused, naming the holder, for anyone but its holder.
+    LockRelease {
+        name: String,
+        holder: String,
+    },
+    /// Every lease the cluster keeps, expired ones included until taken again.
+    LockList,
 }
 
 /// The longest a [`ControlRequest::WaitChange`] waits; a longer `timeout_ms` is cut to it.
@@ -188,6 +210,9 @@ pub enum ControlReply {
     Service(ServiceView),
     Services(Vec<ServiceView>),
     Tasks(Vec<TaskView>),
+    /// The answer to [`ControlRequest::LockAcquire`] and [`ControlRequest::LockRenew`].
+    Lock(LockView),
+    Locks(Vec<LockView>),
     ClientCert {
         certificate_pem: String,
         roots_pem: String,
@@ -225,6 +250,20 @@ pub struct TaskView {
     /// `web.1` for slot 1 of service web; `web.<node id>` for a global service.
     pub name: String,
     pub node_hostname: Option<String>,
+}
+
+/// A cluster-wide lock, as a caller that asked for it, or a listing, sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockView {
+    pub name: String,
+    /// The holder of the lease: the caller when `acquired`, else whoever holds it.
+    pub holder: String,
+    /// True if the caller holds the lock now. In [`ControlReply::Locks`], which has no
+    /// caller: true while the lease has not expired.
+    pub acquired: bool,
+    /// Milliseconds until the lease expires, by the leader's clock when it answered; 0 once
+    /// expired. The caller's own clock adds the reply's travel time: renew well before.
+    pub expires_in_ms: u64,
 }
 
 /// The cluster as `swarm inspect` shows it: settings and the CA certificate, never the CA key
@@ -368,6 +407,12 @@ mod tests {
         for reply in [
             ControlReply::Nodes(vec![]),
             ControlReply::Changed { index: 42 },
+            ControlReply::Lock(LockView {
+                name: "nightly".into(),
+                holder: "m1/4242".into(),
+                acquired: false,
+                expires_in_ms: 900,
+            }),
             ControlReply::Done,
         ] {
             let wire = encode(&reply).expect("encode");

@@ -147,6 +147,9 @@ impl From<StateError> for ControlError {
             }
             StateError::StateRegression { .. } => ControlError::FailedPrecondition(message),
             StateError::Invalid(_) => ControlError::InvalidArgument(message),
+            // Not retryable: the holder lets go of the lock when it chooses, or when it dies.
+            StateError::LockHeld { .. } => ControlError::FailedPrecondition(message),
+            StateError::LockNotHeld { .. } => ControlError::NotFound(message),
         }
     }
 }

@@ -126,4 +126,24 @@ pub enum Command {
     RemoveTask {
         id: ObjectId,
     },
+    /// Takes the lock `name` for `holder` until `ttl_ms` after the entry's time, when nobody
+    /// holds it, its lease has expired, or `holder` holds it already (which extends the lease).
+    /// Refused with [`StateError::LockHeld`] while another holder's lease is live.
+    AcquireLock {
+        name: String,
+        holder: String,
+        ttl_ms: u64,
+    },
+    /// Extends `holder`'s lease on `name` to `ttl_ms` after the entry's time, even if it has
+    /// expired, as long as nobody else took the lock meanwhile.
+    RenewLock {
+        name: String,
+        holder: String,
+        ttl_ms: u64,
+    },
+    /// Frees the lock `name`; only its holder may.
+    ReleaseLock {
+        name: String,
+        holder: String,
+    },
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::model::{Kind, TaskState};
+use crate::time::Timestamp;
 
 /// A command the state machine refused. Nothing of the refused command was applied.
 #[derive(Clone, Debug, Error, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +34,20 @@ pub enum StateError {
 
     #[error("{0}")]
     Invalid(String),
+
+    /// The lock belongs to another holder (its lease may have expired, for a renewal or a
+    /// release: only the holder may do either).
+    #[error("lock {name:?} is held by {holder:?}")]
+    LockHeld {
+        name: String,
+        holder: String,
+        /// When the holder's lease ends, by the leader's clock.
+        expires_at: Timestamp,
+    },
+
+    /// Renewing or releasing a lock that nobody holds.
+    #[error("lock {name:?} is not held by anyone: it was released, or never acquired")]
+    LockNotHeld { name: String },
 }
 
 impl StateError {

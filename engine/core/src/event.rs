@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Cluster, Node, ObjectId, Service, Task};
+use crate::model::{Cluster, Lease, Node, ObjectId, Service, Task};
 
 /// One change, with the Raft log index of the entry that made it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,5 +31,14 @@ pub enum Change {
     TaskRemoved {
         id: ObjectId,
         node_id: Option<ObjectId>,
+    },
+    /// A lock taken, renewed or passed to another holder.
+    Lock {
+        name: String,
+        lease: Lease,
+    },
+    /// A lock released, or an expired lease forgotten.
+    LockRemoved {
+        name: String,
     },
 }

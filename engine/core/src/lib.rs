@@ -4,10 +4,11 @@
 //! whole crate is deterministic and unit-tested fast.
 //!
 //! # Layout
-//! - [`model`]: nodes, services, tasks and the cluster object, with their specs and states.
+//! - [`model`]: nodes, services, tasks and the cluster object, with their specs and states;
+//!   the leases of cluster-wide locks.
 //! - [`command`]: the changes a Raft entry carries, batched into one [`command::Request`].
-//! - [`state`]: [`state::ClusterState`], which applies requests, enforces versions and the
-//!   forward-only task states, and answers lookups by name, ID or ID prefix.
+//! - [`state`]: [`state::ClusterState`], which applies requests, enforces versions, the
+//!   forward-only task states and the lock rules, and answers lookups by name, ID or ID prefix.
 //! - [`event`]: the change events a commit produces, in commit order, for watchers.
 //! - [`error`]: what can go wrong when applying or looking up.
 //! - [`suggest`]: "did you mean": the known name closest to a mistyped one.

@@ -16,7 +16,7 @@ use crate::health::{self, check_quorum_without, down_after, NodeTrust};
 use crate::identity::{new_object_id, new_raft_id};
 use crate::swarm::Swarm;
 use crate::tokens::{same_secret, JoinToken};
-use crate::{ca, services_api};
+use crate::{ca, locks_api, services_api};
 
 /// How long `node promote` or `demote` waits for the Raft membership to follow.
 const ROLE_CHANGE_WAIT: Duration = Duration::from_secs(10);
@@ -250,6 +250,20 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
         ControlRequest::TaskList { service, node } => {
             services_api::tasks(swarm, service.as_deref(), node.as_deref()).await
         }
+        ControlRequest::LockAcquire {
+            name,
+            holder,
+            ttl_ms,
+        } => locks_api::acquire(swarm, name, holder, ttl_ms).await,
+        ControlRequest::LockRenew {
+            name,
+            holder,
+            ttl_ms,
+        } => locks_api::renew(swarm, name, holder, ttl_ms).await,
+        ControlRequest::LockRelease { name, holder } => {
+            locks_api::release(swarm, name, holder).await
+        }
+        ControlRequest::LockList => locks_api::list(swarm).await,
         ControlRequest::Info
         | ControlRequest::SwarmInit { .. }
         | ControlRequest::SwarmJoin { .. }

@@ -12,6 +12,7 @@
 //! - [`dispatcher`]: the leader's side of the nodes' task sessions: tasks out, status in.
 //! - [`sim_nodes`]: many simulated worker nodes in one process, for scale tests.
 //! - [`services_api`]: the leader's answers to service and task requests.
+//! - [`locks_api`]: the leader's answers to lock requests: cluster-wide leases.
 //! - [`logs`]: `service logs`, gathered from every node that runs the service's tasks.
 //! - [`agent`]: the heartbeat every member sends to the leader.
 //! - [`election`]: our leader failure detector, quicker and steadier than openraft 0.9's timer.
@@ -29,6 +30,7 @@ pub mod election;
 pub mod health;
 pub mod identity;
 pub mod leader;
+pub mod locks_api;
 pub mod logs;
 pub mod node;
 pub mod orchestration;

@@ -73,6 +73,8 @@ fn needs_attention(batch: &[Event]) -> bool {
                 || task.status.state.is_terminal()
                 || task.desired_state != TaskState::Running
         }
+        // Scripts renew their locks every few seconds; no task depends on them.
+        Change::Lock { .. } | Change::LockRemoved { .. } => false,
         _ => true,
     })
 }

@@ -3,11 +3,16 @@
 //! object changed meanwhile.
 
 mod cluster;
+mod lease;
 mod node;
 mod service;
 mod task;
 
 pub use cluster::{CaRotation, Cluster, ClusterConfig, JoinTokens, RootCa, TokenRecord};
+pub use lease::{
+    validate_lock_request, Lease, FORGET_EXPIRED_AFTER_MS, MAX_LEASE_MS, MAX_LOCK_HOLDER,
+    MAX_LOCK_NAME, MIN_LEASE_MS,
+};
 pub use node::{
     Availability, Node, NodeDescription, NodeResources, NodeSpec, NodeState, NodeStatus,
     ParseEnumError, Role,

@@ -8,7 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, Request, Response};
 use crate::error::{LookupError, StateError};
 use crate::event::{Change, Event};
-use crate::model::{Cluster, Kind, Node, ObjectId, Role, Service, Task, TaskState, TaskStatus};
+use crate::model::{
+    Cluster, Kind, Lease, Node, ObjectId, Role, Service, Task, TaskState, TaskStatus,
+};
+
+mod locks;
 
 /// Everything the managers agree on.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -20,6 +24,10 @@ pub struct ClusterState {
     tasks: BTreeMap<ObjectId, Task>,
     /// Nodes removed with `node rm`: their certificates are refused from then on.
     removed_nodes: BTreeSet<ObjectId>,
+    /// Cluster-wide locks by name (`essaim run --lock`). Last, so that the fields before it
+    /// keep their place in the encoding.
+    #[serde(default)]
+    locks: BTreeMap<String, Lease>,
     /// Derived from the tables above; rebuilt after a snapshot is loaded.
     #[serde(skip)]
     index: Indexes,
@@ -39,6 +47,7 @@ impl PartialEq for ClusterState {
             && self.services == other.services
             && self.tasks == other.tasks
             && self.removed_nodes == other.removed_nodes
+            && self.locks == other.locks
     }
 }
 
@@ -328,6 +337,17 @@ impl ClusterState {
                     node_id: task.node_id.clone(),
                 });
             }
+            Command::AcquireLock {
+                name,
+                holder,
+                ttl_ms,
+            } => self.acquire_lock(name, holder, *ttl_ms, now, &mut emit)?,
+            Command::RenewLock {
+                name,
+                holder,
+                ttl_ms,
+            } => self.renew_lock(name, holder, *ttl_ms, now, &mut emit)?,
+            Command::ReleaseLock { name, holder } => self.release_lock(name, holder, &mut emit)?,
         }
         Ok(())
     }
