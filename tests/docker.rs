@@ -196,6 +196,42 @@ fn docker_a_killed_container_is_reported_with_its_exit_code_and_replaced() -> Re
 }
 
 #[test]
+fn docker_a_busy_container_reports_its_cpu_and_memory() -> Result<()> {
+    let service = unique("busy");
+    let _cleanup = Cleanup {
+        services: vec![service.clone()],
+        networks: vec![],
+    };
+    let Some((cluster, image)) = docker_node("docker_a_busy_container_reports")? else {
+        return Ok(());
+    };
+    let m1 = cluster.node("m1");
+    m1.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &service,
+        "--stop-grace-period",
+        "1s",
+        image,
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ])?;
+    converged(m1, &service, 1)?;
+    let usage = wait_for("the busy container at over 300 millicores", SETTLE, || {
+        let tasks = m1.tasks(&service)?;
+        Ok(running(&tasks)
+            .first()
+            .and_then(|t| t.usage)
+            .filter(|u| u.cpu_millicores > 300))
+    })?;
+    assert!(usage.memory_bytes > 0, "{usage:?}");
+    Ok(())
+}
+
+#[test]
 fn docker_a_missing_image_is_rejected_naming_the_image_and_the_node() -> Result<()> {
     let service = unique("missing");
     let _cleanup = Cleanup {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use essaim_api::control::TaskView;
+use essaim_api::control::{TaskUsage, TaskView};
 use essaim_api::{ControlError, ControlReply, ControlRequest};
 use essaim_core::model::{RestartCondition, ServiceMode, ServiceSpec, TaskSpec, TaskState};
 use essaim_tests::{row, running, wait_for, Cluster, Daemon};
@@ -488,6 +488,46 @@ fn a_program_that_does_not_exist_is_rejected_with_the_reason() -> Result<()> {
         message,
         "program \"no-such-program-anywhere\" not found in PATH on node m1"
     );
+    Ok(())
+}
+
+#[test]
+fn running_tasks_report_their_cpu_and_memory_with_the_heartbeats() -> Result<()> {
+    let cluster = ready_cluster(1, 1)?;
+    let m1 = cluster.node("m1");
+    // The busy task reports over a worker's session, the sleeping one over the leader's own.
+    for (name, role, image, args) in [
+        ("busy", "worker", "sh", &["-c", "while :; do :; done"][..]),
+        ("idle", "manager", "sleep", &["600"][..]),
+    ] {
+        let mut spec = Probe::new(&cluster)?.spec(name, 1);
+        spec.task.image = image.to_string();
+        spec.task.args = args.iter().map(|a| a.to_string()).collect();
+        spec.task.constraints = vec![format!("node.role=={role}")];
+        m1.control(&ControlRequest::ServiceCreate { spec })?;
+    }
+    let usage = |service: &str| -> Result<Option<TaskUsage>> {
+        let tasks = m1.tasks(service)?;
+        Ok(running(&tasks).first().and_then(|t| t.usage))
+    };
+    let busy = wait_for("the busy task at over 300 millicores", SETTLE, || {
+        Ok(usage("busy")?.filter(|u| u.cpu_millicores > 300))
+    })?;
+    assert!(busy.memory_bytes > 0, "{busy:?}");
+    let idle = wait_for("a sample of the sleeping task", SETTLE, || usage("idle"))?;
+    assert!(idle.cpu_millicores < 200, "{idle:?}");
+    assert!(idle.memory_bytes > 0, "{idle:?}");
+
+    // A task that ends takes its usage with it.
+    scale(m1, "busy", 0)?;
+    let gone = wait_for("the busy task stopped", SETTLE, || {
+        let tasks = m1.tasks("busy")?;
+        Ok(tasks
+            .iter()
+            .all(|t| t.task.status.state.is_terminal())
+            .then_some(tasks))
+    })?;
+    assert!(gone.iter().all(|t| t.usage.is_none()), "{gone:?}");
     Ok(())
 }
 

@@ -250,6 +250,49 @@ pub struct TaskView {
     /// `web.1` for slot 1 of service web; `web.<node id>` for a global service.
     pub name: String,
     pub node_hostname: Option<String>,
+    /// What the task used when its node last sampled it, while it runs. The leader keeps the
+    /// samples in memory only: absent for a task that does not run, for a runtime that does
+    /// not sample (sim), and for a period or two after the task starts or leadership moves.
+    #[serde(default)]
+    pub usage: Option<TaskUsage>,
+}
+
+/// A running task's CPU and memory, as its node sampled them. Soft state, never in the Raft
+/// log: scripts read it to scale by load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskUsage {
+    /// The CPU time the task used per second since the previous sample, in thousandths of a
+    /// core: 1000 is one core fully busy, 2500 two and a half cores.
+    pub cpu_millicores: u64,
+    /// Memory in use: a container's usage less its inactive page cache; the resident set of a
+    /// process runtime task's process group.
+    pub memory_bytes: u64,
+    /// When the node took the sample, by the node's clock.
+    pub sampled_at: essaim_core::Timestamp,
+}
+
+impl TaskUsage {
+    /// The task's entry in a session report.
+    pub fn to_wire(&self, task_id: &str) -> pb::TaskUsage {
+        pb::TaskUsage {
+            task_id: task_id.to_string(),
+            cpu_millicores: self.cpu_millicores,
+            memory_bytes: self.memory_bytes,
+            sampled_at_ms: self.sampled_at.0,
+        }
+    }
+
+    /// An entry of a session report, with the task it is about.
+    pub fn from_wire(wire: &pb::TaskUsage) -> (ObjectId, TaskUsage) {
+        (
+            wire.task_id.clone(),
+            TaskUsage {
+                cpu_millicores: wire.cpu_millicores,
+                memory_bytes: wire.memory_bytes,
+                sampled_at: essaim_core::Timestamp(wire.sampled_at_ms),
+            },
+        )
+    }
 }
 
 /// A cluster-wide lock, as a caller that asked for it, or a listing, sees it.
@@ -418,6 +461,49 @@ mod tests {
             let wire = encode(&reply).expect("encode");
             assert_eq!(decode::<ControlReply>(&wire).expect("decode"), reply);
         }
+    }
+
+    #[test]
+    fn task_usage_crosses_the_session_unchanged_and_old_views_have_none() {
+        let usage = TaskUsage {
+            cpu_millicores: 1_250,
+            memory_bytes: 64 << 20,
+            sampled_at: essaim_core::Timestamp(1_700_000_000_000),
+        };
+        assert_eq!(
+            TaskUsage::from_wire(&usage.to_wire("t1")),
+            ("t1".to_string(), usage)
+        );
+        // A task view from a manager that knows nothing of usage still reads.
+        let view = TaskView {
+            task: Task {
+                id: "t1".into(),
+                version: 1,
+                created_at: Default::default(),
+                updated_at: Default::default(),
+                service_id: "s1".into(),
+                service_name: "web".into(),
+                slot: Some(1),
+                node_id: Some("n1".into()),
+                spec: Default::default(),
+                ports: Vec::new(),
+                service_version: 1,
+                desired_state: TaskState::Running,
+                status: essaim_core::model::TaskStatus::new(
+                    TaskState::Running,
+                    Default::default(),
+                    "started",
+                ),
+            },
+            name: "web.1".into(),
+            node_hostname: None,
+            usage: Some(usage),
+        };
+        let mut json = serde_json::to_value(&view).expect("encode");
+        assert_eq!(json["usage"]["cpu_millicores"], 1_250);
+        json.as_object_mut().expect("an object").remove("usage");
+        let old: TaskView = serde_json::from_value(json).expect("decode");
+        assert_eq!(old.usage, None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! ```text
 //!  committed changes ──> route: the tasks of each connected node ──> its session stream
 //!  session reports ──> liveness (Sessions, memory only)
+//!                  ├─> tasks' CPU and memory (Usages, memory only)
 //!                  └─> status batch ──> one Raft write for many reports
 //! ```
 //!
@@ -25,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use crate::swarm::{Leader, Swarm};
+use crate::usage::Usages;
 
 /// Tasks per message: a node with many tasks gets its full set in several messages.
 const TASKS_PER_MESSAGE: usize = 1_000;
@@ -61,6 +63,8 @@ pub struct Dispatcher {
     reports: mpsc::UnboundedSender<NodeReports>,
     /// Taken by the status writer when it starts.
     queued_reports: Mutex<Option<mpsc::UnboundedReceiver<NodeReports>>>,
+    /// What the running tasks use, as their nodes' sessions last said.
+    pub usage: Usages,
 }
 
 /// A node's reports, with the node that sent them.
@@ -82,6 +86,7 @@ impl Default for Dispatcher {
             next_session: AtomicU64::new(1),
             reports,
             queued_reports: Mutex::new(Some(queued)),
+            usage: Usages::default(),
         }
     }
 }
@@ -141,6 +146,7 @@ impl Dispatcher {
         let mut sessions = self.sessions();
         if sessions.get(node_id).is_some_and(|s| s.id == session) {
             sessions.remove(node_id);
+            self.usage.forget_node(node_id);
         }
     }
 
@@ -153,10 +159,12 @@ impl Dispatcher {
             );
             sessions.clear();
         }
+        self.usage.clear();
     }
 
     /// Sends the committed changes to the nodes they concern.
     fn route(&self, batch: &[Event]) {
+        self.usage.prune(batch);
         let mut sessions = self.sessions();
         if sessions.is_empty() {
             return;
@@ -301,6 +309,13 @@ async fn read_reports(
                 swarm
                     .sessions
                     .record_runtime(&node_id, &report.runtime_unavailable);
+                if !report.usage.is_empty() {
+                    let state = swarm.state();
+                    swarm
+                        .dispatcher
+                        .usage
+                        .record(&state, &node_id, &report.usage);
+                }
                 if report.reports_json.is_empty() {
                     continue;
                 }

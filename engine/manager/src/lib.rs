@@ -10,6 +10,7 @@
 //! - [`health`]: the leader's duties: node up/down from heartbeats, Raft membership from roles.
 //! - [`orchestration`]: the leader's loop that keeps services' tasks created and placed.
 //! - [`dispatcher`]: the leader's side of the nodes' task sessions: tasks out, status in.
+//! - [`usage`]: the CPU and memory each running task uses, as its node last sampled them.
 //! - [`sim_nodes`]: many simulated worker nodes in one process, for scale tests.
 //! - [`services_api`]: the leader's answers to service and task requests.
 //! - [`locks_api`]: the leader's answers to lock requests: cluster-wide leases.
@@ -40,5 +41,6 @@ pub mod services_api;
 pub mod sim_nodes;
 pub mod swarm;
 pub mod tokens;
+pub mod usage;
 
 pub use node::{Node, NodeConfig};

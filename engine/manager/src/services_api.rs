@@ -196,6 +196,7 @@ pub async fn tasks(
                     .as_ref()
                     .and_then(|id| state.node_by_id(id))
                     .map(|n| n.description.hostname.clone()),
+                usage: swarm.dispatcher.usage.of(task),
             }
         })
         .collect();

@@ -4,16 +4,20 @@
 //! managers no longer want, and reports every change of state. Reports wait in a queue while no
 //! session is up; a new session starts with the complete task set, which the agent checks its
 //! own view against, so a report lost with a leader is sent again.
+//!
+//! At each heartbeat the agent also samples what its running tasks use (CPU, memory), and
+//! sends the result with the next heartbeat: sampling never holds a heartbeat back.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use essaim_api::pb::{SessionAssignments, SessionReport};
+use essaim_api::pb::{self, SessionAssignments, SessionReport};
 use essaim_api::tls::TlsState;
 use essaim_api::transport::{self, ClientTls};
 use essaim_core::model::{ObjectId, Task, TaskReport, TaskState, TaskStatus};
 use essaim_core::Timestamp;
+use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,6 +38,8 @@ const RUNTIME_CHECK: Duration = Duration::from_secs(1);
 const RUNTIME_CHECKS_FAILED: u32 = 3;
 /// Status reports sent in one message at most.
 const REPORT_BATCH: usize = 1_000;
+/// The longest a usage sample may take; the runtimes bound each of their calls well within.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a worker agent needs from its node.
 pub struct WorkerSetup {
@@ -242,6 +248,9 @@ impl Worker {
         let mut period = DEFAULT_PERIOD;
         let mut heartbeat = tokio::time::interval(period);
         let mut full_set: Option<Vec<Task>> = None;
+        // The usage sample under way, and the last one taken, to go with the next heartbeat.
+        let mut sampling: Option<BoxFuture<'static, Vec<pb::TaskUsage>>> = None;
+        let mut sampled: Vec<pb::TaskUsage> = Vec::new();
         loop {
             tokio::select! {
                 message = inbound.message() => match message {
@@ -271,6 +280,7 @@ impl Worker {
                         Ok(json) => SessionReport {
                             reports_json: json,
                             runtime_unavailable: self.runtime_report(),
+                            usage: Vec::new(),
                         },
                         Err(e) => return SessionEnd::Lost(format!("cannot encode reports: {e}")),
                     };
@@ -285,14 +295,51 @@ impl Worker {
                     let beat = SessionReport {
                         reports_json: Vec::new(),
                         runtime_unavailable: self.runtime_report(),
+                        usage: std::mem::take(&mut sampled),
                     };
                     if let Err(mpsc::error::TrySendError::Closed(_)) = outbound.try_send(beat)
                     {
                         return SessionEnd::Lost("the session closed".into());
                     }
+                    // One sample at a time: a slow one skips beats rather than pile up.
+                    if sampling.is_none() {
+                        sampling = Some(self.sample());
+                    }
+                }
+                usage = async { sampling.as_mut().expect("guarded by the condition").await },
+                    if sampling.is_some() =>
+                {
+                    sampling = None;
+                    sampled = usage;
                 }
             }
         }
+    }
+
+    /// What the tasks that run here use now, as the runtime tells it within `SAMPLE_TIMEOUT`.
+    fn sample(&self) -> BoxFuture<'static, Vec<pb::TaskUsage>> {
+        let running: Vec<ObjectId> = self
+            .table()
+            .iter()
+            .filter(|(_, task)| task.status.state == TaskState::Running)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let executor = self.setup.executor.clone();
+        Box::pin(async move {
+            if running.is_empty() {
+                return Vec::new();
+            }
+            match tokio::time::timeout(SAMPLE_TIMEOUT, executor.usage(&running)).await {
+                Ok(usage) => usage
+                    .iter()
+                    .map(|(task_id, usage)| usage.to_wire(task_id))
+                    .collect(),
+                Err(_) => {
+                    tracing::debug!("no usage sample: the runtime took over {SAMPLE_TIMEOUT:?}");
+                    Vec::new()
+                }
+            }
+        })
     }
 
     /// Takes in one message of the leader's.
@@ -508,7 +555,8 @@ fn failed(message: String, exit_code: Option<i32>) -> TaskStatus {
     status
 }
 
-fn now() -> Timestamp {
+/// The time by this node's clock.
+pub(crate) fn now() -> Timestamp {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

@@ -14,17 +14,19 @@ use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HealthConfig,
-    HealthStatusEnum, HostConfig, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
-    PortBinding,
+    ContainerCpuStats, ContainerCreateBody, ContainerInspectResponse, ContainerMemoryStats,
+    ContainerStatsResponse, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder, WaitContainerOptions,
+    StatsOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptions,
 };
 use bollard::Docker;
+use essaim_api::control::TaskUsage;
 use essaim_core::model::{HealthCheck, PortConfig, Task};
+use essaim_core::Timestamp;
 use futures::StreamExt;
 
 use crate::executor::{ExecFuture, Executor, Exit, LogStream, StartError, Started};
@@ -43,12 +45,20 @@ const HEALTH_POLL: Duration = Duration::from_millis(250);
 const ENGINE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a pull may take before the image counts as unavailable.
 const PULL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the engine may take to give one container's stats before the sample skips it.
+const STATS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Containers asked for their stats at once: enough to sample many quickly, few enough not
+/// to flood the engine.
+const STATS_AT_ONCE: usize = 8;
 
 pub struct DockerExecutor {
     docker: Docker,
     node_name: String,
     /// Task ID to container name, for the tasks this agent started or adopted.
     containers: Mutex<HashMap<String, String>>,
+    /// Each task's CPU counters at its previous sample: one-shot stats come without earlier
+    /// counters of their own, and CPU use is the difference.
+    last_cpu: Mutex<HashMap<String, ContainerCpuStats>>,
     /// Held while a network is looked up and made: the engine accepts two networks of one
     /// name, and two tasks starting at once would each make one.
     networks: tokio::sync::Mutex<()>,
@@ -66,6 +76,7 @@ impl DockerExecutor {
             docker,
             node_name: node_name.to_string(),
             containers: Mutex::new(HashMap::new()),
+            last_cpu: Mutex::new(HashMap::new()),
             networks: tokio::sync::Mutex::new(()),
         })
     }
@@ -76,6 +87,38 @@ impl DockerExecutor {
 
     fn container(&self, task_id: &str) -> Option<String> {
         self.table().get(task_id).cloned()
+    }
+
+    fn last_cpu(&self) -> std::sync::MutexGuard<'_, HashMap<String, ContainerCpuStats>> {
+        self.last_cpu.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One container's usage, from one-shot stats (the engine answers at once rather than
+    /// after its next collection, a second or two later).
+    async fn sample(&self, task_id: String, name: String) -> Option<(String, TaskUsage)> {
+        let options = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut answers = self.docker.stats(&name, Some(options));
+        let stats = match tokio::time::timeout(STATS_TIMEOUT, answers.next()).await {
+            Ok(Some(Ok(stats))) => stats,
+            Ok(Some(Err(e))) => {
+                tracing::debug!(task = %task_id, "no stats for the container: {e}");
+                return None;
+            }
+            Ok(None) => return None,
+            Err(_) => {
+                tracing::debug!(task = %task_id, "no stats within {STATS_TIMEOUT:?}");
+                return None;
+            }
+        };
+        let previous = match &stats.cpu_stats {
+            Some(cpu) => self.last_cpu().insert(task_id.clone(), cpu.clone()),
+            None => None,
+        };
+        let usage = usage_of(&stats, previous.as_ref(), crate::agent::now())?;
+        Some((task_id, usage))
     }
 
     /// The image, pulled if it is not here and a registry answers.
@@ -448,6 +491,7 @@ impl Executor for DockerExecutor {
     fn remove<'a>(&'a self, task_id: &'a str) -> ExecFuture<'a, ()> {
         Box::pin(async move {
             let name = self.table().remove(task_id);
+            self.last_cpu().remove(task_id);
             if let Some(name) = name {
                 self.remove_container(&name).await;
             }
@@ -477,6 +521,24 @@ impl Executor for DockerExecutor {
                 futures::stream::iter(lines)
             });
         Some(lines.boxed())
+    }
+
+    fn usage<'a>(&'a self, task_ids: &'a [String]) -> ExecFuture<'a, HashMap<String, TaskUsage>> {
+        Box::pin(async move {
+            let named: Vec<(String, String)> = {
+                let containers = self.table();
+                task_ids
+                    .iter()
+                    .filter_map(|id| Some((id.clone(), containers.get(id)?.clone())))
+                    .collect()
+            };
+            futures::stream::iter(named)
+                .map(|(task_id, name)| self.sample(task_id, name))
+                .buffer_unordered(STATS_AT_ONCE)
+                .filter_map(futures::future::ready)
+                .collect()
+                .await
+        })
     }
 
     fn check(&self) -> ExecFuture<'_, Result<(), String>> {
@@ -540,6 +602,64 @@ impl Executor for DockerExecutor {
             adopted
         })
     }
+}
+
+/// A container's usage from its stats, as `docker stats` computes it. CPU use is measured
+/// against the earlier counters the engine sent along (`precpu_stats`, when it collected
+/// twice), else against `previous`, the counters of this task's previous sample; `None`
+/// without either, or for stats of a container that no longer runs.
+fn usage_of(
+    stats: &ContainerStatsResponse,
+    previous: Option<&ContainerCpuStats>,
+    sampled_at: Timestamp,
+) -> Option<TaskUsage> {
+    let now = stats.cpu_stats.as_ref()?;
+    let before = stats
+        .precpu_stats
+        .as_ref()
+        .filter(|pre| pre.system_cpu_usage.is_some_and(|total| total > 0))
+        .or(previous)?;
+    Some(TaskUsage {
+        cpu_millicores: cpu_millicores(now, before)?,
+        memory_bytes: memory_bytes(stats.memory_stats.as_ref()?)?,
+        sampled_at,
+    })
+}
+
+/// The container's share of the machine's CPU time between two readings, times the CPUs
+/// online, in thousandths of a core.
+fn cpu_millicores(now: &ContainerCpuStats, before: &ContainerCpuStats) -> Option<u64> {
+    let total = |stats: &ContainerCpuStats| stats.cpu_usage.as_ref()?.total_usage;
+    // A counter that went back (the container restarted) gives no figure.
+    let used = total(now)?.checked_sub(total(before).unwrap_or(0))?;
+    let elapsed = now
+        .system_cpu_usage?
+        .checked_sub(before.system_cpu_usage?)
+        .filter(|elapsed| *elapsed > 0)?;
+    let cpus = match now.online_cpus {
+        Some(cpus) if cpus > 0 => u64::from(cpus),
+        // Engines before API 1.27 only list the CPUs.
+        _ => now.cpu_usage.as_ref()?.percpu_usage.as_ref()?.len() as u64,
+    };
+    let millicores = u128::from(used) * u128::from(cpus) * 1_000 / u128::from(elapsed);
+    u64::try_from(millicores).ok()
+}
+
+/// Memory in use, as `docker stats` counts it: the usage less the page cache the kernel can
+/// take back at once (`total_inactive_file` under cgroup v1, `inactive_file` under v2).
+fn memory_bytes(memory: &ContainerMemoryStats) -> Option<u64> {
+    let usage = memory.usage?;
+    let inactive = memory
+        .stats
+        .as_ref()
+        .and_then(|stats| {
+            stats
+                .get("total_inactive_file")
+                .or_else(|| stats.get("inactive_file"))
+        })
+        .copied()
+        .unwrap_or(0);
+    Some(usage.saturating_sub(inactive))
 }
 
 /// A client of the engine at `DOCKER_HOST` or the default socket, once it has answered.
@@ -870,6 +990,54 @@ mod tests {
             ("registry:5000/team/app", "v2")
         );
         assert_eq!(split_reference("app@sha256:abc"), ("app", "sha256:abc"));
+    }
+
+    /// The stats of a container running a busy loop, as a Docker 20.10 engine under cgroup v1
+    /// gave them without one-shot: two collections, a second apart.
+    const STATS: &str = include_str!("../tests/fixtures/docker-stats-busy.json");
+
+    #[test]
+    fn docker_stats_give_millicores_and_memory_less_inactive_cache() {
+        let stats: ContainerStatsResponse = serde_json::from_str(STATS).expect("stats");
+        let usage = usage_of(&stats, None, Timestamp(7)).expect("usage");
+        // 978 ms of CPU time while the 2 CPUs had 2.01 s: one core, nearly fully busy.
+        assert_eq!(usage.cpu_millicores, 973);
+        // 2,248,704 bytes in use, of which 1,605,632 inactive page cache.
+        assert_eq!(usage.memory_bytes, 643_072);
+        assert_eq!(usage.sampled_at, Timestamp(7));
+
+        // One-shot stats carry no earlier counters: the previous sample's serve instead.
+        let mut one_shot = stats.clone();
+        let previous = one_shot.precpu_stats.take();
+        one_shot.precpu_stats = Some(ContainerCpuStats::default());
+        assert_eq!(usage_of(&one_shot, None, Timestamp(7)), None);
+        assert_eq!(
+            usage_of(&one_shot, previous.as_ref(), Timestamp(7)).map(|u| u.cpu_millicores),
+            Some(973)
+        );
+    }
+
+    #[test]
+    fn cpu_counters_that_went_back_or_did_not_move_give_no_figure() {
+        let at = |total: u64, system: u64| ContainerCpuStats {
+            cpu_usage: Some(bollard::models::ContainerCpuUsage {
+                total_usage: Some(total),
+                ..Default::default()
+            }),
+            system_cpu_usage: Some(system),
+            online_cpus: Some(4),
+            ..Default::default()
+        };
+        // Half a core's time of 4 CPUs' 1 s each: 500 millicores.
+        assert_eq!(
+            cpu_millicores(
+                &at(1_500_000_000, 9_000_000_000),
+                &at(1_000_000_000, 5_000_000_000)
+            ),
+            Some(500)
+        );
+        assert_eq!(cpu_millicores(&at(1, 9), &at(2, 5)), None, "restarted");
+        assert_eq!(cpu_millicores(&at(2, 5), &at(1, 5)), None, "no time passed");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The one interface between the agent and a runtime. A runtime knows tasks by ID only: the
 //! agent decides when a task starts and stops, the runtime does the work and says how it ended.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use essaim_api::control::TaskUsage;
 use essaim_core::model::{PortConfig, Task};
 use futures::stream::BoxStream;
 
@@ -81,6 +83,14 @@ pub trait Executor: Send + Sync + 'static {
     /// The tasks of node `node_id` whose workloads survived a restart of its agent, to be
     /// supervised again rather than started twice.
     fn adopt<'a>(&'a self, node_id: &'a str) -> ExecFuture<'a, Vec<String>>;
+
+    /// What the running tasks among `task_ids` use now, for those it can tell. The CPU figure
+    /// is over the time since the task's previous sample (or the engine's own pair), so a
+    /// task may be missing from its first sample. Each answer is bounded in time, so a slow
+    /// engine cannot hold the agent back. A runtime that does not sample (sim) tells nothing.
+    fn usage<'a>(&'a self, _task_ids: &'a [String]) -> ExecFuture<'a, HashMap<String, TaskUsage>> {
+        Box::pin(async { HashMap::new() })
+    }
 
     /// Whether the runtime can run tasks now; the reason when it cannot (an engine gone).
     fn check(&self) -> ExecFuture<'_, Result<(), String>> {

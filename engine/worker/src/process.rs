@@ -4,20 +4,24 @@
 //!
 //! Each task runs in its own process group, so that stopping it stops whatever it started,
 //! and dies with the agent (PR_SET_PDEATHSIG): a node that is killed takes its tasks with it,
-//! as a machine that fails would.
+//! as a machine that fails would. Its usage is that of its process group, read from /proc.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use essaim_api::control::TaskUsage;
 use essaim_core::model::{PortConfig, Task};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
 use crate::executor::{ExecFuture, Executor, Exit, LogStream, StartError, Started};
 use crate::logs::LogBuffer;
+
+/// How long one pass over /proc may take before the sample is given up.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct ProcessExecutor {
     node_name: String,
@@ -29,6 +33,9 @@ struct ProcessTask {
     pid: i32,
     exit: watch::Receiver<Option<Exit>>,
     logs: Arc<LogBuffer>,
+    /// The group's CPU ticks at the previous sample, and when it was taken: CPU use is the
+    /// difference over the time between the two.
+    last_cpu: Mutex<Option<(u64, Instant)>>,
 }
 
 impl ProcessExecutor {
@@ -128,6 +135,7 @@ impl ProcessExecutor {
                 pid,
                 exit: exit_rx,
                 logs,
+                last_cpu: Mutex::new(None),
             }),
         );
         Ok(Started {
@@ -196,6 +204,141 @@ impl Executor for ProcessExecutor {
         // Processes die with the agent that started them: there is nothing to adopt.
         Box::pin(async { Vec::new() })
     }
+
+    fn usage<'a>(&'a self, task_ids: &'a [String]) -> ExecFuture<'a, HashMap<String, TaskUsage>> {
+        Box::pin(async move {
+            let tasks: Vec<(&String, Arc<ProcessTask>)> = task_ids
+                .iter()
+                .filter_map(|id| Some((id, self.task(id)?)))
+                .filter(|(_, task)| task.exit.borrow().is_none())
+                .collect();
+            if tasks.is_empty() {
+                return HashMap::new();
+            }
+            let groups: HashSet<i32> = tasks.iter().map(|(_, task)| task.pid).collect();
+            let scan = tokio::task::spawn_blocking(move || {
+                (Instant::now(), group_usage(Path::new("/proc"), &groups))
+            });
+            let (at, groups) = match tokio::time::timeout(SAMPLE_TIMEOUT, scan).await {
+                Ok(Ok(scan)) => scan,
+                Ok(Err(e)) => {
+                    tracing::debug!("no usage sample: {e}");
+                    return HashMap::new();
+                }
+                Err(_) => {
+                    tracing::debug!("no usage sample: /proc took over {SAMPLE_TIMEOUT:?}");
+                    return HashMap::new();
+                }
+            };
+            let ticks_per_second = sysconf(libc::_SC_CLK_TCK);
+            let page_size = sysconf(libc::_SC_PAGESIZE);
+            let sampled_at = crate::agent::now();
+            tasks
+                .into_iter()
+                .filter_map(|(id, task)| {
+                    let group = groups.get(&task.pid)?;
+                    let (ticks_before, before) = task
+                        .last_cpu
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .replace((group.cpu_ticks, at))?;
+                    let usage = TaskUsage {
+                        cpu_millicores: cpu_millicores(
+                            // A member that left the group takes its ticks with it.
+                            group.cpu_ticks.saturating_sub(ticks_before),
+                            ticks_per_second,
+                            at.saturating_duration_since(before),
+                        ),
+                        memory_bytes: group.rss_pages.saturating_mul(page_size),
+                        sampled_at,
+                    };
+                    Some((id.clone(), usage))
+                })
+                .collect()
+        })
+    }
+}
+
+/// What a process, or a process group summed over its members, used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ProcUsage {
+    /// User and system time, its own and that of the children it has waited for: a task
+    /// that runs many short commands uses CPU, and a child's ticks move to its parent when it
+    /// is reaped rather than vanish.
+    cpu_ticks: u64,
+    /// Resident pages; pages shared by several members count once per member.
+    rss_pages: u64,
+}
+
+/// The process group and usage of a process, from its /proc/PID/stat (proc(5)).
+fn parse_stat(stat: &str) -> Option<(i32, ProcUsage)> {
+    // The command name comes in parentheses and may hold spaces and parentheses of its own.
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Numbered as proc(5) numbers them: the state, right after the name, is field 3.
+    let field = |number: usize| -> Option<i64> { fields.get(number - 3)?.parse().ok() };
+    let counter = |number: usize| field(number).map(|v| u64::try_from(v).unwrap_or(0));
+    let pgrp = i32::try_from(field(5)?).ok()?;
+    let cpu_ticks = [14, 15, 16, 17]
+        .into_iter()
+        .map(counter)
+        .sum::<Option<u64>>()?;
+    Some((
+        pgrp,
+        ProcUsage {
+            cpu_ticks,
+            rss_pages: counter(24)?,
+        },
+    ))
+}
+
+/// The usage of each process group of `groups`, summed over its members, from one pass over
+/// the processes in `proc`. One pass costs about a millisecond per hundred processes.
+fn group_usage(proc: &Path, groups: &HashSet<i32>) -> HashMap<i32, ProcUsage> {
+    let mut usage: HashMap<i32, ProcUsage> = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(proc) else {
+        return usage;
+    };
+    for entry in entries.flatten() {
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()));
+        if !is_pid {
+            continue;
+        }
+        // A process may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((pgrp, process)) = parse_stat(&stat) else {
+            continue;
+        };
+        if groups.contains(&pgrp) {
+            let group = usage.entry(pgrp).or_default();
+            group.cpu_ticks += process.cpu_ticks;
+            group.rss_pages += process.rss_pages;
+        }
+    }
+    usage
+}
+
+/// `ticks` of CPU time over `elapsed` wall time, in thousandths of a core.
+fn cpu_millicores(ticks: u64, ticks_per_second: u64, elapsed: Duration) -> u64 {
+    let elapsed_micros = elapsed.as_micros();
+    if ticks_per_second == 0 || elapsed_micros == 0 {
+        return 0;
+    }
+    let millicores =
+        u128::from(ticks) * 1_000 * 1_000_000 / (u128::from(ticks_per_second) * elapsed_micros);
+    u64::try_from(millicores).unwrap_or(u64::MAX)
+}
+
+/// A system setting that cannot fail on Linux (clock ticks per second, page size).
+fn sysconf(name: libc::c_int) -> u64 {
+    // SAFETY: sysconf only reads a system setting.
+    let value = unsafe { libc::sysconf(name) };
+    u64::try_from(value).unwrap_or(0)
 }
 
 async fn wait_exit(mut exit: watch::Receiver<Option<Exit>>) -> Exit {
@@ -362,6 +505,93 @@ mod tests {
         executor.stop("t2", Duration::from_millis(200)).await;
         let exit = executor.wait("t2").await;
         assert_eq!(exit.code, 128 + libc::SIGKILL, "{exit:?}");
+    }
+
+    #[test]
+    fn stat_lines_give_the_group_the_cpu_ticks_and_the_resident_pages() {
+        // A name with spaces and a parenthesis; utime 250, stime 50, cutime 7, cstime 3,
+        // rss 1234 pages.
+        let stat = "4242 (my (odd) task) R 1 4242 4242 0 -1 4194304 101 0 0 0 250 50 7 3 \
+                    20 0 1 0 131789 3133440 1234 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 \
+                    17 1 0 0 0 0 0";
+        assert_eq!(
+            parse_stat(stat),
+            Some((
+                4242,
+                ProcUsage {
+                    cpu_ticks: 310,
+                    rss_pages: 1234
+                }
+            ))
+        );
+        assert_eq!(parse_stat("4242 (cut short) R 1 4242"), None);
+        assert_eq!(parse_stat(""), None);
+    }
+
+    #[test]
+    fn a_group_s_usage_sums_its_members_and_nothing_else() {
+        let proc = tempfile::tempdir().expect("temp dir");
+        let stat = |pid: u32, pgrp: u32, utime: u64, rss: u64| {
+            let dir = proc.path().join(pid.to_string());
+            std::fs::create_dir_all(&dir).expect("dir");
+            let line = format!(
+                "{pid} (sh) S 1 {pgrp} {pgrp} 0 -1 0 0 0 0 0 {utime} 0 0 0 20 0 1 0 1 1 {rss}"
+            );
+            std::fs::write(dir.join("stat"), line).expect("stat");
+        };
+        stat(100, 100, 40, 10);
+        stat(101, 100, 2, 5);
+        stat(200, 200, 99, 99);
+        // Not a process, and a process gone before its stat was read.
+        std::fs::create_dir_all(proc.path().join("self")).expect("dir");
+        std::fs::create_dir_all(proc.path().join("300")).expect("dir");
+        let usage = group_usage(proc.path(), &HashSet::from([100, 400]));
+        assert_eq!(
+            usage,
+            HashMap::from([(
+                100,
+                ProcUsage {
+                    cpu_ticks: 42,
+                    rss_pages: 15
+                }
+            )])
+        );
+    }
+
+    #[test]
+    fn cpu_ticks_over_wall_time_are_millicores() {
+        // 50 ticks of 10 ms in half a second: one core, fully busy.
+        assert_eq!(cpu_millicores(50, 100, Duration::from_millis(500)), 1_000);
+        assert_eq!(cpu_millicores(5, 100, Duration::from_secs(1)), 50);
+        assert_eq!(cpu_millicores(300, 100, Duration::from_secs(1)), 3_000);
+        assert_eq!(cpu_millicores(0, 100, Duration::from_secs(1)), 0);
+        assert_eq!(cpu_millicores(50, 100, Duration::ZERO), 0);
+    }
+
+    #[tokio::test]
+    async fn a_busy_task_uses_a_core_and_a_sleeping_one_next_to_nothing() {
+        let executor = ProcessExecutor::new("n1");
+        executor
+            .start(&task("busy", "sh", &["-c", "while :; do :; done"]))
+            .await
+            .expect("starts");
+        executor
+            .start(&task("idle", "sleep", &["30"]))
+            .await
+            .expect("starts");
+        let ids = ["busy".to_string(), "idle".to_string()];
+        assert!(
+            executor.usage(&ids).await.is_empty(),
+            "CPU use needs two samples"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let usage = executor.usage(&ids).await;
+        executor.remove("busy").await;
+        executor.remove("idle").await;
+        let (busy, idle) = (usage["busy"], usage["idle"]);
+        assert!(busy.cpu_millicores > 300, "{busy:?}");
+        assert!(idle.cpu_millicores < 200, "{idle:?}");
+        assert!(busy.memory_bytes > 0 && idle.memory_bytes > 0, "{usage:?}");
     }
 
     #[tokio::test]

@@ -407,6 +407,7 @@ pub(crate) mod tests {
             },
             name: format!("web.{slot}"),
             node_hostname: Some("w1".to_string()),
+            usage: None,
         }
     }
 
