@@ -413,9 +413,18 @@ fn help_examples_run() -> Result<()> {
     let mut cluster = Cluster::empty()?;
     cluster.add("node-1")?;
     for line in &found {
-        let words: Vec<&str> = line.split_whitespace().collect();
         let node = cluster.node("node-1");
-        let out = node.essaim(&words);
+        // An example is a line of a shell: quotes and all.
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "'{}' -H 'unix://{}' {line}",
+                essaim_path().display(),
+                node.socket().display()
+            ))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()?;
         assert!(
             out.status.success(),
             "example `essaim {line}` failed: {}",

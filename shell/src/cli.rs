@@ -75,6 +75,10 @@ pub struct Cli {
     #[arg(long, env = "ESSAIM_TLS_DIR", global = true, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
 
+    /// Evaluate a Rhai script given as text, as `essaim run -c EXPR` does
+    #[arg(short = 'c', long = "eval", value_name = "EXPR")]
+    pub eval: Option<String>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -102,6 +106,45 @@ pub enum Command {
     /// Run a command again each time the cluster changes, showing its latest output
     #[command(after_long_help = examples::WATCH)]
     Watch(WatchArgs),
+    /// Run a Rhai script against the cluster (see docs/scripting.md)
+    #[command(after_long_help = examples::RUN)]
+    Run(RunArgs),
+}
+
+/// `essaim run`: a script as a cron job runs it.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// The script file (.rhai); `import "lib"` looks next to it, then in $ESSAIM_SCRIPTS_DIR
+    #[arg(value_name = "FILE", required_unless_present = "eval")]
+    pub file: Option<PathBuf>,
+    /// Evaluate this text instead of a file
+    #[arg(
+        short = 'c',
+        long = "eval",
+        value_name = "EXPR",
+        conflicts_with = "file"
+    )]
+    pub eval: Option<String>,
+    /// Arguments for the script, in its `argv` array
+    #[arg(value_name = "ARG")]
+    pub argv: Vec<String>,
+    /// A named argument, in the script's `args` map (repeatable)
+    #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub arg: Vec<(String, String)>,
+    /// Stop the script after this long, with exit code 4 (like 30s or 5m)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub timeout: Option<u64>,
+    /// How to print the script's result: a table or listing, or one JSON document
+    /// {"ok", "result" or "error", "changes"}
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Hold this cluster-wide lock while the script runs; if another run holds it, exit 5 at
+    /// once
+    #[arg(long, value_name = "NAME")]
+    pub lock: Option<String>,
+    /// Stop the script after this many operations, as a runaway [default: 50000000]
+    #[arg(long, value_name = "N")]
+    pub max_operations: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -901,9 +944,10 @@ pub struct InfoArgs {
 }
 
 /// How a command shows its result: for people or for programs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Columns or `key: value` lines
+    #[default]
     Table,
     /// Pretty-printed JSON
     Json,

@@ -256,15 +256,18 @@ impl Client {
     ///
     /// # Errors
     /// See [`Client::call`].
+    /// `expected_version`: refuse the change if the node changed since that version (scripts
+    /// send the version they read); `None` applies the edits to the node as it stands.
     pub async fn node_update(
         &mut self,
         read: &NodeView,
         changes: NodeChanges,
+        expected_version: Option<u64>,
     ) -> Result<(), ControlError> {
         let request = ControlRequest::NodeUpdate {
             // The ID, not the name the user gave: the node the user saw, even if renamed.
             node: read.node.id.clone(),
-            expected_version: None,
+            expected_version,
             availability: changes.availability,
             role: changes.role,
             label_add: changes.label_add,

@@ -27,7 +27,11 @@ pub fn ask(plan: &[String], output: &mut Output<'_>) -> anyhow::Result<bool> {
         text.push_str(&format!("  - {step}\n"));
     }
     output.note(&text);
-    let mut editor = rustyline::DefaultEditor::new()?;
+    // The question goes to the terminal itself, not to stdout, which may be a file.
+    let config = rustyline::Config::builder()
+        .behavior(rustyline::config::Behavior::PreferTerm)
+        .build();
+    let mut editor = rustyline::DefaultEditor::with_config(config)?;
     let question = "Continue? [y/N] ";
     let styled = style::paint(question, Tone::Busy);
     let yes = match editor.readline(&(question, styled.as_str())) {

@@ -37,6 +37,7 @@ mod cli;
 mod client;
 mod commands;
 mod confirm;
+mod connection;
 mod converge;
 mod embedded;
 mod render;
@@ -168,8 +169,23 @@ fn main() -> ExitCode {
         }
     };
     style::init();
-    let Some(command) = cli.command else {
-        return repl::run(cli.host, cli.tls_dir);
+    if let (Some(_), Some(_)) = (&cli.eval, &cli.command) {
+        eprintln!("Error: -c EXPR runs a script; it takes no command (use 'essaim run -c')");
+        return Exit::Usage.into();
+    }
+    if let Some(eval) = cli.eval {
+        let args = cli::RunArgs {
+            eval: Some(eval),
+            ..cli::RunArgs::default()
+        };
+        return ExitCode::from(script::runner::run(args, cli.host, cli.tls_dir));
+    }
+    let command = match cli.command {
+        None => return repl::run(cli.host, cli.tls_dir),
+        Some(cli::Command::Run(args)) => {
+            return ExitCode::from(script::runner::run(args, cli.host, cli.tls_dir))
+        }
+        Some(command) => command,
     };
     let mut stdout = io::stdout().lock();
     let mut stderr = io::stderr().lock();

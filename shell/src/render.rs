@@ -25,6 +25,8 @@ pub struct Output<'a> {
     /// Stderr is a terminal: progress, which goes there so that stdout keeps only results, is
     /// redrawn in place rather than printed line by line.
     pub terminal: bool,
+    /// Stdout is a terminal: a screen that may be cleared and redrawn (`watch`).
+    pub screen: bool,
 }
 
 impl<'a> Output<'a> {
@@ -35,6 +37,7 @@ impl<'a> Output<'a> {
             err,
             interactive: false,
             terminal: false,
+            screen: false,
         }
     }
 
@@ -46,6 +49,7 @@ impl<'a> Output<'a> {
             err,
             interactive: style::interactive(),
             terminal: std::io::stderr().is_terminal(),
+            screen: std::io::stdout().is_terminal(),
         }
     }
 

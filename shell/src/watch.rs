@@ -46,7 +46,7 @@ pub async fn run(
         }
         if shown.as_ref() != Some(&text) {
             let header = style::bold(&format!("Every change: essaim {title}"));
-            if output.terminal {
+            if output.screen {
                 output.print(&format!("\x1b[H\x1b[2J{header}\n\n{text}"))?;
             } else {
                 output.print(&format!("{header}\n{text}\n"))?;
@@ -83,7 +83,7 @@ fn watched(line: &[String]) -> anyhow::Result<Command> {
         ),
         Command::Swarm { command } => matches!(command, SwarmCommand::Inspect(_)),
         Command::Info(_) => true,
-        Command::Watch(_) => false,
+        Command::Watch(_) | Command::Run(_) => false,
     };
     if !reads {
         return Err(UsageError(format!(

@@ -118,3 +118,12 @@ Examples:
   essaim watch service ps web
   essaim watch node ls
   Redraws when the cluster changes, until Ctrl-C.";
+
+pub const RUN: &str = "\
+Examples:
+  $ essaim run -c 'services().len()'
+  $ essaim run --format json -c 'cluster()'
+  essaim run scripts/health-report.rhai
+  essaim run --lock autoscale --timeout 1m scripts/autoscale.rhai --arg service=web
+  Exit codes: 0 ok, 1 the script failed, 2 usage, 3 cluster unreachable, 4 timeout, 5 lock
+  held by another run, 130 Ctrl-C, N for exit(N).";

@@ -37,6 +37,12 @@ pub async fn run(
         Command::Service { command } => service::run(command, client, output).await,
         Command::Info(args) => info::run(args, client, output).await,
         Command::Watch(args) => crate::watch::run(args, client, output).await,
+        // Scripts run synchronously, outside the async runtime: the binary and the REPL
+        // start them themselves.
+        Command::Run(_) => Err(crate::UsageError(
+            "run: scripts are started by the shell, not from within a command".into(),
+        )
+        .into()),
     }
 }
 

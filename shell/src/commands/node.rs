@@ -114,7 +114,7 @@ async fn update(
         label_add: args.label_add.into_iter().collect(),
         label_rm: args.label_rm,
     };
-    client.node_update(&read, changes).await?;
+    client.node_update(&read, changes, None).await?;
     output.print(&format!("{}\n", read.node.id))?;
     Ok(())
 }
@@ -145,7 +145,7 @@ async fn set_role(client: &mut Client, name: &str, role: Role) -> anyhow::Result
         role: Some(role),
         ..NodeChanges::default()
     };
-    client.node_update(&read, changes).await?;
+    client.node_update(&read, changes, None).await?;
     Ok(match role {
         Role::Manager => format!("Node {name} promoted to a manager in the swarm.\n"),
         Role::Worker => format!("Manager {name} demoted in the swarm.\n"),

@@ -12,6 +12,7 @@ pub mod helper;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -26,11 +27,12 @@ use self::cache::{Cache, Health};
 use self::helper::Helper;
 use crate::cli::Cli;
 use crate::client::{self, Client};
+use crate::connection::Connection;
 use crate::embedded::Embedded;
 use crate::render::Output;
 use crate::script::Script;
 use crate::style::{self, Tone};
-use crate::{Exit, Interrupted};
+use crate::Exit;
 
 /// What the REPL prints at start and on `help`.
 const TIPS: &str = "\
@@ -58,12 +60,15 @@ pub fn run(host: Option<Host>, tls_dir: Option<PathBuf>) -> ExitCode {
 }
 
 struct Session {
-    runtime: tokio::runtime::Runtime,
-    client: Client,
+    conn: Rc<Connection>,
     /// The cluster's name on the prompt: `embedded`, `local` or the host.
     label: String,
     cache: Cache,
     script: Script,
+    interrupted: Arc<AtomicBool>,
+    /// Where the shell connects, for the lock renewals of `run --lock`.
+    host: Host,
+    tls_dir: Option<PathBuf>,
     embedded: Option<Embedded>,
     history: PathBuf,
 }
@@ -76,9 +81,7 @@ impl Session {
         tls_dir: Option<PathBuf>,
         output: &mut Output<'_>,
     ) -> anyhow::Result<Session> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let runtime = Connection::runtime()?;
         let explicit = host.is_some();
         let host = host.unwrap_or_else(client::default_host);
         let mut embedded = None;
@@ -107,11 +110,14 @@ impl Session {
         };
         let interrupted = Arc::new(AtomicBool::new(false));
         watch_interrupts(Arc::clone(&interrupted));
+        let conn = Rc::new(Connection::new(runtime, client));
         Ok(Session {
-            cache: Cache::start(host, tls_dir),
-            script: Script::new(interrupted),
-            runtime,
-            client,
+            cache: Cache::start(host.clone(), tls_dir.clone()),
+            script: Script::with_cluster(Arc::clone(&interrupted), Rc::clone(&conn)),
+            conn,
+            interrupted,
+            host,
+            tls_dir,
             label,
             embedded,
             history: history_file(),
@@ -215,17 +221,28 @@ impl Session {
             );
             return Exit::Usage;
         }
-        let Some(command) = cli.command else {
-            return Exit::Success;
-        };
-        let client = &mut self.client;
-        let result = self.runtime.block_on(async {
-            tokio::select! {
-                biased;
-                result = crate::commands::run(command, client, output) => result,
-                _ = tokio::signal::ctrl_c() => Err(Interrupted("stopped".to_string()).into()),
+        let command = match cli.command {
+            None => return Exit::Success,
+            Some(crate::cli::Command::Run(args)) => {
+                let code = crate::script::runner::run_with(
+                    args,
+                    &self.conn,
+                    Arc::clone(&self.interrupted),
+                    Some(self.host.clone()),
+                    self.tls_dir.clone(),
+                    output,
+                );
+                return if code == 0 {
+                    Exit::Success
+                } else {
+                    Exit::Failed
+                };
             }
-        });
+            Some(command) => command,
+        };
+        let result = self
+            .conn
+            .block_on(async |client| crate::commands::run(command, client, output).await);
         crate::report(result, output)
     }
 
@@ -261,10 +278,10 @@ impl Session {
 
     fn close(self, output: &mut Output<'_>) {
         // Hang up every connection first: a daemon stopping waits for its clients to go.
-        // Connections live on their runtime; dropping it closes them.
+        // Connections live on their runtime; dropping the last handle closes them.
         self.cache.stop();
-        drop(self.client);
-        drop(self.runtime);
+        drop(self.script);
+        drop(self.conn);
         if let Some(embedded) = self.embedded {
             let dir = embedded.data_dir.clone();
             match embedded.stop() {
@@ -342,7 +359,7 @@ fn save_history(editor: &mut Editor<Helper, FileHistory>, path: &Path) {
 
 /// Sets `flag` on each Ctrl-C that reaches the process while a command or script runs (the
 /// line editor reads Ctrl-C as a key itself). The Rhai engine polls it to stop a script.
-fn watch_interrupts(flag: Arc<AtomicBool>) {
+pub fn watch_interrupts(flag: Arc<AtomicBool>) {
     let _ = std::thread::Builder::new()
         .name("interrupts".to_string())
         .spawn(move || {

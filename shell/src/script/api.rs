@@ -1,0 +1,343 @@
+//! The functions scripts call: the cluster (`nodes()`, `service("web")`, `run("service ls")`,
+//! ...) and the helpers of a cron job (`sleep`, `now`, `env`, `exit`, `to_json`, `log`).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use clap::Parser;
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
+
+use super::objects::{failed, from_anyhow, Fallible, Node, Service, Task};
+use super::{flags, value};
+use crate::cli::{Cli, Command, Format, NodeCommand, ServiceCommand, SwarmCommand};
+use crate::connection::Connection;
+use crate::render::Output;
+
+/// The functions scripts call, for "did you mean" (the documentation test checks this list
+/// against the engine).
+pub const FUNCTIONS: &[&str] = &[
+    "nodes",
+    "node",
+    "services",
+    "service",
+    "tasks",
+    "cluster",
+    "create_service",
+    "run",
+    "sleep",
+    "now",
+    "env",
+    "exit",
+    "to_json",
+    "parse_json",
+    "log",
+    "refresh",
+    "drain",
+    "pause",
+    "activate",
+    "label",
+    "unlabel",
+    "promote",
+    "demote",
+    "remove",
+    "scale",
+    "update",
+    "rollback",
+    "logs",
+    "wait_converged",
+    "cpu",
+    "memory",
+];
+
+/// `exit(code)`: ends the script with this exit code. Carried as a termination, which
+/// `try`/`catch` cannot stop.
+#[derive(Clone, Debug)]
+pub struct ScriptExit(pub i64);
+
+/// The functions that need no cluster: time, environment, JSON, logging, exit.
+pub fn register_helpers(engine: &mut Engine) {
+    engine
+        .register_fn("now", || -> i64 {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        })
+        .register_fn("env", |name: &str| -> Dynamic {
+            std::env::var(name).map_or(Dynamic::UNIT, Dynamic::from)
+        })
+        .register_fn("exit", |code: i64| -> Fallible<()> {
+            Err(Box::new(EvalAltResult::ErrorTerminated(
+                Dynamic::from(ScriptExit(code)),
+                rhai::Position::NONE,
+            )))
+        })
+        .register_fn("exit", || -> Fallible<()> {
+            Err(Box::new(EvalAltResult::ErrorTerminated(
+                Dynamic::from(ScriptExit(0)),
+                rhai::Position::NONE,
+            )))
+        })
+        .register_fn("to_json", |value: Dynamic| -> Fallible<String> {
+            let json = value::to_json(&value).map_err(failed)?;
+            serde_json::to_string_pretty(&json).map_err(failed)
+        })
+        .register_fn("parse_json", |text: &str| -> Fallible<Dynamic> {
+            value::from_json(text).map_err(failed)
+        })
+        .register_fn("log", |message: Dynamic| {
+            let now = crate::render::rfc3339_seconds(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0)),
+            );
+            eprintln!("{now} {message}");
+        });
+}
+
+/// The functions that talk to the cluster through `conn`.
+pub fn register_cluster(engine: &mut Engine, conn: &Rc<Connection>) {
+    // Rhai has a `sleep` of its own that neither Ctrl-C nor --timeout would cut short: these
+    // take its place, for each kind of duration.
+    let sleep = {
+        let c = Rc::clone(conn);
+        move |duration: Dynamic| -> Fallible<()> {
+            let ms = duration_ms(&duration).map_err(failed)?;
+            c.block_on(async |_| {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(())
+            })
+            .map_err(from_anyhow)
+        }
+    };
+    let (s1, s2, s3) = (sleep.clone(), sleep.clone(), sleep);
+    engine.register_fn("sleep", move |seconds: i64| s1(seconds.into()));
+    engine.register_fn("sleep", move |seconds: f64| s2(seconds.into()));
+    engine.register_fn("sleep", move |text: &str| s3(text.into()));
+    let c = Rc::clone(conn);
+    engine.register_fn("nodes", move || -> Fallible<Array> {
+        let nodes = c
+            .block_on(async |client| Ok(client.node_list().await?))
+            .map_err(from_anyhow)?;
+        Ok(nodes
+            .into_iter()
+            .map(|view| Dynamic::from(Node::new(view, Rc::clone(&c))))
+            .collect())
+    });
+    let c = Rc::clone(conn);
+    engine.register_fn("node", move |name: &str| -> Fallible<Node> {
+        let view = c
+            .block_on(async |client| Ok(client.node_inspect(name).await?))
+            .map_err(from_anyhow)?;
+        Ok(Node::new(view, Rc::clone(&c)))
+    });
+    let c = Rc::clone(conn);
+    engine.register_fn("services", move || -> Fallible<Array> {
+        let services = c
+            .block_on(async |client| Ok(client.service_list().await?))
+            .map_err(from_anyhow)?;
+        Ok(services
+            .into_iter()
+            .map(|view| Dynamic::from(Service::new(view, Rc::clone(&c))))
+            .collect())
+    });
+    let c = Rc::clone(conn);
+    engine.register_fn("service", move |name: &str| -> Fallible<Service> {
+        let view = c
+            .block_on(async |client| Ok(client.service_inspect(name).await?))
+            .map_err(from_anyhow)?;
+        Ok(Service::new(view, Rc::clone(&c)))
+    });
+    let c = Rc::clone(conn);
+    engine.register_fn("tasks", move || -> Fallible<Array> {
+        tasks(&c, &Map::new())
+    });
+    let c = Rc::clone(conn);
+    engine.register_fn("tasks", move |filter: Map| -> Fallible<Array> {
+        tasks(&c, &filter)
+    });
+    let c = Rc::clone(conn);
+    engine.register_fn("cluster", move || -> Fallible<Map> { cluster(&c) });
+    let c = Rc::clone(conn);
+    engine.register_fn("create_service", move |fields: Map| -> Fallible<Service> {
+        let args = flags::create_args(&fields).map_err(failed)?;
+        let spec = crate::commands::service::build_spec(args).map_err(failed)?;
+        let name = spec.name.clone();
+        let view = c
+            .block_on(async |client| Ok(client.service_create(spec).await?))
+            .map_err(from_anyhow)?;
+        c.record(format!("created service {name}"));
+        Ok(Service::new(view, Rc::clone(&c)))
+    });
+    let c = Rc::clone(conn);
+    engine.register_fn("run", move |line: &str| -> Fallible<Dynamic> {
+        run(&c, line)
+    });
+}
+
+/// `tasks(#{service: "web", state: "running", node: "w1", desired_state: "running"})`.
+fn tasks(conn: &Rc<Connection>, filter: &Map) -> Fallible<Array> {
+    const KEYS: [&str; 4] = ["service", "state", "node", "desired_state"];
+    for key in filter.keys() {
+        if !KEYS.contains(&key.as_str()) {
+            let hint = essaim_core::suggest::closest(key, KEYS)
+                .map_or(String::new(), |k| format!("; did you mean {k}?"));
+            return Err(failed(format!(
+                "tasks: unknown filter {key} (filters: {}){hint}",
+                KEYS.join(", ")
+            )));
+        }
+    }
+    let get = |key: &str| filter.get(key).map(|value| value.to_string());
+    let service = get("service");
+    let node = get("node");
+    let views = conn
+        .block_on(async |client| {
+            Ok(client
+                .task_list(service.as_deref(), node.as_deref())
+                .await?)
+        })
+        .map_err(from_anyhow)?;
+    let state = get("state");
+    let desired = get("desired_state");
+    Ok(views
+        .into_iter()
+        .filter(|view| {
+            state
+                .as_deref()
+                .is_none_or(|state| view.task.status.state.as_str() == state)
+                && desired
+                    .as_deref()
+                    .is_none_or(|desired| view.task.desired_state.as_str() == desired)
+        })
+        .map(|view| Dynamic::from(Task { view }))
+        .collect())
+}
+
+/// `cluster()`: the leader, the managers and how many answer, and a healthy flag.
+fn cluster(conn: &Rc<Connection>) -> Fallible<Map> {
+    let (swarm, nodes) = conn
+        .block_on(async |client| Ok((client.swarm_inspect().await?, client.node_list().await?)))
+        .map_err(from_anyhow)?;
+    let managers: Vec<_> = nodes
+        .iter()
+        .filter(|n| n.manager_status.is_some())
+        .collect();
+    let reachable = managers
+        .iter()
+        .filter(|n| {
+            n.manager_status
+                .as_ref()
+                .is_some_and(|s| s.reachability == essaim_api::control::Reachability::Reachable)
+        })
+        .count();
+    let leader = managers
+        .iter()
+        .find(|n| n.manager_status.as_ref().is_some_and(|s| s.leader))
+        .map(|n| n.node.description.hostname.clone());
+    let down = nodes
+        .iter()
+        .filter(|n| n.node.status.state != essaim_core::model::NodeState::Ready)
+        .count();
+    let mut map = Map::new();
+    map.insert("id".into(), swarm.id.into());
+    map.insert(
+        "leader".into(),
+        leader.clone().map_or(Dynamic::UNIT, Dynamic::from),
+    );
+    map.insert("managers".into(), (managers.len() as i64).into());
+    map.insert("managers_reachable".into(), (reachable as i64).into());
+    map.insert("nodes".into(), (nodes.len() as i64).into());
+    map.insert("nodes_down".into(), (down as i64).into());
+    map.insert(
+        "healthy".into(),
+        (leader.is_some() && reachable == managers.len() && down == 0).into(),
+    );
+    Ok(map)
+}
+
+/// `run("service ls")`: any command, as typed after `essaim`. Commands that can print JSON
+/// return it as data; the others return what they print.
+fn run(conn: &Rc<Connection>, line: &str) -> Fallible<Dynamic> {
+    let words = crate::cli::parse_command_args(line)
+        .map_err(|e| failed(format!("run: {e}")))?
+        .0;
+    let cli = Cli::try_parse_from(std::iter::once("essaim".to_string()).chain(words))
+        .map_err(|e| failed(format!("run: {}", first_line(&e.render().to_string()))))?;
+    let Some(mut command) = cli.command else {
+        return Err(failed("run: which command?"));
+    };
+    let json = ask_for_json(&mut command);
+    if matches!(command, Command::Watch(_)) {
+        return Err(failed("run: watch never ends; call the command itself"));
+    }
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let result = conn.block_on(async |client| {
+        let mut output = Output::new(&mut out, &mut err);
+        crate::commands::run(command, client, &mut output).await
+    });
+    if let Err(error) = result {
+        return Err(from_anyhow(error));
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    if json {
+        return value::from_json(&text).map_err(failed);
+    }
+    Ok(text.trim_end().to_string().into())
+}
+
+/// Sets `--format json` on the commands that have it; true if it did.
+fn ask_for_json(command: &mut Command) -> bool {
+    let format = match command {
+        Command::Service { command } => match command {
+            ServiceCommand::Ls(args) if !args.quiet => &mut args.format,
+            ServiceCommand::Ps(args) if !args.ps.quiet => &mut args.ps.format,
+            ServiceCommand::Inspect(args) => {
+                args.pretty = false;
+                &mut args.format
+            }
+            _ => return false,
+        },
+        Command::Node { command } => match command {
+            NodeCommand::Ls(args) if !args.quiet => &mut args.format,
+            NodeCommand::Ps(args) if !args.ps.quiet => &mut args.ps.format,
+            NodeCommand::Inspect(args) => {
+                args.pretty = false;
+                &mut args.format
+            }
+            _ => return false,
+        },
+        Command::Swarm {
+            command: SwarmCommand::Inspect(args),
+        } => &mut args.format,
+        Command::Info(args) => &mut args.format,
+        _ => return false,
+    };
+    *format = Format::Json;
+    true
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or("")
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+/// A duration as scripts give it: `"5s"`, `"1m30s"`, or a number of seconds.
+fn duration_ms(value: &Dynamic) -> Result<u64, String> {
+    if let Ok(seconds) = value.as_int() {
+        return u64::try_from(seconds)
+            .map(|s| s.saturating_mul(1000))
+            .map_err(|_| format!("sleep: a negative duration ({seconds})"));
+    }
+    if let Ok(seconds) = value.as_float() {
+        if seconds >= 0.0 && seconds.is_finite() {
+            return Ok((seconds * 1000.0) as u64);
+        }
+        return Err(format!("sleep: not a duration ({seconds})"));
+    }
+    let text = value.to_string();
+    essaim_core::time::parse_duration_ms(&text).map_err(|e| format!("sleep: {text:?}: {e}"))
+}

@@ -1,0 +1,606 @@
+//! Nodes, services and tasks as Rhai objects. Each object is a snapshot of what the cluster
+//! said when it was read; `refresh()` reads it again. A change sends the version it read,
+//! so a change made by someone else meanwhile is a conflict the script can catch and retry.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use essaim_api::control::{NodeView, ServiceView, TaskView};
+use essaim_core::model::{Availability, Role, ServiceMode, TaskState};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
+
+use super::{flags, value};
+use crate::client::NodeChanges;
+use crate::connection::Connection;
+use crate::render;
+
+pub type Fallible<T> = Result<T, Box<EvalAltResult>>;
+
+/// An object as a table row: columns in the order they are shown.
+pub type Row = Vec<(&'static str, String)>;
+
+/// The row of an object, if `value` is one.
+pub fn row_of(value: &Dynamic) -> Option<Row> {
+    if let Some(node) = value.read_lock::<Node>() {
+        return Some(node.row());
+    }
+    if let Some(service) = value.read_lock::<Service>() {
+        return Some(service.row());
+    }
+    value.read_lock::<Task>().map(|task| task.row())
+}
+
+/// A failure of a call, as a Rhai error the script can catch.
+pub fn failed(error: impl std::fmt::Display) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(
+        Dynamic::from(error.to_string()),
+        rhai::Position::NONE,
+    ))
+}
+
+/// Passes errors that must end the script (Ctrl-C, deadline) as termination, the rest as
+/// catchable errors.
+pub fn from_anyhow(error: anyhow::Error) -> Box<EvalAltResult> {
+    if error.is::<crate::Interrupted>() || error.is::<crate::TimedOut>() {
+        return Box::new(EvalAltResult::ErrorTerminated(
+            Dynamic::from(render::error_line(&error)),
+            rhai::Position::NONE,
+        ));
+    }
+    failed(render::error_line(&error))
+}
+
+#[derive(Clone)]
+pub struct Node {
+    pub view: NodeView,
+    conn: Rc<Connection>,
+}
+
+#[derive(Clone)]
+pub struct Service {
+    pub view: ServiceView,
+    conn: Rc<Connection>,
+}
+
+#[derive(Clone)]
+pub struct Task {
+    pub view: TaskView,
+}
+
+impl Node {
+    pub fn new(view: NodeView, conn: Rc<Connection>) -> Node {
+        Node { view, conn }
+    }
+
+    fn name(&self) -> String {
+        self.view.node.description.hostname.clone()
+    }
+
+    /// A change to this node, sent with the version read; the snapshot becomes the new one.
+    fn change(&mut self, changes: NodeChanges, what: String) -> Fallible<()> {
+        let read = self.view.clone();
+        let fresh = self
+            .conn
+            .block_on(async |client| {
+                client
+                    .node_update(&read, changes, Some(read.node.version))
+                    .await?;
+                Ok(client.node_inspect(&read.node.id).await?)
+            })
+            .map_err(from_anyhow)?;
+        self.view = fresh;
+        self.conn.record(what);
+        Ok(())
+    }
+
+    fn availability(&mut self, availability: Availability) -> Fallible<()> {
+        let what = format!("set node {} to {}", self.name(), availability.as_str());
+        self.change(
+            NodeChanges {
+                availability: Some(availability),
+                ..NodeChanges::default()
+            },
+            what,
+        )
+    }
+
+    pub fn row(&self) -> Row {
+        let node = &self.view.node;
+        vec![
+            ("ID", render::short_id(&node.id)),
+            ("HOSTNAME", node.description.hostname.clone()),
+            ("STATUS", node.status.state.as_str().to_string()),
+            ("AVAILABILITY", node.spec.availability.as_str().to_string()),
+            ("ROLE", node.spec.role.as_str().to_string()),
+            (
+                "MANAGER",
+                self.view
+                    .manager_status
+                    .as_ref()
+                    .map_or(String::new(), |status| status.label().to_string()),
+            ),
+        ]
+    }
+}
+
+impl Service {
+    pub fn new(view: ServiceView, conn: Rc<Connection>) -> Service {
+        Service { view, conn }
+    }
+
+    fn name(&self) -> String {
+        self.view.service.spec.name.clone()
+    }
+
+    fn tasks(&self) -> Fallible<Vec<TaskView>> {
+        let id = self.view.service.id.clone();
+        self.conn
+            .block_on(async |client| Ok(client.task_list(Some(&id), None).await?))
+            .map_err(from_anyhow)
+    }
+
+    /// The service's tasks that run now and say how busy they are.
+    fn running_usage(&self) -> Fallible<Vec<essaim_api::control::TaskUsage>> {
+        Ok(self
+            .tasks()?
+            .into_iter()
+            .filter(|view| {
+                view.task.desired_state == TaskState::Running
+                    && view.task.status.state == TaskState::Running
+            })
+            .filter_map(|view| view.usage)
+            .collect())
+    }
+
+    /// Runs `service update FLAGS` on this service as read, and takes the new snapshot.
+    fn update_with(&mut self, flags: Vec<String>, what: String) -> Fallible<()> {
+        let read = self.view.clone();
+        let changes = flags::service_changes(flags, &read.service.id).map_err(failed)?;
+        let spec =
+            crate::commands::service_update::apply(&read.service.spec, &changes).map_err(failed)?;
+        let view = self
+            .conn
+            .block_on(async |client| Ok(client.service_update(&read, spec).await?))
+            .map_err(from_anyhow)?;
+        self.view = view;
+        self.conn.record(what);
+        Ok(())
+    }
+
+    pub fn row(&self) -> Row {
+        let view = &self.view;
+        let spec = &view.service.spec;
+        vec![
+            ("ID", render::short_id(&view.service.id)),
+            ("NAME", spec.name.clone()),
+            ("MODE", mode_word(spec.mode).to_string()),
+            ("REPLICAS", format!("{}/{}", view.running, view.desired)),
+            ("IMAGE", spec.task.image.clone()),
+        ]
+    }
+}
+
+impl Task {
+    pub fn row(&self) -> Row {
+        let task = &self.view.task;
+        vec![
+            ("ID", render::short_id(&task.id)),
+            ("NAME", self.view.name.clone()),
+            ("NODE", self.view.node_hostname.clone().unwrap_or_default()),
+            ("DESIRED", task.desired_state.as_str().to_string()),
+            ("STATE", task.status.state.as_str().to_string()),
+            ("ERROR", task.status.error.clone().unwrap_or_default()),
+        ]
+    }
+}
+
+fn mode_word(mode: ServiceMode) -> &'static str {
+    match mode {
+        ServiceMode::Replicated { .. } => "replicated",
+        ServiceMode::Global => "global",
+    }
+}
+
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn opt_string(value: Option<String>) -> Dynamic {
+    value.map_or(Dynamic::UNIT, Dynamic::from)
+}
+
+/// The fields each type has, for "did you mean" and for the documentation test.
+pub const NODE_FIELDS: &[&str] = &[
+    "id",
+    "hostname",
+    "role",
+    "availability",
+    "status",
+    "message",
+    "address",
+    "labels",
+    "leader",
+    "reachable",
+    "runtime",
+    "version",
+];
+pub const SERVICE_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "image",
+    "mode",
+    "replicas",
+    "running",
+    "spec",
+    "labels",
+    "version",
+    "update_status",
+    "created_at",
+    "updated_at",
+];
+pub const TASK_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "service",
+    "slot",
+    "node",
+    "node_id",
+    "state",
+    "desired_state",
+    "message",
+    "error",
+    "exit_code",
+    "created_at",
+    "updated_at",
+    "cpu",
+    "memory",
+];
+
+/// Registers the three types, their fields and methods.
+pub fn register(engine: &mut Engine) {
+    register_node(engine);
+    register_service(engine);
+    register_task(engine);
+}
+
+fn register_node(engine: &mut Engine) {
+    engine
+        .register_type_with_name::<Node>("Node")
+        .register_get("id", |n: &mut Node| n.view.node.id.clone())
+        .register_get("hostname", |n: &mut Node| n.name())
+        .register_get("role", |n: &mut Node| {
+            n.view.node.spec.role.as_str().to_string()
+        })
+        .register_get("availability", |n: &mut Node| {
+            n.view.node.spec.availability.as_str().to_string()
+        })
+        .register_get("status", |n: &mut Node| {
+            n.view.node.status.state.as_str().to_string()
+        })
+        .register_get("message", |n: &mut Node| n.view.node.status.message.clone())
+        .register_get("address", |n: &mut Node| {
+            n.view.node.description.addr.clone()
+        })
+        .register_get("runtime", |n: &mut Node| {
+            n.view.node.description.runtime.clone()
+        })
+        .register_get("labels", |n: &mut Node| {
+            value::string_map(&n.view.node.spec.labels)
+        })
+        .register_get("leader", |n: &mut Node| {
+            n.view.manager_status.as_ref().is_some_and(|s| s.leader)
+        })
+        .register_get("reachable", |n: &mut Node| {
+            n.view
+                .manager_status
+                .as_ref()
+                .is_some_and(|s| s.reachability == essaim_api::control::Reachability::Reachable)
+        })
+        .register_get("version", |n: &mut Node| int(n.view.node.version))
+        .register_fn("to_string", |n: &mut Node| {
+            format!(
+                "Node({}, {}, {})",
+                n.name(),
+                n.view.node.spec.role.as_str(),
+                n.view.node.status.state.as_str()
+            )
+        })
+        .register_fn("refresh", |n: &mut Node| -> Fallible<()> {
+            let id = n.view.node.id.clone();
+            n.view = n
+                .conn
+                .block_on(async |client| Ok(client.node_inspect(&id).await?))
+                .map_err(from_anyhow)?;
+            Ok(())
+        })
+        .register_fn("tasks", |n: &mut Node| -> Fallible<Array> {
+            let id = n.view.node.id.clone();
+            let tasks = n
+                .conn
+                .block_on(async |client| Ok(client.task_list(None, Some(&id)).await?))
+                .map_err(from_anyhow)?;
+            Ok(tasks
+                .into_iter()
+                .map(|view| Dynamic::from(Task { view }))
+                .collect())
+        })
+        .register_fn("drain", |n: &mut Node| n.availability(Availability::Drain))
+        .register_fn("pause", |n: &mut Node| n.availability(Availability::Pause))
+        .register_fn("activate", |n: &mut Node| {
+            n.availability(Availability::Active)
+        })
+        .register_fn(
+            "label",
+            |n: &mut Node, key: &str, value: &str| -> Fallible<()> {
+                let what = format!("labelled node {} {key}={value}", n.name());
+                let mut changes = NodeChanges::default();
+                changes.label_add.insert(key.to_string(), value.to_string());
+                n.change(changes, what)
+            },
+        )
+        .register_fn("unlabel", |n: &mut Node, key: &str| -> Fallible<()> {
+            let what = format!("removed label {key} of node {}", n.name());
+            let changes = NodeChanges {
+                label_rm: vec![key.to_string()],
+                ..NodeChanges::default()
+            };
+            n.change(changes, what)
+        })
+        .register_fn("promote", |n: &mut Node| -> Fallible<()> {
+            let what = format!("promoted node {}", n.name());
+            n.change(
+                NodeChanges {
+                    role: Some(Role::Manager),
+                    ..NodeChanges::default()
+                },
+                what,
+            )
+        })
+        .register_fn("demote", |n: &mut Node| -> Fallible<()> {
+            let what = format!("demoted node {}", n.name());
+            n.change(
+                NodeChanges {
+                    role: Some(Role::Worker),
+                    ..NodeChanges::default()
+                },
+                what,
+            )
+        })
+        .register_fn("remove", |n: &mut Node| -> Fallible<()> {
+            let id = n.view.node.id.clone();
+            n.conn
+                .block_on(async |client| Ok(client.node_remove(&id, false).await?))
+                .map_err(from_anyhow)?;
+            n.conn.record(format!("removed node {}", n.name()));
+            Ok(())
+        });
+}
+
+fn register_service(engine: &mut Engine) {
+    engine
+        .register_type_with_name::<Service>("Service")
+        .register_get("id", |s: &mut Service| s.view.service.id.clone())
+        .register_get("name", |s: &mut Service| s.name())
+        .register_get("image", |s: &mut Service| {
+            s.view.service.spec.task.image.clone()
+        })
+        .register_get("mode", |s: &mut Service| {
+            mode_word(s.view.service.spec.mode).to_string()
+        })
+        .register_get("replicas", |s: &mut Service| int(s.view.desired))
+        .register_get("running", |s: &mut Service| int(s.view.running))
+        .register_get("version", |s: &mut Service| int(s.view.service.version))
+        .register_get("labels", |s: &mut Service| {
+            value::string_map(&s.view.service.spec.labels)
+        })
+        .register_get("spec", |s: &mut Service| -> Fallible<Dynamic> {
+            rhai::serde::to_dynamic(&s.view.service.spec)
+        })
+        .register_get("update_status", |s: &mut Service| {
+            // Rolling updates report their state here (see the rolling updates issue);
+            // until then a service only tells whether it has a spec to roll back to.
+            let mut map = Map::new();
+            map.insert(
+                "can_rollback".into(),
+                s.view.service.previous_spec.is_some().into(),
+            );
+            map
+        })
+        .register_get("created_at", |s: &mut Service| {
+            render::rfc3339(s.view.service.created_at)
+        })
+        .register_get("updated_at", |s: &mut Service| {
+            render::rfc3339(s.view.service.updated_at)
+        })
+        .register_fn("to_string", |s: &mut Service| {
+            format!(
+                "Service({}, {}/{} running)",
+                s.name(),
+                s.view.running,
+                s.view.desired
+            )
+        })
+        .register_fn("refresh", |s: &mut Service| -> Fallible<()> {
+            let id = s.view.service.id.clone();
+            s.view = s
+                .conn
+                .block_on(async |client| Ok(client.service_inspect(&id).await?))
+                .map_err(from_anyhow)?;
+            Ok(())
+        })
+        .register_fn("tasks", |s: &mut Service| -> Fallible<Array> {
+            Ok(s.tasks()?
+                .into_iter()
+                .map(|view| Dynamic::from(Task { view }))
+                .collect())
+        })
+        .register_fn("scale", |s: &mut Service, replicas: i64| -> Fallible<()> {
+            let replicas = u64::try_from(replicas).map_err(|_| {
+                failed(format!("scale: replicas must be 0 or more, not {replicas}"))
+            })?;
+            let what = format!("scaled {} from {} to {replicas}", s.name(), s.view.desired);
+            s.update_with(vec!["--replicas".into(), replicas.to_string()], what)
+        })
+        .register_fn("update", |s: &mut Service, changes: Map| -> Fallible<()> {
+            let flags = flags::from_map("update", &changes).map_err(failed)?;
+            let what = format!("updated {} ({})", s.name(), value::describe_map(&changes));
+            s.update_with(flags, what)
+        })
+        .register_fn("rollback", |s: &mut Service| -> Fallible<()> {
+            let Some(previous) = s.view.service.previous_spec.clone() else {
+                return Err(failed(format!(
+                    "rollback: service {} has no previous spec to go back to",
+                    s.name()
+                )));
+            };
+            let read = s.view.clone();
+            s.view = s
+                .conn
+                .block_on(async |client| Ok(client.service_update(&read, previous).await?))
+                .map_err(from_anyhow)?;
+            s.conn.record(format!("rolled back {}", s.name()));
+            Ok(())
+        })
+        .register_fn("remove", |s: &mut Service| -> Fallible<()> {
+            let id = s.view.service.id.clone();
+            s.conn
+                .block_on(async |client| Ok(client.service_remove(&id).await?))
+                .map_err(from_anyhow)?;
+            s.conn.record(format!("removed service {}", s.name()));
+            Ok(())
+        })
+        .register_fn("logs", |s: &mut Service, lines: i64| -> Fallible<Array> {
+            let request = essaim_api::control::ServiceLogs {
+                service: s.view.service.id.clone(),
+                tail: u64::try_from(lines).unwrap_or(0),
+                follow: false,
+            };
+            s.conn
+                .block_on(async |client| {
+                    use futures::StreamExt;
+                    let mut events = client.service_logs(request).await?;
+                    let mut lines = Array::new();
+                    while let Some(event) = events.next().await {
+                        if let essaim_api::control::LogEvent::Lines {
+                            task,
+                            node,
+                            lines: text,
+                        } = event?
+                        {
+                            for line in text {
+                                let mut map = Map::new();
+                                map.insert("task".into(), task.clone().into());
+                                map.insert("node".into(), node.clone().into());
+                                map.insert("line".into(), line.into());
+                                lines.push(map.into());
+                            }
+                        }
+                    }
+                    Ok(lines)
+                })
+                .map_err(from_anyhow)
+        })
+        .register_fn(
+            "wait_converged",
+            |s: &mut Service, timeout: &str| -> Fallible<bool> {
+                let limit = essaim_core::time::parse_duration_ms(timeout)
+                    .map_err(|e| failed(format!("wait_converged: timeout {timeout:?}: {e}")))?;
+                let name = s.view.service.id.clone();
+                let result = s.conn.block_on(async |client| {
+                    let (mut out, mut err) = (std::io::sink(), std::io::sink());
+                    let mut quiet = crate::render::Output::new(&mut out, &mut err);
+                    crate::converge::wait(
+                        client,
+                        &name,
+                        Some(Duration::from_millis(limit)),
+                        "the wait",
+                        &mut quiet,
+                    )
+                    .await
+                });
+                match result {
+                    Ok(()) => Ok(true),
+                    Err(error) if error.is::<crate::TimedOut>() => {
+                        // The script's own deadline ends it; the wait's own timeout is an answer.
+                        if s.conn.past_deadline().is_some() {
+                            return Err(from_anyhow(error));
+                        }
+                        Ok(false)
+                    }
+                    Err(error) => Err(from_anyhow(error)),
+                }
+            },
+        )
+        .register_fn("cpu", |s: &mut Service| -> Fallible<f64> {
+            let usage = s.running_usage()?;
+            if usage.is_empty() {
+                return Ok(0.0);
+            }
+            let total: u64 = usage.iter().map(|u| u.cpu_millicores).sum();
+            Ok(total as f64 / 10.0 / usage.len() as f64)
+        })
+        .register_fn("memory", |s: &mut Service| -> Fallible<i64> {
+            Ok(int(s.running_usage()?.iter().map(|u| u.memory_bytes).sum()))
+        });
+}
+
+fn register_task(engine: &mut Engine) {
+    engine
+        .register_type_with_name::<Task>("Task")
+        .register_get("id", |t: &mut Task| t.view.task.id.clone())
+        .register_get("name", |t: &mut Task| t.view.name.clone())
+        .register_get("service", |t: &mut Task| t.view.task.service_name.clone())
+        .register_get("slot", |t: &mut Task| {
+            t.view
+                .task
+                .slot
+                .map_or(Dynamic::UNIT, |slot| int(slot).into())
+        })
+        .register_get("node", |t: &mut Task| {
+            opt_string(t.view.node_hostname.clone())
+        })
+        .register_get("node_id", |t: &mut Task| {
+            opt_string(t.view.task.node_id.clone())
+        })
+        .register_get("state", |t: &mut Task| {
+            t.view.task.status.state.as_str().to_string()
+        })
+        .register_get("desired_state", |t: &mut Task| {
+            t.view.task.desired_state.as_str().to_string()
+        })
+        .register_get("message", |t: &mut Task| t.view.task.status.message.clone())
+        .register_get("error", |t: &mut Task| {
+            opt_string(t.view.task.status.error.clone())
+        })
+        .register_get("exit_code", |t: &mut Task| {
+            t.view
+                .task
+                .status
+                .exit_code
+                .map_or(Dynamic::UNIT, |code| i64::from(code).into())
+        })
+        .register_get("created_at", |t: &mut Task| {
+            render::rfc3339(t.view.task.created_at)
+        })
+        .register_get("updated_at", |t: &mut Task| {
+            render::rfc3339(t.view.task.updated_at)
+        })
+        .register_get("cpu", |t: &mut Task| {
+            t.view.usage.as_ref().map_or(Dynamic::UNIT, |usage| {
+                (usage.cpu_millicores as f64 / 10.0).into()
+            })
+        })
+        .register_get("memory", |t: &mut Task| {
+            t.view
+                .usage
+                .as_ref()
+                .map_or(Dynamic::UNIT, |usage| int(usage.memory_bytes).into())
+        })
+        .register_fn("to_string", |t: &mut Task| {
+            format!(
+                "Task({}, {})",
+                t.view.name,
+                t.view.task.status.state.as_str()
+            )
+        });
+}

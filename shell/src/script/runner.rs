@@ -1,0 +1,292 @@
+//! `essaim run FILE.rhai` and `essaim -c EXPR`: a script run as a cron job would. No colors or
+//! questions off a terminal; one JSON document with `--format json`; an exit code that tells
+//! success from each kind of failure; `--lock NAME` keeps two runs of one job apart.
+//!
+//! # Exit codes
+//! 0 success (or `exit(0)`); 1 the script failed (syntax error, uncaught error, operation
+//! limit); 2 usage (bad flags, a file that cannot be read); 3 the cluster is unreachable;
+//! 4 `--timeout` ran out; 5 `--lock` is held by another run; 130 Ctrl-C; `exit(N)`: N.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use essaim_api::transport::Host;
+use rhai::{Dynamic, Map};
+
+use super::{plain, show, value, Script};
+use crate::cli::{Format, RunArgs};
+use crate::client::Client;
+use crate::connection::Connection;
+use crate::render::Output;
+use crate::Exit;
+
+/// The exit code of a run refused because another holds its lock.
+pub const LOCK_HELD: u8 = 5;
+/// How long a lock lasts without renewal: a run that dies frees it after this.
+const LOCK_TTL: Duration = Duration::from_secs(30);
+/// How often a running script renews its lock.
+const LOCK_RENEW: Duration = Duration::from_secs(10);
+
+/// Runs the script `args` names; returns the process's exit code.
+pub fn run(args: RunArgs, host: Option<Host>, tls_dir: Option<PathBuf>) -> u8 {
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    let mut output = Output::for_terminal(&mut stdout, &mut stderr);
+    if let Err(error) = read_script(&args) {
+        output.error(&error);
+        return Exit::Usage as u8;
+    }
+    let runtime = match Connection::runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            output.error(&error.into());
+            return Exit::Failed as u8;
+        }
+    };
+    let client = match runtime.block_on(crate::client::connect(host.as_ref(), tls_dir.as_deref())) {
+        Ok(client) => client,
+        Err(error) => {
+            output.error(&error);
+            return Exit::of(&error) as u8;
+        }
+    };
+    let conn = Rc::new(Connection::new(runtime, client));
+    let interrupted = Arc::new(AtomicBool::new(false));
+    crate::repl::watch_interrupts(Arc::clone(&interrupted));
+    run_with(args, &conn, interrupted, host, tls_dir, &mut output)
+}
+
+/// Runs the script on an open connection (the REPL's `run FILE`, or [`run`]).
+pub fn run_with(
+    args: RunArgs,
+    conn: &Rc<Connection>,
+    interrupted: Arc<AtomicBool>,
+    host: Option<Host>,
+    tls_dir: Option<PathBuf>,
+    output: &mut Output<'_>,
+) -> u8 {
+    let (text, source, dir) = match read_script(&args) {
+        Ok(script) => script,
+        Err(error) => {
+            output.error(&error);
+            return Exit::Usage as u8;
+        }
+    };
+    let _lock = match &args.lock {
+        Some(name) => match Lock::take(conn, name, host, tls_dir) {
+            Ok(lock) => Some(lock),
+            Err((code, error)) => {
+                output.error(&error);
+                return code;
+            }
+        },
+        None => None,
+    };
+
+    let mut script = Script::with_cluster(interrupted, Rc::clone(conn));
+    script.resolve_imports_from(&dir);
+    if let Some(limit) = args.max_operations {
+        script.set_max_operations(limit);
+    }
+    if args.format == Format::Json {
+        script.print_to_stderr();
+    }
+    let named: Map = args
+        .arg
+        .iter()
+        .map(|(key, value)| (key.as_str().into(), value.clone().into()))
+        .collect();
+    let positional: rhai::Array = args.argv.iter().cloned().map(Dynamic::from).collect();
+    script.scope_mut().push_constant("args", named);
+    script.scope_mut().push_constant("argv", positional);
+    conn.set_deadline(args.timeout.map(Duration::from_millis));
+
+    let result = script.run(&text, Some(&source));
+    conn.set_deadline(None);
+    let changes = conn.take_changes();
+    match result {
+        Ok(value) => finish_ok(&value, &changes, args.format, output),
+        Err(error) if error.exit == 0 => finish_ok(&Dynamic::UNIT, &changes, args.format, output),
+        Err(error) => {
+            let code = u8::try_from(error.exit).unwrap_or(1);
+            if args.format == Format::Json {
+                let document = serde_json::json!({
+                    "ok": false,
+                    "error": error.message,
+                    "exit_code": code,
+                    "changes": changes,
+                });
+                let _ = output.print(&format!("{document:#}\n"));
+            }
+            if !error.message.is_empty() {
+                output.note(&format!(
+                    "{} {}\n",
+                    crate::style::paint("Error:", crate::style::Tone::Bad),
+                    error.message
+                ));
+            }
+            if !changes.is_empty() {
+                let mut text = String::from("Changes made before the script stopped:\n");
+                for change in &changes {
+                    text.push_str(&format!("  - {change}\n"));
+                }
+                output.note(&text);
+            }
+            code
+        }
+    }
+}
+
+fn finish_ok(value: &Dynamic, changes: &[String], format: Format, output: &mut Output<'_>) -> u8 {
+    let printed = match format {
+        Format::Table => output.print(&show(value)),
+        Format::Json => {
+            let result = match value::to_json(&plain(value)) {
+                Ok(json) => json,
+                Err(error) => {
+                    output.error(&anyhow::anyhow!("the result cannot be JSON: {error}"));
+                    return Exit::Failed as u8;
+                }
+            };
+            let document = serde_json::json!({ "ok": true, "result": result, "changes": changes });
+            output.print(&format!("{document:#}\n"))
+        }
+    };
+    match printed {
+        Ok(()) => 0,
+        Err(error) => Exit::of(&error.into()) as u8,
+    }
+}
+
+/// The script's text, the name errors give it, and the directory imports start from.
+fn read_script(args: &RunArgs) -> anyhow::Result<(String, String, PathBuf)> {
+    if let Some(text) = &args.eval {
+        let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        return Ok((text.clone(), "-c".to_string(), here));
+    }
+    let Some(file) = &args.file else {
+        return Err(crate::UsageError("run: give a script file, or -c EXPR".into()).into());
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        crate::UsageError(format!("cannot read the script {}: {e}", file.display()))
+    })?;
+    let dir = file
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    Ok((text, file.display().to_string(), dir))
+}
+
+/// A cluster-wide lease held while the script runs, renewed in the background, released at
+/// the end. If the process dies, the lease runs out after [`LOCK_TTL`].
+struct Lock {
+    name: String,
+    holder: String,
+    conn: Rc<Connection>,
+    stop: Arc<AtomicBool>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Lock {
+    fn take(
+        conn: &Rc<Connection>,
+        name: &str,
+        host: Option<Host>,
+        tls_dir: Option<PathBuf>,
+    ) -> Result<Lock, (u8, anyhow::Error)> {
+        let holder = format!(
+            "{}:{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| hostname()),
+            std::process::id()
+        );
+        let granted = conn
+            .block_on(async |client| Ok(client.lock_acquire(name, &holder, LOCK_TTL).await?))
+            .map_err(|error| (Exit::of(&error) as u8, error))?;
+        if !granted.acquired {
+            return Err((
+                LOCK_HELD,
+                anyhow::anyhow!(
+                    "lock {name} is held by {} for {}s more: another run of this job is under way",
+                    granted.holder,
+                    granted.expires_in_ms.div_ceil(1000)
+                ),
+            ));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let renewer = {
+            let (name, holder, stop) = (name.to_string(), holder.clone(), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name("lock-renewer".into())
+                .spawn(move || renew(&name, &holder, host, tls_dir, &stop))
+                .ok()
+        };
+        Ok(Lock {
+            name: name.to_string(),
+            holder,
+            conn: Rc::clone(conn),
+            stop,
+            renewer,
+        })
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(renewer) = self.renewer.take() {
+            renewer.thread().unpark();
+            let _ = renewer.join();
+        }
+        let (name, holder) = (self.name.clone(), self.holder.clone());
+        self.conn.set_deadline(None);
+        let _ = self
+            .conn
+            .block_on(async |client| Ok(client.lock_release(&name, &holder).await?));
+    }
+}
+
+/// Renews the lease until told to stop; its own connection, so a script blocked in a call
+/// does not let the lease run out.
+fn renew(
+    name: &str,
+    holder: &str,
+    host: Option<Host>,
+    tls_dir: Option<PathBuf>,
+    stop: &AtomicBool,
+) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let mut client: Option<Client> = None;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::park_timeout(LOCK_RENEW);
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if client.is_none() {
+            client = runtime
+                .block_on(crate::client::connect(host.as_ref(), tls_dir.as_deref()))
+                .ok();
+        }
+        if let Some(connected) = client.as_mut() {
+            if runtime
+                .block_on(connected.lock_renew(name, holder, LOCK_TTL))
+                .is_err()
+            {
+                client = None;
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "essaim".to_string())
+}
