@@ -306,6 +306,10 @@ fn health_report_is_quiet_when_healthy_and_exits_10_on_trouble() -> Result<()> {
 fn drain_node_moves_the_tasks_and_reports_where_they_went() -> Result<()> {
     let cluster = Cluster::start(1, 1)?;
     let m1 = cluster.node("m1");
+    // Only a ready node gets tasks: w1 must have reported in first.
+    cluster.wait_for_nodes("m1", "w1 ready", Duration::from_secs(20), |nodes| {
+        essaim_tests::row(nodes, "w1").is_some_and(|w1| w1["status"]["state"] == "ready")
+    })?;
     m1.ok(&[
         "service",
         "create",
