@@ -48,6 +48,8 @@ impl Probe {
                 ..Default::default()
             },
             ports: vec![],
+            update_config: Default::default(),
+            rollback_config: Default::default(),
         }
     }
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use essaim_core::model::{
-    Availability, Cluster, ClusterConfig, Node, ObjectId, Role, Service, ServiceSpec, Task,
-    TaskState,
+    Availability, Checkpoint, Cluster, ClusterConfig, Node, ObjectId, Role, Service, ServiceSpec,
+    Task, TaskState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -105,12 +105,32 @@ pub enum ControlRequest {
         replicas: u64,
     },
     /// Replaces a service's spec, as `service update` edits it. The mode and the name cannot
-    /// change; a spec that differs in what tasks run replaces the tasks.
+    /// change. A spec that differs in what tasks run (task spec or ports, `--force` included)
+    /// starts a rolling update with the new spec's `update_config`: the service's
+    /// `update_status` becomes `updating`, replacing any update under way (the new spec
+    /// wins, as in Swarm). Any other change (replicas, labels, the configs) leaves the update
+    /// status as it is.
     ServiceUpdate {
         service: String,
         /// The version the caller read; the update is refused if the service changed since.
         expected_version: Option<u64>,
         spec: ServiceSpec,
+    },
+    /// Goes back to the previous spec (which becomes the previous spec in turn), rolled out
+    /// with that spec's `rollback_config`: `update_status` becomes `rollback_started`.
+    /// Refused (failed precondition) when the service has no previous spec.
+    ServiceRollback {
+        service: String,
+        /// The version the caller read; the rollback is refused if the service changed since.
+        expected_version: Option<u64>,
+    },
+    /// Goes on with a paused update (`paused` becomes `updating`) or rollback
+    /// (`rollback_paused` becomes `rollback_started`), up to the next checkpoint:
+    /// `pause_after` more tasks counted from those already updated, or to the end when
+    /// `None`. Refused (failed precondition) when nothing is paused.
+    ServiceUpdateContinue {
+        service: String,
+        pause_after: Option<Checkpoint>,
     },
     ServiceRemove {
         service: String,
@@ -443,6 +463,34 @@ mod tests {
         };
         let wire = encode(&request).expect("encode");
         assert_eq!(decode::<ControlRequest>(&wire).expect("decode"), request);
+    }
+
+    #[test]
+    fn rollback_and_continue_cross_the_wire_with_their_checkpoint() {
+        for request in [
+            ControlRequest::ServiceRollback {
+                service: "web".into(),
+                expected_version: Some(7),
+            },
+            ControlRequest::ServiceUpdateContinue {
+                service: "web".into(),
+                pause_after: Some(Checkpoint::Percent(50)),
+            },
+            ControlRequest::ServiceUpdateContinue {
+                service: "web".into(),
+                pause_after: None,
+            },
+        ] {
+            let wire = encode(&request).expect("encode");
+            assert_eq!(decode::<ControlRequest>(&wire).expect("decode"), request);
+        }
+        let wire = encode(&ControlRequest::ServiceUpdateContinue {
+            service: "web".into(),
+            pause_after: Some(Checkpoint::Tasks(2)),
+        })
+        .expect("encode");
+        let json = String::from_utf8(wire.json).expect("utf-8");
+        assert!(json.contains(r#""pause_after":"2""#), "{json}");
     }
 
     #[test]

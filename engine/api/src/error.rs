@@ -142,9 +142,9 @@ impl From<StateError> for ControlError {
         let message = error.to_string();
         match error {
             StateError::NotFound { .. } => ControlError::NotFound(message),
-            StateError::VersionConflict { .. } | StateError::AlreadyExists { .. } => {
-                ControlError::Conflict(message)
-            }
+            StateError::VersionConflict { .. }
+            | StateError::AlreadyExists { .. }
+            | StateError::UpdateStatusChanged { .. } => ControlError::Conflict(message),
             StateError::StateRegression { .. } => ControlError::FailedPrecondition(message),
             StateError::Invalid(_) => ControlError::InvalidArgument(message),
             // Not retryable: the holder lets go of the lock when it chooses, or when it dies.

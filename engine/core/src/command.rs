@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::StateError;
 use crate::model::{
     CaRotation, Cluster, ClusterConfig, JoinTokens, Node, NodeSpec, NodeStatus, ObjectId, Role,
-    RootCa, Service, ServiceSpec, Task, TaskState, TaskStatus, TokenRecord,
+    RootCa, Service, ServiceSpec, Task, TaskState, TaskStatus, TokenRecord, UpdateStatus,
 };
 use crate::time::Timestamp;
 
@@ -97,10 +97,23 @@ pub enum Command {
     CreateService {
         service: Service,
     },
+    /// Replaces the spec; the one it replaces becomes the previous spec (for a rollback).
     UpdateService {
         id: ObjectId,
         expected_version: Option<u64>,
         spec: ServiceSpec,
+        /// Set with the spec when the change starts an update or a rollback; `None` leaves
+        /// the update status as it is (a change that runs the same tasks).
+        #[serde(default)]
+        update_status: Option<UpdateStatus>,
+    },
+    /// The updater's progress, or a paused update continued. Refused with
+    /// [`StateError::UpdateStatusChanged`] unless the status is still `expected`, so that a
+    /// decision taken on an older read never overwrites a newer update's status.
+    SetUpdateStatus {
+        service_id: ObjectId,
+        expected: Option<UpdateStatus>,
+        status: UpdateStatus,
     },
     RemoveService {
         id: ObjectId,

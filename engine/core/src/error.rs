@@ -35,6 +35,11 @@ pub enum StateError {
     #[error("{0}")]
     Invalid(String),
 
+    /// The service's update status is no longer the one the change was decided on: another
+    /// update started, or the update moved on. Read again and decide again.
+    #[error("the update status of service {id} changed meanwhile: read it again and retry")]
+    UpdateStatusChanged { id: String },
+
     /// The lock belongs to another holder (its lease may have expired, for a renewal or a
     /// release: only the holder may do either).
     #[error("lock {name:?} is held by {holder:?}")]
@@ -53,7 +58,10 @@ pub enum StateError {
 impl StateError {
     /// True when retrying after a fresh read may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StateError::VersionConflict { .. })
+        matches!(
+            self,
+            StateError::VersionConflict { .. } | StateError::UpdateStatusChanged { .. }
+        )
     }
 }
 

@@ -1,5 +1,5 @@
 //! The values users type for resources and ports, read and printed the way Docker does:
-//! `512M`, `2GiB`, `1.5` CPUs, `8080:80`.
+//! `512M`, `2GiB`, `1.5` CPUs, `8080:80`, a failure ratio of `0.25`.
 
 use crate::model::PortConfig;
 
@@ -79,6 +79,33 @@ pub fn format_cpus(nano_cpus: u64) -> String {
     format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
+/// Reads a failure ratio (`--update-max-failure-ratio 0.25`) into thousandths, rounded.
+///
+/// # Errors
+/// Not a number, or outside 0-1.
+pub fn parse_ratio_permille(text: &str) -> Result<u64, String> {
+    let value: f64 = text.trim().parse().map_err(|_| {
+        format!("invalid failure ratio {text:?}: expected a decimal number from 0 to 1, like 0.25")
+    })?;
+    if !value.is_finite() || !(0.0..=1.0).contains(&value) {
+        return Err(format!(
+            "invalid failure ratio {text:?}: {} is outside 0-1",
+            text.trim()
+        ));
+    }
+    Ok((value * 1000.0).round() as u64)
+}
+
+/// Thousandths as an exact decimal ratio: `0`, `0.25`, `1`, `1.5`.
+pub fn format_ratio_permille(permille: u64) -> String {
+    let (whole, fraction) = (permille / 1000, permille % 1000);
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{fraction:03}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
 /// Reads a published port as `-p` takes it: `PUBLISHED:TARGET`, or `TARGET` alone (the
 /// cluster picks the published port).
 ///
@@ -138,6 +165,25 @@ mod tests {
         assert_eq!(format_memory(3 * 512 * 1024 * 1024), "1.5 GiB");
         // Rounded up: a shortage is never understated.
         assert_eq!(format_memory((1 << 30) + 1), "1.1 GiB");
+    }
+
+    #[test]
+    fn failure_ratios_are_counted_in_thousandths() {
+        assert_eq!(parse_ratio_permille("0.25"), Ok(250));
+        assert_eq!(parse_ratio_permille("1"), Ok(1000));
+        assert_eq!(parse_ratio_permille("0"), Ok(0));
+        assert!(parse_ratio_permille("1.5")
+            .unwrap_err()
+            .contains("1.5 is outside 0-1"));
+        assert!(parse_ratio_permille("half").is_err());
+        for permille in [0, 1, 250, 1000, 1500] {
+            let text = format_ratio_permille(permille);
+            if permille <= 1000 {
+                assert_eq!(parse_ratio_permille(&text), Ok(permille));
+            }
+        }
+        assert_eq!(format_ratio_permille(1500), "1.5");
+        assert_eq!(format_ratio_permille(250), "0.25");
     }
 
     #[test]

@@ -246,6 +246,14 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
             expected_version,
             spec,
         } => services_api::update(swarm, &service, expected_version, spec).await,
+        ControlRequest::ServiceRollback {
+            service,
+            expected_version,
+        } => services_api::rollback(swarm, &service, expected_version).await,
+        ControlRequest::ServiceUpdateContinue {
+            service,
+            pause_after,
+        } => services_api::continue_update(swarm, &service, pause_after).await,
         ControlRequest::ServiceRemove { service } => services_api::remove(swarm, &service).await,
         ControlRequest::TaskList { service, node } => {
             services_api::tasks(swarm, service.as_deref(), node.as_deref()).await

@@ -1,15 +1,18 @@
 //! What the leader does with the service requests of the control API: create, list,
-//! inspect, update, scale and remove services, and list tasks. Specs are checked whole before
-//! anything is written; the orchestration loop does the rest.
+//! inspect, update, roll back, continue a paused update, scale and remove services, and list
+//! tasks. Specs are checked whole before anything is written; the orchestration loop (and its
+//! updater) does the rest.
 
 use essaim_api::control::{ServiceView, TaskView};
 use essaim_api::{ControlError, ControlReply};
-use essaim_core::model::{Service, ServiceMode, ServiceSpec, Task, TaskState};
+use essaim_core::model::{
+    Checkpoint, Service, ServiceMode, ServiceSpec, Task, TaskState, UpdateState, UpdateStatus,
+};
 use essaim_core::scheduler;
 use essaim_core::{ClusterState, Command};
 
 use crate::identity::new_object_id;
-use crate::swarm::Swarm;
+use crate::swarm::{now, Swarm};
 
 /// # Errors
 /// An invalid spec (naming the flag at fault), or a name already taken.
@@ -24,6 +27,7 @@ pub async fn create(swarm: &Swarm, spec: ServiceSpec) -> Result<ControlReply, Co
         updated_at: Default::default(),
         spec,
         previous_spec: None,
+        update_status: None,
     };
     let id = service.id.clone();
     swarm.write_one(Command::CreateService { service }).await?;
@@ -76,13 +80,15 @@ pub async fn scale(swarm: &Swarm, name: &str, replicas: u64) -> Result<ControlRe
             id: id.clone(),
             expected_version: Some(version),
             spec,
+            update_status: None,
         })
         .await?;
     written(swarm, &id)
 }
 
 /// Replaces the spec of a service with `spec`, as `service update` edited it; the state
-/// machine keeps the spec it replaces for a rollback.
+/// machine keeps the spec it replaces for a rollback. A change of what the tasks run starts a
+/// rolling update (replacing one under way); the updater carries it out.
 ///
 /// # Errors
 /// Unknown service, an invalid spec (naming the flag at fault), a change of mode or name, or
@@ -94,20 +100,141 @@ pub async fn update(
     spec: ServiceSpec,
 ) -> Result<ControlReply, ControlError> {
     swarm.linearize().await?;
-    let (id, version) = {
+    let (id, version, update_status) = {
         let state = swarm.state();
         let service = state.service(name)?;
         check_update(service, &spec)?;
-        (service.id.clone(), service.version)
+        let update_status = changes_tasks(&service.spec, &spec).then(|| {
+            UpdateStatus::start(
+                UpdateState::Updating,
+                now(),
+                &spec.update_config,
+                wanted(&state, &spec),
+                "",
+            )
+        });
+        (service.id.clone(), service.version, update_status)
     };
+    let starts_update = update_status.is_some();
     swarm
         .write_one(Command::UpdateService {
             id: id.clone(),
             expected_version: Some(expected_version.unwrap_or(version)),
             spec,
+            update_status,
         })
         .await?;
-    tracing::info!(service = %id, "service updated");
+    tracing::info!(service = %id, rolling_update = starts_update, "service updated");
+    written(swarm, &id)
+}
+
+/// True when tasks of `from` would not run as `to` says: the updater must replace them.
+fn changes_tasks(from: &ServiceSpec, to: &ServiceSpec) -> bool {
+    from.task != to.task || from.ports != to.ports
+}
+
+/// How many tasks `spec` wants: its replicas, or the nodes a global service may use.
+fn wanted(state: &ClusterState, spec: &ServiceSpec) -> u64 {
+    match spec.mode {
+        ServiceMode::Replicated { replicas } => replicas,
+        ServiceMode::Global => state
+            .nodes()
+            .filter(|n| scheduler::accepts(n, &spec.task))
+            .count() as u64,
+    }
+}
+
+/// Goes back to the previous spec, rolled out with its rollback config.
+///
+/// # Errors
+/// Unknown service, no previous spec, or the service changed since the caller read it at
+/// `expected_version`.
+pub async fn rollback(
+    swarm: &Swarm,
+    name: &str,
+    expected_version: Option<u64>,
+) -> Result<ControlReply, ControlError> {
+    swarm.linearize().await?;
+    let (id, version, previous, status) = {
+        let state = swarm.state();
+        let service = state.service(name)?;
+        let Some(previous) = service.previous_spec.clone() else {
+            return Err(ControlError::FailedPrecondition(format!(
+                "service {} has no previous spec to roll back to",
+                service.spec.name
+            )));
+        };
+        let status = UpdateStatus::start(
+            UpdateState::RollbackStarted,
+            now(),
+            &previous.rollback_config,
+            wanted(&state, &previous),
+            "manually requested rollback",
+        );
+        (service.id.clone(), service.version, previous, status)
+    };
+    swarm
+        .write_one(Command::UpdateService {
+            id: id.clone(),
+            expected_version: Some(expected_version.unwrap_or(version)),
+            spec: previous,
+            update_status: Some(status),
+        })
+        .await?;
+    tracing::info!(service = %id, "service rollback started");
+    written(swarm, &id)
+}
+
+/// Goes on with a paused update or rollback, up to the next checkpoint (`pause_after` more
+/// updated tasks) or to the end.
+///
+/// # Errors
+/// Unknown service, an invalid checkpoint, nothing paused, or the update moved meanwhile.
+pub async fn continue_update(
+    swarm: &Swarm,
+    name: &str,
+    pause_after: Option<Checkpoint>,
+) -> Result<ControlReply, ControlError> {
+    if let Some(checkpoint) = pause_after {
+        checkpoint
+            .check()
+            .map_err(|e| ControlError::InvalidArgument(format!("pause_after: {e}")))?;
+    }
+    swarm.linearize().await?;
+    let (id, current, status) = {
+        let state = swarm.state();
+        let service = state.service(name)?;
+        let current = service.update_status.clone();
+        let resumed = current.as_ref().and_then(|s| match s.state {
+            UpdateState::Paused => Some(UpdateState::Updating),
+            UpdateState::RollbackPaused => Some(UpdateState::RollbackStarted),
+            _ => None,
+        });
+        let (Some(mut status), Some(resumed)) = (current.clone(), resumed) else {
+            let what = current.as_ref().map_or_else(
+                || "it has had no update".to_string(),
+                |s| format!("its update is {}", s.state),
+            );
+            return Err(ControlError::FailedPrecondition(format!(
+                "service {} has no paused update to continue ({what})",
+                service.spec.name
+            )));
+        };
+        status.state = resumed;
+        status.message = String::new();
+        status.next_batch_at = None;
+        let wanted = wanted(&state, &service.spec);
+        status.pause_at = pause_after.map(|c| status.updated + c.tasks(wanted));
+        (service.id.clone(), current, status)
+    };
+    swarm
+        .write_one(Command::SetUpdateStatus {
+            service_id: id.clone(),
+            expected: current,
+            status,
+        })
+        .await?;
+    tracing::info!(service = %id, "paused update continued");
     written(swarm, &id)
 }
 
@@ -226,13 +353,7 @@ fn view(state: &ClusterState, service: &Service) -> ServiceView {
             *live_by_state.entry(task.status.state).or_insert(0) += 1;
         }
     }
-    let desired = match service.spec.mode {
-        ServiceMode::Replicated { replicas } => replicas,
-        ServiceMode::Global => state
-            .nodes()
-            .filter(|n| scheduler::accepts(n, &service.spec.task))
-            .count() as u64,
-    };
+    let desired = wanted(state, &service.spec);
     ServiceView {
         service: service.clone(),
         running,
@@ -269,8 +390,11 @@ mod tests {
                     ..TaskSpec::default()
                 },
                 ports: vec![],
+                update_config: Default::default(),
+                rollback_config: Default::default(),
             },
             previous_spec: None,
+            update_status: None,
         }
     }
 

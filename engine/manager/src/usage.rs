@@ -134,8 +134,11 @@ mod tests {
                 mode: ServiceMode::Replicated { replicas: 1 },
                 task: TaskSpec::default(),
                 ports: Vec::new(),
+                update_config: Default::default(),
+                rollback_config: Default::default(),
             },
             previous_spec: None,
+            update_status: None,
         };
         let commands = std::iter::once(Command::CreateService { service })
             .chain(

@@ -117,6 +117,8 @@ pub fn sim_service(name: &str, replicas: u64) -> ServiceSpec {
             ..Default::default()
         },
         ports: vec![],
+        update_config: Default::default(),
+        rollback_config: Default::default(),
     }
 }
 

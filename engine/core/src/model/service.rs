@@ -16,6 +16,11 @@ pub struct Service {
     pub spec: ServiceSpec,
     /// The spec before the last update, for `service rollback`.
     pub previous_spec: Option<ServiceSpec>,
+    /// Where the latest rolling update (or rollback) stands; `None` until the tasks' spec
+    /// first changes. Written by the leader (the API and the updater) through Raft, so that a
+    /// new leader resumes an update where it stood.
+    #[serde(default)]
+    pub update_status: Option<UpdateStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +30,12 @@ pub struct ServiceSpec {
     pub mode: ServiceMode,
     pub task: TaskSpec,
     pub ports: Vec<PortConfig>,
+    /// How a change of the task spec (or ports) rolls out.
+    #[serde(default)]
+    pub update_config: UpdateConfig,
+    /// How a rollback rolls out: `service rollback`, or an update's failure action.
+    #[serde(default)]
+    pub rollback_config: UpdateConfig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +126,260 @@ pub struct PortConfig {
     pub target: u16,
 }
 
+word_enum! {
+    /// What the updater does when too many new tasks fail. During a rollback, `rollback`
+    /// pauses it.
+    #[derive(Default)]
+    FailureAction {
+        #[default]
+        Pause = "pause",
+        Continue = "continue",
+        Rollback = "rollback",
+    }
+}
+
+word_enum! {
+    /// Whether a slot's old task stops before its replacement starts, or once it runs.
+    #[derive(Default)]
+    UpdateOrder {
+        #[default]
+        StopFirst = "stop-first",
+        StartFirst = "start-first",
+    }
+}
+
+/// How a change of the tasks rolls out (`--update-*`), or a rollback (`--rollback-*`). The
+/// defaults are Swarm's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateConfig {
+    /// Tasks replaced at once; 0 replaces them all at once.
+    pub parallelism: u64,
+    /// The wait between the end of a batch and the start of the next.
+    pub delay_ms: u64,
+    /// How long a new task must stay running (and healthy, when it has a health check) to
+    /// count as updated; a failure within it counts against the update.
+    pub monitor_ms: u64,
+    pub failure_action: FailureAction,
+    /// The failures tolerated, as thousandths of the tasks wanted (0..=1000): 0 acts on the
+    /// first failure.
+    pub max_failure_ratio_permille: u64,
+    pub order: UpdateOrder,
+    /// Beyond Swarm, for phased rollouts: pause once this many tasks are updated, until
+    /// `service update --continue`.
+    pub pause_after: Option<Checkpoint>,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            parallelism: 1,
+            delay_ms: 0,
+            monitor_ms: 5_000,
+            failure_action: FailureAction::Pause,
+            max_failure_ratio_permille: 0,
+            order: UpdateOrder::StopFirst,
+            pause_after: None,
+        }
+    }
+}
+
+impl UpdateConfig {
+    /// Checks the values a user can get wrong; `field` names the config (`update_config`).
+    ///
+    /// # Errors
+    /// The first bad value, naming its field (`update_config.max_failure_ratio`).
+    pub fn validate(&self, field: &str) -> Result<(), SpecError> {
+        if self.max_failure_ratio_permille > 1000 {
+            return Err(spec_error(
+                &format!("{field}.max_failure_ratio"),
+                format!(
+                    "{} is outside 0-1",
+                    crate::units::format_ratio_permille(self.max_failure_ratio_permille)
+                ),
+            ));
+        }
+        if let Some(checkpoint) = self.pause_after {
+            checkpoint
+                .check()
+                .map_err(|message| spec_error(&format!("{field}.pause_after"), message))?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a phased rollout pauses: after a number of tasks (`3`), or a share of the tasks
+/// wanted (`50%`, rounded up), counted from the tasks already updated when the update starts
+/// or continues. Travels as the text users type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Checkpoint {
+    /// 1 or more tasks.
+    Tasks(u64),
+    /// 1 to 100 percent of the tasks wanted.
+    Percent(u64),
+}
+
+impl Checkpoint {
+    /// The number of tasks this checkpoint stands for when `wanted` tasks are wanted: a
+    /// percentage rounds up, so that it is never 0.
+    pub fn tasks(self, wanted: u64) -> u64 {
+        match self {
+            Checkpoint::Tasks(n) => n,
+            Checkpoint::Percent(percent) => (wanted.saturating_mul(percent)).div_ceil(100).max(1),
+        }
+    }
+
+    /// # Errors
+    /// 0 tasks, or a percentage outside 1-100.
+    pub fn check(self) -> Result<(), String> {
+        match self {
+            Checkpoint::Tasks(0) => Err(
+                "0 tasks would pause before any task is updated: give 1 or more, or a \
+                 percentage like 50%"
+                    .to_string(),
+            ),
+            Checkpoint::Percent(percent) if !(1..=100).contains(&percent) => {
+                Err(format!("{percent}% is outside 1-100%"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Checkpoint::Tasks(n) => write!(f, "{n}"),
+            Checkpoint::Percent(percent) => write!(f, "{percent}%"),
+        }
+    }
+}
+
+impl std::str::FromStr for Checkpoint {
+    type Err = String;
+
+    /// Reads `3` (tasks) or `50%` (of the tasks wanted).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let trimmed = text.trim();
+        let (number, percent) = match trimmed.strip_suffix('%') {
+            Some(number) => (number.trim_end(), true),
+            None => (trimmed, false),
+        };
+        let value: u64 = number.parse().map_err(|_| {
+            format!(
+                "invalid checkpoint {text:?}: expected a number of tasks (3) or a percentage \
+                 of the tasks (50%)"
+            )
+        })?;
+        let checkpoint = if percent {
+            Checkpoint::Percent(value)
+        } else {
+            Checkpoint::Tasks(value)
+        };
+        checkpoint
+            .check()
+            .map_err(|message| format!("invalid checkpoint {text:?}: {message}"))?;
+        Ok(checkpoint)
+    }
+}
+
+impl From<Checkpoint> for String {
+    fn from(checkpoint: Checkpoint) -> String {
+        checkpoint.to_string()
+    }
+}
+
+impl TryFrom<String> for Checkpoint {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+word_enum! {
+    /// Where a rolling update stands.
+    UpdateState {
+        /// Replacing tasks, batch by batch.
+        Updating = "updating",
+        /// Stopped by a failure or at a checkpoint: nothing new starts until it continues.
+        Paused = "paused",
+        Completed = "completed",
+        /// Going back to the previous spec, with the rollback config.
+        RollbackStarted = "rollback_started",
+        RollbackPaused = "rollback_paused",
+        RollbackCompleted = "rollback_completed",
+    }
+}
+
+impl UpdateState {
+    /// True while the update is not over: updating, rolling back, or paused in either. The
+    /// orchestrator leaves outdated tasks to the updater meanwhile.
+    pub fn is_under_way(self) -> bool {
+        !matches!(
+            self,
+            UpdateState::Completed | UpdateState::RollbackCompleted
+        )
+    }
+
+    /// True while the updater replaces tasks: updating or rolling back, not paused.
+    pub fn is_moving(self) -> bool {
+        matches!(self, UpdateState::Updating | UpdateState::RollbackStarted)
+    }
+
+    /// True for a rollback, whatever its stage.
+    pub fn is_rollback(self) -> bool {
+        matches!(
+            self,
+            UpdateState::RollbackStarted
+                | UpdateState::RollbackPaused
+                | UpdateState::RollbackCompleted
+        )
+    }
+}
+
+/// Where a service's latest update (or rollback) stands, as `service inspect` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    pub state: UpdateState,
+    pub started_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    /// Why it paused or rolled back, or "update completed" / "rollback completed".
+    pub message: String,
+    /// Tasks of the target spec that passed their monitor period.
+    pub updated: u64,
+    /// Tasks of the target spec that failed since `started_at`.
+    pub failures: u64,
+    /// The checkpoint as a number of updated tasks, resolved when the update starts or
+    /// continues: the update pauses when `updated` reaches it.
+    pub pause_at: Option<u64>,
+    /// When the next batch may start (`delay_ms` after the previous one ended), while the
+    /// updater waits for it: stored so that a new leader waits no less.
+    pub next_batch_at: Option<Timestamp>,
+}
+
+impl UpdateStatus {
+    /// A new update (`Updating`) or rollback (`RollbackStarted`) from `now`, with its first
+    /// checkpoint resolved against the `wanted` tasks.
+    pub fn start(
+        state: UpdateState,
+        now: Timestamp,
+        config: &UpdateConfig,
+        wanted: u64,
+        message: impl Into<String>,
+    ) -> UpdateStatus {
+        UpdateStatus {
+            state,
+            started_at: now,
+            completed_at: None,
+            message: message.into(),
+            updated: 0,
+            failures: 0,
+            pause_at: config.pause_after.map(|c| c.tasks(wanted)),
+            next_batch_at: None,
+        }
+    }
+}
+
 /// What is wrong with a service spec, and in which field (named as the command line flag).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{field}: {message}")]
@@ -173,6 +438,8 @@ impl ServiceSpec {
                 "the reservation is larger than --limit-cpu",
             ));
         }
+        self.update_config.validate("update_config")?;
+        self.rollback_config.validate("rollback_config")?;
         let mut published = std::collections::BTreeSet::new();
         for port in &self.ports {
             if port.target == 0 {
@@ -221,6 +488,8 @@ mod tests {
                 ..Default::default()
             },
             ports: vec![],
+            update_config: UpdateConfig::default(),
+            rollback_config: UpdateConfig::default(),
         }
     }
 
@@ -267,5 +536,115 @@ mod tests {
         ];
         let err = bad.validate().unwrap_err();
         assert_eq!(err.to_string(), "--publish: port 8080 is published twice");
+    }
+
+    #[test]
+    fn update_configs_default_to_swarm_s() {
+        let config = UpdateConfig::default();
+        assert_eq!(config.parallelism, 1);
+        assert_eq!(config.delay_ms, 0);
+        assert_eq!(config.monitor_ms, 5_000);
+        assert_eq!(config.failure_action, FailureAction::Pause);
+        assert_eq!(config.max_failure_ratio_permille, 0);
+        assert_eq!(config.order, UpdateOrder::StopFirst);
+        assert_eq!(config.pause_after, None);
+        // A spec from a client that knows nothing of updates gets the defaults.
+        let mut json = serde_json::to_value(spec()).expect("encode");
+        let object = json.as_object_mut().expect("an object");
+        object.remove("update_config");
+        object.remove("rollback_config");
+        let old: ServiceSpec = serde_json::from_value(json).expect("decode");
+        assert_eq!(old.update_config, UpdateConfig::default());
+        assert_eq!(old.rollback_config, UpdateConfig::default());
+    }
+
+    #[test]
+    fn update_words_read_and_print_as_users_type_them() {
+        assert_eq!("rollback".parse(), Ok(FailureAction::Rollback));
+        assert_eq!("start-first".parse(), Ok(UpdateOrder::StartFirst));
+        assert_eq!(UpdateOrder::StopFirst.as_str(), "stop-first");
+        assert_eq!(UpdateState::RollbackPaused.as_str(), "rollback_paused");
+        let err = "explode".parse::<FailureAction>().unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("\"explode\": expected one of pause, continue, rollback"),
+            "{err}"
+        );
+        assert_eq!(
+            serde_json::to_string(&UpdateState::RollbackStarted).expect("encode"),
+            "\"rollback_started\""
+        );
+    }
+
+    #[test]
+    fn checkpoints_are_tasks_or_a_share_of_them() {
+        assert_eq!("3".parse(), Ok(Checkpoint::Tasks(3)));
+        assert_eq!(" 50% ".parse(), Ok(Checkpoint::Percent(50)));
+        assert_eq!(Checkpoint::Percent(50).to_string(), "50%");
+        assert_eq!(Checkpoint::Tasks(3).to_string(), "3");
+        assert!("0"
+            .parse::<Checkpoint>()
+            .unwrap_err()
+            .contains("give 1 or more"));
+        assert!("0%"
+            .parse::<Checkpoint>()
+            .unwrap_err()
+            .contains("outside 1-100%"));
+        assert!("101%".parse::<Checkpoint>().is_err());
+        assert!("half".parse::<Checkpoint>().is_err());
+        // A share rounds up: a canary of 1% of 10 tasks is one task, not none.
+        assert_eq!(Checkpoint::Percent(1).tasks(10), 1);
+        assert_eq!(Checkpoint::Percent(50).tasks(5), 3);
+        assert_eq!(Checkpoint::Percent(100).tasks(4), 4);
+        assert_eq!(Checkpoint::Tasks(2).tasks(4), 2);
+        // On the wire, the text users type.
+        let json = serde_json::to_string(&Some(Checkpoint::Percent(25))).expect("encode");
+        assert_eq!(json, "\"25%\"");
+        assert_eq!(
+            serde_json::from_str::<Option<Checkpoint>>(&json).expect("decode"),
+            Some(Checkpoint::Percent(25))
+        );
+        assert!(serde_json::from_str::<Checkpoint>("\"0%\"").is_err());
+    }
+
+    #[test]
+    fn bad_update_configs_name_their_field() {
+        let mut bad = spec();
+        bad.update_config.max_failure_ratio_permille = 1_500;
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "update_config.max_failure_ratio: 1.5 is outside 0-1"
+        );
+        let mut bad = spec();
+        bad.rollback_config.pause_after = Some(Checkpoint::Percent(0));
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "rollback_config.pause_after: 0% is outside 1-100%"
+        );
+        let mut bad = spec();
+        bad.update_config.pause_after = Some(Checkpoint::Tasks(0));
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "update_config.pause_after"
+        );
+        let mut good = spec();
+        good.update_config.max_failure_ratio_permille = 1_000;
+        good.update_config.pause_after = Some(Checkpoint::Percent(100));
+        assert_eq!(good.validate(), Ok(()));
+    }
+
+    #[test]
+    fn an_update_starts_with_its_checkpoint_resolved() {
+        let config = UpdateConfig {
+            pause_after: Some(Checkpoint::Percent(25)),
+            ..UpdateConfig::default()
+        };
+        let status = UpdateStatus::start(UpdateState::Updating, Timestamp(7), &config, 8, "");
+        assert_eq!(status.pause_at, Some(2));
+        assert_eq!((status.updated, status.failures), (0, 0));
+        assert_eq!(status.started_at, Timestamp(7));
+        assert!(status.state.is_moving() && status.state.is_under_way());
+        assert!(!UpdateState::Completed.is_under_way());
+        assert!(UpdateState::RollbackPaused.is_under_way() && !UpdateState::Paused.is_moving());
     }
 }

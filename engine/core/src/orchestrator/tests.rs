@@ -95,6 +95,7 @@ impl World {
                 id: "s1".to_string(),
                 expected_version: None,
                 spec,
+                update_status: None,
             }],
         );
     }
@@ -130,8 +131,11 @@ fn service(mode: ServiceMode, restart_policy: RestartPolicy) -> Service {
                 ..Default::default()
             },
             ports: vec![],
+            update_config: Default::default(),
+            rollback_config: Default::default(),
         },
         previous_spec: None,
+        update_status: None,
     }
 }
 

@@ -87,8 +87,11 @@ fn cluster(nodes: Vec<Node>, tasks: Vec<Task>) -> ClusterState {
                     mode: ServiceMode::Replicated { replicas: 1 },
                     task: TaskSpec::default(),
                     ports: vec![],
+                    update_config: Default::default(),
+                    rollback_config: Default::default(),
                 },
                 previous_spec: None,
+                update_status: None,
             },
         });
     }

@@ -219,6 +219,7 @@ impl ClusterState {
                 id,
                 expected_version,
                 spec,
+                update_status,
             } => {
                 let service = get_mut(&mut self.services, Kind::Service, id)?;
                 check_version(Kind::Service, id, service.version, *expected_version)?;
@@ -229,6 +230,25 @@ impl ClusterState {
                     )));
                 }
                 service.previous_spec = Some(std::mem::replace(&mut service.spec, spec.clone()));
+                if let Some(status) = update_status {
+                    service.update_status = Some(status.clone());
+                }
+                service.version = index;
+                service.updated_at = now;
+                emit(Change::Service(service.clone()));
+            }
+            Command::SetUpdateStatus {
+                service_id,
+                expected,
+                status,
+            } => {
+                let service = get_mut(&mut self.services, Kind::Service, service_id)?;
+                if service.update_status != *expected {
+                    return Err(StateError::UpdateStatusChanged {
+                        id: service_id.clone(),
+                    });
+                }
+                service.update_status = Some(status.clone());
                 service.version = index;
                 service.updated_at = now;
                 emit(Change::Service(service.clone()));

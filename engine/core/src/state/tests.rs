@@ -26,8 +26,11 @@ fn service(id: &str, name: &str) -> Service {
                 ..Default::default()
             },
             ports: vec![],
+            update_config: Default::default(),
+            rollback_config: Default::default(),
         },
         previous_spec: None,
+        update_status: None,
     }
 }
 
@@ -579,4 +582,125 @@ fn a_task_can_be_confirmed_on_its_own_node_but_not_moved() {
     ));
     assert_eq!(state.tasks_on_node("n1").count(), 1);
     assert_eq!(state.tasks_on_node("n2").count(), 0);
+}
+
+#[test]
+fn an_update_that_starts_a_rollout_sets_its_status_and_a_scale_leaves_it() {
+    use crate::model::{UpdateConfig, UpdateState, UpdateStatus};
+    let mut state = ClusterState::default();
+    apply(
+        &mut state,
+        1,
+        Command::CreateService {
+            service: service("s1", "web"),
+        },
+    )
+    .expect("created");
+    let mut spec = state.service("web").expect("web").spec.clone();
+    spec.task.image = "sleep:2".to_string();
+    let status = UpdateStatus::start(
+        UpdateState::Updating,
+        Timestamp(20),
+        &UpdateConfig::default(),
+        1,
+        "",
+    );
+    apply(
+        &mut state,
+        2,
+        Command::UpdateService {
+            id: "s1".to_string(),
+            expected_version: Some(1),
+            spec: spec.clone(),
+            update_status: Some(status.clone()),
+        },
+    )
+    .expect("updated");
+    let web = state.service("web").expect("web");
+    assert_eq!(web.update_status.as_ref(), Some(&status));
+    assert_eq!(
+        web.previous_spec.as_ref().map(|s| s.task.image.as_str()),
+        Some("sleep")
+    );
+    // A change that runs the same tasks (a scale) leaves the status as it is.
+    spec.mode = ServiceMode::Replicated { replicas: 3 };
+    apply(
+        &mut state,
+        3,
+        Command::UpdateService {
+            id: "s1".to_string(),
+            expected_version: None,
+            spec,
+            update_status: None,
+        },
+    )
+    .expect("scaled");
+    assert_eq!(
+        state.service("web").expect("web").update_status.as_ref(),
+        Some(&status)
+    );
+}
+
+#[test]
+fn an_update_status_is_set_only_over_the_one_it_was_decided_on() {
+    use crate::model::{UpdateConfig, UpdateState, UpdateStatus};
+    let mut state = ClusterState::default();
+    apply(
+        &mut state,
+        1,
+        Command::CreateService {
+            service: service("s1", "web"),
+        },
+    )
+    .expect("created");
+    let first = UpdateStatus::start(
+        UpdateState::Updating,
+        Timestamp(5),
+        &UpdateConfig::default(),
+        1,
+        "",
+    );
+    apply(
+        &mut state,
+        2,
+        Command::SetUpdateStatus {
+            service_id: "s1".to_string(),
+            expected: None,
+            status: first.clone(),
+        },
+    )
+    .expect("set over none");
+    let mut done = first.clone();
+    done.state = UpdateState::Completed;
+    // Decided on a read from before the update started: refused, and retryable.
+    let stale = apply(
+        &mut state,
+        3,
+        Command::SetUpdateStatus {
+            service_id: "s1".to_string(),
+            expected: None,
+            status: done.clone(),
+        },
+    )
+    .expect_err("stale");
+    assert!(stale.is_retryable(), "{stale}");
+    assert_eq!(
+        state.service("web").expect("web").update_status.as_ref(),
+        Some(&first)
+    );
+    assert_eq!(
+        apply(
+            &mut state,
+            4,
+            Command::SetUpdateStatus {
+                service_id: "s1".to_string(),
+                expected: Some(first),
+                status: done.clone(),
+            },
+        ),
+        Ok(4)
+    );
+    let web = state.service("web").expect("web");
+    assert_eq!(web.update_status, Some(done));
+    assert_eq!(web.version, 4);
 }

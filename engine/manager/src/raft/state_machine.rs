@@ -393,6 +393,63 @@ mod tests {
         assert_eq!(lease.expires_at, Timestamp(6000));
     }
 
+    #[test]
+    fn update_configs_and_statuses_round_trip_through_bincode() {
+        use essaim_core::model::{
+            Checkpoint, FailureAction, Service, ServiceMode, ServiceSpec, UpdateConfig,
+            UpdateOrder, UpdateState, UpdateStatus,
+        };
+        let config = UpdateConfig {
+            parallelism: 2,
+            delay_ms: 10,
+            monitor_ms: 1_000,
+            failure_action: FailureAction::Rollback,
+            max_failure_ratio_permille: 250,
+            order: UpdateOrder::StartFirst,
+            pause_after: Some(Checkpoint::Percent(50)),
+        };
+        let spec = ServiceSpec {
+            name: "web".to_string(),
+            labels: Default::default(),
+            mode: ServiceMode::Replicated { replicas: 4 },
+            task: Default::default(),
+            ports: Vec::new(),
+            update_config: config.clone(),
+            rollback_config: UpdateConfig {
+                pause_after: Some(Checkpoint::Tasks(1)),
+                ..config.clone()
+            },
+        };
+        let mut status =
+            UpdateStatus::start(UpdateState::RollbackPaused, Timestamp(3), &config, 4, "why");
+        status.next_batch_at = Some(Timestamp(9));
+        let service = Service {
+            id: "s1".to_string(),
+            version: 1,
+            created_at: Timestamp(1),
+            updated_at: Timestamp(2),
+            spec: spec.clone(),
+            previous_spec: Some(spec),
+            update_status: Some(status.clone()),
+        };
+        let request = Request::new(
+            Timestamp(5),
+            vec![
+                Command::CreateService {
+                    service: service.clone(),
+                },
+                Command::SetUpdateStatus {
+                    service_id: "s1".to_string(),
+                    expected: None,
+                    status,
+                },
+            ],
+        );
+        let bytes = crate::raft::codec::encode(&request).expect("encode");
+        let back: Request = crate::raft::codec::decode(&bytes).expect("decode");
+        assert_eq!(back, request);
+    }
+
     #[tokio::test]
     async fn index_watchers_see_every_entry_even_one_that_changes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
