@@ -233,7 +233,7 @@ fn runaway_scripts_are_stopped_and_cron_can_tell_why() -> Result<()> {
 fn two_runs_holding_one_lock_never_overlap() -> Result<()> {
     let cluster = Cluster::start(1, 0)?;
     let m1 = cluster.node("m1");
-    let mut first = Command::new(essaim_path())
+    let mut first = essaim_tests::die_with_parent(&mut Command::new(essaim_path()))
         .arg("-H")
         .arg(format!("unix://{}", m1.socket().display()))
         .args(["run", "--lock", "nightly", "-c", "sleep(600)"])
@@ -297,8 +297,25 @@ fn health_report_is_quiet_when_healthy_and_exits_10_on_trouble() -> Result<()> {
     let out = essaim(m1, &["run", report.to_str().context("path")?]);
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(10), "{stdout}");
-    assert!(stdout.contains("service stuck: 0/1 running"), "{stdout}");
-    assert!(!stdout.contains("service ok"), "{stdout}");
+    let row = stdout
+        .lines()
+        .find(|line| line.contains("stuck"))
+        .with_context(|| format!("no row for stuck: {stdout}"))?;
+    assert!(
+        row.contains("service") && row.contains("0/1 running"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(" ok "), "{stdout}");
+    // The same for a program: one JSON document with the problems, exit code 10.
+    let out = essaim(
+        m1,
+        &["run", "--format", "json", report.to_str().context("path")?],
+    );
+    assert_eq!(out.status.code(), Some(10));
+    let document: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(document["ok"], false);
+    assert_eq!(document["exit_code"], 10);
+    assert_eq!(document["result"][0]["name"], "stuck");
     Ok(())
 }
 
@@ -367,6 +384,9 @@ fn cleanup_lists_failing_services_and_removes_them_only_when_told() -> Result<()
         "broken",
         "--restart-delay",
         "100ms",
+        // It settles, failed, after three tries: "none running" holds from then on.
+        "--restart-max-attempts",
+        "2",
         "false",
     ])?;
     wait_for(

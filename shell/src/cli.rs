@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use essaim_api::transport::Host;
 use essaim_core::model::{
-    Availability, HealthCheck, PortConfig, RestartCondition, Role, TaskState,
+    Availability, Checkpoint, FailureAction, HealthCheck, PortConfig, RestartCondition, Role,
+    TaskState, UpdateConfig, UpdateOrder,
 };
 use essaim_core::time::parse_duration_ms;
 use essaim_core::units::{parse_cpus, parse_key_value, parse_memory, parse_port};
@@ -36,6 +37,7 @@ Exit codes:
      'swarm ca issue-client' would overwrite without --force)
   3  the daemon or the cluster could not be reached, or the managers have no quorum
   4  timeout: a wait ran out (what it started goes on)
+  5  essaim run --lock: another run holds the lock (or the lock was lost)
   130  interrupted (Ctrl-C) while waiting: what the command started goes on
 
 With no command, essaim opens its interactive shell: the same commands, TAB completion of \
@@ -404,12 +406,139 @@ pub enum ServiceCommand {
     /// Remove one or more services
     #[command(visible_alias = "remove", after_long_help = examples::SERVICE_RM)]
     Rm(ServiceRmArgs),
+    /// Go back to a service's spec before its last update
+    #[command(after_long_help = examples::SERVICE_ROLLBACK)]
+    Rollback(ServiceRollbackArgs),
     /// Show the output of a service's tasks, from every node that runs them
     #[command(after_long_help = examples::SERVICE_LOGS)]
     Logs(ServiceLogsArgs),
     /// Wait until a service has converged: all its tasks running the current spec
     #[command(after_long_help = examples::SERVICE_WAIT)]
     Wait(ServiceWaitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceRollbackArgs {
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// Service ID, ID prefix or name
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
+}
+
+/// How an update (and a rollback) replaces tasks: `--update-*` and `--rollback-*`, with
+/// Swarm's defaults; `--update-pause-after` is essaim's checkpoint for phased rollouts.
+#[derive(Debug, Default, Args)]
+pub struct UpdateFlags {
+    /// Tasks updated at once; 0 updates all at once [default: 1]
+    #[arg(long, value_name = "N")]
+    pub update_parallelism: Option<u64>,
+    /// Time between updating one batch and the next [default: 0s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub update_delay: Option<u64>,
+    /// How long a new task must run (and stay healthy) to count as updated [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub update_monitor: Option<u64>,
+    /// What to do when too many new tasks fail: pause, continue or rollback [default: pause]
+    #[arg(long, value_name = "ACTION", value_parser = |t: &str| t.parse::<FailureAction>())]
+    pub update_failure_action: Option<FailureAction>,
+    /// Share of tasks that may fail during an update, 0 to 1 [default: 0]
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub update_max_failure_ratio: Option<u64>,
+    /// stop-first (stop the old task, then start its replacement) or start-first [default:
+    /// stop-first]
+    #[arg(long, value_name = "ORDER", value_parser = |t: &str| t.parse::<UpdateOrder>())]
+    pub update_order: Option<UpdateOrder>,
+    /// Pause the update once this many tasks (N) or this share of them (P%) are updated: a
+    /// checkpoint; `service update --continue` goes on
+    #[arg(long, value_name = "N|P%", value_parser = |t: &str| t.parse::<Checkpoint>())]
+    pub update_pause_after: Option<Checkpoint>,
+    /// Tasks rolled back at once; 0 for all at once [default: 1]
+    #[arg(long, value_name = "N")]
+    pub rollback_parallelism: Option<u64>,
+    /// Time between rolling back one batch and the next [default: 0s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub rollback_delay: Option<u64>,
+    /// How long a rolled-back task must run to count [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub rollback_monitor: Option<u64>,
+    /// What to do when a rollback fails: pause or continue [default: pause]
+    #[arg(long, value_name = "ACTION", value_parser = |t: &str| t.parse::<FailureAction>())]
+    pub rollback_failure_action: Option<FailureAction>,
+    /// Share of tasks that may fail during a rollback, 0 to 1 [default: 0]
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub rollback_max_failure_ratio: Option<u64>,
+    /// stop-first or start-first [default: stop-first]
+    #[arg(long, value_name = "ORDER", value_parser = |t: &str| t.parse::<UpdateOrder>())]
+    pub rollback_order: Option<UpdateOrder>,
+}
+
+impl UpdateFlags {
+    /// Sets what the flags give in the update and rollback settings; the rest stays.
+    pub fn apply(&self, update: &mut UpdateConfig, rollback: &mut UpdateConfig) {
+        let set = |config: &mut UpdateConfig,
+                   parallelism: Option<u64>,
+                   delay: Option<u64>,
+                   monitor: Option<u64>,
+                   action: Option<FailureAction>,
+                   ratio: Option<u64>,
+                   order: Option<UpdateOrder>| {
+            if let Some(value) = parallelism {
+                config.parallelism = value;
+            }
+            if let Some(value) = delay {
+                config.delay_ms = value;
+            }
+            if let Some(value) = monitor {
+                config.monitor_ms = value;
+            }
+            if let Some(value) = action {
+                config.failure_action = value;
+            }
+            if let Some(value) = ratio {
+                config.max_failure_ratio_permille = value;
+            }
+            if let Some(value) = order {
+                config.order = value;
+            }
+        };
+        set(
+            update,
+            self.update_parallelism,
+            self.update_delay,
+            self.update_monitor,
+            self.update_failure_action,
+            self.update_max_failure_ratio,
+            self.update_order,
+        );
+        if let Some(checkpoint) = self.update_pause_after {
+            update.pause_after = Some(checkpoint);
+        }
+        set(
+            rollback,
+            self.rollback_parallelism,
+            self.rollback_delay,
+            self.rollback_monitor,
+            self.rollback_failure_action,
+            self.rollback_max_failure_ratio,
+            self.rollback_order,
+        );
+    }
+}
+
+/// Reads a failure ratio: a number from 0 to 1, kept in thousandths.
+///
+/// # Errors
+/// Not a number, or outside 0-1.
+pub fn parse_ratio(text: &str) -> Result<u64, String> {
+    let ratio: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid ratio {text:?}: expected a number from 0 to 1"))?;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(format!("invalid ratio {text}: it must be from 0 to 1"));
+    }
+    Ok((ratio * 1000.0).round() as u64)
 }
 
 /// `--detach`, for the commands that wait for convergence by default.
@@ -500,6 +629,8 @@ pub struct ServiceCreateArgs {
     #[command(flatten)]
     pub health: HealthArgs,
     #[command(flatten)]
+    pub update: UpdateFlags,
+    #[command(flatten)]
     pub wait: WaitArgs,
     /// Image (or program) the tasks run
     #[arg(value_name = "IMAGE")]
@@ -551,6 +682,15 @@ pub struct ServiceUpdateArgs {
     #[command(flatten)]
     pub changes: ServiceChanges,
     #[command(flatten)]
+    pub update: UpdateFlags,
+    /// Go on with a paused update (or rollback), to its next checkpoint
+    /// (--update-pause-after) or to the end
+    #[arg(long = "continue", conflicts_with = "rollback")]
+    pub resume: bool,
+    /// Go back to the spec before the last update, with the rollback settings
+    #[arg(long)]
+    pub rollback: bool,
+    #[command(flatten)]
     pub wait: WaitArgs,
     /// Service ID, ID prefix or name
     #[arg(value_name = "SERVICE")]
@@ -560,7 +700,6 @@ pub struct ServiceUpdateArgs {
 /// The changes `service update` makes to a spec; at least one is required. Removals apply
 /// before additions, so `--env-rm A --env-add A=2` replaces A.
 #[derive(Debug, Default, Args)]
-#[group(id = "service_changes", required = true, multiple = true)]
 pub struct ServiceChanges {
     /// Image (or program) the tasks run
     #[arg(long, value_name = "IMAGE")]

@@ -395,6 +395,45 @@ impl Client {
         }
     }
 
+    /// Goes back to the spec before the last update (the leader rolls it out with the
+    /// service's rollback settings).
+    ///
+    /// # Errors
+    /// See [`Client::call`]; no previous spec is a refusal.
+    pub async fn service_rollback(
+        &mut self,
+        read: &ServiceView,
+    ) -> Result<ServiceView, ControlError> {
+        let request = ControlRequest::ServiceRollback {
+            service: read.service.id.clone(),
+            expected_version: Some(read.service.version),
+        };
+        match self.call(&request).await? {
+            ControlReply::Service(view) => Ok(view),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// Goes on with a paused update or rollback, to the next checkpoint (`pause_after`) or
+    /// to the end.
+    ///
+    /// # Errors
+    /// See [`Client::call`]; a service with no paused update is a refusal.
+    pub async fn service_update_continue(
+        &mut self,
+        service: &str,
+        pause_after: Option<essaim_core::model::Checkpoint>,
+    ) -> Result<ServiceView, ControlError> {
+        let request = ControlRequest::ServiceUpdateContinue {
+            service: service.to_string(),
+            pause_after,
+        };
+        match self.call(&request).await? {
+            ControlReply::Service(view) => Ok(view),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
     /// Waits until the manager has applied a change past `after_index`, or `timeout` ran out
     /// (the manager cuts it to 30 s), and returns its applied index then: greater than
     /// `after_index` when something changed. Pass 0 to learn the current index at once.

@@ -3,6 +3,7 @@
 //! on the runtime here, bounded by the script's deadline and stopped by Ctrl-C.
 
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::client::Client;
@@ -17,7 +18,22 @@ pub struct Connection {
     changes: RefCell<Vec<String>>,
     /// The last call that failed, in its words, and the exit code its error means.
     last_error: RefCell<Option<(String, i32)>>,
+    /// Set (from another thread) when the script's `--lock` lease is lost: the script must
+    /// stop, for another run may hold the lock now.
+    lock_lost: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
+
+/// The lease of `--lock` was lost; the message says why.
+#[derive(Debug)]
+pub struct LockLost(pub String);
+
+impl std::fmt::Display for LockLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LockLost {}
 
 impl Connection {
     /// A connection over `client`, which must have been connected on `runtime`. Make the
@@ -29,6 +45,7 @@ impl Connection {
             deadline: Cell::new(None),
             changes: RefCell::new(Vec::new()),
             last_error: RefCell::new(None),
+            lock_lost: Arc::new(tokio::sync::watch::channel(None).0),
         }
     }
 
@@ -58,6 +75,7 @@ impl Connection {
             anyhow::bail!("the connection is busy (a call from within a call)");
         };
         let deadline = self.deadline.get();
+        let mut lost = self.lock_lost.subscribe();
         let result = self.runtime.block_on(async {
             let past_deadline = async {
                 match deadline {
@@ -70,6 +88,9 @@ impl Connection {
                 result = call(&mut client) => result,
                 _ = tokio::signal::ctrl_c() => Err(Interrupted("stopped".to_string()).into()),
                 () = past_deadline => Err(timed_out(deadline).into()),
+                Ok(reason) = lost.wait_for(Option::is_some) => {
+                    Err(LockLost(reason.clone().unwrap_or_default()).into())
+                }
             }
         });
         if let Err(error) = &result {
@@ -98,6 +119,16 @@ impl Connection {
     pub fn past_deadline(&self) -> Option<TimedOut> {
         let deadline = self.deadline.get()?;
         (Instant::now() >= deadline.0).then(|| timed_out(Some(deadline)))
+    }
+
+    /// What a lock keeper calls to stop the script: the lease is gone.
+    pub fn lock_lost_signal(&self) -> Arc<tokio::sync::watch::Sender<Option<String>>> {
+        Arc::clone(&self.lock_lost)
+    }
+
+    /// Why the lease was lost, once it was.
+    pub fn lock_lost(&self) -> Option<String> {
+        self.lock_lost.borrow().clone()
     }
 
     /// Notes a change the script made.

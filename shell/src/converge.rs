@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use essaim_api::control::{ServiceView, TaskView};
-use essaim_core::model::TaskState;
+use essaim_core::model::{TaskState, UpdateState};
 use essaim_core::Timestamp;
 
 use crate::client::Client;
@@ -40,9 +40,32 @@ impl std::fmt::Display for NotConverged {
 
 impl std::error::Error for NotConverged {}
 
+/// What the wait follows: it names it on Ctrl-C, and tells a rollback that was asked for
+/// (success) from an update that rolled back (failure).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Creation,
+    Update,
+    Scaling,
+    Rollback,
+    /// `service wait`, `wait_converged`: whatever is under way.
+    Deployment,
+}
+
+impl Operation {
+    fn describe(self, service: &str) -> String {
+        let what = match self {
+            Operation::Creation => "the creation",
+            Operation::Update => "the update",
+            Operation::Scaling => "the scaling",
+            Operation::Rollback => "the rollback",
+            Operation::Deployment => "the deployment",
+        };
+        format!("{what} of {service}")
+    }
+}
+
 /// Waits until `service` converges, drawing progress on stderr.
-///
-/// `what` names the operation for the message on Ctrl-C ("the scale of web").
 ///
 /// # Errors
 /// [`TimedOut`] after `timeout`, [`NotConverged`] when a slot keeps failing, [`Interrupted`] on
@@ -51,14 +74,15 @@ pub async fn wait(
     client: &mut Client,
     service: &str,
     timeout: Option<Duration>,
-    what: &str,
+    operation: Operation,
     output: &mut Output<'_>,
 ) -> anyhow::Result<()> {
+    let what = operation.describe(service);
     let follow =
         format!("follow it with 'essaim service ps {service}' or 'essaim service wait {service}'");
     tokio::select! {
         biased;
-        result = wait_quietly_interruptible(client, service, timeout, output) => result,
+        result = wait_quietly_interruptible(client, service, timeout, operation, output) => result,
         _ = tokio::signal::ctrl_c() => {
             output.note("\n");
             Err(Interrupted(format!("{what} goes on in the cluster; {follow}")).into())
@@ -70,6 +94,7 @@ async fn wait_quietly_interruptible(
     client: &mut Client,
     service: &str,
     timeout: Option<Duration>,
+    operation: Operation,
     output: &mut Output<'_>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -81,6 +106,16 @@ async fn wait_quietly_interruptible(
         let tasks = client.task_list(Some(&view.service.id), None).await?;
         let progress = Progress::of(&view, &tasks, since);
         display.draw(&progress, output);
+        if let Some(outcome) = update_outcome(&view, operation) {
+            if outcome.is_ok() {
+                let name = &view.service.spec.name;
+                output.note(&format!(
+                    "{name}: paused at a checkpoint; go on with 'essaim service update \
+                     --continue {name}'\n"
+                ));
+            }
+            return outcome;
+        }
         if progress.converged {
             output.note(&format!(
                 "{}\n",
@@ -133,6 +168,34 @@ fn now() -> Timestamp {
     Timestamp(u64::try_from(millis).unwrap_or(u64::MAX))
 }
 
+/// Where a rolling update (or rollback) that stopped leaves the wait: a checkpoint is the
+/// end of a phase (success); a pause for failures or an update rolled back is a failure.
+fn update_outcome(view: &ServiceView, operation: Operation) -> Option<anyhow::Result<()>> {
+    let status = view.service.update_status.as_ref()?;
+    let name = &view.service.spec.name;
+    match status.state {
+        UpdateState::RollbackCompleted if operation == Operation::Update => {
+            Some(Err(NotConverged(format!(
+                "{name}: the update was rolled back: {}",
+                status.message
+            ))
+            .into()))
+        }
+        UpdateState::Paused | UpdateState::RollbackPaused
+            if status.pause_at == Some(status.updated) =>
+        {
+            Some(Ok(()))
+        }
+        UpdateState::Paused | UpdateState::RollbackPaused => Some(Err(NotConverged(format!(
+            "{name}: {}; fix it and go on with 'essaim service update --continue {name}', or \
+             'essaim service rollback {name}'",
+            status.message
+        ))
+        .into())),
+        _ => None,
+    }
+}
+
 /// One slot as the progress shows it: its newest task meant to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
@@ -155,6 +218,8 @@ pub struct Progress {
     pub slots: Vec<Slot>,
     /// Per slot: failures since the wait began, and the last one's words.
     pub failures: BTreeMap<String, (usize, String)>,
+    /// The rolling update under way, as one line: `update: updating, 2 of 4 tasks updated`.
+    pub update: Option<String>,
 }
 
 impl Progress {
@@ -170,11 +235,36 @@ impl Progress {
             .iter()
             .filter(|view| view.task.status.state == TaskState::Running && current(view))
             .count() as u64;
-        // Tasks on their way out (replaced, scaled away) that have not stopped yet.
+        // Tasks scaled away that have not stopped yet. (Tasks replaced by an update are the
+        // updater's to follow; a task shut down on a node that died may never say it stopped.)
         let leaving = tasks.iter().any(|view| {
-            view.task.desired_state != TaskState::Running && !view.task.status.state.is_terminal()
+            view.task.desired_state == TaskState::Remove && !view.task.status.state.is_terminal()
         });
-        let converged = running == view.desired && live.len() as u64 == view.desired && !leaving;
+        // An update is done when the updater says so: new tasks must also pass their monitor
+        // period.
+        let update_done = view.service.update_status.as_ref().is_none_or(|status| {
+            matches!(
+                status.state,
+                UpdateState::Completed | UpdateState::RollbackCompleted
+            )
+        });
+        let converged =
+            running == view.desired && live.len() as u64 == view.desired && !leaving && update_done;
+        let update = view.service.update_status.as_ref().map(|status| {
+            let mut line = format!(
+                "{}: {} of {} tasks updated",
+                status.state.as_str().replace('_', " "),
+                status.updated,
+                view.desired
+            );
+            if status.failures > 0 {
+                line.push_str(&format!(", {} failed", status.failures));
+            }
+            if !status.message.is_empty() {
+                line.push_str(&format!(" ({})", status.message));
+            }
+            line
+        });
 
         let key = |view: &TaskView| match view.task.slot {
             Some(slot) => format!("{slot}"),
@@ -250,6 +340,7 @@ impl Progress {
             converged,
             slots,
             failures,
+            update,
         }
     }
 
@@ -269,6 +360,9 @@ impl Progress {
             "overall progress: {} out of {} tasks",
             self.running, self.desired
         )];
+        if let Some(update) = &self.update {
+            lines.push(update.clone());
+        }
         if self.slots.len() > MAX_BARS {
             let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
             for slot in &self.slots {
@@ -287,7 +381,7 @@ impl Progress {
         for slot in &self.slots {
             let word = match (slot.state, slot.outdated) {
                 (Some(state), false) => state.as_str().to_string(),
-                (Some(state), true) => format!("{} (old)", state.as_str()),
+                (Some(state), true) => format!("{} (old spec)", state.as_str()),
                 (None, _) => "new".to_string(),
             };
             let tone = if slot.outdated {
@@ -351,7 +445,7 @@ fn bar(state: Option<TaskState>) -> String {
 #[derive(Default)]
 struct Display {
     drawn: usize,
-    last_overall: Option<String>,
+    printed: std::collections::HashSet<String>,
 }
 
 impl Display {
@@ -368,9 +462,21 @@ impl Display {
             }
             self.drawn = lines.len();
             output.note(&text);
-        } else if self.last_overall.as_ref() != lines.first() {
-            self.last_overall = lines.first().cloned();
-            output.note(&format!("{}\n", lines[0]));
+        } else {
+            // Off a terminal, a line only when it says something new: the overall count, the
+            // update's state, and why a slot waits or fails.
+            let news: Vec<String> = lines
+                .iter()
+                .filter(|line| !self.printed.contains(*line))
+                .filter(|line| {
+                    line.starts_with("overall") || !line.contains('[') || line.contains("] ")
+                })
+                .cloned()
+                .collect();
+            for line in news {
+                output.note(&format!("{line}\n"));
+                self.printed.insert(line);
+            }
         }
     }
 }
@@ -385,8 +491,14 @@ pub async fn service_wait(
     output: &mut Output<'_>,
 ) -> anyhow::Result<()> {
     let timeout = args.timeout.map(Duration::from_millis);
-    let what = format!("the deployment of {}", args.service);
-    wait(client, &args.service, timeout, &what, output).await
+    wait(
+        client,
+        &args.service,
+        timeout,
+        Operation::Deployment,
+        output,
+    )
+    .await
 }
 
 #[cfg(test)]

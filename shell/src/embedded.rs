@@ -38,6 +38,7 @@ impl Embedded {
     /// # Errors
     /// The node could not start (its error, and where its log is).
     pub fn start(data_dir: &Path, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Embedded> {
+        refuse_a_daemons_state(data_dir)?;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
         let addr = cluster_addr(data_dir)?;
@@ -149,6 +150,30 @@ impl Drop for Embedded {
             let _ = self.join();
         }
     }
+}
+
+/// The embedded cluster runs only in a data dir that is empty or already its own (it has
+/// [`ADDR_FILE`]): a stopped `essaimd`'s state must not come to life inside a shell, on
+/// loopback, with its tasks tied to the shell.
+///
+/// # Errors
+/// The data dir holds another node's state: unreachable (exit 3), with what to do.
+fn refuse_a_daemons_state(data_dir: &Path) -> anyhow::Result<()> {
+    if data_dir.join(ADDR_FILE).exists() {
+        return Ok(());
+    }
+    let Ok(mut entries) = std::fs::read_dir(data_dir) else {
+        return Ok(());
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    Err(essaim_api::ControlError::Unavailable(format!(
+        "no essaimd answers, and {} holds the state of a node that is not running: start \
+         essaimd, or set ESSAIM_DATA_DIR to an empty directory for an embedded cluster",
+        data_dir.display()
+    ))
+    .into())
 }
 
 /// The loopback address the embedded node listens on: the one it had before (its peers and

@@ -585,7 +585,63 @@ pub fn service_pretty(view: &ServiceView) -> String {
             ))
         }));
     }
+    for (title, config) in [
+        ("UpdateConfig", &spec.update_config),
+        ("RollbackConfig", &spec.rollback_config),
+    ] {
+        entries.push(Entry::Section(title));
+        entries.extend(update_config_entries(config));
+    }
+    if let Some(status) = &service.update_status {
+        entries.extend([
+            Entry::Section("UpdateStatus"),
+            Entry::field(1, "State", status.state.as_str()),
+            Entry::field(1, "Started", rfc3339(status.started_at)),
+        ]);
+        if let Some(at) = status.completed_at {
+            entries.push(Entry::field(1, "Completed", rfc3339(at)));
+        }
+        entries.push(Entry::field(
+            1,
+            "Updated",
+            format!("{} of {}", status.updated, view.desired),
+        ));
+        if status.failures > 0 {
+            entries.push(Entry::field(1, "Failures", status.failures.to_string()));
+        }
+        if let Some(at) = status.pause_at {
+            entries.push(Entry::field(1, "Checkpoint", format!("at {at} tasks")));
+        }
+        if !status.message.is_empty() {
+            entries.push(Entry::field(1, "Message", &status.message));
+        }
+    }
     listing(&entries)
+}
+
+/// The lines of `--update-*` (or `--rollback-*`) settings, as `docker service inspect
+/// --pretty` shows them.
+fn update_config_entries(config: &essaim_core::model::UpdateConfig) -> Vec<Entry> {
+    let mut entries = vec![
+        Entry::field(1, "Parallelism", config.parallelism.to_string()),
+        Entry::field(1, "Delay", format_duration_ms(config.delay_ms)),
+        Entry::field(1, "On failure", config.failure_action.as_str()),
+        Entry::field(
+            1,
+            "Monitoring Period",
+            format_duration_ms(config.monitor_ms),
+        ),
+        Entry::field(
+            1,
+            "Max failure ratio",
+            format!("{}", config.max_failure_ratio_permille as f64 / 1000.0),
+        ),
+        Entry::field(1, "Update order", config.order.as_str()),
+    ];
+    if let Some(checkpoint) = &config.pause_after {
+        entries.push(Entry::field(1, "Pause after", checkpoint.to_string()));
+    }
+    entries
 }
 
 /// The instructions `swarm init` and `swarm join-token` give for adding a node.

@@ -9,14 +9,13 @@ use nu_ansi_term::{Color, Style};
 /// Set once at start-up; tests leave it off, so rendered text has no escape codes.
 static COLOR: AtomicBool = AtomicBool::new(false);
 
-/// Colors on when stdout is a terminal, `NO_COLOR` is unset or empty, and `TERM` is not `dumb`.
+/// Colors on when stdout and stderr are both terminals (results go to one, notes and
+/// progress to the other), `NO_COLOR` is unset or empty, and `TERM` is not `dumb`.
 pub fn init() {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let dumb = std::env::var("TERM").is_ok_and(|term| term == "dumb");
-    COLOR.store(
-        std::io::stdout().is_terminal() && !no_color && !dumb,
-        Ordering::Relaxed,
-    );
+    let terminals = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    COLOR.store(terminals && !no_color && !dumb, Ordering::Relaxed);
 }
 
 pub fn color() -> bool {

@@ -30,10 +30,24 @@ pub async fn run(
     // Parsed once to refuse what cannot be watched before drawing anything.
     watched(&line)?;
     let title = args.command.join(" ");
+    // One listener for the whole watch: Ctrl-C at any moment ends it.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::select! {
+        result = redraw_on_changes(&line, &title, client, output) => result,
+        _ = interrupt.recv() => Ok(()),
+    }
+}
+
+async fn redraw_on_changes(
+    line: &[String],
+    title: &str,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
     let mut index = 0;
     let mut shown: Option<String> = None;
     loop {
-        let command = watched(&line)?;
+        let command = watched(line)?;
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let result = {
             let mut inner = Output::new(&mut out, &mut err);
@@ -53,10 +67,7 @@ pub async fn run(
             }
             shown = Some(text);
         }
-        tokio::select! {
-            next = client.wait_change(index, POLL) => index = next?,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
+        index = client.wait_change(index, POLL).await?;
         tokio::time::sleep(SETTLE).await;
     }
 }

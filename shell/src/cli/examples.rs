@@ -89,7 +89,18 @@ Examples:
 pub const SERVICE_UPDATE: &str = "\
 Examples:
   $ essaim service update --env-add LOG=info --limit-memory 512M api
-  $ essaim service update --force --detach web";
+  $ essaim service update --force --detach web
+  $ essaim service update --args 'sleep 7200' --update-parallelism 2 --update-monitor 1s web
+  $ essaim service update --force --update-pause-after 1 --update-monitor 1s web
+  $ essaim service update --continue web
+  essaim service update --image app:2 --update-order start-first --update-failure-action rollback web
+  An update replaces tasks in batches (--update-parallelism), each watched for --update-monitor;
+  --update-pause-after stops at a checkpoint until --continue.";
+
+pub const SERVICE_ROLLBACK: &str = "\
+Examples:
+  $ essaim service rollback web
+  Goes back to the spec before the last update, with the --rollback-* settings.";
 
 pub const SERVICE_SCALE: &str = "\
 Examples:

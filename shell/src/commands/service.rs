@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use essaim_api::control::{LogEvent, ServiceLogs, TaskView};
-use essaim_core::model::{Resources, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec};
+use essaim_core::model::{
+    Resources, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec, UpdateConfig,
+};
 
 use super::Failures;
 use crate::cli::{
@@ -13,6 +15,7 @@ use crate::cli::{
     ServiceLogsArgs, ServiceLsArgs, ServicePsArgs, ServiceRmArgs, ServiceScaleArgs, TaskFilter,
 };
 use crate::client::Client;
+use crate::converge::Operation;
 use crate::render::{self, Output};
 use crate::UsageError;
 
@@ -37,6 +40,9 @@ pub async fn run(
         ServiceCommand::Rm(args) => rm(args, client, output).await,
         ServiceCommand::Logs(args) => logs(args, client, output).await,
         ServiceCommand::Wait(args) => crate::converge::service_wait(args, client, output).await,
+        ServiceCommand::Rollback(args) => {
+            super::service_update::rollback(args, client, output).await
+        }
     }
 }
 
@@ -53,8 +59,7 @@ async fn create(
         return Ok(());
     }
     let name = &view.service.spec.name;
-    let what = format!("the creation of {name}");
-    crate::converge::wait(client, name, None, &what, output).await
+    crate::converge::wait(client, name, None, Operation::Creation, output).await
 }
 
 /// The spec `service create` sends, with docker's defaults for what the flags leave out.
@@ -88,6 +93,9 @@ pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
         limit_memory_bytes: args.limit_memory.unwrap_or(0),
     };
     let name = args.name.unwrap_or_else(|| name_from_image(&args.image));
+    let mut update_config = UpdateConfig::default();
+    let mut rollback_config = UpdateConfig::default();
+    args.update.apply(&mut update_config, &mut rollback_config);
     Ok(ServiceSpec {
         name,
         labels: args.label.into_iter().collect::<BTreeMap<_, _>>(),
@@ -107,6 +115,8 @@ pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
             healthcheck: args.health.apply(None),
         },
         ports: args.publish,
+        update_config,
+        rollback_config,
     })
 }
 
@@ -249,8 +259,8 @@ async fn scale(
     }
     if !args.wait.detach {
         for service in scaled {
-            let what = format!("the scaling of {service}");
-            if let Err(error) = crate::converge::wait(client, service, None, &what, output).await {
+            let wait = crate::converge::wait(client, service, None, Operation::Scaling, output);
+            if let Err(error) = wait.await {
                 if error.is::<crate::Interrupted>() {
                     return Err(error);
                 }
@@ -361,8 +371,11 @@ pub(crate) mod tests {
                         published: 8080,
                         target: 80,
                     }],
+                    update_config: Default::default(),
+                    rollback_config: Default::default(),
                 },
                 previous_spec: None,
+                update_status: None,
             },
             running,
             desired,

@@ -1,10 +1,13 @@
-//! `essaim service update`: read the service, edit a copy of its spec as the flags say, and
-//! send it back with the version read, so that a concurrent change is refused, not lost.
+//! `essaim service update` and `service rollback`: read the service, edit a copy of its spec
+//! as the flags say, and send it back with the version read, so that a concurrent change is
+//! refused, not lost; then follow the rolling update it starts. `--continue` goes on with a
+//! paused update, `--rollback` goes back.
 
-use essaim_core::model::{ServiceMode, ServiceSpec};
+use essaim_core::model::{ServiceMode, ServiceSpec, UpdateState};
 
-use crate::cli::{ServiceChanges, ServiceUpdateArgs};
+use crate::cli::{ServiceChanges, ServiceRollbackArgs, ServiceUpdateArgs};
 use crate::client::Client;
+use crate::converge::Operation;
 use crate::render::Output;
 
 /// # Errors
@@ -17,15 +20,80 @@ pub async fn run(
     output: &mut Output<'_>,
 ) -> anyhow::Result<()> {
     let read = client.service_inspect(&args.service).await?;
-    let spec = apply(&read.service.spec, &args.changes)?;
-    let view = client.service_update(&read, spec).await?;
-    output.print(&format!("{}\n", view.service.id))?;
-    if args.wait.detach {
+    let name = read.service.spec.name.clone();
+    if args.rollback {
+        let view = client.service_rollback(&read).await?;
+        output.print(&format!("{}\n", view.service.id))?;
+        return follow(client, &name, Operation::Rollback, args.wait.detach, output).await;
+    }
+    let mut spec = apply(&read.service.spec, &args.changes)?;
+    args.update
+        .apply(&mut spec.update_config, &mut spec.rollback_config);
+    let paused = read.service.update_status.as_ref().is_some_and(|status| {
+        matches!(
+            status.state,
+            UpdateState::Paused | UpdateState::RollbackPaused
+        )
+    });
+    // `--continue`, or `service update web` with nothing to change on a paused update, as
+    // Swarm resumes one.
+    if args.resume || (spec == read.service.spec && paused) {
+        let view = client
+            .service_update_continue(&read.service.id, args.update.update_pause_after)
+            .await?;
+        output.print(&format!("{}\n", view.service.id))?;
+        return follow(client, &name, Operation::Update, args.wait.detach, output).await;
+    }
+    if spec == read.service.spec {
+        output.note(&format!("{name}: nothing to change\n"));
         return Ok(());
     }
-    let name = &view.service.spec.name;
-    let what = format!("the update of {name}");
-    crate::converge::wait(client, name, None, &what, output).await
+    let replaces_tasks =
+        spec.task != read.service.spec.task || spec.ports != read.service.spec.ports;
+    let under_way = read.service.update_status.as_ref().is_some_and(|status| {
+        matches!(
+            status.state,
+            UpdateState::Updating | UpdateState::RollbackStarted
+        )
+    });
+    if replaces_tasks && under_way {
+        output.note(&format!(
+            "{name} was being updated: the new spec replaces that update\n"
+        ));
+    }
+    let view = client.service_update(&read, spec).await?;
+    output.print(&format!("{}\n", view.service.id))?;
+    follow(client, &name, Operation::Update, args.wait.detach, output).await
+}
+
+/// `service rollback SERVICE`.
+///
+/// # Errors
+/// No such service, no previous spec, or the wait failed.
+pub async fn rollback(
+    args: ServiceRollbackArgs,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    let read = client.service_inspect(&args.service).await?;
+    let view = client.service_rollback(&read).await?;
+    output.print(&format!("{}\n", view.service.id))?;
+    let name = view.service.spec.name.clone();
+    follow(client, &name, Operation::Rollback, args.wait.detach, output).await
+}
+
+/// Waits for `operation` unless `detach`.
+async fn follow(
+    client: &mut Client,
+    name: &str,
+    operation: Operation,
+    detach: bool,
+    output: &mut Output<'_>,
+) -> anyhow::Result<()> {
+    if detach {
+        return Ok(());
+    }
+    crate::converge::wait(client, name, None, operation, output).await
 }
 
 /// Why `service update` refused its flags before sending anything (exit 1: the flags are
@@ -256,6 +324,8 @@ mod tests {
                     target: 443,
                 },
             ],
+            update_config: Default::default(),
+            rollback_config: Default::default(),
         }
     }
 
@@ -278,15 +348,16 @@ mod tests {
     }
 
     #[test]
-    fn update_needs_at_least_one_flag() {
-        let error = update_args(&[]).expect_err("nothing to update");
-        assert_eq!(
-            error.kind(),
-            clap::error::ErrorKind::MissingRequiredArgument
-        );
-        assert_eq!(error.exit_code(), 2);
-        let message = error.to_string();
-        assert!(message.contains("--image"), "{message}");
+    fn update_with_nothing_to_change_sends_nothing() {
+        // No flags: Swarm's way of going on with a paused update; with none, nothing to do.
+        let (mut client, log) = fake_daemon();
+        let (_, err, result) = run_line(&mut client, &["essaim", "service", "update", "web"]);
+        assert!(result.is_ok(), "{err}");
+        assert!(err.contains("web: nothing to change"), "{err}");
+        assert!(log
+            .borrow()
+            .iter()
+            .all(|request| !matches!(request, ControlRequest::ServiceUpdate { .. })));
         // --force alone is a change: it redeploys.
         assert!(update_args(&["--force"]).is_ok());
     }
@@ -608,6 +679,7 @@ mod tests {
                 updated_at: Timestamp(0),
                 spec,
                 previous_spec: None,
+                update_status: None,
             },
             running: 2,
             desired: 2,

@@ -128,8 +128,9 @@ pub fn complete(
 ) -> (usize, Vec<String>) {
     let before = &line[..pos.min(line.len())];
     let start = before
-        .rfind(|c: char| c.is_whitespace())
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rfind(|(_, c)| c.is_whitespace())
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let word = &before[start..];
     let done: Vec<&str> = before[..start].split_whitespace().collect();
 
@@ -314,6 +315,14 @@ mod tests {
     fn flag_values_come_from_the_flag() {
         assert_eq!(at_end("service create --mode g"), vec!["global "]);
         assert_eq!(at_end("service ls --format "), vec!["json ", "table "]);
+    }
+
+    #[test]
+    fn a_wide_space_before_the_cursor_is_a_word_break_not_a_panic() {
+        let line = "service ps\u{a0}w";
+        let (start, words) = complete(&Cli::command(), &names(), line, line.len());
+        assert_eq!(&line[start..], "w");
+        assert_eq!(words, vec!["web ", "worker-queue "]);
     }
 
     #[test]

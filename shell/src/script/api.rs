@@ -45,14 +45,26 @@ pub const FUNCTIONS: &[&str] = &[
     "rollback",
     "logs",
     "wait_converged",
+    "update_status",
+    "continue_update",
     "cpu",
     "memory",
 ];
 
-/// `exit(code)`: ends the script with this exit code. Carried as a termination, which
-/// `try`/`catch` cannot stop.
+/// `exit(code)` / `exit(code, result)`: ends the script with this exit code (and result).
+/// Carried as a termination, which `try`/`catch` cannot stop.
 #[derive(Clone, Debug)]
-pub struct ScriptExit(pub i64);
+pub struct ScriptExit {
+    pub code: i64,
+    pub result: Option<Dynamic>,
+}
+
+fn exit_with(code: i64, result: Option<Dynamic>) -> Fallible<()> {
+    Err(Box::new(EvalAltResult::ErrorTerminated(
+        Dynamic::from(ScriptExit { code, result }),
+        rhai::Position::NONE,
+    )))
+}
 
 /// The functions that need no cluster: time, environment, JSON, logging, exit.
 pub fn register_helpers(engine: &mut Engine) {
@@ -65,18 +77,11 @@ pub fn register_helpers(engine: &mut Engine) {
         .register_fn("env", |name: &str| -> Dynamic {
             std::env::var(name).map_or(Dynamic::UNIT, Dynamic::from)
         })
-        .register_fn("exit", |code: i64| -> Fallible<()> {
-            Err(Box::new(EvalAltResult::ErrorTerminated(
-                Dynamic::from(ScriptExit(code)),
-                rhai::Position::NONE,
-            )))
+        .register_fn("exit", |code: i64| exit_with(code, None))
+        .register_fn("exit", |code: i64, result: Dynamic| {
+            exit_with(code, Some(result))
         })
-        .register_fn("exit", || -> Fallible<()> {
-            Err(Box::new(EvalAltResult::ErrorTerminated(
-                Dynamic::from(ScriptExit(0)),
-                rhai::Position::NONE,
-            )))
-        })
+        .register_fn("exit", || exit_with(0, None))
         .register_fn("to_json", |value: Dynamic| -> Fallible<String> {
             let json = value::to_json(&value).map_err(failed)?;
             serde_json::to_string_pretty(&json).map_err(failed)

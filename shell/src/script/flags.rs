@@ -80,6 +80,37 @@ fn flags(what: &str, fields: &Map, purpose: For) -> Result<Vec<String>, String> 
     Ok(flags)
 }
 
+/// The `--update-*` flags of an update's settings: `#{parallelism: 1, monitor: "5s",
+/// failure_action: "rollback", max_failure_ratio: 0.2, order: "start-first",
+/// pause_after: "25%", delay: "10s"}`.
+///
+/// # Errors
+/// An unknown setting (with a suggestion), or a value of the wrong kind.
+pub fn update_config(what: &str, config: &Map) -> Result<Vec<String>, String> {
+    const SETTINGS: [&str; 7] = [
+        "parallelism",
+        "delay",
+        "monitor",
+        "failure_action",
+        "max_failure_ratio",
+        "order",
+        "pause_after",
+    ];
+    let mut prefixed = Map::new();
+    for (key, value) in config {
+        if !SETTINGS.contains(&key.as_str()) {
+            let hint = essaim_core::suggest::closest(key, SETTINGS)
+                .map_or(String::new(), |name| format!("; did you mean {name}?"));
+            return Err(format!(
+                "{what}: unknown update setting {key} (settings: {}){hint}",
+                SETTINGS.join(", ")
+            ));
+        }
+        prefixed.insert(format!("update_{key}").into(), value.clone());
+    }
+    flags(what, &prefixed, For::Update)
+}
+
 /// The changes `service update FLAGS SERVICE` would make.
 ///
 /// # Errors

@@ -30,6 +30,35 @@ use crate::render;
 /// Operations one evaluation may take before it is stopped as a runaway.
 pub const MAX_OPERATIONS: u64 = 50_000_000;
 
+/// Why a script was stopped from outside: it ends the script, `catch` cannot stop it.
+#[derive(Clone, Debug)]
+pub enum Stop {
+    Interrupted,
+    /// `--timeout` ran out.
+    TimedOut(String),
+    /// The `--lock` lease could not be kept: another run may be under way.
+    LockLost(String),
+}
+
+impl Stop {
+    pub fn exit(&self) -> i32 {
+        match self {
+            Stop::Interrupted => 130,
+            Stop::TimedOut(_) => 4,
+            Stop::LockLost(_) => i32::from(runner::LOCK_HELD),
+        }
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Interrupted => f.write_str("interrupted by Ctrl-C"),
+            Stop::TimedOut(why) | Stop::LockLost(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Why a script stopped without a result.
 #[derive(Debug)]
 pub struct ScriptError {
@@ -37,6 +66,8 @@ pub struct ScriptError {
     pub message: String,
     /// The exit code it means (see `essaim run --help`).
     pub exit: i32,
+    /// What `exit(code, result)` gave.
+    pub result: Option<Dynamic>,
 }
 
 /// The shell's Rhai engine and the variables of the session.
@@ -66,10 +97,14 @@ impl Script {
         let deadline = conn.clone();
         engine.on_progress(move |_| {
             if flag.swap(false, Ordering::Relaxed) {
-                return Some(Dynamic::from("interrupted by Ctrl-C"));
+                return Some(Dynamic::from(Stop::Interrupted));
             }
-            let late = deadline.as_ref().and_then(|conn| conn.past_deadline())?;
-            Some(Dynamic::from(late.0))
+            let conn = deadline.as_ref()?;
+            if let Some(reason) = conn.lock_lost() {
+                return Some(Dynamic::from(Stop::LockLost(reason)));
+            }
+            let late = conn.past_deadline()?;
+            Some(Dynamic::from(Stop::TimedOut(late.0)))
         });
         objects::register(&mut engine);
         api::register_helpers(&mut engine);
@@ -123,6 +158,7 @@ impl Script {
         let mut ast = self.engine.compile(input).map_err(|error| ScriptError {
             message: describe(&EvalAltResult::from(error), input, source),
             exit: 1,
+            result: None,
         })?;
         if let Some(source) = source {
             ast.set_source(source);
@@ -137,21 +173,15 @@ impl Script {
             if let Some(exit) = value.read_lock::<api::ScriptExit>() {
                 return ScriptError {
                     message: String::new(),
-                    exit: i32::try_from(exit.0).unwrap_or(1),
+                    exit: i32::try_from(exit.code).unwrap_or(1),
+                    result: exit.result.clone(),
                 };
             }
         }
         let message = describe(error, input, source);
         let exit = match error {
             EvalAltResult::ErrorTerminated(value, _) => {
-                let why = value.to_string();
-                if why.contains("Ctrl-C") || why.starts_with("interrupted") {
-                    130
-                } else if why.contains("ran out of time") {
-                    4
-                } else {
-                    1
-                }
+                value.read_lock::<Stop>().map_or(1, |stop| stop.exit())
             }
             EvalAltResult::ErrorTooManyOperations(_) => 1,
             _ => self
@@ -160,7 +190,11 @@ impl Script {
                 .and_then(|conn| conn.exit_of_last_error(&message))
                 .unwrap_or(1),
         };
-        ScriptError { message, exit }
+        ScriptError {
+            message,
+            exit,
+            result: None,
+        }
     }
 
     /// The names of the functions and fields scripts can use (the documentation test reads
@@ -257,7 +291,10 @@ fn describe(error: &EvalAltResult, input: &str, source: Option<&str>) -> String 
     }
     let position = error.position();
     let mut message = match inner {
-        EvalAltResult::ErrorTerminated(why, _) => format!("script stopped: {why}"),
+        EvalAltResult::ErrorTerminated(why, _) => match why.read_lock::<Stop>() {
+            Some(stop) => format!("script stopped: {}", *stop),
+            None => format!("script stopped: {why}"),
+        },
         EvalAltResult::ErrorRuntime(value, _) if value.is_string() => value.to_string(),
         other => other.to_string(),
     };
@@ -310,6 +347,11 @@ fn did_you_mean(error: &EvalAltResult) -> Option<String> {
         }
         EvalAltResult::ErrorFunctionNotFound(signature, _) => {
             let name = signature.split(['(', ' ']).next()?.to_string();
+            if api::FUNCTIONS.contains(&name.as_str()) {
+                return Some(format!(
+                    "; {name} takes other arguments (see docs/scripting.md)"
+                ));
+            }
             (name, api::FUNCTIONS.to_vec())
         }
         _ => return None,
@@ -443,7 +485,9 @@ mod tests {
         assert!(names.len() > 40, "{names:?}");
         let missing: Vec<&String> = names
             .iter()
-            .filter(|name| !docs.contains(&format!("`{name}")))
+            .filter(|name| {
+                !docs.contains(&format!("`{name}`")) && !docs.contains(&format!("`{name}("))
+            })
             .collect();
         assert!(missing.is_empty(), "not in docs/scripting.md: {missing:?}");
         // The names "did you mean" offers are the registered ones.

@@ -41,13 +41,22 @@ pub fn failed(error: impl std::fmt::Display) -> Box<EvalAltResult> {
 /// Passes errors that must end the script (Ctrl-C, deadline) as termination, the rest as
 /// catchable errors.
 pub fn from_anyhow(error: anyhow::Error) -> Box<EvalAltResult> {
-    if error.is::<crate::Interrupted>() || error.is::<crate::TimedOut>() {
-        return Box::new(EvalAltResult::ErrorTerminated(
-            Dynamic::from(render::error_line(&error)),
+    let stop = if error.is::<crate::Interrupted>() {
+        Some(super::Stop::Interrupted)
+    } else if let Some(late) = error.downcast_ref::<crate::TimedOut>() {
+        Some(super::Stop::TimedOut(late.0.clone()))
+    } else {
+        error
+            .downcast_ref::<crate::connection::LockLost>()
+            .map(|lost| super::Stop::LockLost(lost.0.clone()))
+    };
+    match stop {
+        Some(stop) => Box::new(EvalAltResult::ErrorTerminated(
+            Dynamic::from(stop),
             rhai::Position::NONE,
-        ));
+        )),
+        None => failed(render::error_line(&error)),
     }
-    failed(render::error_line(&error))
 }
 
 #[derive(Clone)]
@@ -152,6 +161,28 @@ impl Service {
             .collect())
     }
 
+    /// Reads the service again.
+    fn reread(&mut self) -> Fallible<()> {
+        let id = self.view.service.id.clone();
+        self.view = self
+            .conn
+            .block_on(async |client| Ok(client.service_inspect(&id).await?))
+            .map_err(from_anyhow)?;
+        Ok(())
+    }
+
+    /// Goes on with a paused update, to the next checkpoint or to the end.
+    fn resume(&mut self, pause_after: Option<essaim_core::model::Checkpoint>) -> Fallible<()> {
+        let id = self.view.service.id.clone();
+        self.view = self
+            .conn
+            .block_on(async |client| Ok(client.service_update_continue(&id, pause_after).await?))
+            .map_err(from_anyhow)?;
+        self.conn
+            .record(format!("continued the update of {}", self.name()));
+        Ok(())
+    }
+
     /// Runs `service update FLAGS` on this service as read, and takes the new snapshot.
     fn update_with(&mut self, flags: Vec<String>, what: String) -> Fallible<()> {
         let read = self.view.clone();
@@ -192,6 +223,39 @@ impl Task {
             ("ERROR", task.status.error.clone().unwrap_or_default()),
         ]
     }
+}
+
+/// The rolling update as a map: `state`, `started_at`, `completed_at`, `message`, `updated`,
+/// `failures`, `pause_at`, `can_rollback`; `state` is `"none"` before any update.
+fn update_status(view: &ServiceView) -> Map {
+    let mut map = Map::new();
+    map.insert(
+        "can_rollback".into(),
+        view.service.previous_spec.is_some().into(),
+    );
+    let Some(status) = &view.service.update_status else {
+        map.insert("state".into(), "none".into());
+        return map;
+    };
+    map.insert("state".into(), status.state.as_str().into());
+    map.insert(
+        "started_at".into(),
+        render::rfc3339(status.started_at).into(),
+    );
+    map.insert(
+        "completed_at".into(),
+        status
+            .completed_at
+            .map_or(Dynamic::UNIT, |at| render::rfc3339(at).into()),
+    );
+    map.insert("message".into(), status.message.clone().into());
+    map.insert("updated".into(), int(status.updated).into());
+    map.insert("failures".into(), int(status.failures).into());
+    map.insert(
+        "pause_at".into(),
+        status.pause_at.map_or(Dynamic::UNIT, |at| int(at).into()),
+    );
+    map
 }
 
 fn mode_word(mode: ServiceMode) -> &'static str {
@@ -242,6 +306,7 @@ pub const TASK_FIELDS: &[&str] = &[
     "id",
     "name",
     "service",
+    "image",
     "slot",
     "node",
     "node_id",
@@ -396,16 +461,7 @@ fn register_service(engine: &mut Engine) {
         .register_get("spec", |s: &mut Service| -> Fallible<Dynamic> {
             rhai::serde::to_dynamic(&s.view.service.spec)
         })
-        .register_get("update_status", |s: &mut Service| {
-            // Rolling updates report their state here (see the rolling updates issue);
-            // until then a service only tells whether it has a spec to roll back to.
-            let mut map = Map::new();
-            map.insert(
-                "can_rollback".into(),
-                s.view.service.previous_spec.is_some().into(),
-            );
-            map
-        })
+        .register_get("update_status", |s: &mut Service| update_status(&s.view))
         .register_get("created_at", |s: &mut Service| {
             render::rfc3339(s.view.service.created_at)
         })
@@ -420,14 +476,7 @@ fn register_service(engine: &mut Engine) {
                 s.view.desired
             )
         })
-        .register_fn("refresh", |s: &mut Service| -> Fallible<()> {
-            let id = s.view.service.id.clone();
-            s.view = s
-                .conn
-                .block_on(async |client| Ok(client.service_inspect(&id).await?))
-                .map_err(from_anyhow)?;
-            Ok(())
-        })
+        .register_fn("refresh", |s: &mut Service| s.reread())
         .register_fn("tasks", |s: &mut Service| -> Fallible<Array> {
             Ok(s.tasks()?
                 .into_iter()
@@ -446,17 +495,50 @@ fn register_service(engine: &mut Engine) {
             let what = format!("updated {} ({})", s.name(), value::describe_map(&changes));
             s.update_with(flags, what)
         })
+        .register_fn(
+            "update",
+            |s: &mut Service, changes: Map, config: Map| -> Fallible<()> {
+                let mut flags = flags::from_map("update", &changes).map_err(failed)?;
+                flags.extend(flags::update_config("update", &config).map_err(failed)?);
+                let what = format!(
+                    "updated {} ({}; {})",
+                    s.name(),
+                    value::describe_map(&changes),
+                    value::describe_map(&config)
+                );
+                s.update_with(flags, what)
+            },
+        )
+        .register_fn("update_status", |s: &mut Service| -> Fallible<Dynamic> {
+            s.reread()?;
+            Ok(update_status(&s.view).into())
+        })
+        .register_fn("continue_update", |s: &mut Service| s.resume(None))
+        .register_fn(
+            "continue_update",
+            |s: &mut Service, options: Map| -> Fallible<()> {
+                let checkpoint = match options.get("pause_after") {
+                    None => None,
+                    Some(value) => Some(
+                        value
+                            .to_string()
+                            .parse::<essaim_core::model::Checkpoint>()
+                            .map_err(|e| failed(format!("continue_update: pause_after: {e}")))?,
+                    ),
+                };
+                if let Some(key) = options.keys().find(|key| key.as_str() != "pause_after") {
+                    return Err(failed(format!(
+                        "continue_update: unknown option {key} (options: pause_after)"
+                    )));
+                }
+                s.resume(checkpoint)
+            },
+        )
         .register_fn("rollback", |s: &mut Service| -> Fallible<()> {
-            let Some(previous) = s.view.service.previous_spec.clone() else {
-                return Err(failed(format!(
-                    "rollback: service {} has no previous spec to go back to",
-                    s.name()
-                )));
-            };
             let read = s.view.clone();
             s.view = s
                 .conn
-                .block_on(async |client| Ok(client.service_update(&read, previous).await?))
+                .block_on(async |client| Ok(client.service_rollback(&read).await?))
                 .map_err(from_anyhow)?;
             s.conn.record(format!("rolled back {}", s.name()));
             Ok(())
@@ -513,7 +595,7 @@ fn register_service(engine: &mut Engine) {
                         client,
                         &name,
                         Some(Duration::from_millis(limit)),
-                        "the wait",
+                        crate::converge::Operation::Deployment,
                         &mut quiet,
                     )
                     .await
@@ -531,16 +613,22 @@ fn register_service(engine: &mut Engine) {
                 }
             },
         )
-        .register_fn("cpu", |s: &mut Service| -> Fallible<f64> {
+        // No sample yet (new tasks, a new leader, simulated tasks): `()`, not 0, so that a
+        // script does not take "unknown" for "idle".
+        .register_fn("cpu", |s: &mut Service| -> Fallible<Dynamic> {
             let usage = s.running_usage()?;
             if usage.is_empty() {
-                return Ok(0.0);
+                return Ok(Dynamic::UNIT);
             }
             let total: u64 = usage.iter().map(|u| u.cpu_millicores).sum();
-            Ok(total as f64 / 10.0 / usage.len() as f64)
+            Ok((total as f64 / 10.0 / usage.len() as f64).into())
         })
-        .register_fn("memory", |s: &mut Service| -> Fallible<i64> {
-            Ok(int(s.running_usage()?.iter().map(|u| u.memory_bytes).sum()))
+        .register_fn("memory", |s: &mut Service| -> Fallible<Dynamic> {
+            let usage = s.running_usage()?;
+            if usage.is_empty() {
+                return Ok(Dynamic::UNIT);
+            }
+            Ok(int(usage.iter().map(|u| u.memory_bytes).sum()).into())
         });
 }
 
@@ -550,6 +638,7 @@ fn register_task(engine: &mut Engine) {
         .register_get("id", |t: &mut Task| t.view.task.id.clone())
         .register_get("name", |t: &mut Task| t.view.name.clone())
         .register_get("service", |t: &mut Task| t.view.task.service_name.clone())
+        .register_get("image", |t: &mut Task| t.view.task.spec.image.clone())
         .register_get("slot", |t: &mut Task| {
             t.view
                 .task

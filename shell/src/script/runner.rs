@@ -36,8 +36,7 @@ pub fn run(args: RunArgs, host: Option<Host>, tls_dir: Option<PathBuf>) -> u8 {
     let mut stderr = std::io::stderr();
     let mut output = Output::for_terminal(&mut stdout, &mut stderr);
     if let Err(error) = read_script(&args) {
-        output.error(&error);
-        return Exit::Usage as u8;
+        return refuse(&args, error, Exit::Usage as u8, &mut output);
     }
     let runtime = match Connection::runtime() {
         Ok(runtime) => runtime,
@@ -49,8 +48,8 @@ pub fn run(args: RunArgs, host: Option<Host>, tls_dir: Option<PathBuf>) -> u8 {
     let client = match runtime.block_on(crate::client::connect(host.as_ref(), tls_dir.as_deref())) {
         Ok(client) => client,
         Err(error) => {
-            output.error(&error);
-            return Exit::of(&error) as u8;
+            let code = Exit::of(&error) as u8;
+            return refuse(&args, error, code, &mut output);
         }
     };
     let conn = Rc::new(Connection::new(runtime, client));
@@ -70,18 +69,12 @@ pub fn run_with(
 ) -> u8 {
     let (text, source, dir) = match read_script(&args) {
         Ok(script) => script,
-        Err(error) => {
-            output.error(&error);
-            return Exit::Usage as u8;
-        }
+        Err(error) => return refuse(&args, error, Exit::Usage as u8, output),
     };
     let _lock = match &args.lock {
         Some(name) => match Lock::take(conn, name, host, tls_dir) {
             Ok(lock) => Some(lock),
-            Err((code, error)) => {
-                output.error(&error);
-                return code;
-            }
+            Err((code, error)) => return refuse(&args, error, code, output),
         },
         None => None,
     };
@@ -99,7 +92,17 @@ pub fn run_with(
         .iter()
         .map(|(key, value)| (key.as_str().into(), value.clone().into()))
         .collect();
-    let positional: rhai::Array = args.argv.iter().cloned().map(Dynamic::from).collect();
+    // With -c, the first positional argument was read as FILE: it is the script's first.
+    let first = args
+        .eval
+        .as_ref()
+        .and(args.file.as_ref())
+        .map(|file| file.display().to_string());
+    let positional: rhai::Array = first
+        .into_iter()
+        .chain(args.argv.iter().cloned())
+        .map(Dynamic::from)
+        .collect();
     script.scope_mut().push_constant("args", named);
     script.scope_mut().push_constant("argv", positional);
     conn.set_deadline(args.timeout.map(Duration::from_millis));
@@ -109,17 +112,33 @@ pub fn run_with(
     let changes = conn.take_changes();
     match result {
         Ok(value) => finish_ok(&value, &changes, args.format, output),
-        Err(error) if error.exit == 0 => finish_ok(&Dynamic::UNIT, &changes, args.format, output),
+        Err(error) if error.exit == 0 => {
+            let result = error.result.unwrap_or(Dynamic::UNIT);
+            finish_ok(&result, &changes, args.format, output)
+        }
         Err(error) => {
             let code = u8::try_from(error.exit).unwrap_or(1);
-            if args.format == Format::Json {
-                let document = serde_json::json!({
-                    "ok": false,
-                    "error": error.message,
-                    "exit_code": code,
-                    "changes": changes,
-                });
-                let _ = output.print(&format!("{document:#}\n"));
+            let result = error.result.as_ref().map(plain);
+            match args.format {
+                Format::Json => {
+                    let result = result
+                        .as_ref()
+                        .and_then(|value| value::to_json(value).ok())
+                        .unwrap_or(serde_json::Value::Null);
+                    let document = serde_json::json!({
+                        "ok": false,
+                        "error": error.message,
+                        "result": result,
+                        "exit_code": code,
+                        "changes": changes,
+                    });
+                    let _ = output.print(&format!("{document:#}\n"));
+                }
+                Format::Table => {
+                    if let Some(value) = &error.result {
+                        let _ = output.print(&show(value));
+                    }
+                }
             }
             if !error.message.is_empty() {
                 output.note(&format!(
@@ -138,6 +157,23 @@ pub fn run_with(
             code
         }
     }
+}
+
+/// A run stopped before the script started: the error, and with `--format json` the
+/// document a cron job expects.
+fn refuse(args: &RunArgs, error: anyhow::Error, code: u8, output: &mut Output<'_>) -> u8 {
+    if args.format == Format::Json {
+        let document = serde_json::json!({
+            "ok": false,
+            "error": crate::render::error_line(&error),
+            "result": null,
+            "exit_code": code,
+            "changes": [],
+        });
+        let _ = output.print(&format!("{document:#}\n"));
+    }
+    output.error(&error);
+    code
 }
 
 fn finish_ok(value: &Dynamic, changes: &[String], format: Format, output: &mut Output<'_>) -> u8 {
@@ -197,10 +233,19 @@ impl Lock {
         host: Option<Host>,
         tls_dir: Option<PathBuf>,
     ) -> Result<Lock, (u8, anyhow::Error)> {
+        // Host and PID say who holds it; the nonce keeps two hosts of one name (containers)
+        // or a reused PID from passing for the holder.
+        let nonce = {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        };
         let holder = format!(
-            "{}:{}",
+            "{}:{}:{:08x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| hostname()),
-            std::process::id()
+            std::process::id(),
+            nonce & 0xffff_ffff
         );
         let granted = conn
             .block_on(async |client| Ok(client.lock_acquire(name, &holder, LOCK_TTL).await?))
@@ -218,9 +263,14 @@ impl Lock {
         let stop = Arc::new(AtomicBool::new(false));
         let renewer = {
             let (name, holder, stop) = (name.to_string(), holder.clone(), Arc::clone(&stop));
+            let lost = conn.lock_lost_signal();
             std::thread::Builder::new()
                 .name("lock-renewer".into())
-                .spawn(move || renew(&name, &holder, host, tls_dir, &stop))
+                .spawn(move || {
+                    if let Some(reason) = renew(&name, &holder, host, tls_dir, &stop) {
+                        lost.send_replace(Some(reason));
+                    }
+                })
                 .ok()
         };
         Ok(Lock {
@@ -249,21 +299,21 @@ impl Drop for Lock {
 }
 
 /// Renews the lease until told to stop; its own connection, so a script blocked in a call
-/// does not let the lease run out.
+/// does not let the lease run out. Returns why the lease was lost, if it was: a renewal
+/// refused (another run took it), or none granted for a whole lease.
 fn renew(
     name: &str,
     holder: &str,
     host: Option<Host>,
     tls_dir: Option<PathBuf>,
     stop: &AtomicBool,
-) {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+) -> Option<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    else {
-        return;
-    };
+        .ok()?;
     let mut client: Option<Client> = None;
+    let mut renewed = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::park_timeout(LOCK_RENEW);
         if stop.load(Ordering::Relaxed) {
@@ -275,14 +325,23 @@ fn renew(
                 .ok();
         }
         if let Some(connected) = client.as_mut() {
-            if runtime
-                .block_on(connected.lock_renew(name, holder, LOCK_TTL))
-                .is_err()
-            {
-                client = None;
+            match runtime.block_on(connected.lock_renew(name, holder, LOCK_TTL)) {
+                Ok(_) => renewed = std::time::Instant::now(),
+                Err(
+                    error @ (essaim_api::ControlError::FailedPrecondition(_)
+                    | essaim_api::ControlError::NotFound(_)),
+                ) => return Some(format!("lost the lock {name}: {error}")),
+                Err(_) => client = None,
             }
         }
+        if renewed.elapsed() >= LOCK_TTL {
+            return Some(format!(
+                "lost the lock {name}: not renewed for {}s (the cluster cannot be reached)",
+                LOCK_TTL.as_secs()
+            ));
+        }
     }
+    None
 }
 
 fn hostname() -> String {
