@@ -629,3 +629,69 @@ fn docker_a_node_whose_engine_goes_away_is_down_with_that_reason_and_its_tasks_m
     })?;
     Ok(())
 }
+
+#[test]
+fn docker_a_start_first_rolling_update_never_drops_below_the_replicas_and_rolls_back() -> Result<()>
+{
+    let service = unique("rolling");
+    let _cleanup = Cleanup {
+        services: vec![service.clone()],
+        networks: vec![],
+    };
+    let Some((cluster, image)) = docker_node("docker_a_start_first_rolling_update")? else {
+        return Ok(());
+    };
+    let m1 = cluster.node("m1");
+    m1.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &service,
+        "--replicas",
+        "3",
+        "--stop-grace-period",
+        "1s",
+        image,
+        "sleep",
+        "3600",
+    ])?;
+    converged(m1, &service, 3)?;
+    m1.ok(&[
+        "service",
+        "update",
+        "--detach",
+        "--args",
+        "sleep 3601",
+        "--update-order",
+        "start-first",
+        "--update-monitor",
+        "1s",
+        &service,
+    ])?;
+    // Watch the whole update: never fewer than 3 containers running.
+    let mut fewest = usize::MAX;
+    wait_for("the start-first update to complete", SETTLE, || {
+        let tasks = m1.tasks(&service)?;
+        fewest = fewest.min(running(&tasks).len());
+        let inspect = m1.json(&["service", "inspect", &service])?;
+        let state = inspect[0]["update_status"]["state"].clone();
+        Ok((state == "completed").then_some(()))
+    })?;
+    assert!(
+        fewest >= 3,
+        "only {fewest} tasks ran during a start-first update"
+    );
+    let running_now = converged(m1, &service, 3)?;
+    assert!(running_now
+        .iter()
+        .all(|t| t.task.spec.args == ["sleep", "3601"]));
+
+    // Back to the previous spec, containers and all.
+    m1.ok(&["service", "rollback", &service])?;
+    let back = converged(m1, &service, 3)?;
+    assert!(back.iter().all(|t| t.task.spec.args == ["sleep", "3600"]));
+    let inspect = m1.json(&["service", "inspect", &service])?;
+    assert_eq!(inspect[0]["update_status"]["state"], "rollback_completed");
+    Ok(())
+}

@@ -489,3 +489,98 @@ fn autoscale_follows_cpu_within_bounds_and_cools_down() -> Result<()> {
     assert_eq!(fourth["action"], "scaled 2 -> 1", "{fourth}");
     Ok(())
 }
+
+/// A service `web` of 4 replicas of `sleep 600`, converged.
+fn web_of_four() -> Result<Cluster> {
+    let cluster = Cluster::start(1, 0)?;
+    cluster.node("m1").ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "4",
+        "--stop-grace-period",
+        "1s",
+        "sleep",
+        "600",
+    ])?;
+    Ok(cluster)
+}
+
+fn phased_rollout(m1: &Daemon, image: &str, args: &str) -> Output {
+    let script = script_path("phased-rollout.rhai");
+    essaim(
+        m1,
+        &[
+            "run",
+            "--format",
+            "json",
+            "--timeout",
+            "2m",
+            script.to_str().expect("utf-8 path"),
+            image,
+            "--arg",
+            "service=web",
+            "--arg",
+            &format!("args={args}"),
+            "--arg",
+            "observe=1s",
+            "--arg",
+            "monitor=1s",
+        ],
+    )
+}
+
+#[test]
+fn a_phased_rollout_of_a_good_release_goes_through_every_phase() -> Result<()> {
+    let cluster = web_of_four()?;
+    let m1 = cluster.node("m1");
+    let out = phased_rollout(m1, "sleep", "700");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let document: Value = serde_json::from_str(&stdout)?;
+    let phases = document["result"].as_array().context("a report")?;
+    // A canary of one, then half, then all: 1, 2, 4 tasks of 4.
+    let targets: Vec<Value> = phases.iter().map(|p| p["target"].clone()).collect();
+    assert_eq!(
+        targets,
+        vec![Value::from(1), Value::from(2), Value::from(4)]
+    );
+    assert!(phases.iter().all(|p| p["verdict"] == "good"), "{stdout}");
+    assert_eq!(phases[2]["state"], "completed");
+    let tasks = m1.tasks("web")?;
+    let live = running(&tasks);
+    assert_eq!(live.len(), 4);
+    assert!(live.iter().all(|t| t.task.spec.args == ["700"]));
+    Ok(())
+}
+
+#[test]
+fn a_phased_rollout_of_a_bad_release_rolls_back_at_the_canary() -> Result<()> {
+    let cluster = web_of_four()?;
+    let m1 = cluster.node("m1");
+    // `false` exits at once: the canary fails.
+    let out = phased_rollout(m1, "false", "");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("looks wrong"), "{stderr}");
+    let tasks = m1.tasks("web")?;
+    wait_for("web back on sleep 600", Duration::from_secs(30), || {
+        let tasks = m1.tasks("web")?;
+        let live = running(&tasks);
+        Ok((live.len() == 4
+            && live
+                .iter()
+                .all(|t| t.task.spec.image == "sleep" && t.task.spec.args == ["600"]))
+        .then_some(()))
+    })?;
+    // Only the canary's slot was ever given the bad release.
+    let bad_slots: std::collections::BTreeSet<Option<u64>> = tasks
+        .iter()
+        .filter(|t| t.task.spec.image == "false")
+        .map(|t| t.task.slot)
+        .collect();
+    assert_eq!(bad_slots.len(), 1, "{bad_slots:?}");
+    Ok(())
+}

@@ -104,7 +104,7 @@ async fn wait_quietly_interruptible(
     loop {
         let view = client.service_inspect(service).await?;
         let tasks = client.task_list(Some(&view.service.id), None).await?;
-        let progress = Progress::of(&view, &tasks, since);
+        let progress = Progress::of(&view, &tasks, since, now());
         display.draw(&progress, output);
         if let Some(outcome) = update_outcome(&view, operation) {
             if outcome.is_ok() {
@@ -223,8 +223,14 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Reads the progress off the service and its tasks; failures count from `since`.
-    pub fn of(view: &ServiceView, tasks: &[TaskView], since: Timestamp) -> Progress {
+    /// Reads the progress off the service and its tasks; failures count from `since`;
+    /// `now` tells how long new tasks have yet to be watched by a rolling update.
+    pub fn of(
+        view: &ServiceView,
+        tasks: &[TaskView],
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Progress {
         let spec = &view.service.spec.task;
         let current = |view: &TaskView| &view.task.spec == spec;
         let live: Vec<&TaskView> = tasks
@@ -286,16 +292,35 @@ impl Progress {
             }
         }
 
+        // While an update runs, a new task counts once it has run for the monitor period.
+        let monitor_ms =
+            view.service
+                .update_status
+                .as_ref()
+                .and_then(|status| match status.state {
+                    UpdateState::Updating => Some(view.service.spec.update_config.monitor_ms),
+                    UpdateState::RollbackStarted => {
+                        Some(view.service.spec.rollback_config.monitor_ms)
+                    }
+                    _ => None,
+                });
         let mut slots: Vec<Slot> = live
             .iter()
-            .map(|view| {
-                let status = &view.task.status;
-                let note = match (&status.error, status.state) {
-                    (Some(error), _) => error.clone(),
-                    (None, TaskState::Running) => String::new(),
-                    (None, _) => status.message.clone(),
+            .map(|task| {
+                let status = &task.task.status;
+                let watched_until = monitor_ms
+                    .filter(|_| status.state == TaskState::Running && current(task))
+                    .map(|ms| status.timestamp.0.saturating_add(ms))
+                    .filter(|until| *until > now.0);
+                let note = match (&status.error, status.state, watched_until) {
+                    (Some(error), _, _) => error.clone(),
+                    (None, TaskState::Running, Some(until)) => {
+                        format!("monitoring, {}s left", (until - now.0).div_ceil(1000))
+                    }
+                    (None, TaskState::Running, None) => String::new(),
+                    (None, _, _) => status.message.clone(),
                 };
-                let note = match failures.get(&key(view)) {
+                let note = match failures.get(&key(task)) {
                     Some((count, last))
                         if note.is_empty() || status.state != TaskState::Running =>
                     {
@@ -304,9 +329,9 @@ impl Progress {
                     _ => note,
                 };
                 Slot {
-                    label: key(view),
+                    label: key(task),
                     state: Some(status.state),
-                    outdated: !current(view),
+                    outdated: !current(task),
                     note,
                 }
             })
@@ -541,13 +566,13 @@ mod tests {
         let view = web(2, 2, "v2");
         let one = task("t1", 1, "v2", Running, Running, 0);
         let two = task("t2", 2, "v1", Running, Running, 0);
-        let progress = Progress::of(&view, &[one.clone(), two], Timestamp(0));
+        let progress = Progress::of(&view, &[one.clone(), two], Timestamp(0), Timestamp(0));
         assert!(!progress.converged, "slot 2 runs the old spec");
         assert_eq!(progress.running, 1);
         assert!(progress.slots[1].outdated);
 
         let two = task("t2", 2, "v2", Running, Running, 0);
-        let progress = Progress::of(&view, &[one, two], Timestamp(0));
+        let progress = Progress::of(&view, &[one, two], Timestamp(0), Timestamp(0));
         assert!(progress.converged);
         assert_eq!(progress.lines()[0], "overall progress: 2 out of 2 tasks");
     }
@@ -558,9 +583,9 @@ mod tests {
         let view = web(1, 1, "v1");
         let one = task("t1", 1, "v1", Running, Running, 0);
         let two = task("t2", 2, "v1", Remove, Running, 0);
-        assert!(!Progress::of(&view, &[one.clone(), two], Timestamp(0)).converged);
+        assert!(!Progress::of(&view, &[one.clone(), two], Timestamp(0), Timestamp(0)).converged);
         let gone = task("t2", 2, "v1", Remove, Shutdown, 0);
-        assert!(Progress::of(&view, &[one, gone], Timestamp(0)).converged);
+        assert!(Progress::of(&view, &[one, gone], Timestamp(0), Timestamp(0)).converged);
     }
 
     #[test]
@@ -572,12 +597,12 @@ mod tests {
             failed.task.status.error = Some("image nope not found".to_string());
             tasks.push(failed);
         }
-        let progress = Progress::of(&view, &tasks, Timestamp(15));
+        let progress = Progress::of(&view, &tasks, Timestamp(15), Timestamp(0));
         assert_eq!(progress.slots.len(), 2);
         assert_eq!(progress.slots[0].label, "1/2");
         assert_eq!(progress.slots[0].state, None);
         assert_eq!(progress.stuck(), None, "two failures since the start");
-        let progress = Progress::of(&view, &tasks, Timestamp(0));
+        let progress = Progress::of(&view, &tasks, Timestamp(0), Timestamp(0));
         let stuck = progress.stuck().expect("three failures");
         assert!(stuck.contains("slot 1 failed 3 times"), "{stuck}");
         assert!(stuck.contains("image nope not found"), "{stuck}");
