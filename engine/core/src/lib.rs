@@ -16,6 +16,8 @@
 //! - [`units`]: memory sizes, CPUs, ports and KEY=VALUE pairs as users type them.
 //! - [`orchestrator`]: what a service needs now: tasks to create, replace or shut down.
 //! - [`scheduler`]: where tasks go: node filters, constraints, spread, and why a task waits.
+//! - [`updater`]: rolling updates and rollbacks: which outdated tasks to replace now, in
+//!   batches, and where the update stands.
 
 pub mod command;
 pub mod error;
@@ -27,6 +29,7 @@ pub mod state;
 pub mod suggest;
 pub mod time;
 pub mod units;
+pub mod updater;
 
 #[cfg(test)]
 mod testing;

@@ -5,6 +5,12 @@
 //!
 //! A task is never restarted in place: its replacement is a new task in the same slot (or on
 //! the same node, for a global service), and the old one stays as history.
+//!
+//! While a rolling update is under way (updating, rolling back, or paused in either), tasks
+//! that run an older spec are left to the [`crate::updater`], which replaces them in batches;
+//! a slot being updated start-first then has its old task and the replacement alive together
+//! until the replacement runs. Lost nodes, ended tasks and the restart policy stay the
+//! orchestrator's in every case.
 
 use std::collections::BTreeMap;
 
@@ -25,29 +31,23 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn wake(&mut self, at: Timestamp) {
+    pub(crate) fn wake(&mut self, at: Timestamp) {
         self.wake_at = Some(self.wake_at.map_or(at, |t| t.min(at)));
     }
 }
 
 /// Where the tasks of a slot (replicated) or of a node (global) are grouped.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Place {
+pub(crate) enum Place {
     Slot(u64),
     Node(ObjectId),
 }
 
-/// Decides what `service` needs now. `new_id` gives IDs for the tasks to create;
-/// `eligible` says whether a global service may run on a node (the scheduler's filters).
-pub fn reconcile(
-    state: &ClusterState,
+/// The tasks of `service` by place, oldest first in each.
+pub(crate) fn places_of<'a>(
+    state: &'a ClusterState,
     service: &Service,
-    now: Timestamp,
-    history_limit: u32,
-    new_id: &mut dyn FnMut() -> ObjectId,
-    eligible: &dyn Fn(&Node) -> bool,
-) -> Plan {
-    let mut plan = Plan::default();
+) -> BTreeMap<Place, Vec<&'a Task>> {
     let mut places: BTreeMap<Place, Vec<&Task>> = BTreeMap::new();
     for task in state.tasks_of_service(&service.id) {
         let place = match (task.slot, &task.node_id) {
@@ -61,15 +61,43 @@ pub fn reconcile(
     for tasks in places.values_mut() {
         tasks.sort_by_key(|t| (t.created_at, t.id.clone()));
     }
+    places
+}
 
-    let wanted: Vec<Place> = match service.spec.mode {
+/// The places `service` wants a task in: its slots, or the nodes it may use.
+pub(crate) fn wanted_places(
+    state: &ClusterState,
+    service: &Service,
+    eligible: &dyn Fn(&Node) -> bool,
+) -> Vec<Place> {
+    match service.spec.mode {
         ServiceMode::Replicated { replicas } => (1..=replicas).map(Place::Slot).collect(),
         ServiceMode::Global => state
             .nodes()
             .filter(|n| eligible(n))
             .map(|n| Place::Node(n.id.clone()))
             .collect(),
-    };
+    }
+}
+
+/// True when `task` runs what the service's spec asks for now.
+pub(crate) fn runs_current_spec(task: &Task, service: &Service) -> bool {
+    task.spec == service.spec.task && task.ports == service.spec.ports
+}
+
+/// Decides what `service` needs now. `new_id` gives IDs for the tasks to create;
+/// `eligible` says whether a global service may run on a node (the scheduler's filters).
+pub fn reconcile(
+    state: &ClusterState,
+    service: &Service,
+    now: Timestamp,
+    history_limit: u32,
+    new_id: &mut dyn FnMut() -> ObjectId,
+    eligible: &dyn Fn(&Node) -> bool,
+) -> Plan {
+    let mut plan = Plan::default();
+    let places = places_of(state, service);
+    let wanted = wanted_places(state, service, eligible);
 
     // Places no longer wanted. Slots scaled away: their tasks are stopped for removal, then
     // forgotten once stopped, history and all (as Swarm does), and the node removes what they
@@ -105,9 +133,17 @@ pub fn reconcile(
         }
     }
 
+    let updating = service
+        .update_status
+        .as_ref()
+        .is_some_and(|s| s.state.is_under_way());
     for place in &wanted {
         let tasks = places.get(place).map(Vec::as_slice).unwrap_or(&[]);
-        keep_place(state, service, place, tasks, now, new_id, &mut plan);
+        if updating {
+            keep_place_while_updating(state, service, place, tasks, now, new_id, &mut plan);
+        } else {
+            keep_place(state, service, place, tasks, now, new_id, &mut plan);
+        }
         reap(tasks, history_limit, &mut plan);
     }
     plan
@@ -138,7 +174,7 @@ fn keep_place(
             .node_id
             .as_deref()
             .is_some_and(|node| !node_can_keep_tasks(state, node));
-        let outdated = task.spec != service.spec.task || task.ports != service.spec.ports;
+        let outdated = !runs_current_spec(task, service);
         let ended = task.status.state.is_terminal();
         if !(node_lost || outdated || ended) {
             return;
@@ -158,22 +194,94 @@ fn keep_place(
     }
 }
 
+/// One slot or node while a rolling update is under way: tasks of an older spec are the
+/// updater's to replace, so a slot may hold an old task and its replacement (start-first);
+/// the old one goes once the replacement runs. A replacement that ended is replaced per the
+/// restart policy, the old task (if still there) running meanwhile.
+fn keep_place_while_updating(
+    state: &ClusterState,
+    service: &Service,
+    place: &Place,
+    tasks: &[&Task],
+    now: Timestamp,
+    new_id: &mut dyn FnMut() -> ObjectId,
+    plan: &mut Plan,
+) {
+    let live: Vec<&Task> = tasks
+        .iter()
+        .copied()
+        .filter(|t| t.desired_state == TaskState::Running)
+        .collect();
+    let newest_current = live.iter().rev().find(|t| runs_current_spec(t, service));
+    let newest_old = live.iter().rev().find(|t| !runs_current_spec(t, service));
+    // Older duplicates on either side are leftovers of an interrupted decision.
+    for task in &live {
+        let keep = [newest_current, newest_old]
+            .iter()
+            .any(|kept| kept.is_some_and(|k| k.id == task.id));
+        if !keep {
+            plan.commands.push(shut_down(task));
+        }
+    }
+    let mut current = newest_current.copied();
+    let mut old = newest_old.copied();
+    if let (Some(replacement), Some(previous)) = (current, old) {
+        if replacement.status.state == TaskState::Running {
+            plan.commands.push(shut_down(previous));
+            old = None;
+        }
+    }
+    let mut lost_one = false;
+    for slot in [&mut current, &mut old] {
+        let Some(task) = *slot else { continue };
+        let node_lost = task
+            .node_id
+            .as_deref()
+            .is_some_and(|node| !node_can_keep_tasks(state, node));
+        if node_lost || task.status.state.is_terminal() {
+            plan.commands.push(shut_down(task));
+            lost_one |= node_lost;
+            *slot = None;
+        }
+    }
+    if current.is_some() {
+        return;
+    }
+    // The newest task of the place runs the current spec: a replacement that ended. It is
+    // replaced as the restart policy says, whether or not the old task still runs.
+    let replacement_ended = tasks.last().is_some_and(|t| runs_current_spec(t, service));
+    if old.is_some() && !replacement_ended {
+        // Outdated: the updater's to replace, in its batch.
+        return;
+    }
+    if lost_one {
+        // A lost node is not the task's failure: replace it at once.
+        plan.commands.push(create(service, place, now, new_id));
+        return;
+    }
+    match restart_decision(service, tasks, now) {
+        Restart::Now => plan.commands.push(create(service, place, now, new_id)),
+        Restart::At(at) => plan.wake(at),
+        Restart::Never => {}
+    }
+}
+
 /// True when tasks may stay on the node: it is known, up, and not drained.
-fn node_can_keep_tasks(state: &ClusterState, node_id: &str) -> bool {
+pub(crate) fn node_can_keep_tasks(state: &ClusterState, node_id: &str) -> bool {
     state.node_by_id(node_id).is_some_and(|node| {
         node.status.state != NodeState::Down && node.spec.availability != Availability::Drain
     })
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Restart {
+pub(crate) enum Restart {
     Now,
     At(Timestamp),
     Never,
 }
 
 /// Whether the slot (or node) gets a new task, per the restart policy, given its history.
-fn restart_decision(service: &Service, tasks: &[&Task], now: Timestamp) -> Restart {
+pub(crate) fn restart_decision(service: &Service, tasks: &[&Task], now: Timestamp) -> Restart {
     let Some(last) = tasks.last() else {
         // Never had a task: the first one starts now.
         return Restart::Now;
@@ -229,14 +337,14 @@ fn reap(tasks: &[&Task], history_limit: u32, plan: &mut Plan) {
     }
 }
 
-fn shut_down(task: &Task) -> Command {
+pub(crate) fn shut_down(task: &Task) -> Command {
     Command::SetTaskDesiredState {
         id: task.id.clone(),
         desired_state: TaskState::Shutdown,
     }
 }
 
-fn create(
+pub(crate) fn create(
     service: &Service,
     place: &Place,
     now: Timestamp,

@@ -111,3 +111,15 @@ pub struct Task {
     pub desired_state: TaskState,
     pub status: TaskStatus,
 }
+
+impl Task {
+    /// The task's name as users see it: `web.1` in a slot, `web.<node id>` for a global
+    /// service (`service_name` alone before a global task has its node).
+    pub fn name(&self, service_name: &str) -> String {
+        match (self.slot, &self.node_id) {
+            (Some(slot), _) => format!("{service_name}.{slot}"),
+            (None, Some(node)) => format!("{service_name}.{node}"),
+            (None, None) => service_name.to_string(),
+        }
+    }
+}
