@@ -1,10 +1,11 @@
-//! The leader's orchestration loop: wires the pure decisions of `essaim_core::orchestrator`
-//! and `essaim_core::scheduler` to the store. It wakes on every committed change, when a
-//! restart delay runs out, and once a second in any case; it acts only while this node
-//! leads.
+//! The leader's orchestration loop: wires the pure decisions of `essaim_core::updater`,
+//! `essaim_core::orchestrator` and `essaim_core::scheduler` to the store. It wakes on every
+//! committed change, when a restart delay, a monitor period or an update delay runs out, and
+//! once a second in any case; it acts only while this node leads.
 //!
 //! ```text
-//!  committed changes ──> orchestrator: tasks to create / shut down / forget ──> one write
+//!  committed changes ──> updater: outdated tasks to replace, update status ──┐
+//!                   ├──> orchestrator: tasks to create / shut down / forget ──┴─> one write
 //!                   └──> scheduler: pending tasks to nodes, or why they wait ──> one write
 //! ```
 
@@ -15,7 +16,7 @@ use essaim_api::ControlError;
 use essaim_core::event::{Change, Event};
 use essaim_core::model::{TaskState, TaskStatus};
 use essaim_core::scheduler::{self, Placement};
-use essaim_core::{orchestrator, Command, Timestamp};
+use essaim_core::{orchestrator, updater, ClusterState, Command, Timestamp};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::identity::new_object_id;
@@ -37,7 +38,7 @@ pub async fn run(swarm: Arc<Swarm>) {
         let mut attention = tokio::select! {
             _ = tokio::time::sleep(sleep) => true,
             received = changes.recv() => match received {
-                Ok(batch) => needs_attention(&batch),
+                Ok(batch) => needs_attention(&batch, &swarm),
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => return,
             },
@@ -45,7 +46,7 @@ pub async fn run(swarm: Arc<Swarm>) {
         // Everything committed meanwhile is looked at in one pass.
         loop {
             match changes.try_recv() {
-                Ok(batch) => attention |= needs_attention(&batch),
+                Ok(batch) => attention |= needs_attention(&batch, &swarm),
                 Err(TryRecvError::Lagged(_)) => attention = true,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Closed) => return,
@@ -65,10 +66,16 @@ pub async fn run(swarm: Arc<Swarm>) {
 }
 
 /// Whether a commit can call for orchestration or scheduling. A task that got going (assigned,
-/// starting, running) calls for neither: at scale, those reports are most of the commits.
-fn needs_attention(batch: &[Event]) -> bool {
-    batch.iter().any(|event| match &event.change {
+/// starting, running) calls for neither, at scale those reports are most of the commits,
+/// except for a service under a rolling update: its replacement running may let its old task
+/// go (start-first) and starts its monitor period.
+fn needs_attention(batch: &[Event], swarm: &Swarm) -> bool {
+    let mut running = Vec::new();
+    let attention = batch.iter().any(|event| match &event.change {
         Change::Task(task) => {
+            if task.status.state == TaskState::Running && task.desired_state == TaskState::Running {
+                running.push(task.service_id.as_str());
+            }
             task.status.state == TaskState::Pending
                 || task.status.state.is_terminal()
                 || task.desired_state != TaskState::Running
@@ -76,6 +83,17 @@ fn needs_attention(batch: &[Event]) -> bool {
         // Scripts renew their locks every few seconds; no task depends on them.
         Change::Lock { .. } | Change::LockRemoved { .. } => false,
         _ => true,
+    });
+    attention || (!running.is_empty() && any_updating(&swarm.state(), &running))
+}
+
+/// True if one of these services is under a rolling update.
+fn any_updating(state: &ClusterState, service_ids: &[&str]) -> bool {
+    service_ids.iter().any(|id| {
+        state
+            .service_by_id(id)
+            .and_then(|s| s.update_status.as_ref())
+            .is_some_and(|status| status.state.is_under_way())
     })
 }
 
@@ -106,17 +124,28 @@ fn plan(swarm: &Swarm) -> (Vec<Command>, Option<Timestamp>) {
         let mut commands = Vec::new();
         let mut wake_at: Option<Timestamp> = None;
         for service in state.services() {
-            let plan = orchestrator::reconcile(
-                &state,
-                service,
-                time,
-                history_limit,
-                &mut new_object_id,
-                &|node| scheduler::accepts(node, &service.spec.task),
-            );
-            commands.extend(plan.commands);
-            if let Some(at) = plan.wake_at {
-                wake_at = Some(wake_at.map_or(at, |w: Timestamp| w.min(at)));
+            let eligible = |node: &_| scheduler::accepts(node, &service.spec.task);
+            let update = updater::advance(&state, service, time, &mut new_object_id, &eligible);
+            // A rollback changes the spec: the orchestrator decides on the new one next pass
+            // rather than restart the failed task with the spec being left.
+            let plans = if updater::rolls_back(&update) {
+                vec![update]
+            } else {
+                let orchestration = orchestrator::reconcile(
+                    &state,
+                    service,
+                    time,
+                    history_limit,
+                    &mut new_object_id,
+                    &eligible,
+                );
+                vec![update, orchestration]
+            };
+            for plan in plans {
+                commands.extend(plan.commands);
+                if let Some(at) = plan.wake_at {
+                    wake_at = Some(wake_at.map_or(at, |w: Timestamp| w.min(at)));
+                }
             }
         }
         (commands, wake_at)

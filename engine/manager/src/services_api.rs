@@ -335,11 +335,7 @@ pub fn task_name(state: &ClusterState, task: &Task) -> String {
     let service_name = state
         .service_by_id(&task.service_id)
         .map_or(task.service_id.as_str(), |s| s.spec.name.as_str());
-    match (task.slot, &task.node_id) {
-        (Some(slot), _) => format!("{service_name}.{slot}"),
-        (None, Some(node)) => format!("{service_name}.{node}"),
-        (None, None) => service_name.to_string(),
-    }
+    task.name(service_name)
 }
 
 fn view(state: &ClusterState, service: &Service) -> ServiceView {
