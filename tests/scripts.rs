@@ -584,3 +584,69 @@ fn a_phased_rollout_of_a_bad_release_rolls_back_at_the_canary() -> Result<()> {
     assert_eq!(bad_slots.len(), 1, "{bad_slots:?}");
     Ok(())
 }
+
+#[test]
+fn node_calls_logs_and_usage_reach_the_cluster() -> Result<()> {
+    let cluster = Cluster::start(1, 1)?;
+    let m1 = cluster.node("m1");
+    cluster.wait_for_nodes("m1", "w1 ready", Duration::from_secs(20), |nodes| {
+        essaim_tests::row(nodes, "w1").is_some_and(|w1| w1["status"]["state"] == "ready")
+    })?;
+    m1.ok(&[
+        "service",
+        "create",
+        "--name",
+        "talker",
+        "--constraint",
+        "node.role==manager",
+        "sh",
+        "-c",
+        "echo hello from talker; while :; do :; done",
+    ])?;
+    // Roles and availability, each change sent with the version read.
+    assert_eq!(
+        eval(m1, r#"let n = node("w1"); n.promote(); n.role"#)?,
+        "manager"
+    );
+    assert_eq!(
+        eval(m1, r#"let n = node("w1"); n.demote(); n.role"#)?,
+        "worker"
+    );
+    assert_eq!(
+        eval(m1, r#"let n = node("w1"); n.drain(); n.availability"#)?,
+        "drain"
+    );
+    assert_eq!(
+        eval(m1, r#"let n = node("w1"); n.activate(); n.availability"#)?,
+        "active"
+    );
+    // Tasks by node, and a node's own tasks.
+    let on_m1 = eval(m1, r#"tasks(#{node: "m1"}).map(|t| t.node)"#)?;
+    assert!(on_m1
+        .as_array()
+        .is_some_and(|a| !a.is_empty() && a.iter().all(|n| n == "m1")));
+    assert_eq!(eval(m1, r#"node("m1").tasks().len()"#)?, 1);
+    assert_eq!(eval(m1, r#"node("w1").tasks().len()"#)?, 0);
+    // Logs as data.
+    wait_for("talker's output", Duration::from_secs(20), || {
+        let lines = eval(m1, r#"service("talker").logs(10).map(|l| l.line)"#)?;
+        Ok(lines
+            .as_array()
+            .is_some_and(|l| l.iter().any(|line| line == "hello from talker"))
+            .then_some(()))
+    })?;
+    // Usage, once the worker has sampled it: the service's and its task's.
+    wait_for("talker's usage", Duration::from_secs(30), || {
+        let usage = eval(
+            m1,
+            r#"let s = service("talker"); let t = s.tasks()[0];
+               #{cpu: s.cpu(), memory: s.memory(), task_cpu: t.cpu, task_memory: t.memory}"#,
+        )?;
+        let busy = usage["cpu"].as_f64().is_some_and(|cpu| cpu > 30.0)
+            && usage["memory"].as_i64().is_some_and(|m| m > 0)
+            && usage["task_cpu"].as_f64().is_some_and(|cpu| cpu > 30.0)
+            && usage["task_memory"].as_i64().is_some_and(|m| m > 0);
+        Ok(busy.then_some(()))
+    })?;
+    Ok(())
+}

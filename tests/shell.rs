@@ -91,6 +91,25 @@ fn an_open_rhai_block_continues_on_the_next_line() -> Result<()> {
 }
 
 #[test]
+fn ctrl_c_stops_a_running_script_and_keeps_the_session() -> Result<()> {
+    let cluster = Cluster::start(1, 0)?;
+    let mut session = repl(cluster.node("m1"), &cluster.root().join("history"))?;
+    session.send_line("let kept = 42;")?;
+    session.exp_regex(r"essaim\[[^\]\n]*\]> ")?;
+    // A loop that never ends (and never reaches the operation limit): it sleeps.
+    // (The echo of the line may wrap on the narrow terminal: give the line time to be read
+    // instead of matching it; a Ctrl-C that came too early would clear it, and fail below.)
+    session.send_line("loop { sleep(0.05) }")?;
+    std::thread::sleep(Duration::from_millis(500));
+    session.send_control('c')?;
+    session.exp_string("script stopped: interrupted by Ctrl-C")?;
+    session.exp_regex(r"essaim\[[^\]\n]*\]> ")?;
+    session.send_line("kept")?;
+    session.exp_string("42")?;
+    Ok(())
+}
+
+#[test]
 fn ctrl_c_during_a_waiting_scale_leaves_it_running_and_keeps_the_session() -> Result<()> {
     let cluster = Cluster::start(1, 0)?;
     let m1 = cluster.node("m1");
