@@ -170,10 +170,7 @@ fn keep_place(
         plan.commands.push(shut_down(older));
     }
     if let Some(task) = live.first() {
-        let node_lost = task
-            .node_id
-            .as_deref()
-            .is_some_and(|node| !node_can_keep_tasks(state, node));
+        let node_lost = on_lost_node(state, task);
         let outdated = !runs_current_spec(task, service);
         let ended = task.status.state.is_terminal();
         if !(node_lost || outdated || ended) {
@@ -234,10 +231,7 @@ fn keep_place_while_updating(
     let mut lost_one = false;
     for slot in [&mut current, &mut old] {
         let Some(task) = *slot else { continue };
-        let node_lost = task
-            .node_id
-            .as_deref()
-            .is_some_and(|node| !node_can_keep_tasks(state, node));
+        let node_lost = on_lost_node(state, task);
         if node_lost || task.status.state.is_terminal() {
             plan.commands.push(shut_down(task));
             lost_one |= node_lost;
@@ -266,8 +260,15 @@ fn keep_place_while_updating(
     }
 }
 
+/// True when `task` is on a node it may not stay on (down, drained, gone).
+pub(crate) fn on_lost_node(state: &ClusterState, task: &Task) -> bool {
+    task.node_id
+        .as_deref()
+        .is_some_and(|node| !node_can_keep_tasks(state, node))
+}
+
 /// True when tasks may stay on the node: it is known, up, and not drained.
-pub(crate) fn node_can_keep_tasks(state: &ClusterState, node_id: &str) -> bool {
+fn node_can_keep_tasks(state: &ClusterState, node_id: &str) -> bool {
     state.node_by_id(node_id).is_some_and(|node| {
         node.status.state != NodeState::Down && node.spec.availability != Availability::Drain
     })

@@ -1,6 +1,9 @@
 //! Builders shared by the crate's unit tests.
 
-use crate::model::{Availability, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, Role};
+use crate::model::{
+    Availability, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, Role, Service,
+    ServiceMode, ServiceSpec, TaskSpec,
+};
 use crate::time::Timestamp;
 
 /// A ready, active worker named `hostname`, on linux/x86_64, with no labels and unknown
@@ -29,5 +32,27 @@ pub fn node(id: &str, hostname: &str) -> Node {
             state: NodeState::Ready,
             message: String::new(),
         },
+    }
+}
+
+/// Service `s1`, named `web`, running `task` as `mode` says, with the default update configs
+/// and no update yet.
+pub fn service(mode: ServiceMode, task: TaskSpec) -> Service {
+    Service {
+        id: "s1".to_string(),
+        version: 0,
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+        spec: ServiceSpec {
+            name: "web".to_string(),
+            labels: Default::default(),
+            mode,
+            task,
+            ports: vec![],
+            update_config: Default::default(),
+            rollback_config: Default::default(),
+        },
+        previous_spec: None,
+        update_status: None,
     }
 }

@@ -15,7 +15,7 @@
 //!   ServiceRollback, or ------> rollback_started ---------> rollback_completed
 //!   failure: rollback           |     ^
 //!               checkpoint,     |     | ServiceUpdateContinue
-//!               any failure     v     |
+//!               failure         v     |
 //!                               rollback_paused
 //! ```
 //!
@@ -34,8 +34,8 @@ use crate::model::{
     UpdateOrder, UpdateState, UpdateStatus,
 };
 use crate::orchestrator::{
-    create, node_can_keep_tasks, places_of, restart_decision, runs_current_spec, shut_down,
-    wanted_places, Place, Plan, Restart,
+    create, on_lost_node, places_of, restart_decision, runs_current_spec, shut_down, wanted_places,
+    Place, Plan, Restart,
 };
 use crate::state::ClusterState;
 use crate::time::Timestamp;
@@ -351,11 +351,7 @@ impl<'a> Survey<'a> {
         }
         match old {
             Some(task) => {
-                let node_lost = task
-                    .node_id
-                    .as_deref()
-                    .is_some_and(|node| !node_can_keep_tasks(state, node));
-                if node_lost || task.status.state.is_terminal() {
+                if on_lost_node(state, task) || task.status.state.is_terminal() {
                     // The orchestrator replaces it now, with the current spec.
                     self.in_flight += 1;
                 } else {

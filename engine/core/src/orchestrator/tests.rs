@@ -116,27 +116,14 @@ fn node(id: &str) -> Node {
 }
 
 fn service(mode: ServiceMode, restart_policy: RestartPolicy) -> Service {
-    Service {
-        id: "s1".to_string(),
-        version: 0,
-        created_at: Timestamp(0),
-        updated_at: Timestamp(0),
-        spec: ServiceSpec {
-            name: "web".to_string(),
-            labels: Default::default(),
-            mode,
-            task: TaskSpec {
-                image: "sleep".to_string(),
-                restart_policy,
-                ..Default::default()
-            },
-            ports: vec![],
-            update_config: Default::default(),
-            rollback_config: Default::default(),
+    crate::testing::service(
+        mode,
+        TaskSpec {
+            image: "sleep".to_string(),
+            restart_policy,
+            ..Default::default()
         },
-        previous_spec: None,
-        update_status: None,
-    }
+    )
 }
 
 fn replicated(replicas: u64) -> Service {

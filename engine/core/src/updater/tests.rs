@@ -31,30 +31,19 @@ impl World {
         world.apply(vec![Command::AddNode {
             node: crate::testing::node("n1", "n1"),
         }]);
-        let service = Service {
-            id: "s1".to_string(),
-            version: 0,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-            spec: ServiceSpec {
-                name: "web".to_string(),
-                labels: Default::default(),
-                mode: ServiceMode::Replicated { replicas },
-                task: TaskSpec {
-                    image: "v1".to_string(),
-                    restart_policy: RestartPolicy {
-                        delay_ms: 0,
-                        ..RestartPolicy::default()
-                    },
-                    ..Default::default()
+        let mut service = crate::testing::service(
+            ServiceMode::Replicated { replicas },
+            TaskSpec {
+                image: "v1".to_string(),
+                restart_policy: RestartPolicy {
+                    delay_ms: 0,
+                    ..RestartPolicy::default()
                 },
-                ports: vec![],
-                update_config: update_config.clone(),
-                rollback_config: update_config,
+                ..Default::default()
             },
-            previous_spec: None,
-            update_status: None,
-        };
+        );
+        service.spec.update_config = update_config.clone();
+        service.spec.rollback_config = update_config;
         world.apply(vec![Command::CreateService { service }]);
         // Every slot running v1, well past any monitor period.
         world.settle(10);
@@ -281,6 +270,11 @@ impl World {
     }
 }
 
+/// One task created in each of slots 1 to `slots`.
+fn one_per_slot(slots: u64) -> BTreeMap<u64, usize> {
+    (1..=slots).map(|slot| (slot, 1)).collect()
+}
+
 fn config(parallelism: u64, monitor_ms: u64) -> UpdateConfig {
     UpdateConfig {
         parallelism,
@@ -466,10 +460,7 @@ fn continue_goes_on_past_failures_and_counts_each_once() {
     assert_eq!(status.state, UpdateState::Completed);
     assert_eq!((status.updated, status.failures), (0, 3));
     // One attempt per slot: the restart policy said none.
-    assert_eq!(
-        world.created_per_slot("bad"),
-        BTreeMap::from([(1, 1), (2, 1), (3, 1)])
-    );
+    assert_eq!(world.created_per_slot("bad"), one_per_slot(3));
 }
 
 #[test]
@@ -652,10 +643,7 @@ fn a_new_leader_deciding_from_the_same_state_updates_no_slot_twice() {
         world.now += 150;
     }
     assert_eq!(world.status().state, UpdateState::Completed);
-    assert_eq!(
-        world.created_per_slot("v2"),
-        BTreeMap::from([(1, 1), (2, 1), (3, 1), (4, 1)])
-    );
+    assert_eq!(world.created_per_slot("v2"), one_per_slot(4));
 }
 
 #[test]
@@ -678,10 +666,7 @@ fn a_leader_change_mid_update_resumes_it_where_it_stood() {
     world.run(300, |_| {});
     assert_eq!(world.status().state, UpdateState::Completed);
     assert_eq!(world.status().updated, 4);
-    assert_eq!(
-        world.created_per_slot("v2"),
-        BTreeMap::from([(1, 1), (2, 1), (3, 1), (4, 1)])
-    );
+    assert_eq!(world.created_per_slot("v2"), one_per_slot(4));
 }
 
 #[test]
