@@ -10,7 +10,7 @@
 use clap::Parser;
 use rhai::{Dynamic, Map};
 
-use crate::cli::{Cli, Command, ServiceChanges, ServiceCommand, ServiceCreateArgs};
+use crate::cli::{Cli, Command, ServiceChanges, ServiceCommand, ServiceCreateArgs, UpdateFlags};
 
 /// Which command the flags are for: names differ a little (`--env` vs `--env-add`).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -111,11 +111,15 @@ pub fn update_config(what: &str, config: &Map) -> Result<Vec<String>, String> {
     flags(what, &prefixed, For::Update)
 }
 
-/// The changes `service update FLAGS SERVICE` would make.
+/// The changes `service update FLAGS SERVICE` would make: to the spec, and to the update
+/// settings.
 ///
 /// # Errors
 /// Flags the command table refuses, in its words.
-pub fn service_changes(flags: Vec<String>, service: &str) -> Result<ServiceChanges, String> {
+pub fn service_changes(
+    flags: Vec<String>,
+    service: &str,
+) -> Result<(ServiceChanges, UpdateFlags), String> {
     let line = ["essaim", "service", "update", "--detach"]
         .into_iter()
         .map(str::to_string)
@@ -128,7 +132,7 @@ pub fn service_changes(flags: Vec<String>, service: &str) -> Result<ServiceChang
                     command: ServiceCommand::Update(args),
                 }),
             ..
-        } => Ok(args.changes),
+        } => Ok((args.changes, args.update)),
         _ => Err("update: not an update".to_string()),
     }
 }
@@ -246,7 +250,7 @@ mod tests {
             &map(r#"#{image: "app:2", replicas: 3, env: #{LOG: "info", OLD: ()}, force: true}"#),
         )
         .expect("flags");
-        let changes = service_changes(flags, "web").expect("parsed");
+        let (changes, _) = service_changes(flags, "web").expect("parsed");
         assert_eq!(changes.image.as_deref(), Some("app:2"));
         assert_eq!(changes.replicas, Some(3));
         assert_eq!(
@@ -255,6 +259,24 @@ mod tests {
         );
         assert_eq!(changes.env_rm, vec!["OLD".to_string()]);
         assert!(changes.force);
+    }
+
+    #[test]
+    fn update_settings_become_the_update_flags() {
+        let flags = update_config(
+            "update",
+            &map(r#"#{parallelism: 2, monitor: "1s", pause_after: "50%", order: "start-first"}"#),
+        )
+        .expect("flags");
+        let (_, update) = service_changes(flags, "web").expect("parsed");
+        assert_eq!(update.update_parallelism, Some(2));
+        assert_eq!(update.update_monitor, Some(1000));
+        assert_eq!(
+            update.update_pause_after,
+            Some(essaim_core::model::Checkpoint::Percent(50))
+        );
+        let error = update_config("update", &map("#{paralelism: 2}")).expect_err("typo");
+        assert!(error.contains("did you mean parallelism?"), "{error}");
     }
 
     #[test]
@@ -289,7 +311,7 @@ mod tests {
             &map(r#"#{args: ["-c", "sleep 10; echo 'done'"]}"#),
         )
         .expect("flags");
-        let changes = service_changes(flags, "web").expect("parsed");
+        let (changes, _) = service_changes(flags, "web").expect("parsed");
         assert_eq!(
             changes.args.map(|args| args.0),
             Some(vec!["-c".to_string(), "sleep 10; echo 'done'".to_string()])

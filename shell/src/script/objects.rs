@@ -186,9 +186,11 @@ impl Service {
     /// Runs `service update FLAGS` on this service as read, and takes the new snapshot.
     fn update_with(&mut self, flags: Vec<String>, what: String) -> Fallible<()> {
         let read = self.view.clone();
-        let changes = flags::service_changes(flags, &read.service.id).map_err(failed)?;
-        let spec =
+        let (changes, settings) =
+            flags::service_changes(flags, &read.service.id).map_err(failed)?;
+        let mut spec =
             crate::commands::service_update::apply(&read.service.spec, &changes).map_err(failed)?;
+        settings.apply(&mut spec.update_config, &mut spec.rollback_config);
         let view = self
             .conn
             .block_on(async |client| Ok(client.service_update(&read, spec).await?))
