@@ -20,7 +20,12 @@ struct World {
 }
 
 impl World {
+    /// Web with `replicas` tasks of v1 on node n1.
     fn new(replicas: u64, update_config: UpdateConfig) -> World {
+        World::with(ServiceMode::Replicated { replicas }, &["n1"], update_config)
+    }
+
+    fn with(mode: ServiceMode, nodes: &[&str], update_config: UpdateConfig) -> World {
         let mut world = World {
             state: ClusterState::default(),
             index: 0,
@@ -28,11 +33,13 @@ impl World {
             now: 1_000,
             fails: BTreeMap::new(),
         };
-        world.apply(vec![Command::AddNode {
-            node: crate::testing::node("n1", "n1"),
-        }]);
+        for name in nodes {
+            world.apply(vec![Command::AddNode {
+                node: crate::testing::node(name, name),
+            }]);
+        }
         let mut service = crate::testing::service(
-            ServiceMode::Replicated { replicas },
+            mode,
             TaskSpec {
                 image: "v1".to_string(),
                 restart_policy: RestartPolicy {
@@ -161,7 +168,7 @@ impl World {
         let starts = spec.task != service.spec.task || spec.ports != service.spec.ports;
         let wanted = match spec.mode {
             ServiceMode::Replicated { replicas } => replicas,
-            ServiceMode::Global => 1,
+            ServiceMode::Global => self.state.nodes().count() as u64,
         };
         let update_status = starts.then(|| {
             UpdateStatus::start(
@@ -741,4 +748,27 @@ fn a_start_first_replacement_that_fails_leaves_the_old_task_running() {
         [1]
     );
     assert_eq!(world.status().failures, 1);
+}
+
+#[test]
+fn a_global_service_is_updated_node_by_node() {
+    let nodes = ["n1", "n2", "n3"];
+    let mut world = World::with(ServiceMode::Global, &nodes, config(1, 1_000));
+    assert_eq!(world.running_total(), 3);
+    world.update_image("v2");
+    world.run(200, |world| {
+        let down = 3 - world.running_total();
+        assert!(down <= 1, "{down} down at {}", world.now);
+    });
+    let status = world.status();
+    assert_eq!(status.state, UpdateState::Completed);
+    assert_eq!(status.updated, 3);
+    let mut on: Vec<String> = world
+        .state
+        .tasks()
+        .filter(|t| t.spec.image == "v2" && t.status.state == TaskState::Running)
+        .filter_map(|t| t.node_id.clone())
+        .collect();
+    on.sort();
+    assert_eq!(on, nodes);
 }
