@@ -695,3 +695,53 @@ fn docker_a_start_first_rolling_update_never_drops_below_the_replicas_and_rolls_
     assert_eq!(inspect[0]["update_status"]["state"], "rollback_completed");
     Ok(())
 }
+
+#[test]
+fn docker_an_update_to_a_missing_image_rolls_back_by_its_failure_action() -> Result<()> {
+    let service = unique("badimage");
+    let _cleanup = Cleanup {
+        services: vec![service.clone()],
+        networks: vec![],
+    };
+    let Some((cluster, image)) = docker_node("docker_an_update_to_a_missing_image")? else {
+        return Ok(());
+    };
+    let m1 = cluster.node("m1");
+    m1.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &service,
+        "--replicas",
+        "2",
+        "--stop-grace-period",
+        "1s",
+        image,
+        "sleep",
+        "3600",
+    ])?;
+    converged(m1, &service, 2)?;
+    // No registry answers here: the new image cannot be had, its task is rejected.
+    let out = m1.essaim(&[
+        "service",
+        "update",
+        "--image",
+        "essaim-test/missing:1",
+        "--update-failure-action",
+        "rollback",
+        "--update-monitor",
+        "1s",
+        &service,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the update failed: {err}");
+    assert!(err.contains("rolled back"), "{err}");
+    wait_for("the rollback to complete", SETTLE, || {
+        let inspect = m1.json(&["service", "inspect", &service])?;
+        Ok((inspect[0]["update_status"]["state"] == "rollback_completed").then_some(()))
+    })?;
+    let back = converged(m1, &service, 2)?;
+    assert!(back.iter().all(|t| t.task.spec.image == image));
+    Ok(())
+}
