@@ -14,6 +14,8 @@
 //! - [`placement`]: a large service on simulated nodes: placement rate, time to running, API
 //!   latency under that load, leadership stability, memory per task; and node loss.
 //! - [`raft_writes`]: durable writes side by side with etcd, at 1 and 256 clients.
+//! - [`rolling_update`]: a change of the task spec rolled out over a large service on
+//!   simulated nodes, in batches.
 //! - [`sim`]: managers and hosts of simulated nodes, shared by the scale scenarios.
 
 mod docker_swarm;
@@ -22,6 +24,7 @@ mod interrupt;
 mod placement;
 mod raft_writes;
 mod report;
+mod rolling_update;
 mod sim;
 
 use std::path::PathBuf;
@@ -35,7 +38,7 @@ use clap::Parser;
 )]
 struct Args {
     /// Scenarios to run (all when none is named): placement, node-loss, raft-writes, failover,
-    /// docker-swarm
+    /// docker-swarm, rolling-update
     scenarios: Vec<String>,
     /// Small sizes, for CI: checks that every scenario completes, in well under a minute
     #[arg(long)]
@@ -57,6 +60,7 @@ const SCENARIOS: &[&str] = &[
     "raft-writes",
     "failover",
     "docker-swarm",
+    "rolling-update",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -117,6 +121,24 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("docker-swarm") {
         figures.extend(docker_swarm::run(if args.quick { 10 } else { 50 })?);
+    }
+    if wanted("rolling-update") {
+        let sizes = if args.quick {
+            rolling_update::Sizes {
+                nodes: 50,
+                replicas: 500,
+                hosts: 2,
+                parallelism: 50,
+            }
+        } else {
+            rolling_update::Sizes {
+                nodes: 1_000,
+                replicas: 10_000,
+                hosts: 4,
+                parallelism: 1_000,
+            }
+        };
+        figures.extend(rolling_update::run(&sizes)?);
     }
     print!("{}", report::table(&figures));
     report::write_json(&args.json, &figures)?;
