@@ -359,18 +359,30 @@ fn save_history(editor: &mut Editor<Helper, FileHistory>, path: &Path) {
 
 /// Sets `flag` on each Ctrl-C that reaches the process while a command or script runs (the
 /// line editor reads Ctrl-C as a key itself). The Rhai engine polls it to stop a script.
+///
+/// The handler is installed before this returns, on purpose: the line editor saves the
+/// process's SIGINT handler when it starts reading a line and puts it back when it is done, so
+/// a handler installed while it reads (from another thread) would be undone, and the next
+/// Ctrl-C during a command would kill the shell.
 pub fn watch_interrupts(flag: Arc<AtomicBool>) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let interrupts = {
+        let _context = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    };
+    let Ok(mut interrupts) = interrupts else {
+        return;
+    };
     let _ = std::thread::Builder::new()
         .name("interrupts".to_string())
         .spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
             runtime.block_on(async {
-                while tokio::signal::ctrl_c().await.is_ok() {
+                while interrupts.recv().await.is_some() {
                     flag.store(true, Ordering::Relaxed);
                 }
             });
