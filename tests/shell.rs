@@ -33,11 +33,16 @@ fn repl(daemon: &Daemon, history: &Path) -> Result<PtySession> {
     Ok(session)
 }
 
+/// The prompt, drawn anew. (The line editor also redraws the prompt while a line is typed:
+/// wait for a command's output first, then for this, before typing the next line; typing
+/// while a command runs may be lost when the editor takes the terminal back.)
+const PROMPT: &str = r"essaim\[[^\]\n]*\]> ";
+
 /// Presses Enter until the prompt shows the cluster's health: the name cache has been filled.
 fn wait_for_health(session: &mut PtySession) -> Result<()> {
     let deadline = Instant::now() + Duration::from_millis(ANSWER_MS);
     loop {
-        let (_, prompt) = session.exp_regex(r"essaim\[[^\]\n]*\]> ")?;
+        let (_, prompt) = session.exp_regex(PROMPT)?;
         if prompt.contains("leader m1") {
             return Ok(());
         }
@@ -80,10 +85,10 @@ fn an_open_rhai_block_continues_on_the_next_line() -> Result<()> {
     let mut session = repl(cluster.node("m1"), &cluster.root().join("history"))?;
     session.send_line("let total = 0; for i in 1..=3 {")?;
     session.send_line("  total += i * 7;")?;
-    session.send_line("}")?;
-    session.exp_regex(r"essaim\[[^\]\n]*\]> ")?;
-    session.send_line("total")?;
+    // The block ends, and the whole entry is evaluated: its value is shown.
+    session.send_line("}; total")?;
     session.exp_string("42")?;
+    session.exp_regex(PROMPT)?;
     // A mistyped command is not taken for Rhai silently.
     session.send_line("servce ls")?;
     session.exp_string("did you mean 'service'?")?;
@@ -94,8 +99,9 @@ fn an_open_rhai_block_continues_on_the_next_line() -> Result<()> {
 fn ctrl_c_stops_a_running_script_and_keeps_the_session() -> Result<()> {
     let cluster = Cluster::start(1, 0)?;
     let mut session = repl(cluster.node("m1"), &cluster.root().join("history"))?;
-    session.send_line("let kept = 42;")?;
-    session.exp_regex(r"essaim\[[^\]\n]*\]> ")?;
+    session.send_line("let kept = 42; print(\"re\" + \"ady\");")?;
+    session.exp_string("ready")?;
+    session.exp_regex(PROMPT)?;
     // A loop that never ends (and never reaches the operation limit): it sleeps.
     // (The echo of the line may wrap on the narrow terminal: give the line time to be read
     // instead of matching it; a Ctrl-C that came too early would clear it, and fail below.)
@@ -103,7 +109,7 @@ fn ctrl_c_stops_a_running_script_and_keeps_the_session() -> Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     session.send_control('c')?;
     session.exp_string("script stopped: interrupted by Ctrl-C")?;
-    session.exp_regex(r"essaim\[[^\]\n]*\]> ")?;
+    session.exp_regex(PROMPT)?;
     session.send_line("kept")?;
     session.exp_string("42")?;
     Ok(())
@@ -132,7 +138,7 @@ fn ctrl_c_during_a_waiting_scale_leaves_it_running_and_keeps_the_session() -> Re
     session.exp_string("the scaling of stuck goes on in the cluster")?;
     session.exp_string("essaim service wait stuck")?;
     // Still in the shell, and the scale went through.
-    session.exp_regex(r"essaim\[[^\]\n]*\]> ")?;
+    session.exp_regex(PROMPT)?;
     session.send_line("service ls")?;
     session.exp_string("0/2")?;
     let services = m1.json(&["service", "ls"])?;
@@ -150,6 +156,7 @@ fn history_is_kept_across_sessions() -> Result<()> {
         let mut first = repl(m1, &history)?;
         first.send_line("service ls -q")?;
         first.exp_string(&id)?;
+        first.exp_regex(PROMPT)?;
         first.send_control('d')?;
         first.exp_eof()?;
     }
@@ -176,6 +183,7 @@ fn service_rm_asks_first_and_no_keeps_the_service() -> Result<()> {
     session.exp_string("Continue? [y/N]")?;
     session.send_line("n")?;
     session.exp_string("Cancelled: nothing was changed.")?;
+    session.exp_regex(PROMPT)?;
     assert_eq!(
         m1.json(&["service", "ls"])?.as_array().map(Vec::len),
         Some(1)
@@ -184,7 +192,7 @@ fn service_rm_asks_first_and_no_keeps_the_service() -> Result<()> {
     session.send_line("service rm webfront")?;
     session.exp_string("Continue? [y/N]")?;
     session.send_line("y")?;
-    session.exp_regex(r"essaim\[[^\]\n]*\]> ")?;
+    session.exp_regex(PROMPT)?;
     wait_for("the service gone", Duration::from_secs(10), || {
         Ok(m1
             .json(&["service", "ls"])?
