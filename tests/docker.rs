@@ -69,6 +69,31 @@ fn converged(manager: &Daemon, service: &str, count: usize) -> Result<Vec<TaskVi
     )
 }
 
+/// Creates `service`: `replicas` containers of `image` running `sleep 3600`, stopped with a
+/// 1 s grace; waits until they run.
+fn sleepers(
+    manager: &Daemon,
+    service: &str,
+    image: &str,
+    replicas: usize,
+) -> Result<Vec<TaskView>> {
+    manager.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        service,
+        "--replicas",
+        &replicas.to_string(),
+        "--stop-grace-period",
+        "1s",
+        image,
+        "sleep",
+        "3600",
+    ])?;
+    converged(manager, service, replicas)
+}
+
 #[test]
 fn docker_tasks_are_labelled_containers_that_follow_scaling_and_go_with_the_service() -> Result<()>
 {
@@ -424,21 +449,7 @@ fn docker_a_restarted_essaimd_adopts_its_containers_instead_of_starting_new_ones
     let Some((mut cluster, image)) = docker_node("docker_a_restarted_essaimd")? else {
         return Ok(());
     };
-    cluster.node("m1").ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        &service,
-        "--replicas",
-        "2",
-        "--stop-grace-period",
-        "1s",
-        image,
-        "sleep",
-        "3600",
-    ])?;
-    converged(cluster.node("m1"), &service, 2)?;
+    sleepers(cluster.node("m1"), &service, image, 2)?;
     let containers_before = docker::containers(&format!("essaim.service.name={service}"));
 
     let m1 = cluster.node_mut("m1");
@@ -642,21 +653,7 @@ fn docker_a_start_first_rolling_update_never_drops_below_the_replicas_and_rolls_
         return Ok(());
     };
     let m1 = cluster.node("m1");
-    m1.ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        &service,
-        "--replicas",
-        "3",
-        "--stop-grace-period",
-        "1s",
-        image,
-        "sleep",
-        "3600",
-    ])?;
-    converged(m1, &service, 3)?;
+    sleepers(m1, &service, image, 3)?;
     m1.ok(&[
         "service",
         "update",
@@ -707,21 +704,7 @@ fn docker_an_update_to_a_missing_image_rolls_back_by_its_failure_action() -> Res
         return Ok(());
     };
     let m1 = cluster.node("m1");
-    m1.ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        &service,
-        "--replicas",
-        "2",
-        "--stop-grace-period",
-        "1s",
-        image,
-        "sleep",
-        "3600",
-    ])?;
-    converged(m1, &service, 2)?;
+    sleepers(m1, &service, image, 2)?;
     // No registry answers here: the new image cannot be had, its task is rejected.
     let out = m1.essaim(&[
         "service",

@@ -10,6 +10,15 @@ use anyhow::{bail, Context, Result};
 use essaim_tests::{essaim_path, running, wait_for, Cluster, Daemon};
 use serde_json::Value;
 
+/// A manager m1 and a worker w1, once w1 has reported in: only a ready node gets tasks.
+fn manager_and_ready_worker() -> Result<Cluster> {
+    let cluster = Cluster::start(1, 1)?;
+    cluster.wait_for_nodes("m1", "w1 ready", Duration::from_secs(20), |nodes| {
+        essaim_tests::row(nodes, "w1").is_some_and(|w1| w1["status"]["state"] == "ready")
+    })?;
+    Ok(cluster)
+}
+
 fn script_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../scripts")
@@ -283,17 +292,7 @@ fn health_report_is_quiet_when_healthy_and_exits_10_on_trouble() -> Result<()> {
     let out = essaim(m1, &["run", report.to_str().context("path")?]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     assert!(text(&out).0.contains("healthy"));
-    m1.ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        "stuck",
-        "--constraint",
-        "node.labels.zone==nowhere",
-        "sleep",
-        "600",
-    ])?;
+    m1.create_stuck_service("stuck")?;
     let out = essaim(m1, &["run", report.to_str().context("path")?]);
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(10), "{stdout}");
@@ -321,12 +320,8 @@ fn health_report_is_quiet_when_healthy_and_exits_10_on_trouble() -> Result<()> {
 
 #[test]
 fn drain_node_moves_the_tasks_and_reports_where_they_went() -> Result<()> {
-    let cluster = Cluster::start(1, 1)?;
+    let cluster = manager_and_ready_worker()?;
     let m1 = cluster.node("m1");
-    // Only a ready node gets tasks: w1 must have reported in first.
-    cluster.wait_for_nodes("m1", "w1 ready", Duration::from_secs(20), |nodes| {
-        essaim_tests::row(nodes, "w1").is_some_and(|w1| w1["status"]["state"] == "ready")
-    })?;
     m1.ok(&[
         "service",
         "create",
@@ -587,11 +582,8 @@ fn a_phased_rollout_of_a_bad_release_rolls_back_at_the_canary() -> Result<()> {
 
 #[test]
 fn node_calls_logs_and_usage_reach_the_cluster() -> Result<()> {
-    let cluster = Cluster::start(1, 1)?;
+    let cluster = manager_and_ready_worker()?;
     let m1 = cluster.node("m1");
-    cluster.wait_for_nodes("m1", "w1 ready", Duration::from_secs(20), |nodes| {
-        essaim_tests::row(nodes, "w1").is_some_and(|w1| w1["status"]["state"] == "ready")
-    })?;
     m1.ok(&[
         "service",
         "create",

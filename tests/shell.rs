@@ -102,11 +102,10 @@ fn ctrl_c_stops_a_running_script_and_keeps_the_session() -> Result<()> {
     session.send_line("let kept = 42; print(\"re\" + \"ady\");")?;
     session.exp_string("ready")?;
     session.exp_regex(PROMPT)?;
-    // A loop that never ends (and never reaches the operation limit): it sleeps.
-    // (The echo of the line may wrap on the narrow terminal: give the line time to be read
-    // instead of matching it; a Ctrl-C that came too early would clear it, and fail below.)
-    session.send_line("loop { sleep(0.05) }")?;
-    std::thread::sleep(Duration::from_millis(500));
+    // A loop that never ends (and never reaches the operation limit): it sleeps. It says when
+    // it runs (the marker is built, so that the echo of the line does not match it).
+    session.send_line("print(\"loop\" + \"ing\"); loop { sleep(0.05) }")?;
+    session.exp_string("looping")?;
     session.send_control('c')?;
     session.exp_string("script stopped: interrupted by Ctrl-C")?;
     session.exp_regex(PROMPT)?;
@@ -119,18 +118,8 @@ fn ctrl_c_stops_a_running_script_and_keeps_the_session() -> Result<()> {
 fn ctrl_c_during_a_waiting_scale_leaves_it_running_and_keeps_the_session() -> Result<()> {
     let cluster = Cluster::start(1, 0)?;
     let m1 = cluster.node("m1");
-    // No node has this label: the tasks stay pending and the scale cannot converge.
-    m1.ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        "stuck",
-        "--constraint",
-        "node.labels.zone==nowhere",
-        "sleep",
-        "3600",
-    ])?;
+    // Its tasks stay pending: the scale cannot converge.
+    m1.create_stuck_service("stuck")?;
     let mut session = repl(m1, &cluster.root().join("history"))?;
     session.send_line("service scale stuck=2")?;
     session.exp_string("overall progress: 0 out of 2 tasks")?;
@@ -273,17 +262,7 @@ fn one_shot_commands_print_json_and_exit_with_documented_codes() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     // 4: a wait that runs out.
-    m1.ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        "stuck",
-        "--constraint",
-        "node.labels.zone==nowhere",
-        "sleep",
-        "3600",
-    ])?;
+    m1.create_stuck_service("stuck")?;
     let out = script(m1, &["service", "wait", "--timeout", "1s", "stuck"]);
     assert_eq!(code(&out), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -459,19 +438,7 @@ fn help_examples_run() -> Result<()> {
         );
         if line.starts_with("swarm init") {
             // The second node the examples use joins as a worker.
-            let token = node.ok(&["swarm", "join-token", "-q", "worker"])?;
-            let manager = node.addr();
-            let joiner = cluster.add("node-2")?;
-            let addr = joiner.addr();
-            joiner.ok(&[
-                "swarm",
-                "join",
-                "--token",
-                token.trim(),
-                "--advertise-addr",
-                &addr,
-                &manager,
-            ])?;
+            cluster.add_worker_of("node-1", "node-2")?;
         }
     }
     Ok(())

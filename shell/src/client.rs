@@ -526,21 +526,6 @@ impl Client {
             other => Err(unexpected(&request, &other)),
         }
     }
-
-    /// Every lease the cluster keeps, by name; `acquired` is true while a lease is live, and
-    /// expired ones stay listed until taken again.
-    ///
-    /// # Errors
-    /// See [`Client::call`].
-    // For a lock listing in the shell, which nothing calls yet.
-    #[allow(dead_code)]
-    pub async fn lock_list(&mut self) -> Result<Vec<essaim_api::control::LockView>, ControlError> {
-        let request = ControlRequest::LockList;
-        match self.call(&request).await? {
-            ControlReply::Locks(locks) => Ok(locks),
-            other => Err(unexpected(&request, &other)),
-        }
-    }
 }
 
 /// The swarm settings `swarm update` changes; `None` leaves a setting as it is.

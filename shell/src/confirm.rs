@@ -17,11 +17,23 @@ impl std::fmt::Display for Declined {
 
 impl std::error::Error for Declined {}
 
+/// Asks before carrying out `plan` (nothing to ask when it is empty).
+///
+/// # Errors
+/// [`Declined`] when the answer is no; the terminal could not be read.
+pub fn go_ahead(plan: &[String], output: &mut Output<'_>) -> anyhow::Result<()> {
+    if plan.is_empty() || ask(plan, output)? {
+        Ok(())
+    } else {
+        Err(Declined.into())
+    }
+}
+
 /// Lists `plan` on stderr and asks to go on. Ctrl-C, Ctrl-D and anything but y/yes say no.
 ///
 /// # Errors
 /// The terminal could not be read.
-pub fn ask(plan: &[String], output: &mut Output<'_>) -> anyhow::Result<bool> {
+fn ask(plan: &[String], output: &mut Output<'_>) -> anyhow::Result<bool> {
     let mut text = String::from("This will:\n");
     for step in plan {
         text.push_str(&format!("  - {step}\n"));

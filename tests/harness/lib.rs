@@ -310,6 +310,26 @@ impl Daemon {
             .expect("essaim runs")
     }
 
+    /// Creates a service no node may run (a constraint no node meets): its one task stays
+    /// pending, so a wait for it never converges.
+    ///
+    /// # Errors
+    /// The create failed.
+    pub fn create_stuck_service(&self, name: &str) -> Result<()> {
+        self.ok(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            name,
+            "--constraint",
+            "node.labels.zone==nowhere",
+            "sleep",
+            "3600",
+        ])
+        .map(drop)
+    }
+
     /// Runs a command that must succeed and returns its standard output.
     ///
     /// # Errors
@@ -497,7 +517,15 @@ impl Cluster {
     /// # Errors
     /// The daemon did not start or the join failed.
     pub fn add_worker(&mut self, name: &str) -> Result<&mut Daemon> {
-        let first = self.node("m1");
+        self.add_worker_of("m1", name)
+    }
+
+    /// Starts one more daemon and joins it to the swarm as a worker, through `manager`.
+    ///
+    /// # Errors
+    /// The daemon did not start or the join failed.
+    pub fn add_worker_of(&mut self, manager: &str, name: &str) -> Result<&mut Daemon> {
+        let first = self.node(manager);
         let token = first.ok(&["swarm", "join-token", "-q", "worker"])?;
         let manager = first.addr();
         let node = self.add(name)?;

@@ -40,9 +40,7 @@ pub async fn run(
                         }
                     }
                 }
-                if !plan.is_empty() && !crate::confirm::ask(&plan, output)? {
-                    return Err(crate::confirm::Declined.into());
-                }
+                crate::confirm::go_ahead(&plan, output)?;
             }
             change_role(args.nodes, Role::Worker, client, output).await
         }
@@ -154,12 +152,10 @@ async fn set_role(client: &mut Client, name: &str, role: Role) -> anyhow::Result
 
 /// How many managers the swarm has, for the plan of a demotion (0 if it cannot be told).
 async fn count_managers(client: &mut Client) -> usize {
-    client.node_list().await.map_or(0, |nodes| {
-        nodes
-            .iter()
-            .filter(|view| view.node.spec.role == Role::Manager)
-            .count()
-    })
+    client
+        .node_list()
+        .await
+        .map_or(0, |nodes| crate::repl::cache::Managers::of(&nodes).total)
 }
 
 async fn rm(args: NodeRmArgs, client: &mut Client, output: &mut Output<'_>) -> anyhow::Result<()> {
@@ -175,9 +171,7 @@ async fn rm(args: NodeRmArgs, client: &mut Client, output: &mut Output<'_>) -> a
                 ));
             }
         }
-        if !plan.is_empty() && !crate::confirm::ask(&plan, output)? {
-            return Err(crate::confirm::Declined.into());
-        }
+        crate::confirm::go_ahead(&plan, output)?;
     }
     let mut failures = Failures::default();
     for name in &args.nodes {

@@ -287,9 +287,7 @@ async fn rm(
                 ));
             }
         }
-        if !plan.is_empty() && !crate::confirm::ask(&plan, output)? {
-            return Err(crate::confirm::Declined.into());
-        }
+        crate::confirm::go_ahead(&plan, output)?;
     }
     let mut failures = Failures::default();
     for name in &args.services {

@@ -122,9 +122,7 @@ async fn leave(
                  and this node forgets the swarm's state",
                 info.hostname
             )];
-            if !crate::confirm::ask(&plan, output)? {
-                return Err(crate::confirm::Declined.into());
-            }
+            crate::confirm::go_ahead(&plan, output)?;
         }
     }
     let request = ControlRequest::SwarmLeave { force: args.force };

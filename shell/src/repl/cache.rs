@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use essaim_api::control::{Reachability, TaskView};
+use essaim_api::control::{NodeView, Reachability, TaskView};
 use essaim_api::transport::Host;
 use essaim_core::model::Role;
 
@@ -14,6 +14,9 @@ use crate::client::Client;
 
 /// How long one long poll waits before the names are read again anyway.
 const POLL: Duration = Duration::from_secs(10);
+/// Changes closer together than this are read together: a busy cluster commits many times a
+/// second, and each refresh reads every node, service and task.
+const SETTLE: Duration = Duration::from_millis(500);
 /// Pause after a failure before trying again.
 const RETRY: Duration = Duration::from_secs(1);
 /// Tasks whose IDs are offered for completion: the newest ones of a large cluster.
@@ -28,11 +31,38 @@ pub enum Health {
     /// The daemon or cluster cannot be reached (the reason).
     Unreachable(String),
     /// A leader, and how many managers are reachable.
-    Up {
-        leader: Option<String>,
-        reachable: usize,
-        managers: usize,
-    },
+    Up(Managers),
+}
+
+/// The managers as `node ls` shows them: who leads, how many answer, how many there are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Managers {
+    pub leader: Option<String>,
+    pub reachable: usize,
+    pub total: usize,
+}
+
+impl Managers {
+    pub fn of(nodes: &[NodeView]) -> Managers {
+        let managers: Vec<&NodeView> = nodes
+            .iter()
+            .filter(|view| view.node.spec.role == Role::Manager)
+            .collect();
+        let status = |view: &&NodeView| view.manager_status.clone();
+        Managers {
+            leader: managers
+                .iter()
+                .find(|view| status(view).is_some_and(|s| s.leader))
+                .map(|view| view.node.description.hostname.clone()),
+            reachable: managers
+                .iter()
+                .filter(|view| {
+                    status(view).is_some_and(|s| s.reachability == Reachability::Reachable)
+                })
+                .count(),
+            total: managers.len(),
+        }
+    }
 }
 
 /// What the shell knows of the cluster.
@@ -130,6 +160,7 @@ impl Cache {
                 Ok(next) => index = next,
                 Err(error) => return error.into(),
             }
+            tokio::time::sleep(SETTLE).await;
         }
     }
 
@@ -137,28 +168,8 @@ impl Cache {
         let nodes = client.node_list().await?;
         let services = client.service_list().await?;
         let tasks = client.task_list(None, None).await?;
-        let managers: Vec<_> = nodes
-            .iter()
-            .filter(|view| view.node.spec.role == Role::Manager)
-            .collect();
-        let leader = managers
-            .iter()
-            .find(|view| view.manager_status.as_ref().is_some_and(|s| s.leader))
-            .map(|view| view.node.description.hostname.clone());
-        let reachable = managers
-            .iter()
-            .filter(|view| {
-                view.manager_status
-                    .as_ref()
-                    .is_some_and(|s| s.reachability == Reachability::Reachable)
-            })
-            .count();
         let mut snapshot = self.lock();
-        snapshot.health = Health::Up {
-            leader,
-            reachable,
-            managers: managers.len(),
-        };
+        snapshot.health = Health::Up(Managers::of(&nodes));
         snapshot.nodes = nodes
             .iter()
             .map(|view| view.node.description.hostname.clone())

@@ -310,21 +310,21 @@ fn prompt(label: &str, health: &Health) -> (String, String) {
     let (status, tone) = match health {
         Health::Unknown => (String::new(), Tone::Plain),
         Health::Unreachable(_) => (" · unreachable".to_string(), Tone::Bad),
-        Health::Up {
-            leader,
-            reachable,
-            managers,
-        } => {
-            let tone = match leader {
+        Health::Up(managers) => {
+            let tone = match managers.leader {
                 None => Tone::Bad,
-                Some(_) if reachable < managers => Tone::Busy,
+                Some(_) if managers.reachable < managers.total => Tone::Busy,
                 Some(_) => Tone::Good,
             };
-            let leader = leader
+            let leader = managers
+                .leader
                 .as_ref()
                 .map_or("no leader".to_string(), |name| format!("leader {name}"));
             (
-                format!(" · {leader} · {reachable}/{managers} managers"),
+                format!(
+                    " · {leader} · {}/{} managers",
+                    managers.reachable, managers.total
+                ),
                 tone,
             )
         }
@@ -391,15 +391,16 @@ pub fn watch_interrupts(flag: Arc<AtomicBool>) {
 
 #[cfg(test)]
 mod tests {
+    use super::cache::Managers;
     use super::*;
 
     #[test]
     fn the_prompt_names_the_cluster_and_its_health() {
-        let up = Health::Up {
+        let up = Health::Up(Managers {
             leader: Some("m1".into()),
             reachable: 3,
-            managers: 3,
-        };
+            total: 3,
+        });
         assert_eq!(
             prompt("local", &up).0,
             "essaim[local · leader m1 · 3/3 managers]> "
@@ -409,11 +410,11 @@ mod tests {
             "essaim[embedded · unreachable]> "
         );
         assert_eq!(prompt("local", &Health::Unknown).0, "essaim[local]> ");
-        let leaderless = Health::Up {
+        let leaderless = Health::Up(Managers {
             leader: None,
             reachable: 1,
-            managers: 3,
-        };
+            total: 3,
+        });
         assert_eq!(
             prompt("local", &leaderless).0,
             "essaim[local · no leader · 1/3 managers]> "

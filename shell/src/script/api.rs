@@ -12,6 +12,7 @@ use super::{flags, value};
 use crate::cli::{Cli, Command, Format, NodeCommand, ServiceCommand, SwarmCommand};
 use crate::connection::Connection;
 use crate::render::Output;
+use crate::repl::cache::Managers;
 
 /// The functions scripts call, for "did you mean" (the documentation test checks this list
 /// against the engine).
@@ -223,22 +224,12 @@ fn cluster(conn: &Rc<Connection>) -> Fallible<Map> {
     let (swarm, nodes) = conn
         .block_on(async |client| Ok((client.swarm_inspect().await?, client.node_list().await?)))
         .map_err(from_anyhow)?;
-    let managers: Vec<_> = nodes
-        .iter()
-        .filter(|n| n.manager_status.is_some())
-        .collect();
-    let reachable = managers
-        .iter()
-        .filter(|n| {
-            n.manager_status
-                .as_ref()
-                .is_some_and(|s| s.reachability == essaim_api::control::Reachability::Reachable)
-        })
-        .count();
-    let leader = managers
-        .iter()
-        .find(|n| n.manager_status.as_ref().is_some_and(|s| s.leader))
-        .map(|n| n.node.description.hostname.clone());
+    // The same count as the REPL's prompt.
+    let Managers {
+        leader,
+        reachable,
+        total: managers,
+    } = Managers::of(&nodes);
     let down = nodes
         .iter()
         .filter(|n| n.node.status.state != essaim_core::model::NodeState::Ready)
@@ -249,13 +240,13 @@ fn cluster(conn: &Rc<Connection>) -> Fallible<Map> {
         "leader".into(),
         leader.clone().map_or(Dynamic::UNIT, Dynamic::from),
     );
-    map.insert("managers".into(), (managers.len() as i64).into());
+    map.insert("managers".into(), (managers as i64).into());
     map.insert("managers_reachable".into(), (reachable as i64).into());
     map.insert("nodes".into(), (nodes.len() as i64).into());
     map.insert("nodes_down".into(), (down as i64).into());
     map.insert(
         "healthy".into(),
-        (leader.is_some() && reachable == managers.len() && down == 0).into(),
+        (leader.is_some() && reachable == managers && down == 0).into(),
     );
     Ok(map)
 }

@@ -35,9 +35,10 @@ pub fn run(args: RunArgs, host: Option<Host>, tls_dir: Option<PathBuf>) -> u8 {
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
     let mut output = Output::for_terminal(&mut stdout, &mut stderr);
-    if let Err(error) = read_script(&args) {
-        return refuse(&args, error, Exit::Usage as u8, &mut output);
-    }
+    let script = match read_script(&args) {
+        Ok(script) => script,
+        Err(error) => return refuse(&args, error, Exit::Usage as u8, &mut output),
+    };
     let runtime = match Connection::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -55,10 +56,10 @@ pub fn run(args: RunArgs, host: Option<Host>, tls_dir: Option<PathBuf>) -> u8 {
     let conn = Rc::new(Connection::new(runtime, client));
     let interrupted = Arc::new(AtomicBool::new(false));
     crate::repl::watch_interrupts(Arc::clone(&interrupted));
-    run_with(args, &conn, interrupted, host, tls_dir, &mut output)
+    run_read(args, script, &conn, interrupted, host, tls_dir, &mut output)
 }
 
-/// Runs the script on an open connection (the REPL's `run FILE`, or [`run`]).
+/// Runs the script on an open connection: the REPL's `run FILE`.
 pub fn run_with(
     args: RunArgs,
     conn: &Rc<Connection>,
@@ -67,10 +68,22 @@ pub fn run_with(
     tls_dir: Option<PathBuf>,
     output: &mut Output<'_>,
 ) -> u8 {
-    let (text, source, dir) = match read_script(&args) {
-        Ok(script) => script,
-        Err(error) => return refuse(&args, error, Exit::Usage as u8, output),
-    };
+    match read_script(&args) {
+        Ok(script) => run_read(args, script, conn, interrupted, host, tls_dir, output),
+        Err(error) => refuse(&args, error, Exit::Usage as u8, output),
+    }
+}
+
+/// Runs `script`, read from what `args` names.
+fn run_read(
+    args: RunArgs,
+    (text, source, dir): (String, String, PathBuf),
+    conn: &Rc<Connection>,
+    interrupted: Arc<AtomicBool>,
+    host: Option<Host>,
+    tls_dir: Option<PathBuf>,
+    output: &mut Output<'_>,
+) -> u8 {
     let _lock = match &args.lock {
         Some(name) => match Lock::take(conn, name, host, tls_dir) {
             Ok(lock) => Some(lock),
