@@ -1,6 +1,8 @@
 //! What the Docker tests need from the machine's engine: the test image, and a look at what
 //! essaim made there. No registry is reachable, so the image is made here: Debian's static
-//! busybox in an image of its own (`docker import` of a one-binary root file system).
+//! busybox in an image of its own (`docker import` of a one-binary root file system). When
+//! busybox is missing the harness installs it (`scripts/install-test-deps.sh`), so that
+//! `cargo test --workspace` alone passes on a fresh machine.
 
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -49,9 +51,7 @@ fn make_test_image() -> Result<()> {
     if docker(&["image", "inspect", TEST_IMAGE]).status.success() {
         return Ok(());
     }
-    if !std::path::Path::new(BUSYBOX).exists() {
-        bail!("{BUSYBOX} is missing: run scripts/install-test-deps.sh (Debian's busybox-static)");
-    }
+    install_busybox()?;
     let root = tempfile::Builder::new()
         .prefix("essaim-test-image-")
         .tempdir()?;
@@ -90,6 +90,35 @@ fn make_test_image() -> Result<()> {
         bail!(
             "docker import failed: {}",
             String::from_utf8_lossy(&import.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Installs Debian's busybox-static when its binary is missing, through the project's one
+/// install script. Test processes may run side by side (nextest), and two apt-get runs at once
+/// fail on dpkg's lock, so the install holds a machine-wide lock (`flock`, from util-linux).
+fn install_busybox() -> Result<()> {
+    if std::path::Path::new(BUSYBOX).exists() {
+        return Ok(());
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/install-test-deps.sh"
+    );
+    eprintln!("{BUSYBOX} is missing: installing it with scripts/install-test-deps.sh");
+    let install = Command::new("flock")
+        .arg(std::env::temp_dir().join("essaim-install-test-deps.lock"))
+        .arg(script)
+        .stdin(Stdio::null())
+        .output()
+        .context("running flock scripts/install-test-deps.sh")?;
+    if !install.status.success() || !std::path::Path::new(BUSYBOX).exists() {
+        bail!(
+            "{BUSYBOX} is missing and scripts/install-test-deps.sh could not install it \
+             (Debian's busybox-static; it needs root or sudo and Debian's package archive): {}{}",
+            String::from_utf8_lossy(&install.stdout),
+            String::from_utf8_lossy(&install.stderr)
         );
     }
     Ok(())
