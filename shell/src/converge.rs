@@ -231,8 +231,7 @@ impl Progress {
         since: Timestamp,
         now: Timestamp,
     ) -> Progress {
-        let spec = &view.service.spec.task;
-        let current = |view: &TaskView| &view.task.spec == spec;
+        let current = |task: &TaskView| essaim_core::is_current(&task.task, &view.service);
         let live: Vec<&TaskView> = tasks
             .iter()
             .filter(|view| view.task.desired_state == TaskState::Running)
@@ -554,10 +553,32 @@ mod tests {
         view
     }
 
+    /// Service web, publishing no port (so that the tasks above run its spec).
     fn web(running: u64, desired: u64, image: &str) -> ServiceView {
         let mut view = service_view("s1", "web", running, desired);
         view.service.spec.task = spec(image);
+        view.service.spec.ports = Vec::new();
         view
+    }
+
+    #[test]
+    fn a_task_without_the_ports_the_service_now_publishes_is_not_converged() {
+        let mut view = web(1, 1, "v1");
+        let one = task("t1", 1, "v1", TaskState::Running, TaskState::Running, 0);
+        assert!(
+            Progress::of(
+                &view,
+                std::slice::from_ref(&one),
+                Timestamp(0),
+                Timestamp(0)
+            )
+            .converged
+        );
+        view.service.spec.ports = vec![essaim_core::model::PortConfig {
+            published: 8080,
+            target: 80,
+        }];
+        assert!(!Progress::of(&view, &[one], Timestamp(0), Timestamp(0)).converged);
     }
 
     #[test]

@@ -18,10 +18,16 @@
 //! - [`scheduler`]: where tasks go: node filters, constraints, spread, and why a task waits.
 //! - [`updater`]: rolling updates and rollbacks: which outdated tasks to replace now, in
 //!   batches, and where the update stands.
+//! - [`liveness`]: what the leader heard from each node, and the node status changes that
+//!   follow (down after a silence, ready on a report).
+//! - [`voters`]: the Raft voters kept in line with the managers, and the quorum check.
+//! - [`ca_rotation`]: a CA rotation's stages, and when the next may start.
 
+pub mod ca_rotation;
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod liveness;
 pub mod model;
 pub mod orchestrator;
 pub mod scheduler;
@@ -30,6 +36,7 @@ pub mod suggest;
 pub mod time;
 pub mod units;
 pub mod updater;
+pub mod voters;
 
 #[cfg(test)]
 mod testing;
@@ -37,5 +44,6 @@ mod testing;
 pub use command::{Command, Request, Response};
 pub use error::{LookupError, StateError};
 pub use event::{Change, Event};
+pub use model::is_current;
 pub use state::ClusterState;
 pub use time::Timestamp;

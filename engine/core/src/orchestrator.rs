@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 
 use crate::command::Command;
 use crate::model::{
-    Availability, Node, NodeState, ObjectId, RestartCondition, Service, ServiceMode, Task,
-    TaskState, TaskStatus,
+    is_current, Availability, Node, NodeState, ObjectId, RestartCondition, Service, ServiceMode,
+    ServiceSpec, Task, TaskState, TaskStatus,
 };
 use crate::state::ClusterState;
 use crate::time::Timestamp;
@@ -64,13 +64,13 @@ pub(crate) fn places_of<'a>(
     places
 }
 
-/// The places `service` wants a task in: its slots, or the nodes it may use.
+/// The places a service with `spec` wants a task in: its slots, or the nodes it may use.
 pub(crate) fn wanted_places(
     state: &ClusterState,
-    service: &Service,
+    spec: &ServiceSpec,
     eligible: &dyn Fn(&Node) -> bool,
 ) -> Vec<Place> {
-    match service.spec.mode {
+    match spec.mode {
         ServiceMode::Replicated { replicas } => (1..=replicas).map(Place::Slot).collect(),
         ServiceMode::Global => state
             .nodes()
@@ -80,9 +80,18 @@ pub(crate) fn wanted_places(
     }
 }
 
-/// True when `task` runs what the service's spec asks for now.
-pub(crate) fn runs_current_spec(task: &Task, service: &Service) -> bool {
-    task.spec == service.spec.task && task.ports == service.spec.ports
+/// How many tasks `spec` wants: its replicas, or the nodes a global service may use. The
+/// count of [`wanted_places`] with the scheduler's filters as `eligible`, which is what the
+/// manager passes to [`reconcile`] and [`crate::updater::advance`].
+pub fn wanted_tasks(state: &ClusterState, spec: &ServiceSpec) -> u64 {
+    match spec.mode {
+        // Counted, not listed: the slots are 1..=replicas.
+        ServiceMode::Replicated { replicas } => replicas,
+        ServiceMode::Global => {
+            let eligible = |n: &Node| crate::scheduler::accepts(n, &spec.task);
+            wanted_places(state, spec, &eligible).len() as u64
+        }
+    }
 }
 
 /// Decides what `service` needs now. `new_id` gives IDs for the tasks to create;
@@ -97,7 +106,7 @@ pub fn reconcile(
 ) -> Plan {
     let mut plan = Plan::default();
     let places = places_of(state, service);
-    let wanted = wanted_places(state, service, eligible);
+    let wanted = wanted_places(state, &service.spec, eligible);
 
     // Places no longer wanted. Slots scaled away: their tasks are stopped for removal, then
     // forgotten once stopped, history and all (as Swarm does), and the node removes what they
@@ -171,7 +180,7 @@ fn keep_place(
     }
     if let Some(task) = live.first() {
         let node_lost = on_lost_node(state, task);
-        let outdated = !runs_current_spec(task, service);
+        let outdated = !is_current(task, service);
         let ended = task.status.state.is_terminal();
         if !(node_lost || outdated || ended) {
             return;
@@ -209,8 +218,8 @@ fn keep_place_while_updating(
         .copied()
         .filter(|t| t.desired_state == TaskState::Running)
         .collect();
-    let newest_current = live.iter().rev().find(|t| runs_current_spec(t, service));
-    let newest_old = live.iter().rev().find(|t| !runs_current_spec(t, service));
+    let newest_current = live.iter().rev().find(|t| is_current(t, service));
+    let newest_old = live.iter().rev().find(|t| !is_current(t, service));
     // Older duplicates on either side are leftovers of an interrupted decision.
     for task in &live {
         let keep = [newest_current, newest_old]
@@ -243,7 +252,7 @@ fn keep_place_while_updating(
     }
     // The newest task of the place runs the current spec: a replacement that ended. It is
     // replaced as the restart policy says, whether or not the old task still runs.
-    let replacement_ended = tasks.last().is_some_and(|t| runs_current_spec(t, service));
+    let replacement_ended = tasks.last().is_some_and(|t| is_current(t, service));
     if old.is_some() && !replacement_ended {
         // Outdated: the updater's to replace, in its batch.
         return;

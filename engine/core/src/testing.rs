@@ -56,3 +56,51 @@ pub fn service(mode: ServiceMode, task: TaskSpec) -> Service {
         update_status: None,
     }
 }
+
+/// A cluster object with placeholder CA and tokens.
+pub fn cluster() -> crate::model::Cluster {
+    use crate::model::{Cluster, ClusterConfig, JoinTokens, RootCa};
+    Cluster {
+        id: "c1".to_string(),
+        version: 0,
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+        config: ClusterConfig::default(),
+        join_tokens: JoinTokens {
+            worker: token("w"),
+            manager: token("m"),
+        },
+        root_ca: RootCa {
+            cert_pem: "cert".to_string(),
+            key_pem: "key".to_string(),
+        },
+        ca_rotation: None,
+    }
+}
+
+/// A join token record for `nonce`, its hash a placeholder.
+pub fn token(nonce: &str) -> crate::model::TokenRecord {
+    crate::model::TokenRecord {
+        nonce: nonce.to_string(),
+        secret_sha256: format!("hash-of-{nonce}"),
+    }
+}
+
+/// The state after `cluster` (if any) and `nodes` were added, in that order.
+pub fn state_with(cluster: Option<crate::model::Cluster>, nodes: Vec<Node>) -> crate::ClusterState {
+    use crate::command::{Command, Request};
+    let mut state = crate::ClusterState::default();
+    let commands = cluster
+        .map(|cluster| Command::CreateCluster { cluster })
+        .into_iter()
+        .chain(nodes.into_iter().map(|node| Command::AddNode { node }));
+    for (index, command) in commands.enumerate() {
+        let mut events = Vec::new();
+        let index = index as u64 + 1;
+        let result = state
+            .apply(index, &Request::one(Timestamp(index), command), &mut events)
+            .single();
+        assert!(result.is_ok(), "test state: {result:?}");
+    }
+    state
+}

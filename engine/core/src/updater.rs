@@ -30,12 +30,12 @@
 
 use crate::command::Command;
 use crate::model::{
-    FailureAction, Node, ObjectId, Service, ServiceMode, Task, TaskState, UpdateConfig,
+    is_current, FailureAction, Node, ObjectId, Service, ServiceMode, Task, TaskState, UpdateConfig,
     UpdateOrder, UpdateState, UpdateStatus,
 };
 use crate::orchestrator::{
-    create, on_lost_node, places_of, restart_decision, runs_current_spec, shut_down, wanted_places,
-    Place, Plan, Restart,
+    create, on_lost_node, places_of, restart_decision, shut_down, wanted_places, Place, Plan,
+    Restart,
 };
 use crate::state::ClusterState;
 use crate::time::Timestamp;
@@ -65,7 +65,7 @@ pub fn advance(
     };
 
     let places = places_of(state, service);
-    let wanted = wanted_places(state, service, eligible);
+    let wanted = wanted_places(state, &service.spec, eligible);
     let mut survey = Survey::default();
     for place in &wanted {
         let tasks = places.get(place).map(Vec::as_slice).unwrap_or(&[]);
@@ -304,13 +304,13 @@ impl<'a> Survey<'a> {
                 .copied()
                 .filter(|t| t.desired_state == TaskState::Running)
         };
-        let replacement = live().find(|t| runs_current_spec(t, service));
-        let old = live().find(|t| !runs_current_spec(t, service));
+        let replacement = live().find(|t| is_current(t, service));
+        let old = live().find(|t| !is_current(t, service));
         // Tasks of the current spec created since the update started are its replacements.
         let of_this_update = |t: &Task| t.created_at >= status.started_at;
         let started_here = tasks
             .iter()
-            .any(|t| runs_current_spec(t, service) && of_this_update(t));
+            .any(|t| is_current(t, service) && of_this_update(t));
 
         if let Some(task) = replacement {
             if !of_this_update(task) {

@@ -18,9 +18,9 @@ pub use node::{
     ParseEnumError, Role,
 };
 pub use service::{
-    Checkpoint, FailureAction, HealthCheck, PortConfig, Resources, RestartCondition, RestartPolicy,
-    Service, ServiceMode, ServiceSpec, SpecError, TaskSpec, UpdateConfig, UpdateOrder, UpdateState,
-    UpdateStatus,
+    is_current, Checkpoint, FailureAction, HealthCheck, PortConfig, Resources, RestartCondition,
+    RestartPolicy, Service, ServiceMode, ServiceSpec, SpecError, TaskSpec, UpdateConfig,
+    UpdateOrder, UpdateState, UpdateStatus,
 };
 pub use task::{Task, TaskReport, TaskState, TaskStatus};
 

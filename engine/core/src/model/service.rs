@@ -38,6 +38,26 @@ pub struct ServiceSpec {
     pub rollback_config: UpdateConfig,
 }
 
+impl ServiceSpec {
+    /// True when a task made with `task` and `ports` runs what this spec asks for now.
+    fn runs(&self, task: &TaskSpec, ports: &[PortConfig]) -> bool {
+        self.task == *task && self.ports == ports
+    }
+
+    /// True when the tasks of this spec would not run as `to` says: a change to `to` replaces
+    /// them (a rolling update).
+    pub fn changes_tasks(&self, to: &ServiceSpec) -> bool {
+        !to.runs(&self.task, &self.ports)
+    }
+}
+
+/// True when `task` runs what its service's spec asks for now; an outdated task is replaced
+/// by a rolling update. The one answer the orchestrator, the updater, the manager and the
+/// shell's progress all use.
+pub fn is_current(task: &super::Task, service: &Service) -> bool {
+    service.spec.runs(&task.spec, &task.ports)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceMode {
@@ -477,6 +497,50 @@ fn validate_name(name: &str) -> Result<(), SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_of_ports_alone_replaces_the_tasks_and_a_change_of_replicas_does_not() {
+        let from = spec();
+        let mut published = spec();
+        published.ports = vec![PortConfig {
+            published: 8080,
+            target: 80,
+        }];
+        assert!(from.changes_tasks(&published));
+        let mut scaled = spec();
+        scaled.mode = ServiceMode::Replicated { replicas: 9 };
+        assert!(!from.changes_tasks(&scaled));
+    }
+
+    #[test]
+    fn a_task_without_the_ports_its_service_now_publishes_is_not_current() {
+        let mut service = crate::testing::service(ServiceMode::Global, spec().task);
+        let task = crate::model::Task {
+            id: "t1".to_string(),
+            version: 1,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            service_id: service.id.clone(),
+            service_name: "web".to_string(),
+            slot: None,
+            node_id: Some("n1".to_string()),
+            spec: service.spec.task.clone(),
+            ports: vec![],
+            service_version: 1,
+            desired_state: crate::model::TaskState::Running,
+            status: crate::model::TaskStatus::new(
+                crate::model::TaskState::Running,
+                Timestamp(0),
+                "",
+            ),
+        };
+        assert!(is_current(&task, &service));
+        service.spec.ports = vec![PortConfig {
+            published: 8080,
+            target: 80,
+        }];
+        assert!(!is_current(&task, &service), "only the ports differ");
+    }
 
     fn spec() -> ServiceSpec {
         ServiceSpec {

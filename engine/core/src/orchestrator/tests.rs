@@ -391,3 +391,54 @@ fn a_global_service_runs_one_task_on_each_eligible_node() {
     live_on.sort();
     assert_eq!(live_on, ["n1", "n3", "n4"]);
 }
+
+#[test]
+fn a_global_service_wants_a_task_on_each_node_the_scheduler_accepts() {
+    let mut world = World::new(&[]);
+    let in_zone = |id: &str| {
+        let mut n = node(id);
+        n.spec.labels.insert("zone".to_string(), "a".to_string());
+        n
+    };
+    let mut drained = in_zone("n2");
+    drained.spec.availability = Availability::Drain;
+    let mut down = in_zone("n4");
+    down.status.state = NodeState::Down;
+    let nodes = vec![in_zone("n1"), drained, node("n3"), down];
+    world.apply(
+        Timestamp(0),
+        nodes
+            .into_iter()
+            .map(|node| Command::AddNode { node })
+            .collect(),
+    );
+    let mut global = service(ServiceMode::Global, RestartPolicy::default());
+    global.spec.task.constraints = vec!["node.labels.zone==a".to_string()];
+
+    // Only n1 is ready, active and in zone a: what `service ls` shows as desired is what the
+    // orchestrator creates.
+    assert_eq!(wanted_tasks(&world.state, &global.spec), 1);
+    let mut id = 0;
+    let plan = reconcile(
+        &world.state,
+        &global,
+        Timestamp(0),
+        3,
+        &mut || {
+            id += 1;
+            format!("t{id}")
+        },
+        &|n: &Node| crate::scheduler::accepts(n, &global.spec.task),
+    );
+    let created: Vec<Option<String>> = plan
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::CreateTask { task } => Some(task.node_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created, [Some("n1".to_string())]);
+
+    assert_eq!(wanted_tasks(&world.state, &replicated(7).spec), 7);
+}

@@ -1,10 +1,8 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::model::{
-    Availability, ClusterConfig, JoinTokens, RootCa, ServiceMode, ServiceSpec, TaskSpec, TaskState,
-    TaskStatus, TokenRecord,
-};
+use crate::model::{Availability, ServiceMode, ServiceSpec, TaskSpec, TaskState, TaskStatus};
+use crate::testing::{cluster, token};
 use crate::time::Timestamp;
 
 fn node(id: &str, hostname: &str) -> Node {
@@ -82,32 +80,6 @@ fn apply(state: &mut ClusterState, index: u64, command: Command) -> Result<u64, 
             &mut events,
         )
         .single()
-}
-
-fn cluster() -> Cluster {
-    Cluster {
-        id: "c1".to_string(),
-        version: 0,
-        created_at: Timestamp(0),
-        updated_at: Timestamp(0),
-        config: ClusterConfig::default(),
-        join_tokens: JoinTokens {
-            worker: token("w"),
-            manager: token("m"),
-        },
-        root_ca: RootCa {
-            cert_pem: "cert".to_string(),
-            key_pem: "key".to_string(),
-        },
-        ca_rotation: None,
-    }
-}
-
-fn token(nonce: &str) -> TokenRecord {
-    TokenRecord {
-        nonce: nonce.to_string(),
-        secret_sha256: format!("hash-of-{nonce}"),
-    }
 }
 
 #[test]
