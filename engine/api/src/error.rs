@@ -4,6 +4,8 @@ use essaim_core::{LookupError, StateError};
 use thiserror::Error;
 use tonic::{Code, Status};
 
+use crate::transport::LEADER_METADATA;
+
 /// Why a control call failed. The message is for a person: it says what went wrong and, where
 /// possible, what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -25,6 +27,13 @@ pub enum ControlError {
     /// The node or cluster could not be reached; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The request reached a manager that does not lead; the leader is at `leader_addr`.
+    /// Callers that keep a connection to the leader (task sessions) go there.
+    #[error("this manager is not the leader (the leader is at {leader_addr})")]
+    NotLeader { leader_addr: String },
+    /// The caller showed no certificate where one is needed.
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("{0}")]
     PermissionDenied(String),
     #[error("{0}")]
@@ -36,7 +45,19 @@ impl ControlError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ControlError::NoQuorum(_) | ControlError::Unavailable(_) | ControlError::Conflict(_)
+            ControlError::NoQuorum(_)
+                | ControlError::Unavailable(_)
+                | ControlError::Conflict(_)
+                | ControlError::NotLeader { .. }
+        )
+    }
+
+    /// The one answer of a node that is in no swarm, whatever was asked of it.
+    pub fn not_in_swarm() -> ControlError {
+        ControlError::FailedPrecondition(
+            "this node is not part of a swarm: run 'essaim swarm init' to start one, or 'essaim \
+             swarm join' to join one"
+                .into(),
         )
     }
 }
@@ -53,6 +74,16 @@ impl From<ControlError> for Status {
             ControlError::FailedPrecondition(m) => Status::failed_precondition(m),
             ControlError::NoQuorum(m) => Status::unavailable(format!("{NO_QUORUM_PREFIX}{m}")),
             ControlError::Unavailable(m) => Status::unavailable(m),
+            ControlError::NotLeader { leader_addr } => {
+                let mut status = Status::unavailable(format!(
+                    "this manager is not the leader (the leader is at {leader_addr})"
+                ));
+                if let Ok(value) = tonic::metadata::MetadataValue::try_from(leader_addr.as_str()) {
+                    status.metadata_mut().insert(LEADER_METADATA, value);
+                }
+                status
+            }
+            ControlError::Unauthenticated(m) => Status::unauthenticated(m),
             ControlError::PermissionDenied(m) => Status::permission_denied(m),
             ControlError::Internal(m) => Status::internal(m),
         }
@@ -121,6 +152,16 @@ impl From<Status> for ControlError {
             Code::NotFound => ControlError::NotFound(message),
             Code::Aborted | Code::AlreadyExists => ControlError::Conflict(message),
             Code::FailedPrecondition => ControlError::FailedPrecondition(message),
+            Code::Unavailable if status.metadata().contains_key(LEADER_METADATA) => {
+                ControlError::NotLeader {
+                    leader_addr: status
+                        .metadata()
+                        .get(LEADER_METADATA)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string(),
+                }
+            }
             Code::Unavailable => match message.strip_prefix(NO_QUORUM_PREFIX) {
                 Some(rest) => ControlError::NoQuorum(rest.to_string()),
                 None if message.is_empty() => {
@@ -129,9 +170,8 @@ impl From<Status> for ControlError {
                 None => ControlError::Unavailable(message),
             },
             Code::DeadlineExceeded => ControlError::Unavailable(format!("timed out: {message}")),
-            Code::PermissionDenied | Code::Unauthenticated => {
-                ControlError::PermissionDenied(message)
-            }
+            Code::Unauthenticated => ControlError::Unauthenticated(message),
+            Code::PermissionDenied => ControlError::PermissionDenied(message),
             _ => ControlError::Internal(message),
         }
     }
@@ -177,6 +217,10 @@ mod tests {
             ControlError::NoQuorum("e".into()),
             ControlError::Unavailable("f".into()),
             ControlError::PermissionDenied("g".into()),
+            ControlError::Unauthenticated("i".into()),
+            ControlError::NotLeader {
+                leader_addr: "127.0.0.1:4242".into(),
+            },
             ControlError::Internal("h".into()),
         ];
         for error in all {
