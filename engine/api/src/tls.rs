@@ -12,7 +12,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -445,22 +447,19 @@ impl TlsState {
             roots: certs_from_pem(&credentials.roots_pem)?,
             credentials,
         };
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(live));
+        *self.current.write() = Some(Arc::new(live));
         self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
     /// Forgets the credentials, as `swarm leave` does.
     pub fn clear(&self) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.current.write() = None;
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     fn live(&self) -> Option<Arc<Live>> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.current.read().clone()
     }
 
     /// Bumped by every change, so holders of connections can tell theirs are stale.

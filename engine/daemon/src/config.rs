@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use essaim_core::time::parse_duration_ms;
-use essaim_manager::raft::RaftTimings;
+use essaim_manager::replica::raft::RaftTimings;
 use essaim_manager::NodeConfig;
 use essaim_worker::Runtime;
 
@@ -55,7 +55,7 @@ pub struct Args {
     pub raft_election_timeout: Duration,
 
     /// Take a Raft snapshot every this many log entries (and compact the log behind it)
-    #[arg(long, env = "ESSAIM_RAFT_SNAPSHOT_INTERVAL", value_name = "ENTRIES", default_value_t = essaim_manager::raft::DEFAULT_SNAPSHOT_INTERVAL, value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(long, env = "ESSAIM_RAFT_SNAPSHOT_INTERVAL", value_name = "ENTRIES", default_value_t = essaim_manager::replica::raft::DEFAULT_SNAPSHOT_INTERVAL, value_parser = clap::value_parser!(u64).range(10..))]
     pub raft_snapshot_interval: u64,
 
     /// How this node runs tasks: `docker` (containers on this machine's Docker engine),
@@ -186,6 +186,7 @@ impl Args {
                     snapshot_interval: self.raft_snapshot_interval,
                 },
                 runtime,
+                clock: essaim_manager::clock::Clock::system(),
             },
         })
     }

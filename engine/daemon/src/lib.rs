@@ -10,7 +10,7 @@ pub mod config;
 use std::future::Future;
 
 use anyhow::Context;
-use essaim_manager::services;
+use essaim_manager::servers;
 
 /// Runs the daemon until `shutdown` resolves.
 ///
@@ -47,7 +47,7 @@ pub async fn run(
         hostname = %settings.node.hostname,
         "essaimd ready"
     );
-    let result = services::serve(node, cluster_listener, socket_listener, shutdown).await;
+    let result = servers::serve(node, cluster_listener, socket_listener, shutdown).await;
     let _ = std::fs::remove_file(&settings.socket);
     result
 }

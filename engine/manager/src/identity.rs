@@ -9,7 +9,8 @@ use essaim_core::model::ObjectId;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::raft::RaftId;
+/// A node's ID in Raft (managers vote under it).
+pub type RaftId = u64;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwarmFile {

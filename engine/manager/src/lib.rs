@@ -1,46 +1,38 @@
-//! The manager side of essaim, and the node runtime every `essaimd` runs: Raft storage and
-//! network, the control API, joining and leaving, heartbeats and the leader's duties.
+//! The manager side of essaim, and the node runtime every `essaimd` runs. Its modules, from
+//! the bottom up (each uses only those above it in this list; `scripts/check-import-cycles.py`
+//! keeps it so):
 //!
-//! # Layout
-//! - [`raft`]: type configuration, durable log store (redb), state machine, gRPC network.
-//! - [`node`]: the node: answers requests about itself, passes the rest to the leader.
-//! - [`swarm`]: a node's membership while it lasts: Raft instance, applied state, quorum-aware
-//!   writes and reads.
-//! - [`leader`]: what the leader does with control requests, joins and heartbeats.
-//! - [`health`]: the leader's duties: node up/down from heartbeats, Raft membership from roles.
+//! - [`clock`]: the one clock the manager reads time from.
+//! - [`identity`]: the node's IDs and swarm file, its credentials on disk; ID generation.
+//! - [`replica`]: Raft (storage, network, election watch) and the applied state: writes,
+//!   linearizable reads, who leads and who votes.
+//! - [`forward`]: the one path of a request to the leader.
+//! - [`liveness`]: what the leader heard from each node during its term.
+//! - [`security`]: authorization of every call, the CA and its rotation, join tokens,
+//!   certificate renewal.
+//! - [`membership`]: joins, leaves, heartbeats, node status, the Raft voters.
+//! - [`dispatcher`]: the nodes' task sessions: tasks out, status and usage in.
 //! - [`orchestration`]: the leader's loop that keeps services' tasks created and placed.
-//! - [`dispatcher`]: the leader's side of the nodes' task sessions: tasks out, status in.
-//! - [`usage`]: the CPU and memory each running task uses, as its node last sampled them.
+//! - [`swarm`]: the wiring: builds the parts of a node's membership, runs the member's loops
+//!   always and the leader's for each term of leadership.
+//! - [`control`]: the control API as the leader answers it.
+//! - [`node`]: the node: answers requests about itself, passes the rest to the leader.
+//! - [`servers`]: the gRPC services on the cluster port and the local socket.
 //! - [`sim_nodes`]: many simulated worker nodes in one process, for scale tests.
-//! - [`services_api`]: the leader's answers to service and task requests.
-//! - [`locks_api`]: the leader's answers to lock requests: cluster-wide leases.
-//! - [`logs`]: `service logs`, gathered from every node that runs the service's tasks.
-//! - [`agent`]: the heartbeat every member sends to the leader.
-//! - [`election`]: our leader failure detector, quicker and steadier than openraft 0.9's timer.
-//! - [`services`]: the gRPC services on the cluster port and the local socket.
-//! - [`authz`]: who may call what on the cluster port, by certificate and cluster state.
-//! - [`ca`]: the cluster CA: certificates from requests, join tokens derived from the CA key.
-//! - [`identity`]: the node's IDs and swarm file; ID generation.
-//! - [`tokens`]: join tokens.
 
-pub mod agent;
-pub mod authz;
-pub mod ca;
+pub mod clock;
+pub mod control;
 pub mod dispatcher;
-pub mod election;
-pub mod health;
+pub mod forward;
 pub mod identity;
-pub mod leader;
-pub mod locks_api;
-pub mod logs;
+pub mod liveness;
+pub mod membership;
 pub mod node;
 pub mod orchestration;
-pub mod raft;
-pub mod services;
-pub mod services_api;
+pub mod replica;
+pub mod security;
+pub mod servers;
 pub mod sim_nodes;
 pub mod swarm;
-pub mod tokens;
-pub mod usage;
 
 pub use node::{Node, NodeConfig};

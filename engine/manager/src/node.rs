@@ -1,12 +1,12 @@
 //! The node: what `essaimd` runs. It answers requests about itself (info, init, join,
 //! leave), passes cluster requests to the leader, and owns the node's current [`Swarm`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use essaim_api::control::{LocalSwarmState, LogEvent, NodeInfo, ServiceLogs, MAX_WAIT_CHANGE};
+use essaim_api::control::{LocalSwarmState, NodeInfo, ServiceLogs, MAX_WAIT_CHANGE};
 use essaim_api::pb::{JoinRequest, LeaveRequest};
 use essaim_api::tls::{self, CertRole, Credentials, PeerIdentity, TlsState};
 use essaim_api::transport::{self, ClientTls};
@@ -16,23 +16,25 @@ use essaim_core::model::{
     NodeSpec, NodeState, NodeStatus, Role, RootCa,
 };
 use essaim_core::Command;
-use futures::StreamExt;
-use openraft::BasicNode;
-use tonic::transport::Channel;
-
-use crate::identity::{credentials, new_object_id, new_raft_id, SwarmFile};
-use crate::raft::{LeaderContact, Raft, RaftTimings};
-use crate::swarm::{Leader, Swarm};
-use crate::tokens::JoinToken;
-use crate::{authz, ca, leader};
 use essaim_worker::{Executor, Runtime};
+use openraft::BasicNode;
+use parking_lot::RwLock;
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::control;
+use crate::forward::{self, LogEvents, Route};
+use crate::identity::{credentials, new_object_id, new_raft_id, SwarmFile};
+use crate::replica::raft::{LeaderContact, Raft, RaftTimings};
+use crate::replica::{raft_db_path, Leader};
+use crate::security::ca;
+use crate::security::tokens::JoinToken;
+use crate::swarm::{Setting, Swarm};
 
 /// How long `swarm join` waits for the manager it contacts.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a new manager waits to be voted in before `swarm join` reports it pending.
 const VOTER_WAIT: Duration = Duration::from_secs(30);
-/// Marks a control request that a manager already passed on, so it is never passed twice.
-pub const FORWARDED_HEADER: &str = "x-essaim-forwarded";
 
 /// Everything `essaimd` was told at start-up.
 #[derive(Clone, Debug)]
@@ -44,6 +46,8 @@ pub struct NodeConfig {
     pub raft_timings: RaftTimings,
     /// How this node runs tasks.
     pub runtime: Runtime,
+    /// What the manager keeps time with: the system's, or tokio's paused time in tests.
+    pub clock: Clock,
 }
 
 pub struct Node {
@@ -54,9 +58,6 @@ pub struct Node {
     lifecycle: tokio::sync::Mutex<()>,
     /// This node's certificate and trusted roots; empty while it is in no swarm.
     tls: Arc<TlsState>,
-    /// Channels to other managers, for passing requests to the leader, with the TLS generation
-    /// they were made under: a renewed certificate calls for new connections.
-    peers: Mutex<(u64, HashMap<String, Channel>)>,
 }
 
 impl Node {
@@ -96,7 +97,6 @@ impl Node {
             swarm: RwLock::new(swarm),
             lifecycle: tokio::sync::Mutex::new(()),
             tls,
-            peers: Mutex::new((0, HashMap::new())),
         }))
     }
 
@@ -109,11 +109,11 @@ impl Node {
     }
 
     pub fn swarm(&self) -> Option<Arc<Swarm>> {
-        self.swarm.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.swarm.read().clone()
     }
 
     fn set_swarm(&self, swarm: Option<Arc<Swarm>>) {
-        *self.swarm.write().unwrap_or_else(|p| p.into_inner()) = swarm;
+        *self.swarm.write() = swarm;
     }
 
     /// The Raft instance, and where to note a leader's word, for a caller that may speak
@@ -124,12 +124,13 @@ impl Node {
     pub fn raft_for(
         &self,
         caller: Option<PeerIdentity>,
-    ) -> Result<(Raft, Arc<LeaderContact>), tonic::Status> {
-        let swarm = self
-            .swarm()
-            .ok_or_else(|| tonic::Status::unavailable("this node is not part of a swarm"))?;
-        authz::require_manager(&swarm, caller, "raft")?;
-        Ok((swarm.raft().clone(), swarm.leader_contact().clone()))
+    ) -> Result<(Raft, Arc<LeaderContact>), ControlError> {
+        let swarm = self.in_swarm()?;
+        swarm.authz.require_manager(caller, "raft")?;
+        Ok((
+            swarm.replica.raft().clone(),
+            swarm.replica.leader_contact().clone(),
+        ))
     }
 
     /// Stops the node's swarm work, keeping its state on disk.
@@ -139,14 +140,12 @@ impl Node {
         }
     }
 
-    fn in_swarm(&self) -> Result<Arc<Swarm>, ControlError> {
-        self.swarm().ok_or_else(|| {
-            ControlError::FailedPrecondition(
-                "this node is not part of a swarm: run 'essaim swarm init' to start one, or \
-                 'essaim swarm join' to join one"
-                    .into(),
-            )
-        })
+    /// The current swarm.
+    ///
+    /// # Errors
+    /// This node is in no swarm.
+    pub fn in_swarm(&self) -> Result<Arc<Swarm>, ControlError> {
+        self.swarm().ok_or_else(ControlError::not_in_swarm)
     }
 
     /// Answers a control request: requests about this node and change waits here, the rest on
@@ -170,7 +169,7 @@ impl Node {
             return self.handle_local(request).await;
         }
         let swarm = self.in_swarm()?;
-        if !swarm.is_voter() {
+        if !swarm.replica.is_voter() {
             return Err(ControlError::FailedPrecondition(
                 "this node is not a manager: workers cannot view or change the cluster state; \
                  run the command on a manager, or promote this node ('essaim node promote')"
@@ -185,16 +184,12 @@ impl Node {
             // Never forwarded: this manager's own applied state answers, and a wait of up to
             // MAX_WAIT_CHANGE must not hang on a hop to the leader.
             let timeout = Duration::from_millis(timeout_ms).min(MAX_WAIT_CHANGE);
-            let index = swarm.wait_applied(after_index, timeout).await;
+            let index = swarm.replica.wait_applied(after_index, timeout).await;
             return Ok(ControlReply::Changed { index });
         }
-        match swarm.leader() {
-            Leader::Me => leader::handle(&swarm, request).await,
-            Leader::Other { addr, .. } if !forwarded => self.forward(&addr, &request).await,
-            Leader::Other { .. } => Err(ControlError::Unavailable(
-                "leadership moved while the request was on its way; retry".into(),
-            )),
-            Leader::Unknown => Err(swarm.no_quorum("no leader")),
+        match forward::route(&swarm.replica, forwarded)? {
+            Route::Here => control::handle(&swarm, request).await,
+            Route::Leader(addr) => forward::call(&swarm.peers, &addr, &request).await,
         }
     }
 
@@ -206,83 +201,16 @@ impl Node {
         &self,
         request: ServiceLogs,
         forwarded: bool,
-    ) -> Result<crate::logs::LogEvents, ControlError> {
+    ) -> Result<LogEvents, ControlError> {
         let swarm = self.in_swarm()?;
-        if !swarm.is_voter() {
+        if !swarm.replica.is_voter() {
             return Err(ControlError::FailedPrecondition(
                 "this node is not a manager: ask a manager for service logs".into(),
             ));
         }
-        let addr = match swarm.leader() {
-            Leader::Me => return crate::logs::service_logs(self, swarm, request).await,
-            Leader::Other { addr, .. } if !forwarded => addr,
-            Leader::Other { .. } => {
-                return Err(ControlError::Unavailable(
-                    "leadership moved while the request was on its way; retry".into(),
-                ))
-            }
-            Leader::Unknown => return Err(swarm.no_quorum("no leader")),
-        };
-        let mut client = transport::control_client(self.peer(&addr)?);
-        let mut message = tonic::Request::new(essaim_api::control::encode(&request)?);
-        message.metadata_mut().insert(
-            FORWARDED_HEADER,
-            tonic::metadata::MetadataValue::from_static("1"),
-        );
-        let events = client
-            .logs(message)
-            .await
-            .map_err(ControlError::from)?
-            .into_inner();
-        Ok(events
-            .map(move |message| {
-                message
-                    .map_err(ControlError::from)
-                    .and_then(|m| essaim_api::control::decode::<LogEvent>(&m))
-                    .unwrap_or_else(|e| LogEvent::Unreachable {
-                        node: format!("the leader at {addr}"),
-                        reason: e.to_string(),
-                    })
-            })
-            .boxed())
-    }
-
-    /// A channel to another manager, under this node's current certificate.
-    pub fn peer(&self, addr: &str) -> Result<Channel, ControlError> {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        let generation = self.tls.generation();
-        if peers.0 != generation {
-            *peers = (generation, HashMap::new());
-        }
-        if let Some(channel) = peers.1.get(addr) {
-            return Ok(channel.clone());
-        }
-        let channel = transport::cluster_channel(addr, ClientTls::Node(self.tls.clone()))?;
-        peers.1.insert(addr.to_string(), channel.clone());
-        Ok(channel)
-    }
-
-    async fn forward(
-        &self,
-        addr: &str,
-        request: &ControlRequest,
-    ) -> Result<ControlReply, ControlError> {
-        let mut client = transport::control_client(self.peer(addr)?);
-        let mut message = tonic::Request::new(essaim_api::control::encode(request)?);
-        message.metadata_mut().insert(
-            FORWARDED_HEADER,
-            tonic::metadata::MetadataValue::from_static("1"),
-        );
-        match client.call(message).await {
-            Ok(reply) => essaim_api::control::decode(reply.get_ref()),
-            Err(status)
-                if status.code() == tonic::Code::Unavailable && status.message().is_empty() =>
-            {
-                Err(ControlError::Unavailable(format!(
-                    "cannot reach the leader at {addr}; retry"
-                )))
-            }
-            Err(status) => Err(ControlError::from(status)),
+        match forward::route(&swarm.replica, forwarded)? {
+            Route::Here => control::logs::service_logs(&swarm, request).await,
+            Route::Leader(addr) => forward::logs(&swarm.peers, &addr, &request).await,
         }
     }
 
@@ -316,21 +244,22 @@ impl Node {
                 cert_not_after: None,
             },
             Some(swarm) => {
-                let leader_raft_id = swarm.raft().metrics().borrow().current_leader;
+                let replica = &swarm.replica;
+                let leader_raft_id = replica.raft().metrics().borrow().current_leader;
                 let leader_id = leader_raft_id.and_then(|raft_id| {
-                    swarm
+                    replica
                         .state()
                         .nodes()
                         .find(|n| n.raft_id == raft_id)
                         .map(|n| n.id.clone())
                 });
                 NodeInfo {
-                    node_id: Some(swarm.node_id().clone()),
-                    hostname: swarm.hostname.clone(),
-                    addr: swarm.addr.clone(),
+                    node_id: Some(replica.node_id().clone()),
+                    hostname: replica.hostname.clone(),
+                    addr: replica.addr.clone(),
                     swarm: LocalSwarmState::Active,
-                    cluster_id: Some(swarm.identity.cluster_id.clone()),
-                    is_manager: swarm.is_voter(),
+                    cluster_id: Some(replica.identity.cluster_id.clone()),
+                    is_manager: replica.is_voter(),
                     leader_id,
                     cert_role: self.tls.identity().map(|i| i.role.as_str().to_string()),
                     cert_not_after: self.tls.identity().map(|i| i.not_after),
@@ -426,7 +355,7 @@ impl Node {
         let data_dir = &self.config.data_dir;
         let removed = credentials::remove(data_dir)
             .and_then(|()| remove_if_present(&SwarmFile::path(data_dir)))
-            .and_then(|()| remove_if_present(&crate::swarm::raft_db_path(data_dir)));
+            .and_then(|()| remove_if_present(&raft_db_path(data_dir)));
         if let Err(e) = removed {
             tracing::error!("cannot clean up after a failed init or join: {e}");
         }
@@ -518,7 +447,7 @@ impl Node {
         tracing::info!(node = %reply.node_id, %role, "joined the swarm");
         if role == Role::Manager {
             let deadline = Instant::now() + VOTER_WAIT;
-            while !swarm.is_voter() {
+            while !swarm.replica.is_voter() {
                 if Instant::now() > deadline {
                     return Err(ControlError::Unavailable(
                         "joined, but the managers have not voted this node in yet; it will \
@@ -538,7 +467,7 @@ impl Node {
     async fn leave(&self, force: bool) -> Result<ControlReply, ControlError> {
         let _one_at_a_time = self.lifecycle.lock().await;
         let swarm = self.in_swarm()?;
-        if swarm.is_voter() && swarm.voters().len() == 1 && !force {
+        if swarm.replica.is_voter() && swarm.replica.voters().len() == 1 && !force {
             return Err(ControlError::FailedPrecondition(
                 "this node is the swarm's last manager: leaving erases the swarm's state; use \
                  --force to leave anyway"
@@ -562,17 +491,12 @@ impl Node {
     /// Tells the leader this node leaves, through the managers this node knows; any of them
     /// passes it on to the leader.
     async fn tell_leader_we_leave(&self, swarm: &Swarm, force: bool) -> Result<(), ControlError> {
-        if swarm.leader() == Leader::Me {
-            return leader::leave(swarm, swarm.node_id(), force).await;
+        if swarm.replica.leader() == Leader::Me {
+            return swarm.membership.leave(swarm.replica.node_id(), force).await;
         }
-        let mut targets = Vec::new();
-        if let Leader::Other { addr, .. } = swarm.leader() {
-            targets.push(addr);
-        }
-        targets.extend(swarm.manager_addrs());
         let mut last = ControlError::Unavailable("no manager is known to this node".into());
-        for addr in targets {
-            let mut client = transport::membership_client(self.peer(&addr)?);
+        for addr in swarm.managers.leader_first() {
+            let mut client = transport::membership_client(swarm.peers.channel(&addr)?);
             match client
                 .leave(LeaveRequest { force })
                 .await
@@ -619,16 +543,16 @@ async fn open_swarm(
     tls: Arc<TlsState>,
     executor: Arc<dyn Executor>,
 ) -> anyhow::Result<Arc<Swarm>> {
-    Swarm::open(
-        &config.data_dir,
-        identity,
-        config.advertise_addr.clone(),
-        config.hostname.clone(),
-        config.raft_timings.clone(),
+    let setting = Setting {
+        data_dir: &config.data_dir,
+        addr: config.advertise_addr.clone(),
+        hostname: config.hostname.clone(),
+        timings: config.raft_timings.clone(),
         tls,
         executor,
-    )
-    .await
+        clock: config.clock,
+    };
+    Swarm::open(setting, identity).await
 }
 
 /// Makes a fresh swarm of one manager: Raft membership first, then the cluster object (with
@@ -642,12 +566,13 @@ async fn bootstrap(
 ) -> Result<String, ControlError> {
     let members = BTreeMap::from([(identity.raft_id, BasicNode::new(addr))]);
     swarm
+        .replica
         .raft()
         .initialize(members)
         .await
         .map_err(|e| ControlError::Internal(format!("cannot start raft: {e}")))?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while swarm.leader() != Leader::Me {
+    while swarm.replica.leader() != Leader::Me {
         if Instant::now() > deadline {
             return Err(ControlError::Internal(
                 "this node did not become leader of its own new swarm".into(),
@@ -695,6 +620,7 @@ async fn bootstrap(
         },
     };
     for result in swarm
+        .replica
         .write(vec![
             Command::CreateCluster { cluster },
             Command::AddNode { node },

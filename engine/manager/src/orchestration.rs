@@ -1,7 +1,7 @@
 //! The leader's orchestration loop: wires the pure decisions of `essaim_core::updater`,
 //! `essaim_core::orchestrator` and `essaim_core::scheduler` to the store. It wakes on every
 //! committed change, when a restart delay, a monitor period or an update delay runs out, and
-//! once a second in any case; it acts only while this node leads.
+//! once a second in any case. It runs for one term of leadership.
 //!
 //! ```text
 //!  committed changes ──> updater: outdated tasks to replace, update status ──┐
@@ -19,26 +19,25 @@ use essaim_core::scheduler::{self, Placement};
 use essaim_core::{orchestrator, updater, ClusterState, Command, Timestamp};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
+use crate::clock::timed;
 use crate::identity::new_object_id;
-use crate::swarm::{now, Leader, Swarm};
-
-/// A pass slower than this is logged.
-const SLOW_PASS: Duration = Duration::from_millis(20);
+use crate::replica::Replica;
 /// The longest the loop sleeps when nothing happens.
 const IDLE: Duration = Duration::from_secs(1);
 
-pub async fn run(swarm: Arc<Swarm>) {
-    let mut changes = swarm.shared().subscribe();
-    let mut wake_at: Option<Timestamp> = None;
+pub async fn run(replica: Arc<Replica>) {
+    let mut changes = replica.shared().subscribe();
+    // A new term looks at everything at once.
+    let mut wake_at: Option<Timestamp> = Some(replica.clock().now());
     loop {
         let sleep = wake_at
-            .map(|at| Duration::from_millis(at.0.saturating_sub(now().0)))
+            .map(|at| Duration::from_millis(at.0.saturating_sub(replica.clock().now().0)))
             .unwrap_or(IDLE)
             .min(IDLE);
         let mut attention = tokio::select! {
             _ = tokio::time::sleep(sleep) => true,
             received = changes.recv() => match received {
-                Ok(batch) => needs_attention(&batch, &swarm),
+                Ok(batch) => needs_attention(&batch, &replica),
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => return,
             },
@@ -46,20 +45,20 @@ pub async fn run(swarm: Arc<Swarm>) {
         // Everything committed meanwhile is looked at in one pass.
         loop {
             match changes.try_recv() {
-                Ok(batch) => attention |= needs_attention(&batch, &swarm),
+                Ok(batch) => attention |= needs_attention(&batch, &replica),
                 Err(TryRecvError::Lagged(_)) => attention = true,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Closed) => return,
             }
         }
-        if !attention || swarm.leader() != Leader::Me {
+        if !attention {
             continue;
         }
-        match orchestrate(&swarm).await {
+        match orchestrate(&replica).await {
             Ok(next) => wake_at = next,
             Err(e) => tracing::debug!("orchestration deferred: {e}"),
         }
-        if let Err(e) = schedule(&swarm).await {
+        if let Err(e) = schedule(&replica).await {
             tracing::debug!("scheduling deferred: {e}");
         }
     }
@@ -69,7 +68,7 @@ pub async fn run(swarm: Arc<Swarm>) {
 /// starting, running) calls for neither, at scale those reports are most of the commits,
 /// except for a service under a rolling update: its replacement running may let its old task
 /// go (start-first) and starts its monitor period.
-fn needs_attention(batch: &[Event], swarm: &Swarm) -> bool {
+fn needs_attention(batch: &[Event], replica: &Replica) -> bool {
     let mut running = Vec::new();
     let attention = batch.iter().any(|event| match &event.change {
         Change::Task(task) => {
@@ -84,7 +83,7 @@ fn needs_attention(batch: &[Event], swarm: &Swarm) -> bool {
         Change::Lock { .. } | Change::LockRemoved { .. } => false,
         _ => true,
     });
-    attention || (!running.is_empty() && any_updating(&swarm.state(), &running))
+    attention || (!running.is_empty() && any_updating(&replica.state(), &running))
 }
 
 /// True if one of these services is under a rolling update.
@@ -98,24 +97,24 @@ fn any_updating(state: &ClusterState, service_ids: &[&str]) -> bool {
 }
 
 /// Brings every service's tasks in line with its spec. Returns when to look again.
-async fn orchestrate(swarm: &Arc<Swarm>) -> Result<Option<Timestamp>, ControlError> {
-    let planner = swarm.clone();
+async fn orchestrate(replica: &Arc<Replica>) -> Result<Option<Timestamp>, ControlError> {
+    let planner = replica.clone();
     // A pass over a large cluster takes a while: off the async threads, which Raft needs.
     let (commands, wake_at) =
         tokio::task::spawn_blocking(move || timed("orchestration pass", || plan(&planner)))
             .await
             .map_err(|e| ControlError::Internal(format!("orchestration pass failed: {e}")))?;
     if !commands.is_empty() {
-        swarm.write_many(commands).await?;
+        replica.write_many(commands).await?;
     }
     Ok(wake_at)
 }
 
 /// What every service needs now, and when to look again.
-fn plan(swarm: &Swarm) -> (Vec<Command>, Option<Timestamp>) {
-    let time = now();
+fn plan(replica: &Replica) -> (Vec<Command>, Option<Timestamp>) {
+    let time = replica.clock().now();
     {
-        let state = swarm.state();
+        let state = replica.state();
         let history_limit = state
             .cluster
             .as_ref()
@@ -153,22 +152,22 @@ fn plan(swarm: &Swarm) -> (Vec<Command>, Option<Timestamp>) {
 }
 
 /// Places pending tasks, or records why they wait.
-async fn schedule(swarm: &Arc<Swarm>) -> Result<(), ControlError> {
-    let planner = swarm.clone();
+async fn schedule(replica: &Arc<Replica>) -> Result<(), ControlError> {
+    let planner = replica.clone();
     let commands =
         tokio::task::spawn_blocking(move || timed("scheduling pass", || placements(&planner)))
             .await
             .map_err(|e| ControlError::Internal(format!("scheduling pass failed: {e}")))?;
     if !commands.is_empty() {
-        swarm.write_many(commands).await?;
+        replica.write_many(commands).await?;
     }
     Ok(())
 }
 
 /// The placements of the pending tasks, and the reasons of those that must wait.
-fn placements(swarm: &Swarm) -> Vec<Command> {
-    let time = now();
-    let state = swarm.state();
+fn placements(replica: &Replica) -> Vec<Command> {
+    let time = replica.clock().now();
+    let state = replica.state();
     {
         let pending: Vec<_> = state
             .tasks()
@@ -199,15 +198,4 @@ fn placements(swarm: &Swarm) -> Vec<Command> {
             })
             .collect()
     }
-}
-
-/// Runs `work`, and says so in the log when it took long enough to matter to Raft's timing.
-pub(crate) fn timed<T>(what: &str, work: impl FnOnce() -> T) -> T {
-    let started = std::time::Instant::now();
-    let result = work();
-    let elapsed = started.elapsed();
-    if elapsed > SLOW_PASS {
-        tracing::info!(elapsed_ms = elapsed.as_millis() as u64, "slow {what}");
-    }
-    result
 }

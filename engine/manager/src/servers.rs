@@ -1,5 +1,10 @@
 //! The node's two doors and the gRPC services behind them: the cluster port (mutual TLS:
 //! Raft, membership, control) and the local socket (control only, owner-only file mode).
+//!
+//! The top of the manager: each call is checked (`security::authz`), routed to the leader
+//! when it needs the leader (`forward`), and answered by the control API, membership or the
+//! dispatcher. Handlers speak `ControlError`; its one conversion to `tonic::Status` (in
+//! `essaim_api`) is applied here by `?`.
 
 use std::sync::Arc;
 
@@ -11,26 +16,22 @@ use essaim_api::pb::{
     ControlMessage, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, LeaveRequest,
     LeaveResponse, LogLines, LogsRequest, RenewRequest, RenewResponse, SessionReport,
 };
-use essaim_api::tls::{self, CertRole, PeerIdentity};
+use essaim_api::tls::{self, CertRole};
 use essaim_api::{control, transport, ControlError, ControlRequest};
+use essaim_core::liveness::NodeTrust;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::authz;
-use crate::health::NodeTrust;
-use crate::leader;
-use crate::node::{Node, FORWARDED_HEADER};
-use crate::raft::network::RaftService;
-use crate::swarm::{Leader, Swarm};
-
-/// Names the node a forwarded Renew or Leave is for: a manager passing such a call on to the
-/// leader speaks for the node that made it. Trusted only from a manager's certificate.
-const ON_BEHALF_OF_HEADER: &str = "x-essaim-on-behalf-of";
+use crate::forward::{self, Route, ON_BEHALF_OF_HEADER};
+use crate::node::Node;
+use crate::replica::raft::network::RaftService;
+use crate::replica::Leader;
+use crate::security::{authz, renewal};
+use crate::swarm::Swarm;
 
 /// The control API, on either door.
 struct ControlService {
@@ -42,15 +43,14 @@ struct ControlService {
 impl ControlService {
     /// Checks the caller (the local socket's are trusted by file permissions) and returns
     /// whether a manager passed the request on.
-    fn admit<T>(&self, request: &Request<T>) -> Result<bool, Status> {
+    fn admit<T>(&self, request: &Request<T>) -> Result<bool, ControlError> {
         if !self.local_socket {
-            let swarm = self
-                .node
-                .swarm()
-                .ok_or_else(|| Status::unavailable("this node is not part of a swarm"))?;
-            authz::require_operator(&swarm, authz::caller(request), "the control API")?;
+            let swarm = self.node.in_swarm()?;
+            swarm
+                .authz
+                .require_operator(authz::caller(request), "the control API")?;
         }
-        Ok(request.metadata().contains_key(FORWARDED_HEADER))
+        Ok(forward::was_forwarded(request))
     }
 }
 
@@ -92,12 +92,6 @@ struct MembershipService {
 }
 
 impl MembershipService {
-    fn swarm(&self) -> Result<Arc<Swarm>, Status> {
-        self.node
-            .swarm()
-            .ok_or_else(|| Status::failed_precondition("this node is not part of a swarm"))
-    }
-
     /// The node a call acts on: the caller's own, or, from a manager passing the call on, the
     /// node it names.
     fn subject<T>(
@@ -105,7 +99,7 @@ impl MembershipService {
         swarm: &Swarm,
         request: &Request<T>,
         what: &str,
-    ) -> Result<String, Status> {
+    ) -> Result<String, ControlError> {
         let on_behalf = request
             .metadata()
             .get(ON_BEHALF_OF_HEADER)
@@ -114,67 +108,46 @@ impl MembershipService {
             // Speaking for another node takes a manager in good standing: a demoted manager
             // still holding its old certificate must not get certificates for others.
             Some(node) => {
-                authz::require_manager(swarm, authz::caller(request), what)?;
+                swarm.authz.require_manager(authz::caller(request), what)?;
                 Ok(node.to_string())
             }
-            None => {
-                let identity: PeerIdentity =
-                    authz::require_member(swarm, authz::caller(request), what)?;
-                Ok(identity.node_id)
-            }
+            None => Ok(swarm
+                .authz
+                .require_member(authz::caller(request), what)?
+                .node_id),
         }
     }
 
-    /// Where a call that needs the leader goes when this node is not the leader.
+    /// Where a call that needs the leader goes: answered here, or passed on to the leader on
+    /// this channel. Only a manager knows the leader for sure.
     fn leader_channel<T>(
         &self,
         swarm: &Swarm,
         request: &Request<T>,
-    ) -> Result<Option<tonic::transport::Channel>, Status> {
-        match swarm.leader() {
-            Leader::Me => Ok(None),
-            Leader::Other { .. } if request.metadata().contains_key(FORWARDED_HEADER) => {
-                Err(ControlError::Unavailable(
-                    "leadership moved while the request was on its way; retry".into(),
-                )
-                .into())
-            }
-            Leader::Other { addr, .. } if swarm.is_voter() => Ok(Some(self.node.peer(&addr)?)),
-            _ => Err(ControlError::Unavailable(
-                "this node cannot reach the leader: it is not a manager, or the managers have no \
-                 leader; try another manager"
-                    .into(),
-            )
-            .into()),
+    ) -> Result<Option<tonic::transport::Channel>, ControlError> {
+        if !swarm.replica.is_voter() {
+            return Err(ControlError::Unavailable(
+                "this node cannot reach the leader: it is not a manager; try a manager".into(),
+            ));
+        }
+        match forward::route(&swarm.replica, forward::was_forwarded(request))? {
+            Route::Here => Ok(None),
+            Route::Leader(addr) => Ok(Some(swarm.peers.channel(&addr)?)),
         }
     }
-}
-
-/// Marks a request passed on to the leader, and names the node it is for.
-fn forwarded<T>(message: T, on_behalf_of: Option<&str>) -> Result<Request<T>, Status> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
-    if let Some(node) = on_behalf_of {
-        let value = MetadataValue::try_from(node)
-            .map_err(|_| Status::invalid_argument("node ID is not a valid header"))?;
-        request.metadata_mut().insert(ON_BEHALF_OF_HEADER, value);
-    }
-    Ok(request)
 }
 
 #[tonic::async_trait]
 impl Membership for MembershipService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        let swarm = self.swarm()?;
+        let swarm = self.node.in_swarm()?;
         // The join token is the credential here: the joiner has no certificate yet.
         match self.leader_channel(&swarm, &request)? {
             None => Ok(Response::new(
-                leader::join(&swarm, request.into_inner()).await?,
+                swarm.membership.join(request.into_inner()).await?,
             )),
             Some(channel) => {
-                let mut forward = forwarded(request.into_inner(), None)?;
+                let mut forward = forward::forwarded(request.into_inner(), None)?;
                 forward.set_timeout(std::time::Duration::from_secs(10));
                 transport::membership_client(channel).join(forward).await
             }
@@ -185,29 +158,33 @@ impl Membership for MembershipService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let swarm = self.swarm()?;
-        let identity = authz::require_member(&swarm, authz::caller(&request), "heartbeat")?;
+        let swarm = self.node.in_swarm()?;
+        let identity = swarm
+            .authz
+            .require_member(authz::caller(&request), "heartbeat")?;
         if identity.node_id != request.get_ref().node_id {
-            return Err(Status::permission_denied(format!(
+            return Err(ControlError::PermissionDenied(format!(
                 "heartbeat refused: the certificate is node {}'s, not {}'s",
                 identity.node_id,
                 request.get_ref().node_id
-            )));
+            ))
+            .into());
         }
+        // A heartbeat is never passed on: the node is told where the leader is, and goes
+        // there itself.
         let redirect = |leader_addr: String| HeartbeatResponse {
             accepted: false,
             leader_addr,
-            manager_addrs: swarm.manager_addrs_from_state(),
+            manager_addrs: swarm.replica.manager_addrs_from_state(),
             ..Default::default()
         };
-        match swarm.leader() {
+        match swarm.replica.leader() {
             Leader::Me => {
                 let trust = NodeTrust {
                     roots_fingerprint: request.get_ref().roots_fingerprint.clone(),
                     issuer_fingerprint: request.get_ref().cert_issuer_fingerprint.clone(),
                 };
-                Ok(Response::new(leader::heartbeat(
-                    &swarm,
+                Ok(Response::new(swarm.membership.heartbeat(
                     &identity.node_id,
                     identity.role,
                     trust,
@@ -222,14 +199,14 @@ impl Membership for MembershipService {
         &self,
         request: Request<RenewRequest>,
     ) -> Result<Response<RenewResponse>, Status> {
-        let swarm = self.swarm()?;
+        let swarm = self.node.in_swarm()?;
         let node = self.subject(&swarm, &request, "certificate renewal")?;
         match self.leader_channel(&swarm, &request)? {
             None => Ok(Response::new(
-                leader::renew(&swarm, &node, &request.get_ref().csr_pem).await?,
+                renewal::sign(&swarm.replica, &node, &request.get_ref().csr_pem).await?,
             )),
             Some(channel) => {
-                let forward = forwarded(request.into_inner(), Some(&node))?;
+                let forward = forward::forwarded(request.into_inner(), Some(&node))?;
                 transport::membership_client(channel).renew(forward).await
             }
         }
@@ -239,15 +216,18 @@ impl Membership for MembershipService {
         &self,
         request: Request<LeaveRequest>,
     ) -> Result<Response<LeaveResponse>, Status> {
-        let swarm = self.swarm()?;
+        let swarm = self.node.in_swarm()?;
         let node = self.subject(&swarm, &request, "leave")?;
         match self.leader_channel(&swarm, &request)? {
             None => {
-                leader::leave(&swarm, &node, request.get_ref().force).await?;
+                swarm
+                    .membership
+                    .leave(&node, request.get_ref().force)
+                    .await?;
                 Ok(Response::new(LeaveResponse {}))
             }
             Some(channel) => {
-                let forward = forwarded(request.into_inner(), Some(&node))?;
+                let forward = forward::forwarded(request.into_inner(), Some(&node))?;
                 transport::membership_client(channel).leave(forward).await
             }
         }
@@ -267,27 +247,18 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<Streaming<SessionReport>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let swarm = self
-            .node
-            .swarm()
-            .ok_or_else(|| Status::failed_precondition("this node is not part of a swarm"))?;
-        let identity = authz::require_member(&swarm, authz::caller(&request), "task session")?;
-        match swarm.leader() {
-            Leader::Me => {}
-            Leader::Other { addr, .. } => {
-                let mut status = Status::unavailable("this manager is not the leader");
-                if let Ok(value) = MetadataValue::try_from(addr.as_str()) {
-                    status
-                        .metadata_mut()
-                        .insert(transport::LEADER_METADATA, value);
-                }
-                return Err(status);
-            }
-            Leader::Unknown => return Err(Status::unavailable("no leader is elected yet")),
+        let swarm = self.node.in_swarm()?;
+        let identity = swarm
+            .authz
+            .require_member(authz::caller(&request), "task session")?;
+        // A session is never passed on: the node is sent to the leader, and keeps its
+        // session there.
+        if let Route::Leader(leader_addr) = forward::route(&swarm.replica, false)? {
+            return Err(ControlError::NotLeader { leader_addr }.into());
         }
         let stream = swarm
             .dispatcher
-            .open(&swarm, &identity.node_id, request.into_inner())?;
+            .open(&identity.node_id, request.into_inner())?;
         Ok(Response::new(stream))
     }
 }
@@ -305,11 +276,10 @@ impl Worker for WorkerService {
         &self,
         request: Request<LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        let swarm = self
-            .node
-            .swarm()
-            .ok_or_else(|| Status::failed_precondition("this node is not part of a swarm"))?;
-        authz::require_manager(&swarm, authz::caller(&request), "task logs")?;
+        let swarm = self.node.in_swarm()?;
+        swarm
+            .authz
+            .require_manager(authz::caller(&request), "task logs")?;
         let request = request.into_inner();
         let tail = usize::try_from(request.tail).unwrap_or(usize::MAX);
         let streams = request.task_ids.into_iter().filter_map(|task_id| {
@@ -348,7 +318,9 @@ pub async fn serve(
     let locate_node = node.clone();
     let cluster = transport::server()
         .add_service(InterceptedService::new(
-            RaftService::new(Arc::new(move |caller| locate_node.raft_for(caller))),
+            RaftService::new(Arc::new(move |caller| {
+                locate_node.raft_for(caller).map_err(Status::from)
+            })),
             authz::gate(&[CertRole::Manager], "raft"),
         ))
         .add_service(MembershipServer::new(MembershipService {

@@ -14,8 +14,8 @@ use essaim_api::ControlError;
 use essaim_worker::{Executor, Worker, WorkerSetup};
 use futures::StreamExt;
 
-use crate::ca;
-use crate::tokens::JoinToken;
+use crate::security::ca;
+use crate::security::tokens::JoinToken;
 
 /// Joins at once at most: enough to fill a cluster quickly, few enough not to time out.
 const PARALLEL_JOINS: usize = 16;

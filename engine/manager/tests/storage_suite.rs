@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use essaim_manager::raft::log_store::LogStore;
-use essaim_manager::raft::state_machine::StateMachine;
-use essaim_manager::raft::{StorageError, TypeConfig};
+use essaim_manager::replica::raft::log_store::LogStore;
+use essaim_manager::replica::raft::state_machine::StateMachine;
+use essaim_manager::replica::raft::{StorageError, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageIOError;
 

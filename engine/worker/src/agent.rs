@@ -9,7 +9,9 @@
 //! sends the result with the next heartbeat: sampling never holds a heartbeat back.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use essaim_api::pb::{self, SessionAssignments, SessionReport};
@@ -91,7 +93,7 @@ impl Worker {
             agent.adopt().await;
             tokio::join!(agent.clone().watch_runtime(), agent.run(queued));
         });
-        *worker.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
+        *worker.session.lock() = Some(session);
         worker
     }
 
@@ -137,12 +139,7 @@ impl Worker {
 
     /// Ends the session and stops every task, each within its grace period.
     pub async fn shutdown(&self) {
-        if let Some(session) = self
-            .session
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(session) = self.session.lock().take() {
             session.abort();
         }
         let supervisors: Vec<JoinHandle<()>> = {
@@ -165,8 +162,8 @@ impl Worker {
         self.setup.executor.logs(task_id, tail, follow)
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, LocalTask>> {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    fn table(&self) -> parking_lot::MutexGuard<'_, HashMap<ObjectId, LocalTask>> {
+        self.tasks.lock()
     }
 
     async fn adopt(self: &Arc<Self>) {

@@ -8,8 +8,8 @@
 //! (`SERVICE_default`); on each, the container answers to the service's name, so Docker's DNS
 //! resolves `web` to the replicas of web.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
@@ -81,16 +81,16 @@ impl DockerExecutor {
         })
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    fn table(&self) -> parking_lot::MutexGuard<'_, HashMap<String, String>> {
+        self.containers.lock()
     }
 
     fn container(&self, task_id: &str) -> Option<String> {
         self.table().get(task_id).cloned()
     }
 
-    fn last_cpu(&self) -> std::sync::MutexGuard<'_, HashMap<String, ContainerCpuStats>> {
-        self.last_cpu.lock().unwrap_or_else(|p| p.into_inner())
+    fn last_cpu(&self) -> parking_lot::MutexGuard<'_, HashMap<String, ContainerCpuStats>> {
+        self.last_cpu.lock()
     }
 
     /// One container's usage, from one-shot stats (the engine answers at once rather than

@@ -1,7 +1,7 @@
 //! What a task printed: the last lines kept in memory, and new lines for whoever follows.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 
 use futures::StreamExt;
 use tokio::sync::broadcast;
@@ -35,8 +35,8 @@ impl Default for LogBuffer {
 }
 
 impl LogBuffer {
-    fn lines(&self) -> std::sync::MutexGuard<'_, Lines> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lines(&self) -> parking_lot::MutexGuard<'_, Lines> {
+        self.inner.lock()
     }
 
     pub fn push(&self, line: String) {

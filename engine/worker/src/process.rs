@@ -9,7 +9,9 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use essaim_api::control::TaskUsage;
@@ -50,8 +52,8 @@ impl ProcessExecutor {
         self.table().get(task_id).cloned()
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ProcessTask>>> {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    fn table(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Arc<ProcessTask>>> {
+        self.tasks.lock()
     }
 
     fn spawn(&self, task: &Task) -> Result<Started, StartError> {
@@ -237,11 +239,8 @@ impl Executor for ProcessExecutor {
                 .into_iter()
                 .filter_map(|(id, task)| {
                     let group = groups.get(&task.pid)?;
-                    let (ticks_before, before) = task
-                        .last_cpu
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .replace((group.cpu_ticks, at))?;
+                    let (ticks_before, before) =
+                        task.last_cpu.lock().replace((group.cpu_ticks, at))?;
                     let usage = TaskUsage {
                         cpu_millicores: cpu_millicores(
                             // A member that left the group takes its ticks with it.

@@ -4,8 +4,8 @@
 //! - `SIM_EXIT_AFTER=2s` ends it after that long, with `SIM_EXIT_CODE` (default 1);
 //! - `SIM_REJECT=reason` refuses it at start.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use essaim_core::model::Task;
@@ -27,8 +27,8 @@ impl SimExecutor {
         }
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<Option<Exit>>>> {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    fn table(&self) -> parking_lot::MutexGuard<'_, HashMap<String, watch::Sender<Option<Exit>>>> {
+        self.tasks.lock()
     }
 
     fn end(&self, task_id: &str, exit: Exit) {

@@ -3,7 +3,9 @@
 //! change (a long poll), so a TAB or a prompt never waits on the network.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use essaim_api::control::{NodeView, Reachability, TaskView};
@@ -117,14 +119,14 @@ impl Cache {
                 });
             })
             .ok();
-        *cache.thread.lock().unwrap_or_else(|p| p.into_inner()) = thread;
+        *cache.thread.lock() = thread;
         cache
     }
 
     /// Stops refreshing and waits until the connection is closed.
     pub fn stop(&self) {
         self.stop.send_replace(true);
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let thread = self.thread.lock().take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }
@@ -134,8 +136,8 @@ impl Cache {
         self.lock().clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
-        self.snapshot.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Snapshot> {
+        self.snapshot.lock()
     }
 
     async fn refresh_forever(&self, host: Host, tls_dir: Option<PathBuf>) {

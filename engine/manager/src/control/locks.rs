@@ -8,7 +8,7 @@ use essaim_api::{ControlError, ControlReply};
 use essaim_core::model::validate_lock_request;
 use essaim_core::{Command, StateError, Timestamp};
 
-use crate::swarm::{now, Swarm};
+use crate::swarm::Swarm;
 
 /// Takes the lock, or says who holds it: a lock held by another is an answer, not an error.
 ///
@@ -21,8 +21,9 @@ pub async fn acquire(
     ttl_ms: u64,
 ) -> Result<ControlReply, ControlError> {
     validate_lock_request(&name, &holder, Some(ttl_ms)).map_err(ControlError::InvalidArgument)?;
-    let asked = now();
+    let asked = swarm.replica.clock().now();
     let written = swarm
+        .replica
         .write(vec![Command::AcquireLock {
             name: name.clone(),
             holder: holder.clone(),
@@ -33,7 +34,13 @@ pub async fn acquire(
     match written {
         Ok(_) => {
             tracing::info!(lock = %name, %holder, ttl_ms, "lock taken");
-            Ok(ControlReply::Lock(granted(name, holder, ttl_ms, asked)))
+            Ok(ControlReply::Lock(granted(
+                name,
+                holder,
+                ttl_ms,
+                asked,
+                swarm.replica.clock().now(),
+            )))
         }
         Err(StateError::LockHeld {
             holder: current,
@@ -45,7 +52,7 @@ pub async fn acquire(
                 name,
                 holder: current,
                 acquired: false,
-                expires_in_ms: expires_in(expires_at, now()),
+                expires_in_ms: expires_in(expires_at, swarm.replica.clock().now()),
             }))
         }
         Err(e) => Err(e.into()),
@@ -62,8 +69,9 @@ pub async fn renew(
     ttl_ms: u64,
 ) -> Result<ControlReply, ControlError> {
     validate_lock_request(&name, &holder, Some(ttl_ms)).map_err(ControlError::InvalidArgument)?;
-    let asked = now();
+    let asked = swarm.replica.clock().now();
     swarm
+        .replica
         .write_one(Command::RenewLock {
             name: name.clone(),
             holder: holder.clone(),
@@ -71,7 +79,13 @@ pub async fn renew(
         })
         .await?;
     tracing::debug!(lock = %name, %holder, ttl_ms, "lock renewed");
-    Ok(ControlReply::Lock(granted(name, holder, ttl_ms, asked)))
+    Ok(ControlReply::Lock(granted(
+        name,
+        holder,
+        ttl_ms,
+        asked,
+        swarm.replica.clock().now(),
+    )))
 }
 
 /// # Errors
@@ -84,6 +98,7 @@ pub async fn release(
 ) -> Result<ControlReply, ControlError> {
     validate_lock_request(&name, &holder, None).map_err(ControlError::InvalidArgument)?;
     swarm
+        .replica
         .write_one(Command::ReleaseLock {
             name: name.clone(),
             holder: holder.clone(),
@@ -98,9 +113,9 @@ pub async fn release(
 /// # Errors
 /// No quorum.
 pub async fn list(swarm: &Swarm) -> Result<ControlReply, ControlError> {
-    swarm.linearize().await?;
-    let now = now();
-    let state = swarm.state();
+    swarm.replica.linearize().await?;
+    let now = swarm.replica.clock().now();
+    let state = swarm.replica.state();
     Ok(ControlReply::Locks(
         state
             .locks()
@@ -117,12 +132,18 @@ pub async fn list(swarm: &Swarm) -> Result<ControlReply, ControlError> {
 /// The caller's lease, as written by an entry proposed after `asked`. The entry's time is at
 /// least `asked`, so the lease ends no sooner than `ttl_ms` after it: counting from `asked`
 /// may only make the lease look shorter than it is, the safe side for its holder.
-fn granted(name: String, holder: String, ttl_ms: u64, asked: Timestamp) -> LockView {
+fn granted(
+    name: String,
+    holder: String,
+    ttl_ms: u64,
+    asked: Timestamp,
+    now: Timestamp,
+) -> LockView {
     LockView {
         name,
         holder,
         acquired: true,
-        expires_in_ms: ttl_ms.saturating_sub(now().millis_since(asked)),
+        expires_in_ms: ttl_ms.saturating_sub(now.millis_since(asked)),
     }
 }
 

@@ -3,7 +3,6 @@
 //! cannot be asked is named in the answer rather than failing it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use essaim_api::control::{LogEvent, ServiceLogs};
 use essaim_api::pb::LogsRequest;
@@ -11,14 +10,11 @@ use essaim_api::tls::CertRole;
 use essaim_api::transport::ClientTls;
 use essaim_api::{transport, ControlError};
 use essaim_core::model::{ObjectId, Role};
-use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::node::Node;
-use crate::services_api::task_name;
+use crate::control::services::task_name;
+use crate::forward::{LogEvents, Peers};
 use crate::swarm::Swarm;
-
-pub type LogEvents = BoxStream<'static, LogEvent>;
 
 /// The tasks of one node, by ID, with their names.
 struct NodeTasks {
@@ -32,14 +28,10 @@ struct NodeTasks {
 ///
 /// # Errors
 /// No such service, or no quorum to read it.
-pub async fn service_logs(
-    node: &Node,
-    swarm: Arc<Swarm>,
-    request: ServiceLogs,
-) -> Result<LogEvents, ControlError> {
-    swarm.linearize().await?;
+pub async fn service_logs(swarm: &Swarm, request: ServiceLogs) -> Result<LogEvents, ControlError> {
+    swarm.replica.linearize().await?;
     let by_node: BTreeMap<ObjectId, NodeTasks> = {
-        let state = swarm.state();
+        let state = swarm.replica.state();
         let service = state.service(&request.service)?;
         let mut by_node: BTreeMap<ObjectId, NodeTasks> = BTreeMap::new();
         for task in state.tasks_of_service(&service.id) {
@@ -65,10 +57,15 @@ pub async fn service_logs(
     let tail = usize::try_from(request.tail).unwrap_or(usize::MAX);
     let mut streams: Vec<LogEvents> = Vec::new();
     for (node_id, tasks) in by_node {
-        if node_id == *swarm.node_id() {
-            streams.push(own_logs(&swarm, tasks, tail, request.follow));
+        if node_id == *swarm.replica.node_id() {
+            streams.push(own_logs(swarm, tasks, tail, request.follow));
         } else {
-            streams.push(remote_logs(node, tasks, request.tail, request.follow));
+            streams.push(remote_logs(
+                &swarm.peers,
+                tasks,
+                request.tail,
+                request.follow,
+            ));
         }
     }
     Ok(futures::stream::select_all(streams).boxed())
@@ -94,12 +91,12 @@ fn own_logs(swarm: &Swarm, node: NodeTasks, tail: usize, follow: bool) -> LogEve
 }
 
 /// Another node's tasks, through its Worker service.
-fn remote_logs(node: &Node, tasks: NodeTasks, tail: u64, follow: bool) -> LogEvents {
+fn remote_logs(peers: &Peers, tasks: NodeTasks, tail: u64, follow: bool) -> LogEvents {
     let channel = match tasks.role {
-        Role::Manager => node.peer(&tasks.addr),
+        Role::Manager => peers.channel(&tasks.addr),
         Role::Worker => transport::node_channel(
             &tasks.addr,
-            ClientTls::Node(node.tls().clone()),
+            ClientTls::Node(peers.tls().clone()),
             CertRole::Worker,
         ),
     };

@@ -8,18 +8,18 @@ use essaim_api::{ControlError, ControlReply};
 use essaim_core::model::{
     Checkpoint, Service, ServiceMode, ServiceSpec, Task, TaskState, UpdateState, UpdateStatus,
 };
-use essaim_core::scheduler;
+use essaim_core::orchestrator::wanted_tasks;
 use essaim_core::{ClusterState, Command};
 
 use crate::identity::new_object_id;
-use crate::swarm::{now, Swarm};
+use crate::swarm::Swarm;
 
 /// # Errors
 /// An invalid spec (naming the flag at fault), or a name already taken.
 pub async fn create(swarm: &Swarm, spec: ServiceSpec) -> Result<ControlReply, ControlError> {
     spec.validate()
         .map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
-    swarm.linearize().await?;
+    swarm.replica.linearize().await?;
     let service = Service {
         id: new_object_id(),
         version: 0,
@@ -30,7 +30,10 @@ pub async fn create(swarm: &Swarm, spec: ServiceSpec) -> Result<ControlReply, Co
         update_status: None,
     };
     let id = service.id.clone();
-    swarm.write_one(Command::CreateService { service }).await?;
+    swarm
+        .replica
+        .write_one(Command::CreateService { service })
+        .await?;
     tracing::info!(service = %id, "service created");
     written(swarm, &id)
 }
@@ -38,8 +41,8 @@ pub async fn create(swarm: &Swarm, spec: ServiceSpec) -> Result<ControlReply, Co
 /// # Errors
 /// No quorum.
 pub async fn list(swarm: &Swarm) -> Result<ControlReply, ControlError> {
-    swarm.linearize().await?;
-    let state = swarm.state();
+    swarm.replica.linearize().await?;
+    let state = swarm.replica.state();
     Ok(ControlReply::Services(
         state.services().map(|s| view(&state, s)).collect(),
     ))
@@ -48,14 +51,14 @@ pub async fn list(swarm: &Swarm) -> Result<ControlReply, ControlError> {
 /// # Errors
 /// Unknown service, or no quorum.
 pub async fn inspect(swarm: &Swarm, name: &str) -> Result<ControlReply, ControlError> {
-    swarm.linearize().await?;
+    swarm.replica.linearize().await?;
     written(swarm, name)
 }
 
 /// The service as this leader's state has it. After a write of ours that is current: a write
 /// returns once applied here, so no further confirmation round is needed.
 fn written(swarm: &Swarm, id: &str) -> Result<ControlReply, ControlError> {
-    let state = swarm.state();
+    let state = swarm.replica.state();
     let service = state.service(id)?;
     Ok(ControlReply::Service(view(&state, service)))
 }
@@ -63,9 +66,9 @@ fn written(swarm: &Swarm, id: &str) -> Result<ControlReply, ControlError> {
 /// # Errors
 /// Unknown or global service, or it changed meanwhile.
 pub async fn scale(swarm: &Swarm, name: &str, replicas: u64) -> Result<ControlReply, ControlError> {
-    swarm.linearize().await?;
+    swarm.replica.linearize().await?;
     let (id, version, mut spec) = {
-        let state = swarm.state();
+        let state = swarm.replica.state();
         let service = state.service(name)?;
         (service.id.clone(), service.version, service.spec.clone())
     };
@@ -76,6 +79,7 @@ pub async fn scale(swarm: &Swarm, name: &str, replicas: u64) -> Result<ControlRe
     }
     spec.mode = ServiceMode::Replicated { replicas };
     swarm
+        .replica
         .write_one(Command::UpdateService {
             id: id.clone(),
             expected_version: Some(version),
@@ -99,17 +103,17 @@ pub async fn update(
     expected_version: Option<u64>,
     spec: ServiceSpec,
 ) -> Result<ControlReply, ControlError> {
-    swarm.linearize().await?;
+    swarm.replica.linearize().await?;
     let (id, version, update_status) = {
-        let state = swarm.state();
+        let state = swarm.replica.state();
         let service = state.service(name)?;
         check_update(service, &spec)?;
-        let update_status = changes_tasks(&service.spec, &spec).then(|| {
+        let update_status = service.spec.changes_tasks(&spec).then(|| {
             UpdateStatus::start(
                 UpdateState::Updating,
-                now(),
+                swarm.replica.clock().now(),
                 &spec.update_config,
-                wanted(&state, &spec),
+                wanted_tasks(&state, &spec),
                 "",
             )
         });
@@ -117,6 +121,7 @@ pub async fn update(
     };
     let starts_update = update_status.is_some();
     swarm
+        .replica
         .write_one(Command::UpdateService {
             id: id.clone(),
             expected_version: Some(expected_version.unwrap_or(version)),
@@ -126,22 +131,6 @@ pub async fn update(
         .await?;
     tracing::info!(service = %id, rolling_update = starts_update, "service updated");
     written(swarm, &id)
-}
-
-/// True when tasks of `from` would not run as `to` says: the updater must replace them.
-fn changes_tasks(from: &ServiceSpec, to: &ServiceSpec) -> bool {
-    from.task != to.task || from.ports != to.ports
-}
-
-/// How many tasks `spec` wants: its replicas, or the nodes a global service may use.
-fn wanted(state: &ClusterState, spec: &ServiceSpec) -> u64 {
-    match spec.mode {
-        ServiceMode::Replicated { replicas } => replicas,
-        ServiceMode::Global => state
-            .nodes()
-            .filter(|n| scheduler::accepts(n, &spec.task))
-            .count() as u64,
-    }
 }
 
 /// Goes back to the previous spec, rolled out with its rollback config.
@@ -154,9 +143,9 @@ pub async fn rollback(
     name: &str,
     expected_version: Option<u64>,
 ) -> Result<ControlReply, ControlError> {
-    swarm.linearize().await?;
+    swarm.replica.linearize().await?;
     let (id, version, previous, status) = {
-        let state = swarm.state();
+        let state = swarm.replica.state();
         let service = state.service(name)?;
         let Some(previous) = service.previous_spec.clone() else {
             return Err(ControlError::FailedPrecondition(format!(
@@ -166,14 +155,15 @@ pub async fn rollback(
         };
         let status = UpdateStatus::start(
             UpdateState::RollbackStarted,
-            now(),
+            swarm.replica.clock().now(),
             &previous.rollback_config,
-            wanted(&state, &previous),
+            wanted_tasks(&state, &previous),
             "manually requested rollback",
         );
         (service.id.clone(), service.version, previous, status)
     };
     swarm
+        .replica
         .write_one(Command::UpdateService {
             id: id.clone(),
             expected_version: Some(expected_version.unwrap_or(version)),
@@ -200,9 +190,9 @@ pub async fn continue_update(
             .check()
             .map_err(|e| ControlError::InvalidArgument(format!("pause_after: {e}")))?;
     }
-    swarm.linearize().await?;
+    swarm.replica.linearize().await?;
     let (id, current, status) = {
-        let state = swarm.state();
+        let state = swarm.replica.state();
         let service = state.service(name)?;
         let current = service.update_status.clone();
         let resumed = current.as_ref().and_then(|s| match s.state {
@@ -223,11 +213,12 @@ pub async fn continue_update(
         status.state = resumed;
         status.message = String::new();
         status.next_batch_at = None;
-        let wanted = wanted(&state, &service.spec);
+        let wanted = wanted_tasks(&state, &service.spec);
         status.pause_at = pause_after.map(|c| status.updated + c.tasks(wanted));
         (service.id.clone(), current, status)
     };
     swarm
+        .replica
         .write_one(Command::SetUpdateStatus {
             service_id: id.clone(),
             expected: current,
@@ -273,11 +264,11 @@ fn mode_word(mode: ServiceMode) -> &'static str {
 /// # Errors
 /// Unknown service, or it changed meanwhile.
 pub async fn remove(swarm: &Swarm, name: &str) -> Result<ControlReply, ControlError> {
-    swarm.linearize().await?;
+    swarm.replica.linearize().await?;
     // The service goes last: if it changed meanwhile, its tasks are gone but it stays, and
     // the orchestrator simply makes new ones.
     let commands: Vec<Command> = {
-        let state = swarm.state();
+        let state = swarm.replica.state();
         let service = state.service(name)?;
         state
             .tasks_of_service(&service.id)
@@ -288,7 +279,7 @@ pub async fn remove(swarm: &Swarm, name: &str) -> Result<ControlReply, ControlEr
             }))
             .collect()
     };
-    for result in swarm.write(commands).await?.results {
+    for result in swarm.replica.write(commands).await?.results {
         result?;
     }
     Ok(ControlReply::Done)
@@ -301,8 +292,8 @@ pub async fn tasks(
     service: Option<&str>,
     node: Option<&str>,
 ) -> Result<ControlReply, ControlError> {
-    swarm.linearize().await?;
-    let state = swarm.state();
+    swarm.replica.linearize().await?;
+    let state = swarm.replica.state();
     let service_id = service
         .map(|name| state.service(name).map(|s| s.id.clone()))
         .transpose()?;
@@ -349,7 +340,7 @@ fn view(state: &ClusterState, service: &Service) -> ServiceView {
             *live_by_state.entry(task.status.state).or_insert(0) += 1;
         }
     }
-    let desired = wanted(state, &service.spec);
+    let desired = wanted_tasks(state, &service.spec);
     ServiceView {
         service: service.clone(),
         running,

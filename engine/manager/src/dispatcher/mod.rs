@@ -8,35 +8,41 @@
 //!                  └─> status batch ──> one Raft write for many reports
 //! ```
 //!
-//! A session lives only as long as this node leads: when leadership moves, every session is
-//! closed and the nodes reconnect to the new leader, which starts each with a full task set.
+//! A session lives only as long as this node's term of leadership: the term starts the router
+//! and the status writer, and when it ends every session is closed and the nodes reconnect to
+//! the new leader, which starts each with a full task set.
+//!
+//! - [`reports`]: the nodes' reports read and committed, many in one write.
+//! - [`usage`]: the CPU and memory each running task uses, as its node last sampled them.
+
+pub mod reports;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use essaim_api::pb::{SessionAssignments, SessionReport};
+use essaim_api::ControlError;
 use essaim_core::event::{Change, Event};
-use essaim_core::model::{ObjectId, Task, TaskReport, TaskState, TaskStatus};
-use essaim_core::Command;
+use essaim_core::model::{ObjectId, Task, TaskState};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use crate::swarm::{Leader, Swarm};
-use crate::usage::Usages;
+use crate::liveness::Liveness;
+use crate::replica::Replica;
+use reports::NodeReports;
+use usage::Usages;
 
 /// Tasks per message: a node with many tasks gets its full set in several messages.
 const TASKS_PER_MESSAGE: usize = 1_000;
 /// Messages a session may have waiting; a node that falls further behind is disconnected
 /// and starts again from a full set.
 const SESSION_BACKLOG: usize = 256;
-/// How often the router checks that this node still leads when nothing is committed.
-const LEADERSHIP_CHECK: Duration = Duration::from_millis(100);
-/// Pause before retrying a status write that failed while this node still leads.
-const WRITE_RETRY: Duration = Duration::from_millis(100);
 
 /// What a node acts on: whether the task is its to start, and whether it should run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,17 +64,22 @@ pub type AssignmentStream = ReceiverStream<Result<SessionAssignments, Status>>;
 type Outbound = mpsc::Sender<Result<SessionAssignments, Status>>;
 
 pub struct Dispatcher {
-    sessions: Mutex<HashMap<ObjectId, Session>>,
+    replica: Arc<Replica>,
+    liveness: Arc<Liveness>,
+    /// The open sessions; `None` outside a term of leadership, when none may open.
+    sessions: Mutex<Option<HashMap<ObjectId, Session>>>,
     next_session: AtomicU64,
-    reports: mpsc::UnboundedSender<NodeReports>,
-    /// Taken by the status writer when it starts.
-    queued_reports: Mutex<Option<mpsc::UnboundedReceiver<NodeReports>>>,
+    /// To this term's status writer.
+    reports: Mutex<Option<mpsc::UnboundedSender<NodeReports>>>,
     /// What the running tasks use, as their nodes' sessions last said.
     pub usage: Usages,
 }
 
-/// A node's reports, with the node that sent them.
-type NodeReports = (ObjectId, Vec<TaskReport>);
+/// What a term of leadership gives the dispatcher's two loops.
+pub struct Term {
+    pub events: tokio::sync::broadcast::Receiver<Arc<Vec<Event>>>,
+    pub reports: mpsc::UnboundedReceiver<NodeReports>,
+}
 
 struct Session {
     id: u64,
@@ -78,22 +89,37 @@ struct Session {
     sent: HashMap<ObjectId, Sent>,
 }
 
-impl Default for Dispatcher {
-    fn default() -> Self {
-        let (reports, queued) = mpsc::unbounded_channel();
+impl Dispatcher {
+    pub fn new(replica: Arc<Replica>, liveness: Arc<Liveness>) -> Dispatcher {
         Dispatcher {
-            sessions: Mutex::new(HashMap::new()),
+            replica,
+            liveness,
+            sessions: Mutex::new(None),
             next_session: AtomicU64::new(1),
-            reports,
-            queued_reports: Mutex::new(Some(queued)),
+            reports: Mutex::new(None),
             usage: Usages::default(),
         }
     }
-}
 
-impl Dispatcher {
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Session>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    /// Opens a term of leadership: sessions may open from now on. The router's subscription
+    /// to the commits is taken here, before any session can read its full set, so that no
+    /// commit falls between a session's full set and the router.
+    pub fn start_term(&self) -> Term {
+        let events = self.replica.shared().subscribe();
+        let (reports, queued) = mpsc::unbounded_channel();
+        *self.reports.lock() = Some(reports);
+        *self.sessions.lock() = Some(HashMap::new());
+        Term {
+            events,
+            reports: queued,
+        }
+    }
+
+    /// Ends the term: every session closes, and none opens until the next term.
+    pub fn end_term(&self) {
+        self.close_all("this node no longer leads");
+        *self.sessions.lock() = None;
+        *self.reports.lock() = None;
     }
 
     /// Opens a node's session: its full task set first, then changes as they commit. A
@@ -102,20 +128,24 @@ impl Dispatcher {
     /// # Errors
     /// The node is not in the cluster state.
     pub fn open(
-        &self,
-        swarm: &Arc<Swarm>,
+        self: &Arc<Self>,
         node_id: &str,
         inbound: Streaming<SessionReport>,
-    ) -> Result<AssignmentStream, Status> {
+    ) -> Result<AssignmentStream, ControlError> {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let receiver = {
             // The full set is read and the session registered under the sessions lock, which
             // the router holds to route a commit: every commit after the read reaches the
             // session, and one before it only repeats what the full set says.
-            let mut sessions = self.sessions();
-            let state = swarm.state();
+            let mut guard = self.sessions.lock();
+            let Some(sessions) = guard.as_mut() else {
+                return Err(ControlError::Unavailable(
+                    "this manager is not leading yet; retry".into(),
+                ));
+            };
+            let state = self.replica.state();
             if state.node_by_id(node_id).is_none() {
-                return Err(Status::permission_denied(format!(
+                return Err(ControlError::PermissionDenied(format!(
                     "node {node_id} is not in the swarm"
                 )));
             }
@@ -130,10 +160,10 @@ impl Dispatcher {
             sessions.insert(node_id.to_string(), Session { id, outbound, sent });
             receiver
         };
-        swarm.sessions.record(node_id, Instant::now());
+        self.liveness.record(node_id);
         tracing::debug!(node = node_id, session = id, "task session open");
-        tokio::spawn(read_reports(
-            swarm.clone(),
+        tokio::spawn(reports::read(
+            self.clone(),
             node_id.to_string(),
             id,
             inbound,
@@ -143,7 +173,10 @@ impl Dispatcher {
 
     /// Ends a node's session, unless a newer one replaced it.
     fn close(&self, node_id: &str, session: u64) {
-        let mut sessions = self.sessions();
+        let mut guard = self.sessions.lock();
+        let Some(sessions) = guard.as_mut() else {
+            return;
+        };
         if sessions.get(node_id).is_some_and(|s| s.id == session) {
             sessions.remove(node_id);
             self.usage.forget_node(node_id);
@@ -151,8 +184,8 @@ impl Dispatcher {
     }
 
     fn close_all(&self, why: &str) {
-        let mut sessions = self.sessions();
-        if !sessions.is_empty() {
+        let mut guard = self.sessions.lock();
+        if let Some(sessions) = guard.as_mut().filter(|s| !s.is_empty()) {
             tracing::info!(
                 sessions = sessions.len(),
                 "closing the task sessions: {why}"
@@ -165,10 +198,10 @@ impl Dispatcher {
     /// Sends the committed changes to the nodes they concern.
     fn route(&self, batch: &[Event]) {
         self.usage.prune(batch);
-        let mut sessions = self.sessions();
-        if sessions.is_empty() {
+        let mut guard = self.sessions.lock();
+        let Some(sessions) = guard.as_mut().filter(|s| !s.is_empty()) else {
             return;
-        }
+        };
         // The task as the batch leaves it: one entry may change a task several times.
         let mut latest: HashMap<&str, &Task> = HashMap::new();
         let mut removed: Vec<(&str, &str)> = Vec::new();
@@ -294,160 +327,21 @@ fn heartbeat_period_ms(state: &essaim_core::ClusterState) -> u64 {
         .map_or(500, |c| c.config.heartbeat_period_ms)
 }
 
-/// Reads a node's reports until its session ends: each one says the node is alive, and the
-/// status changes in it go to the batch writer.
-async fn read_reports(
-    swarm: Arc<Swarm>,
-    node_id: ObjectId,
-    session: u64,
-    mut inbound: Streaming<SessionReport>,
+/// The leader's routing loop, for one term: every commit to the sessions it concerns.
+pub async fn route(
+    dispatcher: Arc<Dispatcher>,
+    mut events: tokio::sync::broadcast::Receiver<Arc<Vec<Event>>>,
 ) {
     loop {
-        match inbound.message().await {
-            Ok(Some(report)) => {
-                swarm.sessions.record(&node_id, Instant::now());
-                swarm
-                    .sessions
-                    .record_runtime(&node_id, &report.runtime_unavailable);
-                if !report.usage.is_empty() {
-                    let state = swarm.state();
-                    swarm
-                        .dispatcher
-                        .usage
-                        .record(&state, &node_id, &report.usage);
-                }
-                if report.reports_json.is_empty() {
-                    continue;
-                }
-                match serde_json::from_slice::<Vec<TaskReport>>(&report.reports_json) {
-                    Ok(reports) => {
-                        let _ = swarm.dispatcher.reports.send((node_id.clone(), reports));
-                    }
-                    Err(e) => {
-                        tracing::warn!(node = %node_id, "unreadable task report: {e}");
-                        break;
-                    }
-                }
+        match events.recv().await {
+            Ok(batch) => crate::clock::timed("routing", || dispatcher.route(&batch)),
+            Err(RecvError::Lagged(_)) => {
+                // Missed changes cannot be routed: every node starts over from a full set.
+                dispatcher.close_all("the router fell behind the commits");
             }
-            Ok(None) => break,
-            Err(status) => {
-                tracing::debug!(node = %node_id, "task session broken: {}", status.message());
-                break;
-            }
+            Err(RecvError::Closed) => return,
         }
     }
-    tracing::debug!(node = %node_id, session, "task session closed");
-    swarm.dispatcher.close(&node_id, session);
-}
-
-/// The leader's routing loop: runs on every manager, acts while this node leads.
-pub async fn route(swarm: Arc<Swarm>) {
-    let mut events = swarm.shared().subscribe();
-    let mut check = tokio::time::interval(LEADERSHIP_CHECK);
-    loop {
-        tokio::select! {
-            received = events.recv() => match received {
-                Ok(batch) => {
-                    if swarm.leader() == Leader::Me {
-                        crate::orchestration::timed("routing", || swarm.dispatcher.route(&batch));
-                    } else {
-                        swarm.dispatcher.close_all("this node no longer leads");
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {
-                    // Missed changes cannot be routed: every node starts over from a full set.
-                    swarm.dispatcher.close_all("the router fell behind the commits");
-                }
-                Err(RecvError::Closed) => return,
-            },
-            _ = check.tick() => {
-                if swarm.leader() != Leader::Me {
-                    swarm.dispatcher.close_all("this node no longer leads");
-                }
-            }
-        }
-    }
-}
-
-/// The leader's status writer: commits the nodes' reports, many in one Raft write. Reports
-/// that arrive while a write is under way go in the next one.
-pub async fn write_reports(swarm: Arc<Swarm>) {
-    let Some(mut queue) = swarm
-        .dispatcher
-        .queued_reports
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    else {
-        return;
-    };
-    // The latest report of each task, with the node that sent it.
-    let mut pending: HashMap<ObjectId, (ObjectId, TaskStatus)> = HashMap::new();
-    loop {
-        if pending.is_empty() {
-            let Some((node, reports)) = queue.recv().await else {
-                return;
-            };
-            take(&mut pending, node, reports);
-        }
-        while let Ok((node, reports)) = queue.try_recv() {
-            take(&mut pending, node, reports);
-        }
-        if swarm.leader() != Leader::Me {
-            // The nodes send them again to the next leader, after its full set.
-            pending.clear();
-            continue;
-        }
-        let commands = status_commands(&swarm, &mut pending);
-        if commands.is_empty() {
-            continue;
-        }
-        let count = commands.len();
-        match swarm.write_many(commands).await {
-            Ok(_) => {
-                tracing::trace!(count, "task reports committed");
-                pending.clear();
-            }
-            Err(e) => {
-                tracing::debug!(count, "task reports not committed yet: {e}");
-                tokio::time::sleep(WRITE_RETRY).await;
-            }
-        }
-    }
-}
-
-fn take(
-    pending: &mut HashMap<ObjectId, (ObjectId, TaskStatus)>,
-    node: ObjectId,
-    reports: Vec<TaskReport>,
-) {
-    for report in reports {
-        pending.insert(report.task_id, (node.clone(), report.status));
-    }
-}
-
-/// The reports worth writing, as commands; `pending` keeps those to try again (all of them,
-/// until a write succeeds, which empties it).
-fn status_commands(
-    swarm: &Swarm,
-    pending: &mut HashMap<ObjectId, (ObjectId, TaskStatus)>,
-) -> Vec<Command> {
-    let state = swarm.state();
-    pending.retain(|task_id, (node, status)| {
-        state.task_by_id(task_id).is_some_and(|task| {
-            // A node speaks only for its own tasks, and only of news.
-            task.node_id.as_deref() == Some(node.as_str())
-                && (status.state > task.status.state
-                    || (status.state == task.status.state && status.message != task.status.message))
-        })
-    });
-    pending
-        .iter()
-        .map(|(task_id, (_, status))| Command::UpdateTaskStatus {
-            id: task_id.clone(),
-            status: status.clone(),
-        })
-        .collect()
 }
 
 #[cfg(test)]

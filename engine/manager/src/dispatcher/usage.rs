@@ -11,8 +11,8 @@
 //! A new leader knows nothing until the nodes' next samples reach it, a heartbeat period or
 //! two after their sessions open.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use essaim_api::control::TaskUsage;
 use essaim_api::pb;
@@ -27,8 +27,8 @@ pub struct Usages {
 }
 
 impl Usages {
-    fn latest(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, (ObjectId, TaskUsage)>> {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner())
+    fn latest(&self) -> parking_lot::MutexGuard<'_, HashMap<ObjectId, (ObjectId, TaskUsage)>> {
+        self.latest.lock()
     }
 
     /// Takes in the samples `node` sent, of the tasks `state` says run there; the others

@@ -2,28 +2,42 @@
 //! find the leader through the managers they know; managers know it from Raft.
 //!
 //! The leader's answer also says what the node's certificate should be (role, lifetime,
-//! signing CA); the agent renews it when the certificate no longer fits: after a promotion or
-//! demotion, past half its lifetime, or when the cluster moved to a new CA.
+//! signing CA); the sender has it renewed when it no longer fits (`security::renewal`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use essaim_api::pb::{HeartbeatRequest, HeartbeatResponse, RenewRequest};
-use essaim_api::tls::Credentials;
+use essaim_api::pb::{HeartbeatRequest, HeartbeatResponse};
+use essaim_api::tls::TlsState;
 use essaim_api::transport::{self, ClientTls};
-use essaim_core::model::Role;
+use essaim_api::ControlError;
 use tonic::transport::Channel;
 
-use crate::identity::credentials;
-use crate::swarm::{Leader, Swarm};
+use crate::liveness::trust_of;
+use crate::membership::managers::KnownManagers;
+use crate::replica::{Leader, Replica};
+use crate::security::renewal::Renewal;
+
+/// What the heartbeat sender works with.
+pub struct HeartbeatSender {
+    pub replica: Arc<Replica>,
+    pub tls: Arc<TlsState>,
+    pub managers: Arc<KnownManagers>,
+}
 
 /// The period used until the leader says otherwise.
 const DEFAULT_PERIOD: Duration = Duration::from_millis(500);
 /// Pause before following a redirect, so a confused pair of managers cannot make us spin.
 const REDIRECT_PAUSE: Duration = Duration::from_millis(50);
 
-pub async fn run(swarm: Arc<Swarm>) {
+/// Runs for as long as the node is in the swarm.
+pub async fn run(sender: HeartbeatSender) {
+    let HeartbeatSender {
+        replica,
+        tls,
+        managers,
+    } = sender;
     let mut period = DEFAULT_PERIOD;
     // The manager that last accepted our heartbeat, or that we were redirected to.
     let mut target: Option<String> = None;
@@ -32,14 +46,15 @@ pub async fn run(swarm: Arc<Swarm>) {
     let mut warned_removed = false;
     let mut warned_refused = false;
     let mut warned_expired = false;
-    let mut renewal = Renewal::default();
+    let mut renewal = Renewal::new(replica.clone(), tls.clone());
     loop {
-        let leader = swarm.leader();
+        let leader = replica.leader();
+        // The leader hears itself (its node duties record it); it only keeps its own
+        // certificate fitting.
         if leader == Leader::Me {
-            swarm.sessions.record(swarm.node_id(), Instant::now());
-            renewal.renew_own_if_needed(&swarm).await;
+            renewal.renew_own_if_needed().await;
             period = Duration::from_millis(
-                swarm
+                replica
                     .state()
                     .cluster
                     .as_ref()
@@ -53,51 +68,51 @@ pub async fn run(swarm: Arc<Swarm>) {
             (Leader::Other { addr, .. }, _) => addr.clone(),
             (_, Some(addr)) => addr.clone(),
             _ => {
-                let managers = swarm.manager_addrs();
-                if managers.is_empty() {
+                let known = managers.addrs();
+                if known.is_empty() {
                     tokio::time::sleep(period).await;
                     continue;
                 }
-                next_manager = (next_manager + 1) % managers.len();
-                managers[next_manager].clone()
+                next_manager = (next_manager + 1) % known.len();
+                known[next_manager].clone()
             }
         };
-        match send(&mut channels, &swarm, &addr, period).await {
+        match send(&mut channels, &replica, &tls, &addr, period).await {
             Ok(reply) if reply.accepted => {
                 warned_removed = false;
                 warned_refused = false;
                 renewal
-                    .renew_if_needed(&swarm, &mut channels, &addr, &reply)
+                    .renew_if_needed(channels.by_addr.get(&addr).cloned(), &reply)
                     .await;
                 target = Some(addr);
                 if reply.period_ms > 0 {
                     period = Duration::from_millis(reply.period_ms);
                 }
-                swarm.set_manager_addrs(reply.manager_addrs);
+                managers.set(reply.manager_addrs);
             }
             Ok(reply) => {
                 target = (!reply.leader_addr.is_empty()).then_some(reply.leader_addr);
                 tokio::time::sleep(REDIRECT_PAUSE).await;
                 continue;
             }
-            Err(status) if status.code() == tonic::Code::NotFound => {
+            Err(ControlError::NotFound(why)) => {
                 if !warned_removed {
-                    tracing::warn!("the leader does not know this node: {}", status.message());
+                    tracing::warn!("the leader does not know this node: {why}");
                     warned_removed = true;
                 }
                 target = None;
             }
-            Err(status) => {
-                match essaim_api::ControlError::from(status) {
+            Err(error) => {
+                match error {
                     // The manager refuses our certificate: say why, once, where the
                     // operator looks.
-                    essaim_api::ControlError::PermissionDenied(why) if !warned_refused => {
+                    ControlError::PermissionDenied(why) if !warned_refused => {
                         tracing::error!(%addr, "the manager refuses this node: {why}");
                         warned_refused = true;
                     }
                     other => tracing::debug!(%addr, "heartbeat failed: {other}"),
                 }
-                warn_if_expired(&swarm, &mut warned_expired);
+                warn_if_expired(&replica, &tls, &mut warned_expired);
                 target = None;
             }
         }
@@ -115,11 +130,12 @@ struct Channels {
 
 async fn send(
     channels: &mut Channels,
-    swarm: &Swarm,
+    replica: &Replica,
+    tls: &Arc<TlsState>,
     addr: &str,
     timeout: Duration,
-) -> Result<HeartbeatResponse, tonic::Status> {
-    let generation = swarm.tls.generation();
+) -> Result<HeartbeatResponse, ControlError> {
+    let generation = tls.generation();
     if channels.generation != generation {
         *channels = Channels {
             generation,
@@ -129,15 +145,14 @@ async fn send(
     let channel = match channels.by_addr.get(addr) {
         Some(channel) => channel.clone(),
         None => {
-            let channel = transport::cluster_channel(addr, ClientTls::Node(swarm.tls.clone()))
-                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+            let channel = transport::cluster_channel(addr, ClientTls::Node(tls.clone()))?;
             channels.by_addr.insert(addr.to_string(), channel.clone());
             channel
         }
     };
-    let trust = crate::health::NodeTrust::of(&swarm.tls);
+    let trust = trust_of(tls);
     let mut request = tonic::Request::new(HeartbeatRequest {
-        node_id: swarm.node_id().clone(),
+        node_id: replica.node_id().clone(),
         roots_fingerprint: trust.roots_fingerprint,
         cert_issuer_fingerprint: trust.issuer_fingerprint,
     });
@@ -146,185 +161,20 @@ async fn send(
         .heartbeat(request)
         .await
         .map(|r| r.into_inner())
+        .map_err(ControlError::from)
 }
 
 /// Says, once, that the node's certificate has expired: it cannot be renewed any more (renewal
 /// needs a valid certificate), so the node must join again.
-fn warn_if_expired(swarm: &Swarm, warned: &mut bool) {
-    let Some(identity) = swarm.tls.identity() else {
+fn warn_if_expired(replica: &Replica, tls: &TlsState, warned: &mut bool) {
+    let Some(identity) = tls.identity() else {
         return;
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    if identity.not_after < now && !*warned {
+    if identity.not_after < replica.clock().unix_secs() && !*warned {
         tracing::error!(
             "this node's certificate expired while it could not renew it: make the node leave \
              ('essaim swarm leave --force') and join again with a token"
         );
         *warned = true;
-    }
-}
-
-/// Keeps the node's certificate fitting what the cluster says of the node.
-#[derive(Default)]
-struct Renewal {
-    /// After a failed attempt, the next one waits, so a refusing leader is not hammered.
-    not_before: Option<Instant>,
-}
-
-/// The pause after a failed renewal.
-const RENEWAL_RETRY: Duration = Duration::from_secs(2);
-
-impl Renewal {
-    fn due(&self) -> bool {
-        self.not_before.is_none_or(|t| Instant::now() >= t)
-    }
-
-    /// Why the certificate should be renewed, if it should.
-    fn reason(
-        swarm: &Swarm,
-        role: &str,
-        cert_expiry_ms: u64,
-        signing_ca: &str,
-        trusted_roots: &str,
-    ) -> Option<String> {
-        let identity = swarm.tls.identity()?;
-        let wanted = match role.parse::<Role>() {
-            Ok(role) => crate::leader::cert_role(role),
-            Err(_) => return None,
-        };
-        if identity.role != wanted {
-            return Some(format!(
-                "role changed from {} to {}",
-                identity.role.as_str(),
-                wanted.as_str()
-            ));
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let lifetime = (cert_expiry_ms / 1000) as i64;
-        let remaining = identity.not_after - now;
-        if remaining < lifetime / 2 {
-            return Some(format!("expires in {remaining}s"));
-        }
-        // After `swarm update --cert-expiry` shortened the lifetime, no certificate may outlive
-        // the new policy (a minute of slack covers the signing clock skew).
-        if remaining > lifetime + 60 {
-            return Some(format!(
-                "valid for {remaining}s, longer than the cluster allows now ({lifetime}s)"
-            ));
-        }
-        let trust = crate::health::NodeTrust::of(&swarm.tls);
-        if !trusted_roots.is_empty() && trust.roots_fingerprint != trusted_roots {
-            return Some("the cluster's trusted CAs changed".to_string());
-        }
-        if !signing_ca.is_empty() && trust.issuer_fingerprint != signing_ca {
-            return Some("the cluster signs with a new CA".to_string());
-        }
-        None
-    }
-
-    fn settle(&mut self, swarm: &Swarm, result: Result<(String, String, String), String>) {
-        match result.and_then(|(cert_pem, key_pem, roots_pem)| {
-            credentials::install(
-                swarm.data_dir(),
-                &swarm.tls,
-                Credentials {
-                    cert_pem,
-                    key_pem,
-                    roots_pem,
-                },
-            )
-            .map_err(|e| e.to_string())
-        }) {
-            Ok(()) => {
-                self.not_before = None;
-                tracing::info!("certificate renewed");
-            }
-            Err(e) => {
-                self.not_before = Some(Instant::now() + RENEWAL_RETRY);
-                tracing::warn!("certificate renewal failed: {e}");
-            }
-        }
-    }
-
-    async fn renew_if_needed(
-        &mut self,
-        swarm: &Swarm,
-        channels: &mut Channels,
-        addr: &str,
-        reply: &HeartbeatResponse,
-    ) {
-        if !self.due() {
-            return;
-        }
-        let Some(why) = Self::reason(
-            swarm,
-            &reply.role,
-            reply.cert_expiry_ms,
-            &reply.signing_ca_fingerprint,
-            &reply.trusted_roots_fingerprint,
-        ) else {
-            return;
-        };
-        tracing::info!("renewing this node's certificate: {why}");
-        let result = async {
-            let (key_pem, csr_pem) = crate::ca::new_key_and_request().map_err(|e| e.to_string())?;
-            let channel = channels
-                .by_addr
-                .get(addr)
-                .cloned()
-                .ok_or_else(|| "no connection to the leader".to_string())?;
-            let reply = transport::membership_client(channel)
-                .renew(RenewRequest { csr_pem })
-                .await
-                .map_err(|s| s.message().to_string())?
-                .into_inner();
-            Ok((reply.certificate_pem, key_pem, reply.roots_pem))
-        }
-        .await;
-        self.settle(swarm, result);
-    }
-
-    /// The leader signs its own certificate: it holds the CA.
-    async fn renew_own_if_needed(&mut self, swarm: &Swarm) {
-        if !self.due() {
-            return;
-        }
-        let (role, cert_expiry_ms, signing_ca, trusted) = {
-            let state = swarm.state();
-            let (Some(cluster), Some(node)) =
-                (state.cluster.as_ref(), state.node_by_id(swarm.node_id()))
-            else {
-                return;
-            };
-            let signing_ca = essaim_api::tls::certs_from_pem(&cluster.root_ca.cert_pem)
-                .ok()
-                .and_then(|c| c.first().map(|c| essaim_api::tls::fingerprint(c)))
-                .unwrap_or_default();
-            (
-                node.spec.role.to_string(),
-                cluster.config.cert_expiry_ms,
-                signing_ca,
-                essaim_api::tls::roots_fingerprint(&cluster.trusted_roots_pem()),
-            )
-        };
-        let Some(why) = Self::reason(swarm, &role, cert_expiry_ms, &signing_ca, &trusted) else {
-            return;
-        };
-        tracing::info!("renewing the leader's own certificate: {why}");
-        let result = async {
-            let (key_pem, csr_pem) = crate::ca::new_key_and_request().map_err(|e| e.to_string())?;
-            let reply = crate::leader::renew(swarm, swarm.node_id(), &csr_pem)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok((reply.certificate_pem, key_pem, reply.roots_pem))
-        }
-        .await;
-        self.settle(swarm, result);
     }
 }

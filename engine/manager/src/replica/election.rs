@@ -11,30 +11,31 @@
 //! a healthy leader that has not reached it yet.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
+use tokio::time::Instant;
 
-use crate::swarm::{Leader, Swarm};
+use super::{Leader, Replica};
 
 /// How often the watch looks at the leader's silence.
 const POLL: Duration = Duration::from_millis(10);
 
-pub async fn watch(swarm: Arc<Swarm>) {
+pub async fn watch(replica: Arc<Replica>) {
     let mut next_attempt: Option<Instant> = None;
     loop {
         tokio::time::sleep(POLL).await;
-        let Some(last_contact) = swarm.leader_contact().last() else {
+        let Some(last_contact) = replica.leader_contact().last() else {
             continue;
         };
-        if swarm.leader() == Leader::Me || !swarm.is_voter() {
+        if replica.leader() == Leader::Me || !replica.is_voter() {
             next_attempt = None;
             continue;
         }
         let now = Instant::now();
         // Every other follower refuses to vote until the lease has run out since its own last
         // heartbeat, which may be one heartbeat later than ours.
-        let timings = swarm.timings();
+        let timings = replica.timings();
         let quiet_enough = timings.election_max + timings.heartbeat;
         let silence = now.saturating_duration_since(last_contact);
         if silence < quiet_enough {
@@ -49,7 +50,7 @@ pub async fn watch(swarm: Arc<Swarm>) {
             silence_ms = silence.as_millis() as u64,
             "no word from the leader: calling an election"
         );
-        if let Err(e) = swarm.raft().trigger().elect().await {
+        if let Err(e) = replica.raft().trigger().elect().await {
             tracing::warn!("cannot call an election: {e}");
         }
         // Give the election a fair chance before the next try, again with a fresh draw.

@@ -1,29 +1,33 @@
-//! A node's membership in a swarm, while it lasts: its Raft instance, the applied state, and
-//! the background work every member does. Created by `swarm init` or `swarm join` (or at
-//! start-up from `swarm.json`), ended by `swarm leave`.
+//! The replica: this node's Raft instance and the state it applied, at the bottom of the
+//! manager. Writes go through Raft on the leader; reads are of the applied state, or
+//! linearizable (confirmed with a quorum first). Every loop and handler above is built on it.
+//!
+//! - [`raft`]: type configuration, durable log store (redb), state machine, gRPC network.
+//! - [`election`]: our leader failure detector, quicker and steadier than openraft 0.9's timer.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use std::time::Duration;
 
 use essaim_api::tls::TlsState;
 use essaim_api::ControlError;
 use essaim_core::model::ObjectId;
-use essaim_core::{Command, Request, Response, Timestamp};
+use essaim_core::{Command, Request, Response};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ServerState, StoredMembership};
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
-use crate::dispatcher::Dispatcher;
-use crate::health::Sessions;
+use crate::clock::Clock;
 use crate::identity::SwarmFile;
-use crate::raft::log_store::LogStore;
-use crate::raft::network::Network;
-use crate::raft::state_machine::{SharedState, StateGuard, StateMachine};
-use crate::raft::{self, LeaderContact, Raft, RaftId, RaftTimings};
-use essaim_worker::{Executor, Worker, WorkerSetup};
+use raft::log_store::LogStore;
+use raft::network::Network;
+use raft::state_machine::{SharedState, StateGuard, StateMachine};
+use raft::{LeaderContact, Raft, RaftId, RaftTimings};
+
+pub mod election;
+pub mod raft;
 
 /// How long a write or a linearizable read may wait for a quorum before it is reported as
 /// "no quorum" rather than left hanging.
@@ -39,7 +43,9 @@ const LINEARIZE_RETRY: Duration = Duration::from_millis(10);
 /// Entries of one `write_many` in flight at once: Raft commits them together.
 const ENTRIES_IN_FLIGHT: usize = 8;
 
-pub struct Swarm {
+/// This node's copy of the cluster state and its voice in Raft: the applied state, writes,
+/// linearizable reads, and who leads and votes. It knows nothing of the loops built on it.
+pub struct Replica {
     pub identity: SwarmFile,
     /// This node's own cluster address, as other nodes reach it.
     pub addr: String,
@@ -48,30 +54,13 @@ pub struct Swarm {
     raft: Raft,
     shared: Arc<SharedState>,
     timings: RaftTimings,
-    /// Managers known to this node, for a worker's heartbeats; refreshed by every heartbeat.
-    manager_addrs: RwLock<Vec<String>>,
-    /// Heartbeats seen by this node while it leads.
-    pub sessions: Sessions,
-    /// The task sessions of the nodes, while this node leads.
-    pub dispatcher: Dispatcher,
-    /// This node's own worker agent: managers run tasks too.
-    worker: Arc<Worker>,
-    /// Wakes the leader's duties early (a node came back, a role changed).
-    pub wake: Notify,
-    /// Membership changes one at a time: openraft refuses overlapping ones.
-    pub membership_lock: tokio::sync::Mutex<()>,
-    background: Mutex<Vec<JoinHandle<()>>>,
+    clock: Clock,
     /// When a leader last spoke to this node, for the election watch.
     leader_contact: Arc<LeaderContact>,
     /// Linearizable reads in progress, to share confirmation rounds.
     reads: ReadRounds,
-    /// This node's certificate and trusted roots.
-    pub tls: Arc<TlsState>,
-    /// The fingerprints of the CAs the cluster trusts, for the cluster version they were read
-    /// at: every call checks its caller's issuer against them.
-    trusted_cas: Mutex<(u64, Vec<String>)>,
-    /// Set when the swarm shuts down, so that change waiters answer at once instead of holding
-    /// the servers' graceful shutdown (or a `swarm leave`) for their whole timeout.
+    /// Set when the replica shuts down, so that change waiters answer at once instead of
+    /// holding the servers' graceful shutdown (or a `swarm leave`) for their whole timeout.
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
@@ -92,8 +81,8 @@ pub enum Leader {
     Unknown,
 }
 
-impl Swarm {
-    /// Opens this node's Raft instance and storage and starts its background work.
+impl Replica {
+    /// Opens this node's Raft instance and storage.
     ///
     /// # Errors
     /// The storage cannot be opened or Raft refuses its configuration.
@@ -104,8 +93,8 @@ impl Swarm {
         hostname: String,
         timings: RaftTimings,
         tls: Arc<TlsState>,
-        executor: Arc<dyn Executor>,
-    ) -> anyhow::Result<Arc<Swarm>> {
+        clock: Clock,
+    ) -> anyhow::Result<Arc<Replica>> {
         let db = Arc::new(redb::Database::create(raft_db_path(data_dir))?);
         // It holds the CA key: owner only, whatever the umask.
         std::fs::set_permissions(
@@ -118,120 +107,32 @@ impl Swarm {
         let machine = StateMachine::open(db).map_err(|e| anyhow::anyhow!("{e}"))?;
         let shared = machine.shared();
         let config = raft::config(&timings)?;
-        let raft = Raft::new(
-            identity.raft_id,
-            config,
-            Network { tls: tls.clone() },
-            log,
-            machine,
-        )
-        .await?;
-        let swarm = Arc::new_cyclic(|me: &std::sync::Weak<Swarm>| {
-            let me = me.clone();
-            let worker = Worker::start(WorkerSetup {
-                node_id: identity.node_id.clone(),
-                tls: tls.clone(),
-                managers: Arc::new(move || {
-                    me.upgrade()
-                        .map(|swarm| swarm.session_targets())
-                        .unwrap_or_default()
-                }),
-                executor,
-            });
-            Swarm {
-                worker,
-                dispatcher: Dispatcher::default(),
-                manager_addrs: RwLock::new(identity.manager_addrs.clone()),
-                identity,
-                addr,
-                hostname,
-                data_dir: data_dir.to_path_buf(),
-                raft,
-                shared,
-                timings,
-                sessions: Sessions::default(),
-                wake: Notify::new(),
-                membership_lock: tokio::sync::Mutex::new(()),
-                background: Mutex::new(Vec::new()),
-                leader_contact: Arc::new(LeaderContact::default()),
-                reads: ReadRounds::default(),
-                tls,
-                trusted_cas: Mutex::new((u64::MAX, Vec::new())),
-                stopping: tokio::sync::watch::Sender::new(false),
-            }
-        });
-        let duties = tokio::spawn(crate::health::run(swarm.clone()));
-        let heartbeats = tokio::spawn(crate::agent::run(swarm.clone()));
-        let elections = tokio::spawn(crate::election::watch(swarm.clone()));
-        let orchestration = tokio::spawn(crate::orchestration::run(swarm.clone()));
-        let routing = tokio::spawn(crate::dispatcher::route(swarm.clone()));
-        let reports = tokio::spawn(crate::dispatcher::write_reports(swarm.clone()));
-        swarm.background().extend([
-            duties,
-            heartbeats,
-            elections,
-            orchestration,
-            routing,
-            reports,
-        ]);
-        Ok(swarm)
+        let raft = Raft::new(identity.raft_id, config, Network { tls }, log, machine).await?;
+        Ok(Arc::new(Replica {
+            identity,
+            addr,
+            hostname,
+            data_dir: data_dir.to_path_buf(),
+            raft,
+            shared,
+            timings,
+            clock,
+            leader_contact: Arc::new(LeaderContact::default()),
+            reads: ReadRounds::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
+        }))
     }
 
-    fn background(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.background.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Stops the node's tasks, the background work and Raft. The storage stays on disk.
+    /// Stops Raft, and answers every change waiter. The storage stays on disk.
     pub async fn shutdown(&self) {
         self.stopping.send_replace(true);
-        self.worker.shutdown().await;
-        for task in self.background().drain(..) {
-            task.abort();
-        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft did not shut down cleanly: {e}");
         }
     }
 
-    /// Stops everything and deletes the node's swarm state and credentials, as `swarm leave`
-    /// does.
-    ///
-    /// # Errors
-    /// The files cannot be removed.
-    pub async fn destroy(&self) -> std::io::Result<()> {
-        self.shutdown().await;
-        self.tls.clear();
-        crate::identity::credentials::remove(&self.data_dir)?;
-        for path in [
-            SwarmFile::path(&self.data_dir),
-            raft_db_path(&self.data_dir),
-        ] {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    pub fn worker(&self) -> &Arc<Worker> {
-        &self.worker
-    }
-
-    /// Where this node's worker agent looks for the leader: the leader first when known,
-    /// then every manager this node knows.
-    fn session_targets(&self) -> Vec<String> {
-        let mut targets = match self.leader() {
-            Leader::Me => vec![self.addr.clone()],
-            Leader::Other { addr, .. } => vec![addr],
-            Leader::Unknown => Vec::new(),
-        };
-        for addr in self.manager_addrs() {
-            if !targets.contains(&addr) {
-                targets.push(addr);
-            }
-        }
-        targets
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -240,31 +141,6 @@ impl Swarm {
 
     pub fn raft(&self) -> &Raft {
         &self.raft
-    }
-
-    /// True when the cluster trusts the CA with this fingerprint now. Before this node knows
-    /// the cluster (a manager that just joined), its own trusted roots decide.
-    pub fn cluster_trusts(&self, issuer: &str) -> bool {
-        let (version, roots_pem) = {
-            let state = self.state();
-            match state.cluster.as_ref() {
-                Some(cluster) => (cluster.version, cluster.trusted_roots_pem()),
-                None => return self.tls.trusts(issuer),
-            }
-        };
-        let mut cache = self.trusted_cas.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.0 != version {
-            let fingerprints = essaim_api::tls::certs_from_pem(&roots_pem)
-                .map(|certs| {
-                    certs
-                        .iter()
-                        .map(|c| essaim_api::tls::fingerprint(c))
-                        .collect()
-                })
-                .unwrap_or_default();
-            *cache = (version, fingerprints);
-        }
-        cache.1.iter().any(|f| f == issuer)
     }
 
     pub fn leader_contact(&self) -> &Arc<LeaderContact> {
@@ -340,30 +216,6 @@ impl Swarm {
         }
     }
 
-    pub fn manager_addrs(&self) -> Vec<String> {
-        self.manager_addrs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Remembers the managers a heartbeat told us about, on disk too, so a restarted worker
-    /// still finds its cluster after the managers it joined through are gone.
-    pub fn set_manager_addrs(&self, addrs: Vec<String>) {
-        if addrs.is_empty() || addrs == self.manager_addrs() {
-            return;
-        }
-        *self
-            .manager_addrs
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = addrs.clone();
-        let mut file = self.identity.clone();
-        file.manager_addrs = addrs;
-        if let Err(e) = file.save(&self.data_dir) {
-            tracing::warn!("cannot save the manager list: {e}");
-        }
-    }
-
     /// The managers' addresses according to the applied state.
     pub fn manager_addrs_from_state(&self) -> Vec<String> {
         let voters = self.voters();
@@ -390,7 +242,7 @@ impl Swarm {
     /// No quorum within [`QUORUM_TIMEOUT`], leadership lost, or Raft stopped.
     pub async fn write(&self, commands: Vec<Command>) -> Result<Response, ControlError> {
         self.check_quorum_contact()?;
-        let request = Request::new(now(), commands);
+        let request = Request::new(self.clock.now(), commands);
         match tokio::time::timeout(QUORUM_TIMEOUT, self.raft.client_write(request)).await {
             Err(_) => Err(self.no_quorum(
                 "the change was not confirmed in time (it may still be committed once the \
@@ -409,7 +261,7 @@ impl Swarm {
     /// unwritten, so callers must be able to pick up after a partial write.
     ///
     /// # Errors
-    /// As [`Swarm::write`], for the first entry that failed.
+    /// As [`Replica::write`], for the first entry that failed.
     pub async fn write_many(&self, commands: Vec<Command>) -> Result<(), ControlError> {
         use futures::{StreamExt, TryStreamExt};
         let mut commands = commands.into_iter().peekable();
@@ -433,7 +285,7 @@ impl Swarm {
     /// Commits one command and returns its result.
     ///
     /// # Errors
-    /// As [`Swarm::write`], or the state machine's refusal of the command.
+    /// As [`Replica::write`], or the state machine's refusal of the command.
     pub async fn write_one(&self, command: Command) -> Result<u64, ControlError> {
         Ok(self.write(vec![command]).await?.single()?)
     }
@@ -458,22 +310,14 @@ impl Swarm {
             else {
                 return Err(self.no_quorum("cannot confirm the latest state"));
             };
-            let (last_round, succeeded) = *self
-                .reads
-                .completed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let (last_round, succeeded) = *self.reads.completed.lock();
             if succeeded && last_round > arrived_after {
                 return Ok(());
             }
             let round = self.reads.started.fetch_add(1, SeqCst) + 1;
             let attempt =
                 tokio::time::timeout(READ_ROUND_LIMIT, self.raft.ensure_linearizable()).await;
-            *self
-                .reads
-                .completed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = (round, matches!(attempt, Ok(Ok(_))));
+            *self.reads.completed.lock() = (round, matches!(attempt, Ok(Ok(_))));
             match attempt {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
@@ -511,13 +355,4 @@ impl Swarm {
 
 pub fn raft_db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("raft.redb")
-}
-
-/// The wall clock, read once per proposal by the leader.
-pub fn now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    Timestamp(u64::try_from(millis).unwrap_or(u64::MAX))
 }

@@ -51,6 +51,7 @@ pub fn create_root(cluster_id: &str) -> Result<RootCa, ControlError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    // The system's clock, not the manager's: TLS checks certificates against it.
     let now = SystemTime::now();
     params.not_before = time_at(now - CLOCK_SKEW)?;
     params.not_after = time_at(now + CA_VALIDITY)?;
@@ -192,7 +193,7 @@ mod tests {
     use essaim_api::tls::{Credentials, PeerIdentity};
 
     use super::*;
-    use crate::tokens::JoinToken;
+    use crate::security::tokens::JoinToken;
 
     #[test]
     fn a_signed_certificate_carries_node_role_and_cluster() {

@@ -6,8 +6,12 @@ pub mod network;
 pub mod state_machine;
 
 use std::io::Cursor;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use essaim_core::{Request, Response};
 use openraft::{BasicNode, Config, SnapshotPolicy};
@@ -26,7 +30,7 @@ openraft::declare_raft_types!(
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
-pub type RaftId = u64;
+pub use crate::identity::RaftId;
 pub type StorageError = openraft::StorageError<RaftId>;
 pub type LogId = openraft::LogId<RaftId>;
 pub type Vote = openraft::Vote<RaftId>;
@@ -59,7 +63,7 @@ impl Default for RaftTimings {
 }
 
 /// When this node last heard from a leader (an AppendEntries call, heartbeats included): the
-/// input of our own failure detector (see `crate::election`).
+/// input of our own failure detector (see `super::election`).
 #[derive(Default)]
 pub struct LeaderContact {
     last: Mutex<Option<Instant>>,
@@ -67,12 +71,12 @@ pub struct LeaderContact {
 
 impl LeaderContact {
     pub fn touch(&self) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        *self.last.lock() = Some(Instant::now());
     }
 
     /// `None` until a leader has been heard from since this process started.
     pub fn last(&self) -> Option<Instant> {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+        *self.last.lock()
     }
 }
 

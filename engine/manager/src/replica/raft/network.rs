@@ -10,6 +10,7 @@ use essaim_api::pb::raft_server;
 use essaim_api::pb::RaftMessage;
 use essaim_api::tls::{PeerIdentity, TlsState};
 use essaim_api::transport::{self, ClientTls};
+use essaim_api::ControlError;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -180,13 +181,13 @@ impl RaftService {
 
 fn decode<T: DeserializeOwned>(request: Request<RaftMessage>) -> Result<T, Status> {
     codec::decode(&request.into_inner().body)
-        .map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))
+        .map_err(|e| ControlError::InvalidArgument(format!("malformed raft message: {e}")).into())
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
     codec::encode(value)
         .map(|body| Response::new(RaftMessage { body }))
-        .map_err(|e| Status::internal(format!("cannot encode raft reply: {e}")))
+        .map_err(|e| ControlError::Internal(format!("cannot encode raft reply: {e}")).into())
 }
 
 #[tonic::async_trait]

@@ -3,7 +3,9 @@
 //! the state comes back from the last snapshot, and openraft replays the committed log after it.
 
 use std::io::Cursor;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::Arc;
+
+use parking_lot::{RwLock, RwLockReadGuard};
 
 use essaim_core::{ClusterState, Event, Response};
 use openraft::storage::RaftStateMachine;
@@ -53,7 +55,7 @@ impl SharedState {
     /// The state as of the last applied entry. Hold the guard briefly: the state machine waits
     /// for it.
     pub fn read(&self) -> StateGuard<'_> {
-        StateGuard(self.applied.read().unwrap_or_else(|p| p.into_inner()))
+        StateGuard(self.applied.read())
     }
 
     /// Change events from now on, one batch per applied group of entries, in commit order.
@@ -129,11 +131,8 @@ impl StateMachine {
         self.shared.clone()
     }
 
-    fn write_guard(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
-        self.shared
-            .applied
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+    fn write_guard(&self) -> parking_lot::RwLockWriteGuard<'_, Applied> {
+        self.shared.applied.write()
     }
 
     fn restore(&self, data: &[u8]) -> Result<(), AnyError> {
@@ -175,11 +174,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         // Encode under the read lock, so the snapshot is exactly the state at last_applied.
         let (data, last_applied, last_membership) = {
-            let applied = self
-                .shared
-                .applied
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
+            let applied = self.shared.applied.read();
             let data = codec::encode(&*applied)
                 .map_err(|e| StorageIOError::write_snapshot(None, failure(e)))?;
             (data, applied.last_applied, applied.last_membership.clone())
@@ -206,11 +201,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let applied = self
-            .shared
-            .applied
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let applied = self.shared.applied.read();
         Ok((applied.last_applied, applied.last_membership.clone()))
     }
 
@@ -445,8 +436,8 @@ mod tests {
                 },
             ],
         );
-        let bytes = crate::raft::codec::encode(&request).expect("encode");
-        let back: Request = crate::raft::codec::decode(&bytes).expect("decode");
+        let bytes = crate::replica::raft::codec::encode(&request).expect("encode");
+        let back: Request = crate::replica::raft::codec::decode(&bytes).expect("decode");
         assert_eq!(back, request);
     }
 
