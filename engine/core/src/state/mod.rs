@@ -11,6 +11,7 @@ use crate::event::{Change, Event};
 use crate::model::{
     Cluster, Kind, Lease, Node, ObjectId, Role, Service, Task, TaskState, TaskStatus,
 };
+use crate::time::Timestamp;
 
 mod locks;
 
@@ -50,6 +51,39 @@ impl PartialEq for ClusterState {
             && self.locks == other.locks
     }
 }
+
+/// The bookkeeping of every stored object: the entry that last changed it, and when it was
+/// created and last changed (the entry's time).
+trait Versioned {
+    fn stamps(&mut self) -> (&mut u64, &mut Timestamp, &mut Timestamp);
+
+    /// Created by entry `index`, at `now`.
+    fn created(&mut self, index: u64, now: Timestamp) {
+        let (version, created_at, updated_at) = self.stamps();
+        *version = index;
+        *created_at = now;
+        *updated_at = now;
+    }
+
+    /// Changed by entry `index`, at `now`.
+    fn changed(&mut self, index: u64, now: Timestamp) {
+        let (version, _, updated_at) = self.stamps();
+        *version = index;
+        *updated_at = now;
+    }
+}
+
+macro_rules! versioned {
+    ($($kind:ty),*) => {$(
+        impl Versioned for $kind {
+            fn stamps(&mut self) -> (&mut u64, &mut Timestamp, &mut Timestamp) {
+                (&mut self.version, &mut self.created_at, &mut self.updated_at)
+            }
+        }
+    )*};
+}
+
+versioned!(Cluster, Node, Service, Task);
 
 impl ClusterState {
     /// Applies one Raft entry at log `index`, appending what changed to `events`.
@@ -97,9 +131,7 @@ impl ClusterState {
                     });
                 }
                 let mut cluster = cluster.clone();
-                cluster.version = index;
-                cluster.created_at = now;
-                cluster.updated_at = now;
+                cluster.created(index, now);
                 emit(Change::Cluster(cluster.clone()));
                 self.cluster = Some(cluster);
             }
@@ -115,8 +147,7 @@ impl ClusterState {
                     *expected_version,
                 )?;
                 cluster.config = config.clone();
-                cluster.version = index;
-                cluster.updated_at = now;
+                cluster.changed(index, now);
                 emit(Change::Cluster(cluster.clone()));
             }
             Command::SetJoinToken { role, token } => {
@@ -125,8 +156,7 @@ impl ClusterState {
                     Role::Worker => cluster.join_tokens.worker = token.clone(),
                     Role::Manager => cluster.join_tokens.manager = token.clone(),
                 }
-                cluster.version = index;
-                cluster.updated_at = now;
+                cluster.changed(index, now);
                 emit(Change::Cluster(cluster.clone()));
             }
             Command::UpdateCa {
@@ -145,8 +175,7 @@ impl ClusterState {
                 cluster.root_ca = root_ca.clone();
                 cluster.ca_rotation = ca_rotation.clone();
                 cluster.join_tokens = join_tokens.clone();
-                cluster.version = index;
-                cluster.updated_at = now;
+                cluster.changed(index, now);
                 emit(Change::Cluster(cluster.clone()));
             }
             Command::AddNode { node } => {
@@ -157,9 +186,7 @@ impl ClusterState {
                     });
                 }
                 let mut node = node.clone();
-                node.version = index;
-                node.created_at = now;
-                node.updated_at = now;
+                node.created(index, now);
                 emit(Change::Node(node.clone()));
                 self.nodes.insert(node.id.clone(), node);
             }
@@ -171,15 +198,13 @@ impl ClusterState {
                 let node = get_mut(&mut self.nodes, Kind::Node, id)?;
                 check_version(Kind::Node, id, node.version, *expected_version)?;
                 node.spec = spec.clone();
-                node.version = index;
-                node.updated_at = now;
+                node.changed(index, now);
                 emit(Change::Node(node.clone()));
             }
             Command::SetNodeStatus { id, status } => {
                 let node = get_mut(&mut self.nodes, Kind::Node, id)?;
                 node.status = status.clone();
-                node.version = index;
-                node.updated_at = now;
+                node.changed(index, now);
                 emit(Change::Node(node.clone()));
             }
             Command::RemoveNode {
@@ -206,9 +231,7 @@ impl ClusterState {
                     });
                 }
                 let mut service = service.clone();
-                service.version = index;
-                service.created_at = now;
-                service.updated_at = now;
+                service.created(index, now);
                 self.index
                     .service_by_name
                     .insert(service.spec.name.clone(), service.id.clone());
@@ -233,8 +256,7 @@ impl ClusterState {
                 if let Some(status) = update_status {
                     service.update_status = Some(status.clone());
                 }
-                service.version = index;
-                service.updated_at = now;
+                service.changed(index, now);
                 emit(Change::Service(service.clone()));
             }
             Command::SetUpdateStatus {
@@ -249,8 +271,7 @@ impl ClusterState {
                     });
                 }
                 service.update_status = Some(status.clone());
-                service.version = index;
-                service.updated_at = now;
+                service.changed(index, now);
                 emit(Change::Service(service.clone()));
             }
             Command::RemoveService {
@@ -278,9 +299,7 @@ impl ClusterState {
                     });
                 }
                 let mut task = task.clone();
-                task.version = index;
-                task.created_at = now;
-                task.updated_at = now;
+                task.created(index, now);
                 index_task(&mut self.index, &task);
                 emit(Change::Task(task.clone()));
                 self.tasks.insert(task.id.clone(), task);
@@ -308,8 +327,7 @@ impl ClusterState {
                 if task.status.state < TaskState::Assigned {
                     task.status = TaskStatus::new(TaskState::Assigned, now, "assigned to a node");
                 }
-                task.version = index;
-                task.updated_at = now;
+                task.changed(index, now);
                 let task = task.clone();
                 self.index
                     .tasks_by_node
@@ -328,8 +346,7 @@ impl ClusterState {
                     });
                 }
                 task.status = status.clone();
-                task.version = index;
-                task.updated_at = now;
+                task.changed(index, now);
                 emit(Change::Task(task.clone()));
             }
             Command::SetTaskDesiredState { id, desired_state } => {
@@ -342,8 +359,7 @@ impl ClusterState {
                     });
                 }
                 task.desired_state = *desired_state;
-                task.version = index;
-                task.updated_at = now;
+                task.changed(index, now);
                 emit(Change::Task(task.clone()));
             }
             Command::RemoveTask { id } => {
