@@ -287,6 +287,23 @@ fn docker_a_missing_image_is_rejected_naming_the_image_and_the_node() -> Result<
         "{error}"
     );
     assert!(docker::containers(&format!("essaim.service.name={service}")).is_empty());
+    // Between attempts no task is live: the listings still say why.
+    let ls = wait_for("service ls to say why", SETTLE, || {
+        let out = m1.ok(&["service", "ls"])?;
+        Ok(out
+            .contains("0/1 (rejected: image essaim-test/no-such-image:1 not found")
+            .then_some(out))
+    })?;
+    assert!(ls.contains(&service), "{ls}");
+    // (A new attempt may be under way at one look: then that is the slot's task.)
+    let ps = wait_for("service ps to show the rejected attempt", SETTLE, || {
+        let out = m1.ok(&["service", "ps", &service])?;
+        Ok(out.contains("Rejected").then_some(out))
+    })?;
+    assert!(
+        ps.contains("image essaim-test/no-such-image:1 not found on node m1"),
+        "{ps}"
+    );
     Ok(())
 }
 

@@ -335,6 +335,22 @@ fn mode_word(mode: ServiceMode) -> &'static str {
     }
 }
 
+/// The most of a service's problem `service ls` shows; `service ps` shows it whole.
+const PROBLEM_WIDTH: usize = 80;
+
+/// `running/desired`, and why not all run when a task says so: `0/1 (rejected: ...)`.
+fn replicas(view: &ServiceView) -> String {
+    let counts = format!("{}/{}", view.running, view.desired);
+    match &view.problem {
+        None => counts,
+        Some(problem) if problem.chars().count() > PROBLEM_WIDTH => {
+            let cut: String = problem.chars().take(PROBLEM_WIDTH - 1).collect();
+            format!("{counts} ({cut}…)")
+        }
+        Some(problem) => format!("{counts} ({problem})"),
+    }
+}
+
 /// The `service ls` table.
 pub fn service_table(services: &[ServiceView]) -> String {
     let rows = services
@@ -345,7 +361,7 @@ pub fn service_table(services: &[ServiceView]) -> String {
                 short_id(&view.service.id),
                 spec.name.clone(),
                 mode_word(spec.mode).to_string(),
-                format!("{}/{}", view.running, view.desired),
+                replicas(view),
                 spec.task.image.clone(),
                 ports(&spec.ports),
             ]
@@ -356,26 +372,36 @@ pub fn service_table(services: &[ServiceView]) -> String {
         rows,
         |column, text| match (column, text.split_once('/')) {
             (3, Some((running, desired))) if running == desired => Tone::Good,
+            (3, _) if text.contains('(') => Tone::Bad,
             (3, _) => Tone::Busy,
             _ => Tone::Plain,
         },
     )
 }
 
+/// Which of a list's tasks `service ps` and `node ps` show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown {
+    /// Every task, history included (`-a`, or a desired-state filter).
+    All,
+    /// The live tasks: meant to run, or not stopped yet.
+    Live,
+    /// The live tasks, and for a slot with none, its latest attempt, so that a slot whose
+    /// task failed and waits for its restart delay shows why (`service ps` of a whole
+    /// service). A slot scaled away shows nothing.
+    LiveOrLatestAttempt,
+}
+
 /// The tasks `service ps` and `node ps` show, in their order, each with whether it is the
 /// history of a slot (shown indented under the slot's newest task).
 ///
 /// Tasks are grouped by slot (by node for global services), groups in slot order; in a group
-/// the task meant to run comes first, then the others newest first. Without `all`, dead
-/// history (desired elsewhere than running, and stopped for good) is left out.
-pub fn task_rows(tasks: &[TaskView], all: bool) -> Vec<(&TaskView, bool)> {
-    let mut shown: Vec<&TaskView> = tasks
-        .iter()
-        .filter(|view| {
-            all || view.task.desired_state == TaskState::Running
-                || !view.task.status.state.is_terminal()
-        })
-        .collect();
+/// the task meant to run comes first, then the others newest first. Dead history (desired
+/// elsewhere than running, and stopped for good) is left out as `shown` says.
+pub fn task_rows(tasks: &[TaskView], shown: Shown) -> Vec<(&TaskView, bool)> {
+    let live = |view: &TaskView| {
+        view.task.desired_state == TaskState::Running || !view.task.status.state.is_terminal()
+    };
     let group = |view: &TaskView| {
         let task = &view.task;
         (
@@ -388,6 +414,33 @@ pub fn task_rows(tasks: &[TaskView], all: bool) -> Vec<(&TaskView, bool)> {
                 String::new()
             },
         )
+    };
+    let mut shown: Vec<&TaskView> = match shown {
+        Shown::All => tasks.iter().collect(),
+        Shown::Live => tasks.iter().filter(|view| live(view)).collect(),
+        Shown::LiveOrLatestAttempt => {
+            let mut latest: std::collections::BTreeMap<_, &TaskView> = Default::default();
+            for view in tasks {
+                let newest = latest.entry(group(view)).or_insert(view);
+                if (view.task.created_at, &view.task.id) > (newest.task.created_at, &newest.task.id)
+                {
+                    *newest = view;
+                }
+            }
+            let with_live: std::collections::BTreeSet<_> =
+                tasks.iter().filter(|view| live(view)).map(group).collect();
+            tasks
+                .iter()
+                .filter(|view| {
+                    live(view)
+                        || (!with_live.contains(&group(view))
+                            && view.task.desired_state != TaskState::Remove
+                            && latest
+                                .get(&group(view))
+                                .is_some_and(|l| l.task.id == view.task.id))
+                })
+                .collect()
+        }
     };
     shown.sort_by(|a, b| {
         group(a)
@@ -410,8 +463,8 @@ pub fn task_rows(tasks: &[TaskView], all: bool) -> Vec<(&TaskView, bool)> {
 }
 
 /// The `service ps` and `node ps` table.
-pub fn task_table(tasks: &[TaskView], all: bool) -> String {
-    let rows = task_rows(tasks, all)
+pub fn task_table(tasks: &[TaskView], shown: Shown) -> String {
+    let rows = task_rows(tasks, shown)
         .into_iter()
         .map(|(view, history)| {
             let task = &view.task;
@@ -474,6 +527,9 @@ pub fn service_pretty(view: &ServiceView) -> String {
         "Running",
         format!("{}/{}", view.running, view.desired),
     ));
+    if let Some(problem) = &view.problem {
+        entries.push(Entry::field(0, "Problem", problem));
+    }
     entries.push(Entry::field(0, "Image", &task.image));
     if !task.args.is_empty() {
         entries.push(Entry::field(0, "Args", task.args.join(" ")));
@@ -760,6 +816,58 @@ mod tests {
     };
 
     use super::*;
+
+    mod failing_services {
+        use super::*;
+        use crate::commands::service::tests::{service_view, task};
+
+        fn rejected(id: &str, slot: u64, at: u64, desired: TaskState) -> TaskView {
+            let mut view = task(id, slot, at, desired, TaskState::Rejected, "rejected");
+            view.task.status.error = Some("image nginx not found on node w1".to_string());
+            view
+        }
+
+        #[test]
+        fn a_slot_with_no_live_task_shows_its_latest_attempt_and_why() {
+            // Slot 1 waits for its restart delay: both attempts were rejected and are shut
+            // down. Slot 2 runs. Slot 3 was scaled away.
+            let tasks = vec![
+                rejected("first-1", 1, 100, TaskState::Shutdown),
+                rejected("second-1", 1, 200, TaskState::Shutdown),
+                task("live-2", 2, 150, TaskState::Running, TaskState::Running, ""),
+                task("gone-3", 3, 120, TaskState::Remove, TaskState::Shutdown, ""),
+            ];
+            let ids = |shown| -> Vec<&str> {
+                task_rows(&tasks, shown)
+                    .into_iter()
+                    .map(|(view, _)| view.task.id.as_str())
+                    .collect()
+            };
+            assert_eq!(ids(Shown::LiveOrLatestAttempt), vec!["second-1", "live-2"]);
+            assert_eq!(ids(Shown::Live), vec!["live-2"]);
+            let table = task_table(&tasks, Shown::LiveOrLatestAttempt);
+            assert!(table.contains("Rejected"), "{table}");
+            assert!(
+                table.contains("image nginx not found on node w1"),
+                "{table}"
+            );
+        }
+
+        #[test]
+        fn service_ls_says_why_a_service_is_short() {
+            let mut failing = service_view("s1", "web", 0, 1);
+            failing.problem = Some("rejected: image nginx not found on node w1".to_string());
+            let table = service_table(&[failing.clone(), service_view("s2", "api", 2, 2)]);
+            assert!(
+                table.contains("0/1 (rejected: image nginx not found on node w1)"),
+                "{table}"
+            );
+            assert!(table.contains("2/2 "), "{table}");
+            failing.problem = Some(format!("failed: {}", "x".repeat(200)));
+            let long = service_table(&[failing]);
+            assert!(long.contains("…)"), "a long reason is cut: {long}");
+        }
+    }
 
     fn view(
         id: &str,

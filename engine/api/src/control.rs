@@ -260,6 +260,10 @@ pub struct ServiceView {
     /// The tasks meant to run, counted by observed state: how far a deployment has got.
     #[serde(default)]
     pub live_by_state: BTreeMap<TaskState, u64>,
+    /// Why fewer tasks run than wanted, from the latest task that failed, was rejected or
+    /// waits for a node (`rejected: image "x" not found`); `None` when nothing is wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// A task as `service ps` shows it.

@@ -225,6 +225,34 @@ async fn the_control_api_creates_scales_and_refuses_in_the_words_a_user_reads() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_whose_tasks_are_rejected_says_why() {
+    let node = TestNode::start("solo").await;
+    node.init().await;
+    let mut spec = service("broken", 1);
+    // The sim runtime refuses such a task at start, as Docker refuses a missing image.
+    spec.task
+        .env
+        .insert("SIM_REJECT".into(), "image nope:1 not found".into());
+    node.ask(ControlRequest::ServiceCreate { spec })
+        .await
+        .expect("service create");
+    let problem = eventually("the service to say why it runs nothing", || async {
+        let Ok(ControlReply::Services(services)) = node.ask(ControlRequest::ServiceList).await
+        else {
+            return None;
+        };
+        services
+            .into_iter()
+            .find(|s| s.service.spec.name == "broken")
+            .filter(|s| s.running == 0 && s.desired == 1)
+            .and_then(|s| s.problem)
+    })
+    .await;
+    assert!(problem.starts_with("rejected: "), "{problem}");
+    assert!(problem.contains("image nope:1 not found"), "{problem}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_node_goes_down_and_comes_back_with_its_heartbeat() {
     let node = TestNode::start("leader").await;
     node.init().await;

@@ -51,7 +51,7 @@ pub async fn run(
 
 async fn ps(args: NodePsArgs, client: &mut Client, output: &mut Output<'_>) -> anyhow::Result<()> {
     let tasks = client.task_list(None, Some(&args.node)).await?;
-    output.print(&super::service::tasks_text(&tasks, &args.ps)?)?;
+    output.print(&super::service::tasks_text(&tasks, &args.ps, false)?)?;
     Ok(())
 }
 

@@ -155,15 +155,23 @@ async fn ps(
     output: &mut Output<'_>,
 ) -> anyhow::Result<()> {
     let tasks = client.task_list(Some(&args.service), None).await?;
-    output.print(&tasks_text(&tasks, &args.ps)?)?;
+    // A whole service's slots are all here: one with no live task shows its latest attempt.
+    let slots_whole = !args
+        .ps
+        .filter
+        .iter()
+        .any(|filter| matches!(filter, TaskFilter::Node(_)));
+    output.print(&tasks_text(&tasks, &args.ps, slots_whole)?)?;
     Ok(())
 }
 
-/// What `service ps` and `node ps` print for `tasks`.
+/// What `service ps` and `node ps` print for `tasks`; `slots_whole` when every task of each
+/// slot is in the list (a whole service's), so a slot without a live task can show its latest
+/// attempt.
 ///
 /// # Errors
 /// Only if the JSON cannot be made, which would be a bug.
-pub fn tasks_text(tasks: &[TaskView], args: &PsArgs) -> anyhow::Result<String> {
+pub fn tasks_text(tasks: &[TaskView], args: &PsArgs, slots_whole: bool) -> anyhow::Result<String> {
     let tasks = filter_tasks(tasks, &args.filter);
     // Asking for a desired state is asking for those tasks, stopped ones included.
     let all = args.all
@@ -171,21 +179,26 @@ pub fn tasks_text(tasks: &[TaskView], args: &PsArgs) -> anyhow::Result<String> {
             .filter
             .iter()
             .any(|filter| matches!(filter, TaskFilter::DesiredState(_)));
+    let shown = match (all, slots_whole) {
+        (true, _) => render::Shown::All,
+        (false, true) => render::Shown::LiveOrLatestAttempt,
+        (false, false) => render::Shown::Live,
+    };
     if args.quiet {
-        let rows = render::task_rows(&tasks, all);
+        let rows = render::task_rows(&tasks, shown);
         return Ok(render::ids(
             rows.iter().map(|(view, _)| view.task.id.as_str()),
         ));
     }
     Ok(match args.format {
         Format::Json => {
-            let rows: Vec<&TaskView> = render::task_rows(&tasks, all)
+            let rows: Vec<&TaskView> = render::task_rows(&tasks, shown)
                 .into_iter()
                 .map(|(view, _)| view)
                 .collect();
             render::json(&rows)?
         }
-        Format::Table => render::task_table(&tasks, all),
+        Format::Table => render::task_table(&tasks, shown),
     })
 }
 
@@ -378,6 +391,7 @@ pub(crate) mod tests {
             running,
             desired,
             live_by_state: Default::default(),
+            problem: None,
         }
     }
 

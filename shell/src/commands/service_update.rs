@@ -684,6 +684,7 @@ mod tests {
             running: 2,
             desired: 2,
             live_by_state: Default::default(),
+            problem: None,
         }
     }
 

@@ -297,6 +297,7 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "mode",
     "replicas",
     "running",
+    "problem",
     "spec",
     "labels",
     "version",
@@ -456,6 +457,10 @@ fn register_service(engine: &mut Engine) {
         })
         .register_get("replicas", |s: &mut Service| int(s.view.desired))
         .register_get("running", |s: &mut Service| int(s.view.running))
+        // Why fewer tasks run than wanted, or () when nothing is wrong.
+        .register_get("problem", |s: &mut Service| {
+            s.view.problem.clone().map_or(Dynamic::UNIT, Dynamic::from)
+        })
         .register_get("version", |s: &mut Service| int(s.view.service.version))
         .register_get("labels", |s: &mut Service| {
             value::string_map(&s.view.service.spec.labels)

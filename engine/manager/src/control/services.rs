@@ -5,6 +5,7 @@
 
 use essaim_api::control::{ServiceView, TaskView};
 use essaim_api::{ControlError, ControlReply};
+use essaim_core::is_current;
 use essaim_core::model::{
     Checkpoint, Service, ServiceMode, ServiceSpec, Task, TaskState, UpdateState, UpdateStatus,
 };
@@ -341,12 +342,35 @@ fn view(state: &ClusterState, service: &Service) -> ServiceView {
         }
     }
     let desired = wanted_tasks(state, &service.spec);
+    let problem = (running < desired)
+        .then(|| problem(state, service))
+        .flatten();
     ServiceView {
         service: service.clone(),
         running,
         desired,
         live_by_state,
+        problem,
     }
+}
+
+/// Why a service short of tasks is so, in a few words: the latest of its tasks (running its
+/// current spec, in a slot it still wants) that failed, was rejected, or waits for a node,
+/// with its error. A failing service may have no live task at all while its restart delay
+/// runs: this is what says why.
+fn problem(state: &ClusterState, service: &Service) -> Option<String> {
+    state
+        .tasks_of_service(&service.id)
+        .filter(|t| t.desired_state != TaskState::Remove && is_current(t, service))
+        .filter(|t| {
+            matches!(t.status.state, TaskState::Failed | TaskState::Rejected)
+                || (t.status.state == TaskState::Pending && !t.status.message.is_empty())
+        })
+        .max_by_key(|t| (t.status.timestamp, t.created_at))
+        .map(|t| {
+            let why = t.status.error.as_deref().unwrap_or(&t.status.message);
+            format!("{}: {why}", t.status.state.as_str())
+        })
 }
 
 /// Whether a task counts in the "running" of `service ls`: it runs and is meant to stay so. A
