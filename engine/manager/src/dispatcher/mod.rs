@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  committed changes ──> route: the tasks of each connected node ──> its session stream
-//!  session reports ──> liveness (Sessions, memory only)
+//!  session reports ──> liveness (memory only)
 //!                  ├─> tasks' CPU and memory (Usages, memory only)
 //!                  └─> status batch ──> one Raft write for many reports
 //! ```
