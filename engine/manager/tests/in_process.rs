@@ -292,23 +292,15 @@ async fn a_silent_node_goes_down_and_comes_back_with_its_heartbeat() {
         })
         .await
         .expect("join");
-    let state_of = |id: String| {
-        let swarm = swarm.clone();
-        move || {
-            let state = swarm
-                .replica
-                .state()
-                .node_by_id(&id)
-                .map(|n| n.status.clone());
-            async move { state }
-        }
+    let status_of = || {
+        swarm
+            .replica
+            .state()
+            .node_by_id(&joined.node_id)
+            .map(|n| n.status.clone())
     };
-    let down = eventually("the silent node down", {
-        let state = state_of(joined.node_id.clone());
-        move || {
-            let state = state();
-            async move { state.await.filter(|s| s.state == NodeState::Down) }
-        }
+    let down = eventually("the silent node down", || async {
+        status_of().filter(|s| s.state == NodeState::Down)
     })
     .await;
     assert!(down.message.contains("heartbeat failure"), "{down:?}");
@@ -317,12 +309,8 @@ async fn a_silent_node_goes_down_and_comes_back_with_its_heartbeat() {
         .membership
         .heartbeat(&joined.node_id, CertRole::Worker, NodeTrust::default())
         .expect("heartbeat accepted");
-    eventually("the node ready again", {
-        let state = state_of(joined.node_id.clone());
-        move || {
-            let state = state();
-            async move { state.await.filter(|s| s.state == NodeState::Ready) }
-        }
+    eventually("the node ready again", || async {
+        status_of().filter(|s| s.state == NodeState::Ready)
     })
     .await;
 }

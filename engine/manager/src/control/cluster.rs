@@ -9,7 +9,7 @@ use essaim_api::{ControlError, ControlReply};
 use essaim_core::model::{CaRotation, Role};
 use essaim_core::Command;
 
-use crate::control::initialized;
+use crate::replica::initialized;
 use crate::security::ca;
 use crate::swarm::Swarm;
 
@@ -20,9 +20,8 @@ const MIN_CERT_EXPIRY: Duration = Duration::from_secs(4);
 /// No quorum, or no cluster yet.
 pub async fn inspect(swarm: &Swarm) -> Result<ControlReply, ControlError> {
     swarm.replica.linearize().await?;
-    let view = swarm.replica.state().cluster.as_ref().map(SwarmView::of);
-    view.map(ControlReply::Swarm)
-        .ok_or_else(|| ControlError::FailedPrecondition("the swarm is not initialized".into()))
+    let view = SwarmView::of(initialized(&swarm.replica.state())?);
+    Ok(ControlReply::Swarm(view))
 }
 
 /// # Errors
@@ -66,9 +65,8 @@ pub async fn update(
             config,
         })
         .await?;
-    let view = swarm.replica.state().cluster.as_ref().map(SwarmView::of);
-    view.map(ControlReply::Swarm)
-        .ok_or_else(|| ControlError::FailedPrecondition("the swarm is not initialized".into()))
+    let view = SwarmView::of(initialized(&swarm.replica.state())?);
+    Ok(ControlReply::Swarm(view))
 }
 
 /// Starts a CA rotation; the leader's node duties take it through its stages.
@@ -105,9 +103,8 @@ pub async fn rotate_ca(swarm: &Swarm) -> Result<ControlReply, ControlError> {
         .await?;
     tracing::info!("CA rotation started: nodes learn to trust the new CA");
     swarm.liveness().wake();
-    let view = swarm.replica.state().cluster.as_ref().map(SwarmView::of);
-    view.map(ControlReply::Swarm)
-        .ok_or_else(|| ControlError::FailedPrecondition("the swarm is not initialized".into()))
+    let view = SwarmView::of(initialized(&swarm.replica.state())?);
+    Ok(ControlReply::Swarm(view))
 }
 
 /// # Errors

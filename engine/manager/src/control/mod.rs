@@ -8,8 +8,6 @@
 //! - [`logs`]: `service logs`, gathered from every node that runs the service's tasks.
 
 use essaim_api::{ControlError, ControlReply, ControlRequest};
-use essaim_core::model::Cluster;
-use essaim_core::ClusterState;
 
 use crate::swarm::Swarm;
 
@@ -111,11 +109,4 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
             "this request is answered by the node itself, not the leader".into(),
         )),
     }
-}
-
-pub(crate) fn initialized(state: &ClusterState) -> Result<&Cluster, ControlError> {
-    state
-        .cluster
-        .as_ref()
-        .ok_or_else(|| ControlError::FailedPrecondition("the swarm is not initialized".into()))
 }

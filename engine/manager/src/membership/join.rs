@@ -9,10 +9,11 @@ use essaim_core::liveness::NodeTrust;
 use essaim_core::model::{
     Availability, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, Role,
 };
-use essaim_core::{ClusterState, Command};
+use essaim_core::Command;
 
 use crate::identity::{new_object_id, new_raft_id, RaftId};
 use crate::membership::{voters, Membership};
+use crate::replica::initialized;
 use crate::security::ca;
 use crate::security::renewal::{cert_role, signing_fingerprint};
 use crate::security::tokens::{same_secret, JoinToken};
@@ -220,11 +221,4 @@ impl Membership {
             force_available,
         )
     }
-}
-
-fn initialized(state: &ClusterState) -> Result<&essaim_core::model::Cluster, ControlError> {
-    state
-        .cluster
-        .as_ref()
-        .ok_or_else(|| ControlError::FailedPrecondition("the swarm is not initialized".into()))
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use essaim_api::tls::TlsState;
 use essaim_api::ControlError;
-use essaim_core::model::ObjectId;
+use essaim_core::model::{Cluster, ObjectId};
 use essaim_core::{Command, Request, Response};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ServerState, StoredMembership};
@@ -351,6 +351,17 @@ impl Replica {
             _ => Ok(()),
         }
     }
+}
+
+/// The cluster object, which `swarm init` writes first.
+///
+/// # Errors
+/// The swarm is not initialized yet.
+pub fn initialized(state: &essaim_core::ClusterState) -> Result<&Cluster, ControlError> {
+    state
+        .cluster
+        .as_ref()
+        .ok_or_else(|| ControlError::FailedPrecondition("the swarm is not initialized".into()))
 }
 
 pub fn raft_db_path(data_dir: &Path) -> PathBuf {

@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 
 use crate::identity::credentials;
 use crate::liveness::trust_of;
-use crate::replica::Replica;
+use crate::replica::{initialized, Replica};
 use crate::security::ca;
 
 /// The pause after a failed renewal.
@@ -43,9 +43,7 @@ pub async fn sign(
     replica.linearize().await?;
     let (role, cluster) = {
         let state = replica.state();
-        let cluster = state.cluster.clone().ok_or_else(|| {
-            ControlError::FailedPrecondition("the swarm is not initialized".into())
-        })?;
+        let cluster = initialized(&state)?.clone();
         let node = state
             .node_by_id(node_id)
             .ok_or_else(|| ControlError::NotFound(format!("node {node_id} not found")))?;
