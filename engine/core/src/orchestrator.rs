@@ -80,6 +80,10 @@ pub(crate) fn wanted_places(
     }
 }
 
+/// The status message of a task the scheduler has not looked at yet. Not a problem: once the
+/// scheduler finds no node, it says why instead.
+pub const NEW_TASK_MESSAGE: &str = "waiting to be scheduled";
+
 /// How many tasks `spec` wants: its replicas, or the nodes a global service may use. The
 /// count of [`wanted_places`] with the scheduler's filters as `eligible`, which is what the
 /// manager passes to [`reconcile`] and [`crate::updater::advance`].
@@ -381,7 +385,7 @@ pub(crate) fn create(
             status: TaskStatus {
                 state: TaskState::Pending,
                 timestamp: now,
-                message: "waiting to be scheduled".to_string(),
+                message: NEW_TASK_MESSAGE.to_string(),
                 error: None,
                 exit_code: None,
                 ports: Vec::new(),

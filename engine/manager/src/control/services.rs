@@ -9,7 +9,7 @@ use essaim_core::is_current;
 use essaim_core::model::{
     Checkpoint, Service, ServiceMode, ServiceSpec, Task, TaskState, UpdateState, UpdateStatus,
 };
-use essaim_core::orchestrator::wanted_tasks;
+use essaim_core::orchestrator::{wanted_tasks, NEW_TASK_MESSAGE};
 use essaim_core::{ClusterState, Command};
 
 use crate::identity::new_object_id;
@@ -364,7 +364,9 @@ fn problem(state: &ClusterState, service: &Service) -> Option<String> {
         .filter(|t| t.desired_state != TaskState::Remove && is_current(t, service))
         .filter(|t| {
             matches!(t.status.state, TaskState::Failed | TaskState::Rejected)
-                || (t.status.state == TaskState::Pending && !t.status.message.is_empty())
+                || (t.status.state == TaskState::Pending
+                    && !t.status.message.is_empty()
+                    && t.status.message != NEW_TASK_MESSAGE)
         })
         .max_by_key(|t| (t.status.timestamp, t.created_at))
         .map(|t| {
