@@ -660,6 +660,7 @@ fn wait_change_answers_when_the_state_moves_or_the_time_runs_out() -> Result<()>
             ports: vec![],
             update_config: Default::default(),
             rollback_config: Default::default(),
+            endpoint_mode: Default::default(),
         };
         m1.control(&ControlRequest::ServiceCreate { spec })?;
         waiter.join().expect("the waiter ran")

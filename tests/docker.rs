@@ -402,6 +402,7 @@ fn docker_services_on_one_network_reach_each_other_by_name_and_publish_ports() -
         return Ok(());
     };
     let m1 = cluster.node("m1");
+    m1.ok(&["network", "create", &network])?;
     m1.ok(&[
         "service",
         "create",
@@ -613,6 +614,7 @@ fn docker_a_node_whose_engine_goes_away_is_down_with_that_reason_and_its_tasks_m
     cluster.wait_for_nodes("m1", "both nodes ready", SETTLE, |nodes| {
         nodes.len() == 2 && nodes.iter().all(|n| n["status"]["state"] == "ready")
     })?;
+    m1.ok(&["network", "create", &network])?;
     m1.ok(&[
         "service",
         "create",

@@ -50,6 +50,7 @@ impl Probe {
             ports: vec![],
             update_config: Default::default(),
             rollback_config: Default::default(),
+            endpoint_mode: Default::default(),
         }
     }
 

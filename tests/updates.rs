@@ -46,6 +46,7 @@ fn spec(name: &str, replicas: u64, seconds: &str) -> ServiceSpec {
             monitor_ms: 1_000,
             ..UpdateConfig::default()
         },
+        endpoint_mode: Default::default(),
     }
 }
 

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use essaim_api::transport::Host;
 use essaim_core::model::{
-    Availability, Checkpoint, FailureAction, HealthCheck, PortConfig, RestartCondition, Role,
-    TaskState, UpdateConfig, UpdateOrder,
+    Availability, Checkpoint, EndpointMode, FailureAction, HealthCheck, Ipv4Subnet,
+    NetworkAttachmentConfig, NetworkDriver, PortConfig, RestartCondition, Role, TaskState,
+    UpdateConfig, UpdateOrder,
 };
 use essaim_core::time::parse_duration_ms;
 use essaim_core::units::{parse_cpus, parse_key_value, parse_memory, parse_port};
@@ -96,6 +97,11 @@ pub enum Command {
     Node {
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// Manage the swarm's networks
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
     },
     /// Manage the services of the swarm
     Service {
@@ -206,6 +212,77 @@ pub struct InitArgs {
     /// Address other nodes reach this node at (host:port)
     #[arg(long, value_name = "ADDR")]
     pub advertise_addr: Option<String>,
+    /// Address pool that networks' subnets come from (repeatable; default 10.0.0.0/8)
+    #[arg(long, value_name = "CIDR", value_parser = |text: &str| text.parse::<Ipv4Subnet>())]
+    pub default_addr_pool: Vec<Ipv4Subnet>,
+    /// Size of the subnets cut from the pool, in prefix bits (default 24)
+    #[arg(long, value_name = "BITS")]
+    pub default_addr_pool_mask_length: Option<u8>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network that spans the swarm's nodes
+    #[command(after_long_help = examples::NETWORK_CREATE)]
+    Create(NetworkCreateArgs),
+    /// List the networks
+    #[command(visible_alias = "list", after_long_help = examples::NETWORK_LS)]
+    Ls(NetworkLsArgs),
+    /// Show one or more networks in detail
+    #[command(after_long_help = examples::NETWORK_INSPECT)]
+    Inspect(NetworkInspectArgs),
+    /// Remove one or more networks (refused while a service uses one)
+    #[command(visible_alias = "remove", after_long_help = examples::NETWORK_RM)]
+    Rm(NetworkRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkCreateArgs {
+    /// Driver: overlay, a network over all the swarm's nodes
+    #[arg(short, long, value_name = "DRIVER", default_value = "overlay", value_parser = |text: &str| text.parse::<NetworkDriver>())]
+    pub driver: NetworkDriver,
+    /// Subnet, inside the swarm's address pool (default: the pool's next free one)
+    #[arg(long, value_name = "CIDR", value_parser = |text: &str| text.parse::<Ipv4Subnet>())]
+    pub subnet: Option<Ipv4Subnet>,
+    /// Gateway address in the subnet (default: its first address)
+    #[arg(long, value_name = "IP", requires = "subnet")]
+    pub gateway: Option<std::net::Ipv4Addr>,
+    /// Let standalone containers attach too
+    #[arg(long)]
+    pub attachable: bool,
+    /// A label (repeatable)
+    #[arg(short, long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub label: Vec<(String, String)>,
+    /// Network name
+    #[arg(value_name = "NAME", value_parser = parse_network_name)]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkLsArgs {
+    /// Only display IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkInspectArgs {
+    /// Output format: json (docker's default), or table for a listing
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+    /// Network ID, ID prefix or name
+    #[arg(value_name = "NETWORK", required = true)]
+    pub networks: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkRmArgs {
+    /// Network ID, ID prefix or name
+    #[arg(value_name = "NETWORK", required = true)]
+    pub networks: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -622,10 +699,14 @@ pub struct ServiceCreateArgs {
     /// Publish a port: [PUBLISHED:]TARGET
     #[arg(short, long, value_name = "[PUBLISHED:]TARGET", value_parser = parse_port)]
     pub publish: Vec<PortConfig>,
-    /// Attach the tasks to a network (default: a network of the service's own); services on
-    /// one network reach each other by name
-    #[arg(long, value_name = "NETWORK", value_parser = parse_network_name)]
-    pub network: Vec<String>,
+    /// Attach the tasks to a network: NAME, or name=NAME,alias=ALIAS (repeatable); services
+    /// on one network reach each other by name
+    #[arg(long, value_name = "NETWORK", value_parser = parse_network_attachment)]
+    pub network: Vec<NetworkAttachmentConfig>,
+    /// How the service's name resolves on its networks: vip (one address that balances
+    /// connections) or dnsrr (the tasks' own addresses)
+    #[arg(long, value_name = "MODE", value_parser = |text: &str| text.parse::<EndpointMode>())]
+    pub endpoint_mode: Option<EndpointMode>,
     #[command(flatten)]
     pub health: HealthArgs,
     #[command(flatten)]
@@ -770,12 +851,15 @@ pub struct ServiceChanges {
     /// Unpublish a port: TARGET removes every mapping to it, PUBLISHED:TARGET that one
     #[arg(long, value_name = "[PUBLISHED:]TARGET", value_parser = parse_port)]
     pub publish_rm: Vec<PortConfig>,
-    /// Attach the tasks to a network as well
-    #[arg(long, value_name = "NETWORK", value_parser = parse_network_name)]
-    pub network_add: Vec<String>,
+    /// Attach the tasks to a network as well: NAME, or name=NAME,alias=ALIAS
+    #[arg(long, value_name = "NETWORK", value_parser = parse_network_attachment)]
+    pub network_add: Vec<NetworkAttachmentConfig>,
     /// Detach the tasks from a network
     #[arg(long, value_name = "NETWORK")]
     pub network_rm: Vec<String>,
+    /// How the service's name resolves: vip or dnsrr
+    #[arg(long, value_name = "MODE", value_parser = |text: &str| text.parse::<EndpointMode>())]
+    pub endpoint_mode: Option<EndpointMode>,
     // The health flags again, not flattened: they must count in the group of changes, of which
     // `service update` needs at least one.
     /// Command to run to check health, by the container's shell
@@ -886,6 +970,41 @@ fn parse_network_name(text: &str) -> Result<String, String> {
             "invalid network name {text:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
         ))
     }
+}
+
+/// Reads a `--network` value: `NAME`, or docker's long form `name=NAME,alias=ALIAS,...`
+/// (`target=` for `name=`; aliases repeatable).
+///
+/// # Errors
+/// An invalid name, an unknown key (named), or no name.
+pub fn parse_network_attachment(text: &str) -> Result<NetworkAttachmentConfig, String> {
+    if !text.contains('=') {
+        return Ok(NetworkAttachmentConfig {
+            target: parse_network_name(text)?,
+            aliases: Vec::new(),
+        });
+    }
+    let mut target = None;
+    let mut aliases = Vec::new();
+    for part in text.split(',') {
+        match part.split_once('=') {
+            Some(("name" | "target", name)) => target = Some(parse_network_name(name)?),
+            Some(("alias", alias)) if !alias.is_empty() => aliases.push(alias.to_string()),
+            Some(("alias", _)) => return Err(format!("--network {text:?}: an alias is empty")),
+            Some((key, _)) => {
+                return Err(format!(
+                    "--network {text:?}: unknown key {key:?}: expected name or alias"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "--network {text:?}: {part:?} is not KEY=VALUE: expected name=NAME,alias=ALIAS"
+                ))
+            }
+        }
+    }
+    let target = target.ok_or_else(|| format!("--network {text:?}: name=NAME is missing"))?;
+    Ok(NetworkAttachmentConfig { target, aliases })
 }
 
 /// The arguments of a command, as `--args` reads them from one string.
@@ -1124,6 +1243,24 @@ mod tests {
     #[test]
     fn the_command_table_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn network_reads_as_a_name_or_docker_long_form() {
+        let plain = parse_network_attachment("front").expect("name");
+        assert_eq!((plain.target.as_str(), plain.aliases.len()), ("front", 0));
+        let long = parse_network_attachment("name=front,alias=www,alias=web").expect("long");
+        assert_eq!(long.target, "front");
+        assert_eq!(long.aliases, ["www", "web"]);
+        assert_eq!(
+            parse_network_attachment("target=back").map(|n| n.target),
+            Ok("back".to_string())
+        );
+        let unknown = parse_network_attachment("name=front,driver=x").expect_err("key");
+        assert!(unknown.contains("unknown key \"driver\""), "{unknown}");
+        let nameless = parse_network_attachment("alias=www").expect_err("no name");
+        assert!(nameless.contains("name=NAME is missing"), "{nameless}");
+        assert!(parse_network_attachment("-front").is_err());
     }
 
     #[test]

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use essaim_api::control::{
-    LogEvent, NodeInfo, NodeView, ServiceLogs, ServiceView, SwarmView, TaskView,
+    LogEvent, NetworkView, NodeInfo, NodeView, ServiceLogs, ServiceView, SwarmView, TaskView,
 };
 use essaim_api::tls::Credentials;
 use essaim_api::transport::{self, ClientTls, Host};
 use essaim_api::{ControlError, ControlReply, ControlRequest};
-use essaim_core::model::{Availability, Role, ServiceSpec};
+use essaim_core::model::{Availability, NetworkSpec, Role, ServiceSpec};
 
 use crate::{bundle, render, UsageError};
 
@@ -288,6 +288,51 @@ impl Client {
         };
         match self.call(&request).await? {
             ControlReply::Done | ControlReply::Node(_) => Ok(()),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`]; the leader refuses a name in use, or a subnet or gateway, naming
+    /// the flag at fault.
+    pub async fn network_create(&mut self, spec: NetworkSpec) -> Result<NetworkView, ControlError> {
+        let request = ControlRequest::NetworkCreate { spec };
+        match self.call(&request).await? {
+            ControlReply::Network(view) => Ok(view),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn network_list(&mut self) -> Result<Vec<NetworkView>, ControlError> {
+        let request = ControlRequest::NetworkList;
+        match self.call(&request).await? {
+            ControlReply::Networks(networks) => Ok(networks),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn network_inspect(&mut self, network: &str) -> Result<NetworkView, ControlError> {
+        let request = ControlRequest::NetworkInspect {
+            network: network.to_string(),
+        };
+        match self.call(&request).await? {
+            ControlReply::Network(view) => Ok(view),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`]; refused while services or tasks use the network.
+    pub async fn network_remove(&mut self, network: &str) -> Result<(), ControlError> {
+        let request = ControlRequest::NetworkRemove {
+            network: network.to_string(),
+        };
+        match self.call(&request).await? {
+            ControlReply::Done => Ok(()),
             other => Err(unexpected(&request, &other)),
         }
     }

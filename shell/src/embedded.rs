@@ -101,6 +101,7 @@ impl Embedded {
         if info.swarm == LocalSwarmState::Inactive {
             runtime.block_on(client.call(&ControlRequest::SwarmInit {
                 advertise_addr: Some(addr.to_string()),
+                address_pool: None,
             }))?;
         }
         // After a restart the node must elect itself again before it takes commands.

@@ -6,7 +6,8 @@ use std::io::{self, Write};
 
 use comfy_table::{presets, Cell, ContentArrangement, Table};
 use essaim_api::control::{
-    LocalSwarmState, NodeInfo, NodeView, Reachability, ServiceView, SwarmView, TaskView,
+    LocalSwarmState, NetworkView, NodeInfo, NodeView, Reachability, ServiceView, SwarmView,
+    TaskView,
 };
 use essaim_core::model::{PortConfig, Role, ServiceMode, TaskState};
 use essaim_core::time::format_duration_ms;
@@ -307,6 +308,21 @@ pub fn swarm(view: &SwarmView) -> String {
             "Certificate expiry",
             format_duration_ms(config.cert_expiry_ms),
         ),
+        Entry::field(
+            0,
+            "Default address pool",
+            view.address_pool
+                .pools
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        Entry::field(
+            0,
+            "Subnet size",
+            format!("/{}", view.address_pool.mask_length),
+        ),
     ];
     if let Some(stage) = &view.ca_rotation {
         entries.push(Entry::field(0, "CA rotation", stage));
@@ -508,6 +524,62 @@ pub fn task_table(tasks: &[TaskView], shown: Shown) -> String {
     )
 }
 
+/// The `network ls` table, as docker's with the subnet added.
+pub fn network_table(networks: &[NetworkView]) -> String {
+    let rows = networks
+        .iter()
+        .map(|view| {
+            let network = &view.network;
+            vec![
+                short_id(&network.id),
+                network.spec.name.clone(),
+                network.spec.driver.to_string(),
+                "swarm".to_string(),
+                network.allocation.subnet.to_string(),
+            ]
+        })
+        .collect();
+    toned_columns(
+        &["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"],
+        rows,
+        |_, _| Tone::Plain,
+    )
+}
+
+/// `network inspect --format table`, for one network.
+pub fn network_pretty(view: &NetworkView) -> String {
+    let network = &view.network;
+    let allocation = &network.allocation;
+    let mut entries = vec![
+        Entry::field(0, "ID", &network.id),
+        Entry::field(0, "Name", &network.spec.name),
+        Entry::field(0, "Created", rfc3339(network.created_at)),
+        Entry::field(0, "Driver", network.spec.driver.as_str()),
+        Entry::field(0, "Scope", "swarm"),
+        Entry::field(0, "Subnet", allocation.subnet.to_string()),
+        Entry::field(0, "Gateway", allocation.gateway.to_string()),
+        Entry::field(0, "VXLAN ID", allocation.vxlan_id.to_string()),
+        Entry::field(0, "Attachable", network.spec.attachable.to_string()),
+        Entry::field(0, "Tasks", view.tasks.to_string()),
+        Entry::field(0, "Free addresses", view.free_addresses.to_string()),
+    ];
+    if !network.spec.labels.is_empty() {
+        entries.push(Entry::Section("Labels"));
+        entries.extend(
+            network
+                .spec
+                .labels
+                .iter()
+                .map(|(key, value)| Entry::Item(format!("{key}={value}"))),
+        );
+    }
+    if !view.services.is_empty() {
+        entries.push(Entry::Section("Services"));
+        entries.extend(view.services.iter().cloned().map(Entry::Item));
+    }
+    listing(&entries)
+}
+
 /// `service inspect --pretty`, for one service.
 pub fn service_pretty(view: &ServiceView) -> String {
     let service = &view.service;
@@ -629,8 +701,26 @@ pub fn service_pretty(view: &ServiceView) -> String {
         }
     }
     if !task.networks.is_empty() {
+        entries.push(Entry::field(
+            0,
+            "Endpoint Mode",
+            spec.endpoint_mode.as_str(),
+        ));
         entries.push(Entry::Section("Networks"));
-        entries.extend(task.networks.iter().cloned().map(Entry::Item));
+        entries.extend(task.networks.iter().map(|network| {
+            let vip = service
+                .virtual_ips
+                .iter()
+                .find(|vip| vip.network == network.target)
+                .map(|vip| format!(" (virtual IP {})", vip.address))
+                .unwrap_or_default();
+            let aliases = if network.aliases.is_empty() {
+                String::new()
+            } else {
+                format!(", aliases {}", network.aliases.join(", "))
+            };
+            Entry::Item(format!("{}{vip}{aliases}", network.target))
+        }));
     }
     if !spec.ports.is_empty() {
         entries.push(Entry::Section("Ports"));
@@ -1024,6 +1114,7 @@ mod tests {
             ca_cert_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
                 .to_string(),
             ca_rotation: None,
+            address_pool: Default::default(),
         }
     }
 
@@ -1040,7 +1131,9 @@ mod tests {
              Dispatcher heartbeat:  5s\n\
              Node down after:       15s\n\
              Task history limit:    5\n\
-             Certificate expiry:    2160h\n"
+             Certificate expiry:    2160h\n\
+             Default address pool:  10.0.0.0/8\n\
+             Subnet size:           /24\n"
         );
         assert!(!text.contains("BEGIN CERTIFICATE"), "{text}");
         let rotating = SwarmView {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, NodeCommand, ServiceCommand, SwarmCommand, WatchArgs};
+use crate::cli::{
+    Cli, Command, NetworkCommand, NodeCommand, ServiceCommand, SwarmCommand, WatchArgs,
+};
 use crate::client::Client;
 use crate::render::Output;
 use crate::style;
@@ -92,6 +94,9 @@ fn watched(line: &[String]) -> anyhow::Result<Command> {
             command,
             NodeCommand::Ls(_) | NodeCommand::Ps(_) | NodeCommand::Inspect(_)
         ),
+        Command::Network { command } => {
+            matches!(command, NetworkCommand::Ls(_) | NetworkCommand::Inspect(_))
+        }
         Command::Swarm { command } => matches!(command, SwarmCommand::Inspect(_)),
         Command::Info(_) => true,
         Command::Watch(_) | Command::Run(_) => false,

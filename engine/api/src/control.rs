@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use essaim_core::model::{
-    Availability, Checkpoint, Cluster, ClusterConfig, Node, ObjectId, Role, Service, ServiceSpec,
-    Task, TaskState,
+    AddressPool, Availability, Checkpoint, Cluster, ClusterConfig, Network, NetworkSpec, Node,
+    ObjectId, Role, Service, ServiceSpec, Task, TaskState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,10 @@ pub enum ControlRequest {
     /// Make this node the first manager of a new cluster.
     SwarmInit {
         advertise_addr: Option<String>,
+        /// `--default-addr-pool` and `--default-addr-pool-mask-length`; `None`: Swarm's
+        /// 10.0.0.0/8 in /24s.
+        #[serde(default)]
+        address_pool: Option<AddressPool>,
     },
     /// Join the cluster of the manager at `remote_addr`, as the token says (worker or manager).
     SwarmJoin {
@@ -162,6 +166,18 @@ pub enum ControlRequest {
     },
     /// Every lease the cluster keeps, expired ones included until taken again.
     LockList,
+    /// Creates a cluster network, with a subnet and a VXLAN id the leader allocates.
+    NetworkCreate {
+        spec: NetworkSpec,
+    },
+    NetworkList,
+    NetworkInspect {
+        network: String,
+    },
+    /// Refused (failed precondition, naming them) while services or tasks use it.
+    NetworkRemove {
+        network: String,
+    },
 }
 
 /// The longest a [`ControlRequest::WaitChange`] waits; a longer `timeout_ms` is cut to it.
@@ -230,6 +246,8 @@ pub enum ControlReply {
     Service(ServiceView),
     Services(Vec<ServiceView>),
     Tasks(Vec<TaskView>),
+    Network(NetworkView),
+    Networks(Vec<NetworkView>),
     /// The answer to [`ControlRequest::LockAcquire`] and [`ControlRequest::LockRenew`].
     Lock(LockView),
     Locks(Vec<LockView>),
@@ -264,6 +282,19 @@ pub struct ServiceView {
     /// waits for a node (`rejected: image "x" not found`); `None` when nothing is wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+}
+
+/// A network as `network ls` and `network inspect` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkView {
+    #[serde(flatten)]
+    pub network: Network,
+    /// The services whose tasks join it, by name.
+    pub services: Vec<String>,
+    /// The tasks that hold an address on it now.
+    pub tasks: u64,
+    /// The addresses nobody holds.
+    pub free_addresses: u64,
 }
 
 /// A task as `service ps` shows it.
@@ -347,6 +378,9 @@ pub struct SwarmView {
     pub ca_cert_pem: String,
     /// The stage of a CA rotation under way, if any.
     pub ca_rotation: Option<String>,
+    /// Where networks' subnets come from (`swarm init --default-addr-pool`).
+    #[serde(default)]
+    pub address_pool: AddressPool,
 }
 
 impl SwarmView {
@@ -364,6 +398,7 @@ impl SwarmView {
             ca_fingerprint,
             ca_cert_pem: cluster.root_ca.cert_pem.clone(),
             ca_rotation: cluster.ca_rotation.as_ref().map(|r| r.stage().to_string()),
+            address_pool: cluster.address_pool.clone(),
         }
     }
 }
@@ -539,6 +574,7 @@ mod tests {
                 node_id: Some("n1".into()),
                 spec: Default::default(),
                 ports: Vec::new(),
+                networks: Vec::new(),
                 service_version: 1,
                 desired_state: TaskState::Running,
                 status: essaim_core::model::TaskStatus::new(

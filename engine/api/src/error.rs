@@ -1,5 +1,6 @@
 //! Errors of the control API, and their one conversion to and from `tonic::Status`.
 
+use essaim_core::allocator::AllocError;
 use essaim_core::{LookupError, StateError};
 use thiserror::Error;
 use tonic::{Code, Status};
@@ -190,6 +191,20 @@ impl From<StateError> for ControlError {
             // Not retryable: the holder lets go of the lock when it chooses, or when it dies.
             StateError::LockHeld { .. } => ControlError::FailedPrecondition(message),
             StateError::LockNotHeld { .. } => ControlError::NotFound(message),
+            StateError::NetworkInUse { .. } => ControlError::FailedPrecondition(message),
+        }
+    }
+}
+
+impl From<AllocError> for ControlError {
+    fn from(error: AllocError) -> ControlError {
+        let message = error.to_string();
+        match error {
+            AllocError::UnknownNetwork { .. } => ControlError::NotFound(message),
+            AllocError::PoolExhausted { .. } | AllocError::NoVxlanId => {
+                ControlError::FailedPrecondition(message)
+            }
+            _ => ControlError::InvalidArgument(message),
         }
     }
 }

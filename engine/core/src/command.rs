@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StateError;
 use crate::model::{
-    CaRotation, Cluster, ClusterConfig, JoinTokens, Node, NodeSpec, NodeStatus, ObjectId, Role,
-    RootCa, Service, ServiceSpec, Task, TaskState, TaskStatus, TokenRecord, UpdateStatus,
+    CaRotation, Cluster, ClusterConfig, JoinTokens, Network, NetworkAttachment, Node, NodeSpec,
+    NodeStatus, ObjectId, Role, RootCa, Service, ServiceSpec, Task, TaskState, TaskStatus,
+    TokenRecord, UpdateStatus, VirtualIp,
 };
 use crate::time::Timestamp;
 
@@ -107,6 +108,12 @@ pub enum Command {
         #[serde(default)]
         update_status: Option<UpdateStatus>,
     },
+    /// The allocator's choice of a service's virtual IPs, one per network of its spec in vip
+    /// mode; replaces those it had.
+    SetVirtualIps {
+        service_id: ObjectId,
+        virtual_ips: Vec<VirtualIp>,
+    },
     /// The updater's progress, or a paused update continued. Refused with
     /// [`StateError::UpdateStatusChanged`] unless the status is still `expected`, so that a
     /// decision taken on an older read never overwrites a newer update's status.
@@ -121,6 +128,11 @@ pub enum Command {
     },
     CreateTask {
         task: Task,
+    },
+    /// Gives a task that waited for them its addresses on its networks.
+    AttachTask {
+        id: ObjectId,
+        networks: Vec<NetworkAttachment>,
     },
     /// Places a task on a node, and moves it to ASSIGNED.
     AssignTask {
@@ -153,6 +165,15 @@ pub enum Command {
         name: String,
         holder: String,
         ttl_ms: u64,
+    },
+    /// A network with its allocation; refused if its name, subnet or VXLAN id is taken.
+    CreateNetwork {
+        network: Network,
+    },
+    /// Refused while a service names the network or a task or virtual IP holds an address
+    /// on it.
+    RemoveNetwork {
+        id: ObjectId,
     },
     /// Frees the lock `name`; only its holder may.
     ReleaseLock {

@@ -50,6 +50,10 @@ pub enum StateError {
         expires_at: Timestamp,
     },
 
+    /// A network that services or tasks still use cannot go.
+    #[error("network {network} is in use by {}", users.join(", "))]
+    NetworkInUse { network: String, users: Vec<String> },
+
     /// Renewing or releasing a lock that nobody holds.
     #[error("lock {name:?} is not held by anyone: it was released, or never acquired")]
     LockNotHeld { name: String },

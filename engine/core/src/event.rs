@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Cluster, Lease, Node, ObjectId, Service, Task};
+use crate::model::{Cluster, Lease, Network, Node, ObjectId, Service, Task};
 
 /// One change, with the Raft log index of the entry that made it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,10 @@ pub enum Change {
     TaskRemoved {
         id: ObjectId,
         node_id: Option<ObjectId>,
+    },
+    Network(Network),
+    NetworkRemoved {
+        id: ObjectId,
     },
     /// A lock taken, renewed or passed to another holder.
     Lock {

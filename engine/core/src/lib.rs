@@ -4,7 +4,7 @@
 //! whole crate is deterministic and unit-tested fast.
 //!
 //! # Layout
-//! - [`model`]: nodes, services, tasks and the cluster object, with their specs and states;
+//! - [`model`]: nodes, services, tasks, networks and the cluster object, with their specs and states;
 //!   the leases of cluster-wide locks.
 //! - [`command`]: the changes a Raft entry carries, batched into one [`command::Request`].
 //! - [`state`]: [`state::ClusterState`], which applies requests, enforces versions, the
@@ -21,8 +21,11 @@
 //! - [`liveness`]: what the leader heard from each node, and the node status changes that
 //!   follow (down after a silence, ready on a report).
 //! - [`voters`]: the Raft voters kept in line with the managers, and the quorum check.
+//! - [`allocator`]: networks' subnets and VXLAN ids, task addresses and services' virtual
+//!   IPs.
 //! - [`ca_rotation`]: a CA rotation's stages, and when the next may start.
 
+pub mod allocator;
 pub mod ca_rotation;
 pub mod command;
 pub mod error;

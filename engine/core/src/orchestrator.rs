@@ -380,6 +380,7 @@ pub(crate) fn create(
             node_id,
             spec: service.spec.task.clone(),
             ports: service.spec.ports.clone(),
+            networks: Vec::new(),
             service_version: service.version,
             desired_state: TaskState::Running,
             status: TaskStatus {

@@ -51,9 +51,11 @@ pub fn service(mode: ServiceMode, task: TaskSpec) -> Service {
             ports: vec![],
             update_config: Default::default(),
             rollback_config: Default::default(),
+            endpoint_mode: Default::default(),
         },
         previous_spec: None,
         update_status: None,
+        virtual_ips: Vec::new(),
     }
 }
 
@@ -75,6 +77,7 @@ pub fn cluster() -> crate::model::Cluster {
             key_pem: "key".to_string(),
         },
         ca_rotation: None,
+        address_pool: Default::default(),
     }
 }
 
@@ -103,4 +106,25 @@ pub fn state_with(cluster: Option<crate::model::Cluster>, nodes: Vec<Node>) -> c
         assert!(result.is_ok(), "test state: {result:?}");
     }
     state
+}
+
+/// Task `id` of `service` in `slot`, pending, as the orchestrator creates it.
+pub fn task(id: &str, service: &Service, slot: u64) -> crate::model::Task {
+    use crate::model::{Task, TaskState, TaskStatus};
+    Task {
+        id: id.to_string(),
+        version: 0,
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+        service_id: service.id.clone(),
+        service_name: service.spec.name.clone(),
+        slot: Some(slot),
+        node_id: None,
+        spec: service.spec.task.clone(),
+        ports: service.spec.ports.clone(),
+        networks: Vec::new(),
+        service_version: service.version,
+        desired_state: TaskState::Running,
+        status: TaskStatus::new(TaskState::Pending, Timestamp(0), "waiting to be scheduled"),
+    }
 }

@@ -12,8 +12,8 @@ use essaim_api::tls::{self, CertRole, Credentials, PeerIdentity, TlsState};
 use essaim_api::transport::{self, ClientTls};
 use essaim_api::{ControlError, ControlReply, ControlRequest};
 use essaim_core::model::{
-    Availability, Cluster, ClusterConfig, JoinTokens, Node as NodeRecord, NodeDescription,
-    NodeSpec, NodeState, NodeStatus, Role, RootCa,
+    AddressPool, Availability, Cluster, ClusterConfig, JoinTokens, Node as NodeRecord,
+    NodeDescription, NodeSpec, NodeState, NodeStatus, Role, RootCa,
 };
 use essaim_core::Command;
 use essaim_worker::{Executor, Runtime};
@@ -217,7 +217,13 @@ impl Node {
     async fn handle_local(&self, request: ControlRequest) -> Result<ControlReply, ControlError> {
         match request {
             ControlRequest::Info => Ok(ControlReply::Info(self.info())),
-            ControlRequest::SwarmInit { advertise_addr } => self.init(advertise_addr).await,
+            ControlRequest::SwarmInit {
+                advertise_addr,
+                address_pool,
+            } => {
+                self.init(advertise_addr, address_pool.unwrap_or_default())
+                    .await
+            }
             ControlRequest::SwarmJoin {
                 token,
                 remote_addr,
@@ -291,9 +297,16 @@ impl Node {
         Ok(())
     }
 
-    async fn init(&self, advertise_addr: Option<String>) -> Result<ControlReply, ControlError> {
+    async fn init(
+        &self,
+        advertise_addr: Option<String>,
+        address_pool: AddressPool,
+    ) -> Result<ControlReply, ControlError> {
         let _one_at_a_time = self.lifecycle.lock().await;
         self.refuse_if_in_swarm()?;
+        address_pool
+            .validate()
+            .map_err(ControlError::InvalidArgument)?;
         let addr = self.advertise(advertise_addr)?;
         let identity = SwarmFile {
             node_id: new_object_id(),
@@ -323,7 +336,16 @@ impl Node {
                 return Err(e);
             }
         };
-        match bootstrap(&swarm, &identity, &addr, &self.config.hostname, root_ca).await {
+        let bootstrapped = bootstrap(
+            &swarm,
+            &identity,
+            &addr,
+            &self.config.hostname,
+            root_ca,
+            address_pool,
+        )
+        .await;
+        match bootstrapped {
             Ok(worker_token) => {
                 self.set_swarm(Some(swarm));
                 tracing::info!(node = %identity.node_id, cluster = %identity.cluster_id, "swarm initialized");
@@ -563,6 +585,7 @@ async fn bootstrap(
     addr: &str,
     hostname: &str,
     root_ca: RootCa,
+    address_pool: AddressPool,
 ) -> Result<String, ControlError> {
     let members = BTreeMap::from([(identity.raft_id, BasicNode::new(addr))]);
     swarm
@@ -594,6 +617,7 @@ async fn bootstrap(
         join_tokens: tokens,
         root_ca,
         ca_rotation: None,
+        address_pool,
     };
     let node = NodeRecord {
         id: identity.node_id.clone(),

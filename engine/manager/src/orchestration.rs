@@ -5,8 +5,10 @@
 //!
 //! ```text
 //!  committed changes ──> updater: outdated tasks to replace, update status ──┐
-//!                   ├──> orchestrator: tasks to create / shut down / forget ──┴─> one write
-//!                   └──> scheduler: pending tasks to nodes, or why they wait ──> one write
+//!                   ├──> orchestrator: tasks to create / shut down / forget ──┤
+//!                   ├──> allocator: virtual IPs, new tasks' addresses ────────┴─> one write
+//!                   └──> scheduler: pending tasks with their addresses to nodes,
+//!                                   or why they wait ──────────────────────────> one write
 //! ```
 
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use essaim_api::ControlError;
 use essaim_core::event::{Change, Event};
 use essaim_core::model::{TaskState, TaskStatus};
 use essaim_core::scheduler::{self, Placement};
-use essaim_core::{orchestrator, updater, ClusterState, Command, Timestamp};
+use essaim_core::{allocator, orchestrator, updater, ClusterState, Command, Timestamp};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::clock::timed;
@@ -147,6 +149,7 @@ fn plan(replica: &Replica) -> (Vec<Command>, Option<Timestamp>) {
                 }
             }
         }
+        allocator::allocate(&state, time, &mut commands);
         (commands, wake_at)
     }
 }
@@ -172,7 +175,10 @@ fn placements(replica: &Replica) -> Vec<Command> {
         let pending: Vec<_> = state
             .tasks()
             .filter(|t| {
-                t.status.state == TaskState::Pending && t.desired_state == TaskState::Running
+                t.status.state == TaskState::Pending
+                    && t.desired_state == TaskState::Running
+                    // A task waits for its addresses, saying why, before it waits for a node.
+                    && !allocator::needs_addresses(t)
             })
             .collect();
         if pending.is_empty() {

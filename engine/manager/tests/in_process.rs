@@ -74,6 +74,7 @@ impl TestNode {
         let reply = self
             .ask(ControlRequest::SwarmInit {
                 advertise_addr: None,
+                address_pool: None,
             })
             .await
             .expect("swarm init");
@@ -130,6 +131,7 @@ fn service(name: &str, replicas: u64) -> ServiceSpec {
         ports: Vec::new(),
         update_config: Default::default(),
         rollback_config: Default::default(),
+        endpoint_mode: Default::default(),
     }
 }
 
@@ -168,6 +170,7 @@ async fn the_control_api_creates_scales_and_refuses_in_the_words_a_user_reads() 
         .dispatch(
             ControlRequest::SwarmInit {
                 advertise_addr: None,
+                address_pool: None,
             },
             false,
             false,
@@ -361,4 +364,123 @@ async fn a_follower_passes_control_requests_to_the_leader_once() {
         matches!(&twice, Err(ControlError::Unavailable(m)) if m.contains("leadership moved")),
         "{twice:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_on_a_network_gets_an_address_per_task_and_a_virtual_ip() {
+    use essaim_core::model::{NetworkAttachmentConfig, NetworkSpec};
+    let node = TestNode::start("solo").await;
+    node.init().await;
+    let network = |name: &str, subnet: Option<&str>| ControlRequest::NetworkCreate {
+        spec: NetworkSpec {
+            name: name.to_string(),
+            subnet: subnet.map(|s| s.parse().expect("subnet")),
+            ..NetworkSpec::default()
+        },
+    };
+    let ControlReply::Network(front) = node
+        .ask(network("front", Some("10.0.7.0/24")))
+        .await
+        .expect("network create")
+    else {
+        panic!("network create answered something else");
+    };
+    assert_eq!(front.network.allocation.vxlan_id, 4096);
+    let overlap = node.ask(network("other", Some("10.0.0.0/16"))).await;
+    assert!(
+        matches!(&overlap, Err(ControlError::InvalidArgument(m)) if m.contains("overlaps network front")),
+        "{overlap:?}"
+    );
+    let taken = node.ask(network("front", None)).await;
+    assert!(matches!(taken, Err(ControlError::Conflict(_))), "{taken:?}");
+
+    let mut spec = service("web", 3);
+    spec.task.networks = vec![NetworkAttachmentConfig {
+        target: "frnt".to_string(),
+        aliases: vec![],
+    }];
+    let unknown = node
+        .ask(ControlRequest::ServiceCreate { spec: spec.clone() })
+        .await;
+    assert!(
+        matches!(&unknown, Err(ControlError::NotFound(m)) if m.contains("did you mean \"front\"")),
+        "{unknown:?}"
+    );
+    spec.task.networks[0].target = "front".to_string();
+    node.ask(ControlRequest::ServiceCreate { spec })
+        .await
+        .expect("service create");
+    let addresses = eventually("three running tasks with addresses on front", || async {
+        let Ok(ControlReply::Tasks(tasks)) = node
+            .ask(ControlRequest::TaskList {
+                service: Some("web".into()),
+                node: None,
+            })
+            .await
+        else {
+            return None;
+        };
+        let running: Vec<_> = tasks
+            .iter()
+            .filter(|t| t.task.status.state == TaskState::Running)
+            .filter_map(|t| t.task.networks.first().map(|a| a.address))
+            .collect();
+        (running.len() == 3).then_some(running)
+    })
+    .await;
+    let ControlReply::Service(web) = node
+        .ask(ControlRequest::ServiceInspect {
+            service: "web".into(),
+        })
+        .await
+        .expect("inspect")
+    else {
+        panic!("inspect answered something else");
+    };
+    let vip = web
+        .service
+        .virtual_ips
+        .first()
+        .expect("a virtual IP")
+        .address;
+    let mut all = addresses.clone();
+    all.push(vip);
+    all.push(front.network.allocation.gateway);
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 5, "no address twice: {addresses:?}, vip {vip}");
+    let subnet = front.network.allocation.subnet;
+    assert!(
+        all.iter().all(|a| subnet.contains(*a)),
+        "{all:?} in {subnet}"
+    );
+
+    let in_use = node
+        .ask(ControlRequest::NetworkRemove {
+            network: "front".into(),
+        })
+        .await;
+    assert!(
+        matches!(&in_use, Err(ControlError::FailedPrecondition(m)) if m == "network front is in use by service web"),
+        "{in_use:?}"
+    );
+    node.ask(ControlRequest::ServiceRemove {
+        service: "web".into(),
+    })
+    .await
+    .expect("service rm");
+    // Once the tasks have stopped and let their addresses go, the network can go.
+    eventually("the network to be removed", || async {
+        node.ask(ControlRequest::NetworkRemove {
+            network: "front".into(),
+        })
+        .await
+        .ok()
+    })
+    .await;
+    let ControlReply::Networks(left) = node.ask(ControlRequest::NetworkList).await.expect("ls")
+    else {
+        panic!("network ls answered something else");
+    };
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -709,12 +709,17 @@ fn split_reference(image: &str) -> (&str, &str) {
     }
 }
 
-/// The networks a task joins: its service's user networks, or the service's own.
+/// The networks a task joins: its service's user networks, or the service's own. Until the
+/// overlay data plane attaches containers, each is a bridge on this node's engine, by name.
 fn networks_of(task: &Task) -> Vec<String> {
     if task.spec.networks.is_empty() {
         vec![format!("{}_default", task.service_name)]
     } else {
-        task.spec.networks.clone()
+        task.spec
+            .networks
+            .iter()
+            .map(|n| n.target.clone())
+            .collect()
     }
 }
 
@@ -946,6 +951,7 @@ mod tests {
                 published: 8080,
                 target: 80,
             }],
+            networks: Vec::new(),
             service_version: 1,
             desired_state: essaim_core::model::TaskState::Running,
             status: TaskStatus::new(essaim_core::model::TaskState::Assigned, Timestamp(0), ""),
@@ -1044,7 +1050,12 @@ mod tests {
     fn a_task_without_networks_joins_its_service_network_under_the_service_name() {
         let mut task = task();
         assert_eq!(networks_of(&task), vec!["web_default".to_string()]);
-        task.spec.networks = vec!["front".to_string(), "back".to_string()];
+        task.spec.networks = ["front", "back"]
+            .map(|name| essaim_core::model::NetworkAttachmentConfig {
+                target: name.to_string(),
+                aliases: vec![],
+            })
+            .to_vec();
         assert_eq!(networks_of(&task), vec!["front", "back"]);
         let body = container_body(&task, "front");
         let endpoints = body

@@ -451,6 +451,7 @@ mod tests {
                 published: 0,
                 target: 80,
             }],
+            networks: Vec::new(),
             service_version: 1,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Assigned, Timestamp(0), "assigned"),

@@ -167,6 +167,7 @@ mod tests {
                 ..TaskSpec::default()
             },
             ports: Vec::new(),
+            networks: Vec::new(),
             service_version: 1,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Assigned, Timestamp(0), "assigned"),

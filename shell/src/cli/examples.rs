@@ -65,9 +65,30 @@ pub const NODE_PS: &str = "\
 Examples:
   $ essaim node ps node-1";
 
+pub const NETWORK_CREATE: &str = "\
+Examples:
+  $ essaim network create front
+  $ essaim network create --subnet 10.0.9.0/24 --label team=data back
+  The subnet comes from the swarm's address pool (swarm init --default-addr-pool).";
+
+pub const NETWORK_LS: &str = "\
+Examples:
+  $ essaim network ls
+  $ essaim network ls --format json";
+
+pub const NETWORK_INSPECT: &str = "\
+Examples:
+  $ essaim network inspect front
+  $ essaim network inspect --format table back";
+
+pub const NETWORK_RM: &str = "\
+Examples:
+  $ essaim network rm back
+  Refused while a service uses the network, naming the services.";
+
 pub const SERVICE_CREATE: &str = "\
 Examples:
-  $ essaim service create --name web --replicas 3 busybox sleep 3600
+  $ essaim service create --name web --replicas 3 --network front busybox sleep 3600
   $ essaim service create --name api --env LOG=debug --limit-memory 256M --constraint node.role==manager busybox sleep 3600
   $ essaim service create --name nap --mode global --detach busybox sleep 3600
   With Docker, IMAGE is an image; with the process runtime, a program on the node.";

@@ -4,11 +4,13 @@
 //! - [`swarm`]: `swarm init`, `join`, `join-token`, `leave`, `inspect`, `update`, and
 //!   `swarm ca issue-client`.
 //! - [`node`]: `node ls`, `inspect`, `update`, `promote`, `demote`, `rm`, `ps`.
+//! - [`network`]: `network create`, `ls`, `inspect`, `rm`.
 //! - [`service`]: `service create`, `ls`, `ps`, `inspect`, `scale`, `rm`.
 //! - [`service_update`]: `service update`, which edits a spec flag by flag.
 //! - [`info`]: `info`, the node's view of itself.
 
 pub mod info;
+pub mod network;
 pub mod node;
 pub mod service;
 pub mod service_update;
@@ -34,6 +36,7 @@ pub async fn run(
     match command {
         Command::Swarm { command } => swarm::run(command, client, output).await,
         Command::Node { command } => node::run(command, client, output).await,
+        Command::Network { command } => network::run(command, client, output).await,
         Command::Service { command } => service::run(command, client, output).await,
         Command::Info(args) => info::run(args, client, output).await,
         Command::Watch(args) => crate::watch::run(args, client, output).await,

@@ -117,6 +117,7 @@ pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
         ports: args.publish,
         update_config,
         rollback_config,
+        endpoint_mode: args.endpoint_mode.unwrap_or_default(),
     })
 }
 
@@ -384,9 +385,11 @@ pub(crate) mod tests {
                     }],
                     update_config: Default::default(),
                     rollback_config: Default::default(),
+                    endpoint_mode: Default::default(),
                 },
                 previous_spec: None,
                 update_status: None,
+                virtual_ips: Vec::new(),
             },
             running,
             desired,
@@ -418,6 +421,7 @@ pub(crate) mod tests {
                     ..TaskSpec::default()
                 },
                 ports: Vec::new(),
+                networks: Vec::new(),
                 service_version: 1,
                 desired_state: desired,
                 status: TaskStatus {

@@ -157,6 +157,10 @@ pub fn apply(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<ServiceSpec
         }
     }
 
+    if let Some(mode) = changes.endpoint_mode {
+        new.endpoint_mode = mode;
+    }
+
     for key in &changes.label_rm {
         new.labels
             .remove(key)
@@ -227,15 +231,15 @@ pub fn apply(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<ServiceSpec
     set(&mut task.stop_grace_period_ms, changes.stop_grace_period);
     for network in &changes.network_rm {
         let before = task.networks.len();
-        task.networks.retain(|n| n != network);
+        task.networks.retain(|n| n.target != *network);
         if task.networks.len() == before {
             return Err(absent("--network-rm", "network", network));
         }
     }
     for network in &changes.network_add {
-        if !task.networks.contains(network) {
-            task.networks.push(network.clone());
-        }
+        // Added again, a network takes the aliases given now.
+        task.networks.retain(|n| n.target != network.target);
+        task.networks.push(network.clone());
     }
     task.healthcheck = changes.health().apply(task.healthcheck.take());
     if changes.force {
@@ -326,6 +330,7 @@ mod tests {
             ],
             update_config: Default::default(),
             rollback_config: Default::default(),
+            endpoint_mode: Default::default(),
         }
     }
 
@@ -390,7 +395,15 @@ mod tests {
     #[test]
     fn networks_are_added_once_and_a_missing_one_cannot_be_removed() {
         let spec = updated(&["--network-add", "front", "--network-add", "front"]).expect("valid");
-        assert_eq!(spec.task.networks, vec!["front"]);
+        let names: Vec<&str> = spec
+            .task
+            .networks
+            .iter()
+            .map(|n| n.target.as_str())
+            .collect();
+        assert_eq!(names, ["front"]);
+        let spec = updated(&["--network-add", "name=front,alias=www,alias=web2"]).expect("valid");
+        assert_eq!(spec.task.networks[0].aliases, ["www", "web2"]);
         let error = updated(&["--network-rm", "back"]).expect_err("not attached");
         assert!(error.to_string().contains("back"), "{error}");
         assert!(update_args(&["--network-add", "-bad"]).is_err());
@@ -680,6 +693,7 @@ mod tests {
                 spec,
                 previous_spec: None,
                 update_status: None,
+                virtual_ips: Vec::new(),
             },
             running: 2,
             desired: 2,

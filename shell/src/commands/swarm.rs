@@ -5,7 +5,7 @@ use std::path::Path;
 
 use essaim_api::tls::{self, Credentials};
 use essaim_api::{ControlReply, ControlRequest};
-use essaim_core::model::Role;
+use essaim_core::model::{AddressPool, Role};
 
 use crate::bundle;
 use crate::cli::{
@@ -38,8 +38,24 @@ pub async fn run(
 }
 
 async fn init(args: InitArgs, client: &mut Client, output: &mut Output<'_>) -> anyhow::Result<()> {
+    let address_pool = (!args.default_addr_pool.is_empty()
+        || args.default_addr_pool_mask_length.is_some())
+    .then(|| {
+        let default = AddressPool::default();
+        AddressPool {
+            pools: if args.default_addr_pool.is_empty() {
+                default.pools
+            } else {
+                args.default_addr_pool
+            },
+            mask_length: args
+                .default_addr_pool_mask_length
+                .unwrap_or(default.mask_length),
+        }
+    });
     let request = ControlRequest::SwarmInit {
         advertise_addr: args.advertise_addr,
+        address_pool,
     };
     match client.call(&request).await? {
         ControlReply::Initialized {
@@ -283,6 +299,7 @@ mod tests {
                     ca_fingerprint: String::new(),
                     ca_cert_pem: String::new(),
                     ca_rotation: None,
+                    address_pool: Default::default(),
                 })),
                 ControlRequest::IssueClientCert { name, .. } => Ok(ControlReply::ClientCert {
                     certificate_pem: format!("certificate of {name}\n"),

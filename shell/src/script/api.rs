@@ -175,6 +175,41 @@ pub fn register_cluster(engine: &mut Engine, conn: &Rc<Connection>) {
         Ok(Service::new(view, Rc::clone(&c)))
     });
     let c = Rc::clone(conn);
+    engine.register_fn("networks", move || -> Fallible<Array> {
+        let networks = c
+            .block_on(async |client| Ok(client.network_list().await?))
+            .map_err(from_anyhow)?;
+        Ok(networks
+            .iter()
+            .map(|view| network_map(view).into())
+            .collect())
+    });
+    let c = Rc::clone(conn);
+    engine.register_fn("network", move |name: &str| -> Fallible<Map> {
+        let view = c
+            .block_on(async |client| Ok(client.network_inspect(name).await?))
+            .map_err(from_anyhow)?;
+        Ok(network_map(&view))
+    });
+    let c = Rc::clone(conn);
+    engine.register_fn("create_network", move |fields: Map| -> Fallible<Map> {
+        let args = flags::network_create_args(&fields).map_err(failed)?;
+        let spec = crate::commands::network::build_spec(args);
+        let name = spec.name.clone();
+        let view = c
+            .block_on(async |client| Ok(client.network_create(spec).await?))
+            .map_err(from_anyhow)?;
+        c.record(format!("created network {name}"));
+        Ok(network_map(&view))
+    });
+    let c = Rc::clone(conn);
+    engine.register_fn("remove_network", move |name: &str| -> Fallible<()> {
+        c.block_on(async |client| Ok(client.network_remove(name).await?))
+            .map_err(from_anyhow)?;
+        c.record(format!("removed network {name}"));
+        Ok(())
+    });
+    let c = Rc::clone(conn);
     engine.register_fn("run", move |line: &str| -> Fallible<Dynamic> {
         run(&c, line)
     });
@@ -217,6 +252,40 @@ fn tasks(conn: &Rc<Connection>, filter: &Map) -> Fallible<Array> {
         })
         .map(|view| Dynamic::from(Task { view }))
         .collect())
+}
+
+/// A network as scripts read it: `network("front").subnet`.
+fn network_map(view: &essaim_api::control::NetworkView) -> Map {
+    let network = &view.network;
+    let mut map = Map::new();
+    map.insert("id".into(), network.id.clone().into());
+    map.insert("name".into(), network.spec.name.clone().into());
+    map.insert("driver".into(), network.spec.driver.to_string().into());
+    map.insert(
+        "subnet".into(),
+        network.allocation.subnet.to_string().into(),
+    );
+    map.insert(
+        "gateway".into(),
+        network.allocation.gateway.to_string().into(),
+    );
+    map.insert(
+        "vxlan_id".into(),
+        i64::from(network.allocation.vxlan_id).into(),
+    );
+    map.insert("attachable".into(), network.spec.attachable.into());
+    let labels: Map = network
+        .spec
+        .labels
+        .iter()
+        .map(|(key, value)| (key.as_str().into(), value.clone().into()))
+        .collect();
+    map.insert("labels".into(), labels.into());
+    let services: Array = view.services.iter().map(|s| s.clone().into()).collect();
+    map.insert("services".into(), services.into());
+    map.insert("tasks".into(), (view.tasks as i64).into());
+    map.insert("free_addresses".into(), (view.free_addresses as i64).into());
+    map
 }
 
 /// `cluster()`: the leader, the managers and how many answer, and a healthy flag.

@@ -10,7 +10,10 @@
 use clap::Parser;
 use rhai::{Dynamic, Map};
 
-use crate::cli::{Cli, Command, ServiceChanges, ServiceCommand, ServiceCreateArgs, UpdateFlags};
+use crate::cli::{
+    Cli, Command, NetworkCommand, NetworkCreateArgs, ServiceChanges, ServiceCommand,
+    ServiceCreateArgs, UpdateFlags,
+};
 
 /// Which command the flags are for: names differ a little (`--env` vs `--env-add`).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -166,6 +169,35 @@ pub fn create_args(fields: &Map) -> Result<ServiceCreateArgs, String> {
             ..
         } => Ok(*args),
         _ => Err("create_service: not a create".to_string()),
+    }
+}
+
+/// `create_network(#{name: "front", subnet: "10.0.9.0/24"})` as `network create` reads it.
+///
+/// # Errors
+/// No name, or a field `network create` does not take or a bad value, named.
+pub fn network_create_args(fields: &Map) -> Result<NetworkCreateArgs, String> {
+    let name = fields
+        .get("name")
+        .map(text)
+        .filter(|name| !name.is_empty())
+        .ok_or("create_network: the field name is required")?;
+    let mut others = fields.clone();
+    others.remove("name");
+    let line = ["essaim", "network", "create"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(flags("create_network", &others, For::Create)?)
+        .chain(["--".to_string(), name]);
+    match Cli::try_parse_from(line).map_err(|e| clap_words("create_network", &e))? {
+        Cli {
+            command:
+                Some(Command::Network {
+                    command: NetworkCommand::Create(args),
+                }),
+            ..
+        } => Ok(args),
+        _ => Err("create_network: not a create".to_string()),
     }
 }
 

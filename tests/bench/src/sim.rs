@@ -119,6 +119,7 @@ pub fn sim_service(name: &str, replicas: u64) -> ServiceSpec {
         ports: vec![],
         update_config: Default::default(),
         rollback_config: Default::default(),
+        endpoint_mode: Default::default(),
     }
 }
 

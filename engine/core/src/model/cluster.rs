@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ObjectId;
+use super::{AddressPool, ObjectId};
 use crate::time::Timestamp;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +18,9 @@ pub struct Cluster {
     pub root_ca: RootCa,
     /// A CA rotation under way, if any.
     pub ca_rotation: Option<CaRotation>,
+    /// Where networks' subnets come from; set by `swarm init`, fixed afterwards.
+    #[serde(default)]
+    pub address_pool: AddressPool,
 }
 
 impl Cluster {

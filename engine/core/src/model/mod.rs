@@ -4,6 +4,7 @@
 
 mod cluster;
 mod lease;
+mod network;
 mod node;
 mod service;
 mod task;
@@ -12,6 +13,10 @@ pub use cluster::{CaRotation, Cluster, ClusterConfig, JoinTokens, RootCa, TokenR
 pub use lease::{
     validate_lock_request, Lease, FORGET_EXPIRED_AFTER_MS, MAX_LEASE_MS, MAX_LOCK_HOLDER,
     MAX_LOCK_NAME, MIN_LEASE_MS,
+};
+pub use network::{
+    AddressPool, EndpointMode, Ipv4Subnet, Network, NetworkAllocation, NetworkAttachment,
+    NetworkAttachmentConfig, NetworkDriver, NetworkSpec, VirtualIp,
 };
 pub use node::{
     Availability, Node, NodeDescription, NodeResources, NodeSpec, NodeState, NodeStatus,
@@ -36,6 +41,7 @@ pub enum Kind {
     Node,
     Service,
     Task,
+    Network,
 }
 
 impl std::fmt::Display for Kind {
@@ -45,6 +51,7 @@ impl std::fmt::Display for Kind {
             Kind::Node => "node",
             Kind::Service => "service",
             Kind::Task => "task",
+            Kind::Network => "network",
         })
     }
 }

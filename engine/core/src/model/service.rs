@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{word_enum, ObjectId};
+use super::{word_enum, EndpointMode, NetworkAttachmentConfig, ObjectId, VirtualIp};
 use crate::time::Timestamp;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +21,9 @@ pub struct Service {
     /// new leader resumes an update where it stood.
     #[serde(default)]
     pub update_status: Option<UpdateStatus>,
+    /// The service's address on each of its networks, in vip mode; allocated by the leader.
+    #[serde(default)]
+    pub virtual_ips: Vec<VirtualIp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +39,9 @@ pub struct ServiceSpec {
     /// How a rollback rolls out: `service rollback`, or an update's failure action.
     #[serde(default)]
     pub rollback_config: UpdateConfig,
+    /// `--endpoint-mode`: how the service's name resolves on its networks.
+    #[serde(default)]
+    pub endpoint_mode: EndpointMode,
 }
 
 impl ServiceSpec {
@@ -84,9 +90,9 @@ pub struct TaskSpec {
     pub stop_grace_period_ms: u64,
     /// Bumped by `service update --force` to redeploy with no other change.
     pub force_update: u64,
-    /// User networks the task joins (`--network`); none: the service's own network. Tasks on
-    /// one network reach each other's services by name.
-    pub networks: Vec<String>,
+    /// The cluster networks the task joins (`--network`), in order: the first one carries its
+    /// default route. Tasks on one network reach each other's services by name.
+    pub networks: Vec<NetworkAttachmentConfig>,
     /// `--health-*`: `None` keeps what the image says; `Some` with an empty test disables it.
     pub healthcheck: Option<HealthCheck>,
 }
@@ -526,6 +532,7 @@ mod tests {
             node_id: Some("n1".to_string()),
             spec: service.spec.task.clone(),
             ports: vec![],
+            networks: Vec::new(),
             service_version: 1,
             desired_state: crate::model::TaskState::Running,
             status: crate::model::TaskStatus::new(
@@ -554,6 +561,7 @@ mod tests {
             ports: vec![],
             update_config: UpdateConfig::default(),
             rollback_config: UpdateConfig::default(),
+            endpoint_mode: Default::default(),
         }
     }
 

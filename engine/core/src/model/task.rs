@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{word_enum, ObjectId, PortConfig, TaskSpec};
+use super::{word_enum, NetworkAttachment, ObjectId, PortConfig, TaskSpec};
 use crate::time::Timestamp;
 
 word_enum! {
@@ -105,6 +105,10 @@ pub struct Task {
     /// The service's ports when the task was created: the worker publishes them.
     #[serde(default)]
     pub ports: Vec<PortConfig>,
+    /// The task's addresses on its networks, in the order of `spec.networks`; allocated by
+    /// the leader before the task is scheduled.
+    #[serde(default)]
+    pub networks: Vec<NetworkAttachment>,
     /// The service version whose spec this task runs.
     pub service_version: u64,
     /// Set by managers: running, shutdown or remove.

@@ -36,6 +36,7 @@ fn task(id: &str, service_id: &str, spec: &TaskSpec) -> Task {
         node_id: None,
         spec: spec.clone(),
         ports: Vec::new(),
+        networks: Vec::new(),
         service_version: 1,
         desired_state: TaskState::Running,
         status: TaskStatus {
@@ -89,9 +90,11 @@ fn cluster(nodes: Vec<Node>, tasks: Vec<Task>) -> ClusterState {
                     ports: vec![],
                     update_config: Default::default(),
                     rollback_config: Default::default(),
+                    endpoint_mode: Default::default(),
                 },
                 previous_spec: None,
                 update_status: None,
+                virtual_ips: Vec::new(),
             },
         });
     }

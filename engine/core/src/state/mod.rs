@@ -9,11 +9,14 @@ use crate::command::{Command, Request, Response};
 use crate::error::{LookupError, StateError};
 use crate::event::{Change, Event};
 use crate::model::{
-    Cluster, Kind, Lease, Node, ObjectId, Role, Service, Task, TaskState, TaskStatus,
+    Cluster, Kind, Lease, Network, Node, ObjectId, Role, Service, Task, TaskState, TaskStatus,
 };
 use crate::time::Timestamp;
 
 mod locks;
+mod networks;
+
+pub use networks::AddressHolder;
 
 /// Everything the managers agree on.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -29,6 +32,9 @@ pub struct ClusterState {
     /// keep their place in the encoding.
     #[serde(default)]
     locks: BTreeMap<String, Lease>,
+    /// Cluster networks, with what the leader allocated for them.
+    #[serde(default)]
+    networks: BTreeMap<ObjectId, Network>,
     /// Derived from the tables above; rebuilt after a snapshot is loaded.
     #[serde(skip)]
     index: Indexes,
@@ -39,6 +45,9 @@ struct Indexes {
     service_by_name: HashMap<String, ObjectId>,
     tasks_by_service: HashMap<ObjectId, BTreeSet<ObjectId>>,
     tasks_by_node: HashMap<ObjectId, BTreeSet<ObjectId>>,
+    network_by_name: HashMap<String, ObjectId>,
+    /// The addresses held on each network, by whom.
+    addresses: HashMap<ObjectId, HashMap<std::net::Ipv4Addr, AddressHolder>>,
 }
 
 impl PartialEq for ClusterState {
@@ -49,6 +58,7 @@ impl PartialEq for ClusterState {
             && self.tasks == other.tasks
             && self.removed_nodes == other.removed_nodes
             && self.locks == other.locks
+            && self.networks == other.networks
     }
 }
 
@@ -83,7 +93,7 @@ macro_rules! versioned {
     )*};
 }
 
-versioned!(Cluster, Node, Service, Task);
+versioned!(Cluster, Node, Service, Task, Network);
 
 impl ClusterState {
     /// Applies one Raft entry at log `index`, appending what changed to `events`.
@@ -110,6 +120,12 @@ impl ClusterState {
         for task in self.tasks.values() {
             index_task(&mut index, task);
         }
+        for network in self.networks.values() {
+            networks::index_network(&mut index, network);
+        }
+        let tasks: Vec<&Task> = self.tasks.values().collect();
+        let services: Vec<&Service> = self.services.values().collect();
+        networks::index_addresses(&mut index, &tasks, &services);
         self.index = index;
     }
 
@@ -230,6 +246,8 @@ impl ClusterState {
                         name: service.spec.name.clone(),
                     });
                 }
+                self.check_service_networks(service)?;
+                self.hold_virtual_ips(&service.id, &[], &service.virtual_ips)?;
                 let mut service = service.clone();
                 service.created(index, now);
                 self.index
@@ -252,10 +270,26 @@ impl ClusterState {
                         service.spec.name, spec.name
                     )));
                 }
+                let mut checked = service.clone();
+                checked.spec = spec.clone();
+                self.check_service_networks(&checked)?;
+                let service = get_mut(&mut self.services, Kind::Service, id)?;
                 service.previous_spec = Some(std::mem::replace(&mut service.spec, spec.clone()));
                 if let Some(status) = update_status {
                     service.update_status = Some(status.clone());
                 }
+                service.changed(index, now);
+                emit(Change::Service(service.clone()));
+            }
+            Command::SetVirtualIps {
+                service_id,
+                virtual_ips,
+            } => {
+                let service = get_mut(&mut self.services, Kind::Service, service_id)?;
+                let previous = service.virtual_ips.clone();
+                self.hold_virtual_ips(service_id, &previous, virtual_ips)?;
+                let service = get_mut(&mut self.services, Kind::Service, service_id)?;
+                service.virtual_ips = virtual_ips.clone();
                 service.changed(index, now);
                 emit(Change::Service(service.clone()));
             }
@@ -281,6 +315,8 @@ impl ClusterState {
                 let service = get_mut(&mut self.services, Kind::Service, id)?;
                 check_version(Kind::Service, id, service.version, *expected_version)?;
                 let name = service.spec.name.clone();
+                let vips = service.virtual_ips.clone();
+                self.release_virtual_ips(id, &vips);
                 self.services.remove(id);
                 self.index.service_by_name.remove(&name);
                 emit(Change::ServiceRemoved { id: id.clone() });
@@ -298,11 +334,28 @@ impl ClusterState {
                         id: task.service_id.clone(),
                     });
                 }
+                if !task.status.state.is_terminal() {
+                    self.hold_task_addresses(task)?;
+                }
                 let mut task = task.clone();
                 task.created(index, now);
                 index_task(&mut self.index, &task);
                 emit(Change::Task(task.clone()));
                 self.tasks.insert(task.id.clone(), task);
+            }
+            Command::AttachTask { id, networks } => {
+                let task = get_mut(&mut self.tasks, Kind::Task, id)?;
+                if !task.networks.is_empty() || task.status.state.is_terminal() {
+                    return Err(StateError::Invalid(format!(
+                        "task {id} cannot be given addresses: it has them, or it has ended"
+                    )));
+                }
+                let mut attached = task.clone();
+                attached.networks = networks.clone();
+                self.hold_task_addresses(&attached)?;
+                attached.changed(index, now);
+                emit(Change::Task(attached.clone()));
+                self.tasks.insert(id.clone(), attached);
             }
             Command::AssignTask { id, node_id } => {
                 if !self.nodes.contains_key(node_id) {
@@ -345,9 +398,14 @@ impl ClusterState {
                         to: status.state,
                     });
                 }
+                let ends = status.state.is_terminal() && !task.status.state.is_terminal();
                 task.status = status.clone();
                 task.changed(index, now);
-                emit(Change::Task(task.clone()));
+                let task = task.clone();
+                if ends {
+                    self.release_task_addresses(&task);
+                }
+                emit(Change::Task(task));
             }
             Command::SetTaskDesiredState { id, desired_state } => {
                 let task = get_mut(&mut self.tasks, Kind::Task, id)?;
@@ -368,6 +426,7 @@ impl ClusterState {
                     id: id.clone(),
                 })?;
                 unindex_task(&mut self.index, &task);
+                self.release_task_addresses(&task);
                 emit(Change::TaskRemoved {
                     id: id.clone(),
                     node_id: task.node_id.clone(),
@@ -384,6 +443,12 @@ impl ClusterState {
                 ttl_ms,
             } => self.renew_lock(name, holder, *ttl_ms, now, &mut emit)?,
             Command::ReleaseLock { name, holder } => self.release_lock(name, holder, &mut emit)?,
+            Command::CreateNetwork { network } => {
+                let mut network = network.clone();
+                network.created(index, now);
+                self.create_network(network, &mut emit)?;
+            }
+            Command::RemoveNetwork { id } => self.remove_network(id, &mut emit)?,
         }
         Ok(())
     }

@@ -26,9 +26,11 @@ fn service(id: &str, name: &str) -> Service {
             ports: vec![],
             update_config: Default::default(),
             rollback_config: Default::default(),
+            endpoint_mode: Default::default(),
         },
         previous_spec: None,
         update_status: None,
+        virtual_ips: Vec::new(),
     }
 }
 
@@ -44,6 +46,7 @@ fn task(id: &str, service_id: &str) -> Task {
         node_id: None,
         spec: TaskSpec::default(),
         ports: Vec::new(),
+        networks: Vec::new(),
         service_version: 1,
         desired_state: TaskState::Running,
         status: TaskStatus {

@@ -4,6 +4,7 @@
 //! - [`nodes`]: `node ls`, `inspect`, `update`, `rm`.
 //! - [`cluster`]: `swarm inspect`, `update`, `join-token`, `ca`; client certificates.
 //! - [`services`]: services and their tasks.
+//! - [`networks`]: cluster networks: create (the leader allocates), list, inspect, remove.
 //! - [`locks`]: cluster-wide leases for scripts.
 //! - [`logs`]: `service logs`, gathered from every node that runs the service's tasks.
 
@@ -14,6 +15,7 @@ use crate::swarm::Swarm;
 pub mod cluster;
 pub mod locks;
 pub mod logs;
+pub mod networks;
 pub mod nodes;
 pub mod services;
 
@@ -101,6 +103,10 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
         } => locks::renew(swarm, name, holder, ttl_ms).await,
         ControlRequest::LockRelease { name, holder } => locks::release(swarm, name, holder).await,
         ControlRequest::LockList => locks::list(swarm).await,
+        ControlRequest::NetworkCreate { spec } => networks::create(swarm, spec).await,
+        ControlRequest::NetworkList => networks::list(swarm).await,
+        ControlRequest::NetworkInspect { network } => networks::inspect(swarm, &network).await,
+        ControlRequest::NetworkRemove { network } => networks::remove(swarm, &network).await,
         ControlRequest::Info
         | ControlRequest::SwarmInit { .. }
         | ControlRequest::SwarmJoin { .. }

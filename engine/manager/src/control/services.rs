@@ -10,7 +10,7 @@ use essaim_core::model::{
     Checkpoint, Service, ServiceMode, ServiceSpec, Task, TaskState, UpdateState, UpdateStatus,
 };
 use essaim_core::orchestrator::{wanted_tasks, NEW_TASK_MESSAGE};
-use essaim_core::{ClusterState, Command};
+use essaim_core::{allocator, ClusterState, Command};
 
 use crate::identity::new_object_id;
 use crate::swarm::Swarm;
@@ -21,6 +21,7 @@ pub async fn create(swarm: &Swarm, spec: ServiceSpec) -> Result<ControlReply, Co
     spec.validate()
         .map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
     swarm.replica.linearize().await?;
+    allocator::check_room(&swarm.replica.state(), &spec, None)?;
     let service = Service {
         id: new_object_id(),
         version: 0,
@@ -29,6 +30,7 @@ pub async fn create(swarm: &Swarm, spec: ServiceSpec) -> Result<ControlReply, Co
         spec,
         previous_spec: None,
         update_status: None,
+        virtual_ips: Vec::new(),
     };
     let id = service.id.clone();
     swarm
@@ -79,6 +81,10 @@ pub async fn scale(swarm: &Swarm, name: &str, replicas: u64) -> Result<ControlRe
         )));
     }
     spec.mode = ServiceMode::Replicated { replicas };
+    {
+        let state = swarm.replica.state();
+        allocator::check_room(&state, &spec, state.service_by_id(&id))?;
+    }
     swarm
         .replica
         .write_one(Command::UpdateService {
@@ -109,6 +115,7 @@ pub async fn update(
         let state = swarm.replica.state();
         let service = state.service(name)?;
         check_update(service, &spec)?;
+        allocator::check_room(&state, &spec, Some(service))?;
         let update_status = service.spec.changes_tasks(&spec).then(|| {
             UpdateStatus::start(
                 UpdateState::Updating,
@@ -405,9 +412,11 @@ mod tests {
                 ports: vec![],
                 update_config: Default::default(),
                 rollback_config: Default::default(),
+                endpoint_mode: Default::default(),
             },
             previous_spec: None,
             update_status: None,
+            virtual_ips: Vec::new(),
         }
     }
 

@@ -362,6 +362,7 @@ mod tests {
             node_id: Some("n1".to_string()),
             spec: TaskSpec::default(),
             ports: Vec::new(),
+            networks: Vec::new(),
             service_version: 1,
             desired_state,
             status: TaskStatus::new(state, Timestamp(0), ""),

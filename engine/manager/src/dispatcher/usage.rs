@@ -115,6 +115,7 @@ mod tests {
             node_id: Some(node.to_string()),
             spec: TaskSpec::default(),
             ports: Vec::new(),
+            networks: Vec::new(),
             service_version: 1,
             desired_state: TaskState::Running,
             status: TaskStatus::new(state, Timestamp(0), ""),
@@ -136,9 +137,11 @@ mod tests {
                 ports: Vec::new(),
                 update_config: Default::default(),
                 rollback_config: Default::default(),
+                endpoint_mode: Default::default(),
             },
             previous_spec: None,
             update_status: None,
+            virtual_ips: Vec::new(),
         };
         let commands = std::iter::once(Command::CreateService { service })
             .chain(

@@ -410,6 +410,7 @@ mod tests {
                 pause_after: Some(Checkpoint::Tasks(1)),
                 ..config.clone()
             },
+            endpoint_mode: Default::default(),
         };
         let mut status =
             UpdateStatus::start(UpdateState::RollbackPaused, Timestamp(3), &config, 4, "why");
@@ -422,6 +423,7 @@ mod tests {
             spec: spec.clone(),
             previous_spec: Some(spec),
             update_status: Some(status.clone()),
+            virtual_ips: Vec::new(),
         };
         let request = Request::new(
             Timestamp(5),
