@@ -32,6 +32,7 @@ pub mod error;
 pub mod event;
 pub mod liveness;
 pub mod model;
+pub mod netmap;
 pub mod orchestrator;
 pub mod scheduler;
 pub mod state;

@@ -128,3 +128,137 @@ pub fn task(id: &str, service: &Service, slot: u64) -> crate::model::Task {
         status: TaskStatus::new(TaskState::Pending, Timestamp(0), "waiting to be scheduled"),
     }
 }
+
+mod state_log {
+    use super::{cluster, node, service, task};
+    use crate::allocator::{allocate, allocate_network, AllocError};
+    use crate::command::{Command, Request};
+    use crate::error::StateError;
+    use crate::model::{
+        Network, NetworkAttachmentConfig, NetworkSpec, Service, ServiceMode, Task, TaskSpec,
+        TaskState, TaskStatus,
+    };
+    use crate::state::ClusterState;
+    use crate::time::Timestamp;
+
+    /// A cluster state grown entry by entry as a log would, with Swarm's default address pool:
+    /// for the tests of what the leader decides about networks.
+    pub struct StateLog {
+        pub state: ClusterState,
+        pub index: u64,
+    }
+
+    impl StateLog {
+        pub fn new() -> Self {
+            let mut log = StateLog {
+                state: ClusterState::default(),
+                index: 0,
+            };
+            log.apply(vec![Command::CreateCluster { cluster: cluster() }])
+                .expect("cluster");
+            log
+        }
+
+        pub fn apply(&mut self, commands: Vec<Command>) -> Result<(), StateError> {
+            self.index += 1;
+            let response = self.state.apply(
+                self.index,
+                &Request::new(Timestamp(self.index), commands),
+                &mut Vec::new(),
+            );
+            response.results.into_iter().try_for_each(|r| r.map(|_| ()))
+        }
+
+        pub fn network(&mut self, name: &str, subnet: Option<&str>) -> Result<Network, AllocError> {
+            let spec = NetworkSpec {
+                name: name.to_string(),
+                subnet: subnet.map(|s| s.parse().expect("subnet")),
+                ..NetworkSpec::default()
+            };
+            let allocation = allocate_network(&self.state, &spec)?;
+            let network = Network {
+                id: format!("net-{name}"),
+                version: 0,
+                created_at: Timestamp(0),
+                updated_at: Timestamp(0),
+                spec,
+                allocation,
+            };
+            self.apply(vec![Command::CreateNetwork {
+                network: network.clone(),
+            }])
+            .expect("network applies");
+            Ok(network)
+        }
+
+        /// A service `name` of `replicas` on `networks`, created with its tasks (one per slot)
+        /// as an orchestration pass would, and allocated.
+        pub fn service(&mut self, name: &str, replicas: u64, networks: &[&str]) -> Service {
+            let mut service = service(
+                ServiceMode::Replicated { replicas },
+                TaskSpec {
+                    image: "web".to_string(),
+                    networks: networks
+                        .iter()
+                        .map(|n| NetworkAttachmentConfig {
+                            target: n.to_string(),
+                            aliases: vec![],
+                        })
+                        .collect(),
+                    ..TaskSpec::default()
+                },
+            );
+            service.id = format!("svc-{name}");
+            service.spec.name = name.to_string();
+            self.apply(vec![Command::CreateService {
+                service: service.clone(),
+            }])
+            .expect("service applies");
+            let mut commands: Vec<Command> = (1..=replicas)
+                .map(|slot| Command::CreateTask {
+                    task: task(&format!("{name}-{slot}"), &service, slot),
+                })
+                .collect();
+            allocate(&self.state, Timestamp(self.index), &mut commands);
+            self.apply(commands).expect("tasks apply");
+            self.state
+                .service_by_id(&service.id)
+                .expect("service")
+                .clone()
+        }
+
+        pub fn task(&self, id: &str) -> &Task {
+            self.state.task_by_id(id).expect("task")
+        }
+
+        pub fn pass(&mut self) {
+            let mut commands = Vec::new();
+            allocate(&self.state, Timestamp(self.index), &mut commands);
+            self.apply(commands).expect("allocation applies");
+        }
+
+        /// Adds a ready worker `id` whose cluster address is `ip:4242`.
+        pub fn node(&mut self, id: &str, ip: &str) {
+            let mut node = node(id, id);
+            node.description.addr = format!("{ip}:4242");
+            self.apply(vec![Command::AddNode { node }])
+                .expect("node applies");
+        }
+
+        /// Places task `id` on `node_id` and has it report `state`.
+        pub fn place(&mut self, id: &str, node_id: &str, state: TaskState) {
+            self.apply(vec![
+                Command::AssignTask {
+                    id: id.to_string(),
+                    node_id: node_id.to_string(),
+                },
+                Command::UpdateTaskStatus {
+                    id: id.to_string(),
+                    status: TaskStatus::new(state, Timestamp(self.index), ""),
+                },
+            ])
+            .expect("placement applies");
+        }
+    }
+}
+pub use state_log::StateLog;

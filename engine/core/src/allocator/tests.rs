@@ -1,117 +1,17 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::command::Request;
 use crate::error::StateError;
 use crate::model::{NetworkAttachmentConfig, ServiceMode, TaskSpec};
-use crate::testing;
+use crate::testing::{self, StateLog};
 
 fn subnet(text: &str) -> Ipv4Subnet {
     text.parse().expect("subnet")
 }
 
-/// A cluster with Swarm's default pool, and a log index to go on from.
-struct Cluster {
-    state: ClusterState,
-    index: u64,
-}
-
-impl Cluster {
-    fn new() -> Self {
-        let mut cluster = Cluster {
-            state: ClusterState::default(),
-            index: 0,
-        };
-        cluster
-            .apply(vec![Command::CreateCluster {
-                cluster: testing::cluster(),
-            }])
-            .expect("cluster");
-        cluster
-    }
-
-    fn apply(&mut self, commands: Vec<Command>) -> Result<(), StateError> {
-        self.index += 1;
-        let response = self.state.apply(
-            self.index,
-            &Request::new(Timestamp(self.index), commands),
-            &mut Vec::new(),
-        );
-        response.results.into_iter().try_for_each(|r| r.map(|_| ()))
-    }
-
-    fn network(&mut self, name: &str, subnet: Option<&str>) -> Result<Network, AllocError> {
-        let spec = NetworkSpec {
-            name: name.to_string(),
-            subnet: subnet.map(|s| s.parse().expect("subnet")),
-            ..NetworkSpec::default()
-        };
-        let allocation = allocate_network(&self.state, &spec)?;
-        let network = Network {
-            id: format!("net-{name}"),
-            version: 0,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-            spec,
-            allocation,
-        };
-        self.apply(vec![Command::CreateNetwork {
-            network: network.clone(),
-        }])
-        .expect("network applies");
-        Ok(network)
-    }
-
-    /// A service `name` of `replicas` on `networks`, created with its tasks (one per slot)
-    /// as an orchestration pass would, and allocated.
-    fn service(&mut self, name: &str, replicas: u64, networks: &[&str]) -> Service {
-        let mut service = testing::service(
-            ServiceMode::Replicated { replicas },
-            TaskSpec {
-                image: "web".to_string(),
-                networks: networks
-                    .iter()
-                    .map(|n| NetworkAttachmentConfig {
-                        target: n.to_string(),
-                        aliases: vec![],
-                    })
-                    .collect(),
-                ..TaskSpec::default()
-            },
-        );
-        service.id = format!("svc-{name}");
-        service.spec.name = name.to_string();
-        self.apply(vec![Command::CreateService {
-            service: service.clone(),
-        }])
-        .expect("service applies");
-        let mut commands: Vec<Command> = (1..=replicas)
-            .map(|slot| Command::CreateTask {
-                task: testing::task(&format!("{name}-{slot}"), &service, slot),
-            })
-            .collect();
-        allocate(&self.state, Timestamp(self.index), &mut commands);
-        self.apply(commands).expect("tasks apply");
-        self.state
-            .service_by_id(&service.id)
-            .expect("service")
-            .clone()
-    }
-
-    fn task(&self, id: &str) -> &Task {
-        self.state.task_by_id(id).expect("task")
-    }
-
-    fn pass(&mut self) {
-        let mut commands = Vec::new();
-        allocate(&self.state, Timestamp(self.index), &mut commands);
-        self.apply(commands).expect("allocation applies");
-    }
-}
-
 #[test]
 fn networks_get_the_pools_cuts_in_order_and_vxlan_ids_from_4096() {
-    let mut cluster = Cluster::new();
+    let mut cluster = StateLog::new();
     let front = cluster.network("front", None).expect("front");
     let back = cluster.network("back", None).expect("back");
     assert_eq!(front.allocation.subnet, subnet("10.0.0.0/24"));
@@ -130,7 +30,7 @@ fn networks_get_the_pools_cuts_in_order_and_vxlan_ids_from_4096() {
 
 #[test]
 fn bad_subnets_are_refused_naming_the_flag() {
-    let mut cluster = Cluster::new();
+    let mut cluster = StateLog::new();
     cluster
         .network("front", Some("10.0.1.0/24"))
         .expect("front");
@@ -165,7 +65,7 @@ fn bad_subnets_are_refused_naming_the_flag() {
 
 #[test]
 fn a_full_pool_says_so() {
-    let mut cluster = Cluster::new();
+    let mut cluster = StateLog::new();
     cluster
         .state
         .cluster
@@ -181,7 +81,7 @@ fn a_full_pool_says_so() {
 
 #[test]
 fn every_task_and_virtual_ip_gets_its_own_address() {
-    let mut cluster = Cluster::new();
+    let mut cluster = StateLog::new();
     let front = cluster.network("front", None).expect("front");
     let web = cluster.service("web", 3, &["front"]);
     let api = cluster.service("api", 2, &["front"]);
@@ -208,7 +108,7 @@ fn every_task_and_virtual_ip_gets_its_own_address() {
 
 #[test]
 fn an_ended_task_gives_its_address_back() {
-    let mut cluster = Cluster::new();
+    let mut cluster = StateLog::new();
     cluster
         .network("front", Some("10.0.1.0/29"))
         .expect("front");
@@ -233,7 +133,7 @@ fn an_ended_task_gives_its_address_back() {
 
 #[test]
 fn a_task_that_finds_no_room_waits_saying_which_network_is_full_and_gets_an_address_later() {
-    let mut cluster = Cluster::new();
+    let mut cluster = StateLog::new();
     // A /29: six hosts, the gateway and the virtual IP among them: room for four tasks.
     cluster
         .network("small", Some("10.0.1.0/29"))
@@ -280,7 +180,7 @@ fn a_task_that_finds_no_room_waits_saying_which_network_is_full_and_gets_an_addr
 
 #[test]
 fn the_state_refuses_an_address_held_by_another() {
-    let mut cluster = Cluster::new();
+    let mut cluster = StateLog::new();
     cluster.network("front", None).expect("front");
     let service = cluster.service("web", 1, &["front"]);
     let mut copy = testing::task("web-9", &service, 9);
@@ -294,7 +194,7 @@ fn the_state_refuses_an_address_held_by_another() {
 
 #[test]
 fn a_network_in_use_cannot_be_removed_and_names_its_users() {
-    let mut cluster = Cluster::new();
+    let mut cluster = StateLog::new();
     cluster.network("front", None).expect("front");
     cluster.service("web", 1, &["front"]);
     let refused = cluster.apply(vec![Command::RemoveNetwork {
@@ -333,7 +233,7 @@ fn a_network_in_use_cannot_be_removed_and_names_its_users() {
 
 #[test]
 fn check_room_names_unknown_networks_with_a_suggestion() {
-    let mut cluster = Cluster::new();
+    let mut cluster = StateLog::new();
     cluster.network("front", None).expect("front");
     let mut spec =
         testing::service(ServiceMode::Replicated { replicas: 1 }, TaskSpec::default()).spec;
@@ -350,7 +250,7 @@ fn check_room_names_unknown_networks_with_a_suggestion() {
 
 #[test]
 fn a_dnsrr_service_has_no_virtual_ip_and_a_switch_to_vip_gets_one() {
-    let mut cluster = Cluster::new();
+    let mut cluster = StateLog::new();
     cluster.network("front", None).expect("front");
     cluster.service("web", 1, &["front"]);
     let vip = cluster

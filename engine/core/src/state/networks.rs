@@ -63,6 +63,19 @@ impl ClusterState {
         self.index.addresses.get(network_id)?.get(&address)
     }
 
+    /// Every address held on the network, with its holder, in no order.
+    pub fn address_holders<'a>(
+        &'a self,
+        network_id: &str,
+    ) -> impl Iterator<Item = (Ipv4Addr, &'a AddressHolder)> + 'a {
+        self.index
+            .addresses
+            .get(network_id)
+            .into_iter()
+            .flatten()
+            .map(|(address, holder)| (*address, holder))
+    }
+
     /// How many addresses of the network are held, the gateway's included.
     pub fn addresses_held(&self, network_id: &str) -> usize {
         self.index.addresses.get(network_id).map_or(0, HashMap::len)
