@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 /// The test image's name. It has busybox's applets: `sh`, `httpd`, `wget`, `sleep`...
 pub const TEST_IMAGE: &str = "essaim-test/busybox:1";
 /// Where Debian's busybox-static puts its binary (`scripts/install-test-deps.sh`).
-const BUSYBOX: &str = "/bin/busybox";
+pub const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "httpd", "wget", "sleep", "hostname", "echo", "cat", "test", "true", "false", "touch",
     "rm", "mkdir", "ls", "kill", "env",
@@ -98,7 +98,10 @@ fn make_test_image() -> Result<()> {
 /// Installs Debian's busybox-static when its binary is missing, through the project's one
 /// install script. Test processes may run side by side (nextest), and two apt-get runs at once
 /// fail on dpkg's lock, so the install holds a machine-wide lock (`flock`, from util-linux).
-fn install_busybox() -> Result<()> {
+///
+/// # Errors
+/// It is missing and could not be installed.
+pub fn install_busybox() -> Result<()> {
     if std::path::Path::new(BUSYBOX).exists() {
         return Ok(());
     }

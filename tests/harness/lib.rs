@@ -89,6 +89,7 @@ pub fn die_with_parent(command: &mut Command) -> &mut Command {
 }
 
 pub mod docker;
+pub mod underlay;
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -124,6 +125,11 @@ pub struct Daemon {
     pub name: String,
     pub port: u16,
     pub dir: PathBuf,
+    /// The address it listens and advertises on: 127.0.0.1 unless it runs in a network
+    /// namespace of its own.
+    pub host: String,
+    /// The network namespace it runs in (`ip netns` names it), if not the test's.
+    pub netns: Option<String>,
     /// Extra environment for the process (essaimd reads some settings from it).
     env: Vec<(String, String)>,
     child: Option<Child>,
@@ -150,6 +156,8 @@ impl Daemon {
             name: name.to_string(),
             port: free_port(),
             dir,
+            host: "127.0.0.1".into(),
+            netns: None,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -160,8 +168,29 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// Starts a daemon in the network namespace `netns`, on the address `host` there.
+    ///
+    /// # Errors
+    /// As [`Daemon::start`].
+    pub fn start_in_netns(root: &Path, name: &str, netns: &str, host: &str) -> Result<Daemon> {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let mut daemon = Daemon {
+            name: name.to_string(),
+            // Alone in its namespace: any port is free there.
+            port: 2377,
+            dir,
+            host: host.to_string(),
+            netns: Some(netns.to_string()),
+            env: Vec::new(),
+            child: None,
+        };
+        daemon.spawn()?;
+        Ok(daemon)
+    }
+
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -197,7 +226,16 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = die_with_parent(&mut Command::new(essaimd_path()))
+        let mut command = match &self.netns {
+            // `ip netns exec` enters the namespace and becomes essaimd (the same process).
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(essaimd_path());
+                command
+            }
+            None => Command::new(essaimd_path()),
+        };
+        let child = die_with_parent(&mut command)
             .arg("--data-dir")
             .arg(self.dir.join("data"))
             .arg("--listen-addr")
@@ -510,6 +548,17 @@ impl Cluster {
     /// files of their own there.
     pub fn root(&self) -> &Path {
         self.root.path()
+    }
+
+    /// Starts one more daemon, not yet in any swarm, in the network namespace `netns` on the
+    /// address `host`.
+    ///
+    /// # Errors
+    /// As [`Daemon::start`].
+    pub fn add_in_netns(&mut self, name: &str, netns: &str, host: &str) -> Result<&mut Daemon> {
+        let daemon = Daemon::start_in_netns(self.root.path(), name, netns, host)?;
+        self.nodes.push(daemon);
+        Ok(self.nodes.last_mut().expect("just pushed"))
     }
 
     /// Starts one more daemon and joins it to the swarm as a worker, through m1.

@@ -52,6 +52,12 @@ pub enum KernelError {
         #[source]
         source: NetnsError,
     },
+    #[error("cannot write {path}: {source}")]
+    Sysctl {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn in_netns(netns: &Option<PathBuf>) -> String {
@@ -81,6 +87,8 @@ fn is_missing(error: &rtnetlink::Error) -> bool {
 #[derive(Clone, Debug)]
 pub struct Kernel {
     handle: Handle,
+    /// The namespace the connection is in, when not the caller's: sysctls are set from there.
+    netns: Option<PathBuf>,
 }
 
 impl Kernel {
@@ -98,7 +106,10 @@ impl Kernel {
                 source,
             })?;
         tokio::spawn(connection);
-        Ok(Kernel { handle })
+        Ok(Kernel {
+            handle,
+            netns: None,
+        })
     }
 
     /// A connection in the network namespace at `path`: its socket is opened on a thread that
@@ -124,7 +135,10 @@ impl Kernel {
         .map_err(|e| failed(io::Error::new(e.kind(), e.to_string())))?;
         let (connection, handle, _) = connected.map_err(failed)?;
         tokio::spawn(connection);
-        Ok(Kernel { handle })
+        Ok(Kernel {
+            handle,
+            netns: Some(path.to_path_buf()),
+        })
     }
 
     /// Reads the namespace's links, their IPv4 addresses, and the static entries of the `es-`
@@ -286,6 +300,31 @@ impl Kernel {
     /// # Errors
     /// The kernel's refusal, with the operation and the device. Removing what is gone already
     /// succeeds.
+    /// Stops the namespace from routing what comes in on `device`.
+    async fn no_forwarding_from(&self, device: &str) -> Result<(), KernelError> {
+        let sysctl = PathBuf::from(format!("/proc/sys/net/ipv4/conf/{device}/forwarding"));
+        let write = {
+            let sysctl = sysctl.clone();
+            move || std::fs::write(&sysctl, "0")
+        };
+        let written = match &self.netns {
+            None => tokio::task::spawn_blocking(write)
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e.to_string()))),
+            Some(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || netns::run_in(&path, write))
+                    .await
+                    .unwrap_or_else(|e| Ok(Err(io::Error::other(e.to_string()))))
+                    .unwrap_or_else(|e| Err(io::Error::new(e.kind(), e.to_string())))
+            }
+        };
+        written.map_err(|source| KernelError::Sysctl {
+            path: sysctl,
+            source,
+        })
+    }
+
     pub async fn apply(&self, change: &Change) -> Result<(), KernelError> {
         match change {
             Change::RemoveLink { name } => {
@@ -346,7 +385,11 @@ impl Kernel {
                     .await
                     .map_err(netlink(op, name))?;
                 // The kernel takes an alias on changes only, not on creation.
-                self.set(name, op, |link| link.alias(alias.clone())).await
+                self.set(name, op, |link| link.alias(alias.clone())).await?;
+                // Tasks reach each other inside their network only: nothing that comes in on
+                // the bridge is routed on to another network (or anywhere else), even on a
+                // machine that forwards.
+                self.no_forwarding_from(name).await
             }
             Change::SetUp { name } => self.set(name, "bring up", |link| link.up()).await,
             Change::AddAddress { device, address } => {

@@ -168,3 +168,35 @@ where
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
+
+/// A new network namespace with no name, alive while the returned file is open (and while a
+/// process is in it): nothing is left behind when its holder dies, however it dies. The
+/// namespace is reachable at `/proc/<our pid>/fd/<its fd>` (see [`path_of_file`]), and a child
+/// process joins it with `setns` on the file's descriptor before it executes its program.
+///
+/// # Errors
+/// When not allowed (it needs `CAP_SYS_ADMIN`), or no thread can be started.
+pub fn anonymous() -> Result<File, NetnsError> {
+    let here = Path::new("/proc/thread-self/ns/net");
+    std::thread::Builder::new()
+        .name("netns".into())
+        .spawn(move || {
+            // A thread of its own enters the new namespace and ends there: no pooled thread is
+            // ever left in it.
+            unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::sys("create", here))?;
+            File::open(here).map_err(NetnsError::io("open", here))
+        })
+        .map_err(NetnsError::io("start a thread for", here))?
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The path under which this process reaches the namespace that `file` holds.
+pub fn path_of_file(file: &File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        file.as_raw_fd()
+    ))
+}

@@ -18,6 +18,7 @@ use essaim_api::pb::{self, SessionAssignments, SessionReport};
 use essaim_api::tls::TlsState;
 use essaim_api::transport::{self, ClientTls};
 use essaim_core::model::{ObjectId, Task, TaskReport, TaskState, TaskStatus};
+use essaim_core::netmap::NetworkMap;
 use essaim_core::Timestamp;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
@@ -345,6 +346,11 @@ impl Worker {
         message: SessionAssignments,
         full_set: &mut Option<Vec<Task>>,
     ) -> Result<(), serde_json::Error> {
+        // The map comes before the tasks that need it.
+        if !message.network_map_json.is_empty() {
+            let map: NetworkMap = serde_json::from_slice(&message.network_map_json)?;
+            self.setup.executor.network_map(map);
+        }
         let tasks: Vec<Task> = if message.tasks_json.is_empty() {
             Vec::new()
         } else {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use essaim_api::control::TaskUsage;
 use essaim_core::model::{PortConfig, Task};
+use essaim_core::netmap::NetworkMap;
 use futures::stream::BoxStream;
 
 /// A runtime's asynchronous answer. Boxed, so that the runtime can be chosen at start-up.
@@ -91,6 +92,10 @@ pub trait Executor: Send + Sync + 'static {
     fn usage<'a>(&'a self, _task_ids: &'a [String]) -> ExecFuture<'a, HashMap<String, TaskUsage>> {
         Box::pin(async { HashMap::new() })
     }
+
+    /// The leader's latest map of the cluster networks this node has tasks on. A runtime
+    /// that puts tasks on networks keeps it; the others ignore it.
+    fn network_map(&self, _map: NetworkMap) {}
 
     /// Whether the runtime can run tasks now; the reason when it cannot (an engine gone).
     fn check(&self) -> ExecFuture<'_, Result<(), String>> {

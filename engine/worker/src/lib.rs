@@ -11,6 +11,7 @@
 //! - [`docker`]: tasks as containers on the machine's Docker engine.
 //! - [`process`]: tasks as OS processes.
 //! - [`sim`]: simulated tasks, for scale tests.
+//! - [`overlay`]: the node's share of the cluster networks, made in the kernel for its tasks.
 //! - [`logs`]: the output kept of each task.
 //! - [`machine`]: the CPUs and memory a node reports.
 
@@ -19,6 +20,7 @@ pub mod docker;
 pub mod executor;
 pub mod logs;
 pub mod machine;
+pub mod overlay;
 pub mod process;
 pub mod sim;
 

@@ -5,8 +5,14 @@
 //! Each task runs in its own process group, so that stopping it stops whatever it started,
 //! and dies with the agent (PR_SET_PDEATHSIG): a node that is killed takes its tasks with it,
 //! as a machine that fails would. Its usage is that of its process group, read from /proc.
+//!
+//! A task on cluster networks runs in a network namespace of its own, held by the runtime
+//! while the task lives, with an interface and an address on each of its networks (see
+//! [`crate::overlay`]); on a node without an overlay it runs in the node's namespace.
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -16,11 +22,13 @@ use std::time::{Duration, Instant};
 
 use essaim_api::control::TaskUsage;
 use essaim_core::model::{PortConfig, Task};
+use essaim_core::netmap::NetworkMap;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
 use crate::executor::{ExecFuture, Executor, Exit, LogStream, StartError, Started};
 use crate::logs::LogBuffer;
+use crate::overlay::{Availability, LocalAttachment, Overlay};
 
 /// How long one pass over /proc may take before the sample is given up.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,6 +36,7 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ProcessExecutor {
     node_name: String,
     tasks: Mutex<HashMap<String, Arc<ProcessTask>>>,
+    overlay: Arc<Overlay>,
 }
 
 struct ProcessTask {
@@ -38,6 +47,9 @@ struct ProcessTask {
     /// The group's CPU ticks at the previous sample, and when it was taken: CPU use is the
     /// difference over the time between the two.
     last_cpu: Mutex<Option<(u64, Instant)>>,
+    /// The task's own network namespace, when it is on cluster networks: it lives as long as
+    /// this file is open or a process is in it.
+    _netns: Option<File>,
 }
 
 impl ProcessExecutor {
@@ -45,7 +57,39 @@ impl ProcessExecutor {
         ProcessExecutor {
             node_name: node_name.to_string(),
             tasks: Mutex::new(HashMap::new()),
+            overlay: Overlay::new(),
         }
+    }
+
+    /// A namespace of the task's own, on its networks; `None` when it has none, or when this
+    /// node runs no overlay.
+    async fn join_networks(&self, task: &Task) -> Result<Option<File>, StartError> {
+        if task.networks.is_empty() {
+            return Ok(None);
+        }
+        if let Availability::No(why) = self.overlay.availability().await {
+            tracing::debug!(task = %task.id, "task runs in the node's network namespace: {why}");
+            return Ok(None);
+        }
+        let netns = essaim_network::netns::anonymous().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                StartError::rejected(format!(
+                    "node {} cannot put tasks on cluster networks: essaimd must run as root ({e})",
+                    self.node_name
+                ))
+            } else {
+                StartError::failed(e.to_string())
+            }
+        })?;
+        let attachment = LocalAttachment {
+            netns: essaim_network::netns::path_of_file(&netns),
+            networks: task.networks.clone(),
+        };
+        self.overlay
+            .attach(&task.id, attachment)
+            .await
+            .map_err(StartError::failed)?;
+        Ok(Some(netns))
     }
 
     fn task(&self, task_id: &str) -> Option<Arc<ProcessTask>> {
@@ -56,7 +100,7 @@ impl ProcessExecutor {
         self.tasks.lock()
     }
 
-    fn spawn(&self, task: &Task) -> Result<Started, StartError> {
+    fn spawn(&self, task: &Task, netns: Option<File>) -> Result<Started, StartError> {
         let program = find_program(&task.spec.image, std::env::var_os("PATH").as_deref())
             .ok_or_else(|| {
                 StartError::rejected(format!(
@@ -66,6 +110,10 @@ impl ProcessExecutor {
             })?;
         let ports = allocate_ports(&task.ports)
             .map_err(|e| StartError::failed(format!("cannot allocate a port: {e}")))?;
+        let address = netns
+            .as_ref()
+            .and_then(|_| task.networks.first())
+            .map(|n| n.address);
         let mut command = tokio::process::Command::new(&program);
         command
             .args(&task.spec.args)
@@ -87,9 +135,14 @@ impl ProcessExecutor {
                 port.published.to_string(),
             );
         }
+        // -1: stay in the node's namespace.
+        let netns_fd = netns.as_ref().map_or(-1, |file| file.as_raw_fd());
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
+                if netns_fd >= 0 && libc::setns(netns_fd, libc::CLONE_NEWNET) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if libc::setsid() == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -113,6 +166,9 @@ impl ProcessExecutor {
         ];
         let (exit_tx, exit_rx) = watch::channel(None);
         let waiter_logs = logs.clone();
+        let on_networks = netns
+            .is_some()
+            .then(|| (self.overlay.clone(), task.id.clone()));
         tokio::spawn(async move {
             let exit = match child.wait().await {
                 Ok(status) => exit_of(status),
@@ -126,6 +182,9 @@ impl ProcessExecutor {
             signal_group(pid, libc::SIGKILL);
             // The exit counts now, even if a leftover still held the output open.
             exit_tx.send_replace(Some(exit));
+            if let Some((overlay, task_id)) = on_networks {
+                overlay.detach(&task_id).await;
+            }
             for reader in readers.into_iter().flatten() {
                 let _ = reader.await;
             }
@@ -138,11 +197,12 @@ impl ProcessExecutor {
                 exit: exit_rx,
                 logs,
                 last_cpu: Mutex::new(None),
+                _netns: netns,
             }),
         );
         Ok(Started {
             ports,
-            address: None,
+            address: address.map(|a| a.to_string()),
         })
     }
 }
@@ -153,7 +213,15 @@ impl Executor for ProcessExecutor {
     }
 
     fn start<'a>(&'a self, task: &'a Task) -> ExecFuture<'a, Result<Started, StartError>> {
-        Box::pin(async move { self.spawn(task) })
+        Box::pin(async move {
+            let netns = self.join_networks(task).await?;
+            let on_networks = netns.is_some();
+            let started = self.spawn(task, netns);
+            if started.is_err() && on_networks {
+                self.overlay.detach(&task.id).await;
+            }
+            started
+        })
     }
 
     fn wait<'a>(&'a self, task_id: &'a str) -> ExecFuture<'a, Exit> {
@@ -205,6 +273,10 @@ impl Executor for ProcessExecutor {
     fn adopt<'a>(&'a self, _node_id: &'a str) -> ExecFuture<'a, Vec<String>> {
         // Processes die with the agent that started them: there is nothing to adopt.
         Box::pin(async { Vec::new() })
+    }
+
+    fn network_map(&self, map: NetworkMap) {
+        self.overlay.set_map(map);
     }
 
     fn usage<'a>(&'a self, task_ids: &'a [String]) -> ExecFuture<'a, HashMap<String, TaskUsage>> {

@@ -28,6 +28,7 @@ use essaim_api::pb::{SessionAssignments, SessionReport};
 use essaim_api::ControlError;
 use essaim_core::event::{Change, Event};
 use essaim_core::model::{ObjectId, Task, TaskState};
+use essaim_core::netmap::{may_change_maps, NetworkMap, NetworkMaps};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -87,6 +88,8 @@ struct Session {
     /// What the node was last told of each task: it hears of a task again only when that
     /// changes, not at each of its own reports.
     sent: HashMap<ObjectId, Sent>,
+    /// The network map the node was last sent.
+    network_map: NetworkMap,
 }
 
 impl Dispatcher {
@@ -151,13 +154,22 @@ impl Dispatcher {
             }
             let tasks: Vec<&Task> = state.tasks_on_node(node_id).collect();
             let sent = tasks.iter().map(|t| (t.id.clone(), Sent::of(t))).collect();
-            let messages = full_set(&tasks, heartbeat_period_ms(&state));
+            // The map goes first: a task on a network starts only once its node knows it.
+            let network_map = NetworkMaps::of(&state).for_node(node_id);
+            let mut messages = vec![map_message(&network_map)];
+            messages.extend(full_set(&tasks, heartbeat_period_ms(&state)));
             let (outbound, receiver) = mpsc::channel(SESSION_BACKLOG.max(messages.len() + 1));
             for message in messages {
                 // Cannot fail: the channel was made large enough.
                 let _ = outbound.try_send(Ok(message));
             }
-            sessions.insert(node_id.to_string(), Session { id, outbound, sent });
+            let session = Session {
+                id,
+                outbound,
+                sent,
+                network_map,
+            };
+            sessions.insert(node_id.to_string(), session);
             receiver
         };
         self.liveness.record(node_id);
@@ -245,6 +257,19 @@ impl Dispatcher {
             }
         }
         let mut too_slow = Vec::new();
+        if may_change_maps(batch) {
+            // Before the tasks, so that a task on a network finds it on its node.
+            let maps = NetworkMaps::of(&self.replica.state());
+            for (node, session) in sessions.iter_mut() {
+                let map = maps.for_node(node);
+                if map != session.network_map {
+                    if session.outbound.try_send(Ok(map_message(&map))).is_err() {
+                        too_slow.push(node.clone());
+                    }
+                    session.network_map = map;
+                }
+            }
+        }
         for (node, (tasks, removed)) in changed {
             let Some(session) = sessions.get(node) else {
                 continue;
@@ -291,6 +316,7 @@ fn full_set(tasks: &[&Task], heartbeat_period_ms: u64) -> Vec<SessionAssignments
             removed: Vec::new(),
             heartbeat_period_ms,
             more: i < last,
+            ..Default::default()
         })
         .collect()
 }
@@ -310,6 +336,14 @@ fn changes(tasks: &[&Task], removed: Vec<String>) -> Vec<SessionAssignments> {
         });
     }
     messages
+}
+
+fn map_message(map: &NetworkMap) -> SessionAssignments {
+    SessionAssignments {
+        // Serializing plain data structures cannot fail.
+        network_map_json: serde_json::to_vec(map).unwrap_or_default(),
+        ..Default::default()
+    }
 }
 
 fn encode(tasks: &[&Task]) -> Vec<u8> {

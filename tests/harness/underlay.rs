@@ -1,0 +1,125 @@
+//! Machines for the tests of cluster networks: each node a network namespace of its own,
+//! joined to the others by a bridge in one more namespace, the underlay. Everything is made
+//! under names of this test process and deleted when the [`Underlay`] goes, also when the
+//! test fails; deleting a namespace takes its devices with it.
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// Whether this process may make network namespaces.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs `ip ARGS`.
+///
+/// # Errors
+/// It could not run, or failed.
+pub fn ip(args: &[&str]) -> Result<String> {
+    let output = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running ip")?;
+    if !output.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+pub struct Underlay {
+    prefix: String,
+    nodes: usize,
+}
+
+impl Underlay {
+    /// `nodes` node namespaces, each with `under0` at 192.168.77.N/24 and a forwarding
+    /// kernel, as a Docker host has.
+    ///
+    /// # Errors
+    /// A namespace or device could not be made; what was made is deleted.
+    pub fn new(nodes: usize) -> Result<Underlay> {
+        let underlay = Underlay {
+            prefix: format!("es-e2e-{}", std::process::id()),
+            nodes,
+        };
+        let switch = underlay.switch();
+        ip(&["netns", "add", &switch])?;
+        ip(&["-n", &switch, "link", "add", "under", "type", "bridge"])?;
+        ip(&["-n", &switch, "link", "set", "under", "up"])?;
+        for n in 1..=nodes {
+            let node = underlay.netns(n);
+            let port = format!("p{n}");
+            ip(&["netns", "add", &node])?;
+            ip(&[
+                "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "under0",
+                "netns", &node,
+            ])?;
+            ip(&["-n", &switch, "link", "set", &port, "master", "under", "up"])?;
+            ip(&[
+                "-n",
+                &node,
+                "addr",
+                "add",
+                &format!("{}/24", underlay.ip(n)),
+                "dev",
+                "under0",
+            ])?;
+            ip(&["-n", &node, "link", "set", "under0", "up"])?;
+            ip(&["-n", &node, "link", "set", "lo", "up"])?;
+            ip(&[
+                "netns",
+                "exec",
+                &node,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])?;
+        }
+        Ok(underlay)
+    }
+
+    fn switch(&self) -> String {
+        format!("{}-u", self.prefix)
+    }
+
+    /// The namespace of node `n` (from 1).
+    pub fn netns(&self, n: usize) -> String {
+        format!("{}-n{n}", self.prefix)
+    }
+
+    /// The address of node `n` (from 1) on the underlay.
+    pub fn ip(&self, n: usize) -> Ipv4Addr {
+        Ipv4Addr::new(192, 168, 77, n as u8)
+    }
+
+    /// The names of the devices essaim made in node `n`'s namespace.
+    ///
+    /// # Errors
+    /// `ip` failed.
+    pub fn essaim_devices(&self, n: usize) -> Result<Vec<String>> {
+        let links = ip(&["-n", &self.netns(n), "-o", "link", "show"])?;
+        Ok(links
+            .lines()
+            .filter_map(|line| line.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_string())
+            .filter(|name| name.starts_with("es-"))
+            .collect())
+    }
+}
+
+impl Drop for Underlay {
+    fn drop(&mut self) {
+        for n in 1..=self.nodes {
+            let _ = ip(&["netns", "del", &self.netns(n)]);
+        }
+        let _ = ip(&["netns", "del", &self.switch()]);
+    }
+}

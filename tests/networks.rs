@@ -1,0 +1,213 @@
+//! End-to-end tests of cluster networks with the process runtime: three `essaimd`, each in a
+//! network namespace of its own on an underlay bridge, their tasks on overlay networks.
+//!
+//! Needs root (network namespaces); skipped with a message otherwise. Each test's namespaces,
+//! and with them every device essaim made, go when it ends, also when it fails.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use essaim_tests::docker::{install_busybox, BUSYBOX};
+use essaim_tests::underlay::{is_root, Underlay};
+use essaim_tests::{running, wait_for, Cluster, Daemon};
+
+const SETTLE: Duration = Duration::from_secs(30);
+const HTTP_PORT: u16 = 8080;
+
+/// Three nodes in their own namespaces: n1 the manager, n2 and n3 workers.
+fn three_nodes(underlay: &Underlay) -> Result<Cluster> {
+    let mut cluster = Cluster::empty()?;
+    for n in 1..=3 {
+        let host = underlay.ip(n).to_string();
+        cluster.add_in_netns(&format!("n{n}"), &underlay.netns(n), &host)?;
+    }
+    let n1 = cluster.node("n1");
+    n1.ok(&["swarm", "init", "--advertise-addr", &n1.addr()])?;
+    let token = n1.ok(&["swarm", "join-token", "-q", "worker"])?;
+    let leader = n1.addr();
+    for name in ["n2", "n3"] {
+        let node = cluster.node(name);
+        node.ok(&[
+            "swarm",
+            "join",
+            "--token",
+            token.trim(),
+            "--advertise-addr",
+            &node.addr(),
+            &leader,
+        ])?;
+    }
+    cluster.wait_for_nodes("n1", "three ready nodes", SETTLE, |nodes| {
+        nodes.len() == 3 && nodes.iter().all(|n| n["status"]["state"] == "ready")
+    })?;
+    Ok(cluster)
+}
+
+/// Where tasks leave their PIDs and web pages.
+fn probe_dir(cluster: &Cluster) -> Result<PathBuf> {
+    let dir = cluster.root().join("probe");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A service on `network` whose tasks serve their own task ID over HTTP.
+fn web(manager: &Daemon, name: &str, network: &str, dir: &Path, extra: &[&str]) -> Result<()> {
+    let script = format!(
+        "mkdir -p {dir}/$ESSAIM_TASK_ID && echo $ESSAIM_TASK_ID > {dir}/$ESSAIM_TASK_ID/index.html \
+         && exec {BUSYBOX} httpd -f -p {HTTP_PORT} -h {dir}/$ESSAIM_TASK_ID",
+        dir = dir.display()
+    );
+    let mut args = vec![
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        name,
+        "--network",
+        network,
+        "--stop-grace-period",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["sh", "-c", &script]);
+    manager.ok(&args)?;
+    Ok(())
+}
+
+/// A task on n1 that only sleeps, to reach the others from; its PID in `dir/client.pid`.
+fn client(manager: &Daemon, network: &str, dir: &Path) -> Result<()> {
+    let script = format!("echo $$ > {}/client.pid; exec sleep 3600", dir.display());
+    manager.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "client",
+        "--network",
+        network,
+        "--constraint",
+        "node.hostname==n1",
+        "--stop-grace-period",
+        "1s",
+        "sh",
+        "-c",
+        &script,
+    ])?;
+    Ok(())
+}
+
+/// The running tasks of `service` by task ID, with their node and their address on their
+/// first network, once there are `count`.
+fn addresses(
+    manager: &Daemon,
+    service: &str,
+    count: usize,
+) -> Result<BTreeMap<String, (String, Ipv4Addr)>> {
+    wait_for(
+        &format!("{count} running tasks of {service}"),
+        SETTLE,
+        || {
+            let tasks = manager.tasks(service)?;
+            let up = running(&tasks);
+            if up.len() != count {
+                return Ok(None);
+            }
+            let mut found = BTreeMap::new();
+            for view in up {
+                let Some(first) = view.task.networks.first() else {
+                    bail!("task {} runs without a network address", view.task.id);
+                };
+                let node = view.node_hostname.clone().unwrap_or_default();
+                found.insert(view.task.id.clone(), (node, first.address));
+            }
+            Ok(Some(found))
+        },
+    )
+}
+
+/// What `GET http://ADDRESS:8080/` answers from inside the client task's network namespace
+/// (the page, without the headers), as `docker exec client wget` would show.
+fn get_from_client(dir: &Path, address: Ipv4Addr, timeout_s: u32) -> Result<String> {
+    let pid = std::fs::read_to_string(dir.join("client.pid")).context("the client's PID")?;
+    // bash's /dev/tcp: a client with nothing to resolve and nothing to install.
+    let request = format!(
+        "exec 3<>/dev/tcp/{address}/{HTTP_PORT} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
+    );
+    let output = Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", pid.trim()))
+        .args(["timeout", &timeout_s.to_string(), "bash", "-c", &request])
+        .stdin(Stdio::null())
+        .output()?;
+    let response = String::from_utf8_lossy(&output.stdout);
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        bail!(
+            "no HTTP answer from {address} to the client: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    };
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!("{address} answered the client: {head}");
+    }
+    Ok(body.trim().to_string())
+}
+
+#[test]
+fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing_behind(
+) -> Result<()> {
+    if !is_root() {
+        eprintln!("skipped: nodes in network namespaces need root");
+        return Ok(());
+    }
+    install_busybox()?;
+    let underlay = Underlay::new(3)?;
+    let cluster = three_nodes(&underlay)?;
+    let n1 = cluster.node("n1");
+    let dir = probe_dir(&cluster)?;
+    n1.ok(&["network", "create", "front"])?;
+    n1.ok(&["network", "create", "back"])?;
+    web(n1, "web", "front", &dir, &["--mode", "global"])?;
+    web(n1, "other", "back", &dir, &["--mode", "global"])?;
+    client(n1, "front", &dir)?;
+
+    let webs = addresses(n1, "web", 3)?;
+    let others = addresses(n1, "other", 3)?;
+    addresses(n1, "client", 1)?;
+    let mut nodes: Vec<&str> = webs.values().map(|(node, _)| node.as_str()).collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, ["n1", "n2", "n3"], "one web task per node");
+
+    // Every replica answers the client by its address, across the nodes.
+    for (task_id, (node, address)) in &webs {
+        let answer = wait_for(&format!("web on {node} at {address}"), SETTLE, || {
+            get_from_client(&dir, *address, 2).map(Some)
+        })?;
+        assert_eq!(&answer, task_id, "the task at {address} on {node}");
+    }
+
+    // The tasks of another network are out of reach, even on the client's own node, which
+    // has both networks and forwards.
+    for (node, address) in others.values() {
+        let reached = get_from_client(&dir, *address, 2);
+        assert!(
+            reached.is_err(),
+            "the client on front reached {address} on back (on {node}): {reached:?}"
+        );
+    }
+
+    // With the services gone, each node takes its networks' devices down.
+    for service in ["client", "web", "other"] {
+        n1.ok(&["service", "rm", service])?;
+    }
+    for n in 1..=3 {
+        wait_for(&format!("no essaim device on n{n}"), SETTLE, || {
+            let left = underlay.essaim_devices(n)?;
+            Ok(left.is_empty().then_some(()))
+        })?;
+    }
+    n1.ok(&["network", "rm", "front", "back"])?;
+    Ok(())
+}
