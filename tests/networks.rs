@@ -4,7 +4,7 @@
 //! Needs root (network namespaces); skipped with a message otherwise. Each test's namespaces,
 //! and with them every device essaim made, go when it ends, also when it fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -58,7 +58,7 @@ fn probe_dir(cluster: &Cluster) -> Result<PathBuf> {
 fn web(manager: &Daemon, name: &str, network: &str, dir: &Path, extra: &[&str]) -> Result<()> {
     let script = format!(
         "mkdir -p {dir}/$ESSAIM_TASK_ID && echo $ESSAIM_TASK_ID > {dir}/$ESSAIM_TASK_ID/index.html \
-         && exec {BUSYBOX} httpd -f -p {HTTP_PORT} -h {dir}/$ESSAIM_TASK_ID",
+         && echo $$ > {dir}/$ESSAIM_TASK_ID.pid && exec {BUSYBOX} httpd -f -p {HTTP_PORT} -h {dir}/$ESSAIM_TASK_ID",
         dir = dir.display()
     );
     let mut args = vec![
@@ -129,18 +129,26 @@ fn addresses(
     )
 }
 
-/// What `GET http://ADDRESS:8080/` answers from inside the client task's network namespace
-/// (the page, without the headers), as `docker exec client wget` would show.
-fn get_from_client(dir: &Path, address: Ipv4Addr, timeout_s: u32) -> Result<String> {
+/// `nsenter` into the client task's network and mount namespaces, as `docker exec` would.
+fn in_client(dir: &Path) -> Result<Command> {
     let pid = std::fs::read_to_string(dir.join("client.pid")).context("the client's PID")?;
+    let mut command = Command::new("nsenter");
+    command
+        .args(["--target", pid.trim(), "--net", "--mount"])
+        .stdin(Stdio::null());
+    Ok(command)
+}
+
+/// What `GET http://HOST:8080/` answers from inside the client task (the page, without the
+/// headers), as `docker exec client wget` would show.
+fn get_from_client(dir: &Path, host: impl std::fmt::Display, timeout_s: u32) -> Result<String> {
+    let address = host;
     // bash's /dev/tcp: a client with nothing to resolve and nothing to install.
     let request = format!(
         "exec 3<>/dev/tcp/{address}/{HTTP_PORT} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
     );
-    let output = Command::new("nsenter")
-        .arg(format!("--net=/proc/{}/ns/net", pid.trim()))
+    let output = in_client(dir)?
         .args(["timeout", &timeout_s.to_string(), "bash", "-c", &request])
-        .stdin(Stdio::null())
         .output()?;
     let response = String::from_utf8_lossy(&output.stdout);
     let Some((head, body)) = response.split_once("\r\n\r\n") else {
@@ -153,6 +161,18 @@ fn get_from_client(dir: &Path, address: Ipv4Addr, timeout_s: u32) -> Result<Stri
         bail!("{address} answered the client: {head}");
     }
     Ok(body.trim().to_string())
+}
+
+/// The IPv4 addresses `name` resolves to in the client task, through its resolver (glibc,
+/// its `/etc/resolv.conf`, the name server of its network); empty when it does not resolve.
+fn resolve_in_client(dir: &Path, name: &str) -> Result<BTreeSet<Ipv4Addr>> {
+    let output = in_client(dir)?
+        .args(["getent", "ahostsv4", name])
+        .output()?;
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+        .collect())
 }
 
 #[test]
@@ -169,7 +189,13 @@ fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing
     let dir = probe_dir(&cluster)?;
     n1.ok(&["network", "create", "front"])?;
     n1.ok(&["network", "create", "back"])?;
-    web(n1, "web", "front", &dir, &["--mode", "global"])?;
+    web(
+        n1,
+        "web",
+        "front",
+        &dir,
+        &["--mode", "global", "--restart-condition", "none"],
+    )?;
     web(n1, "other", "back", &dir, &["--mode", "global"])?;
     client(n1, "front", &dir)?;
 
@@ -187,6 +213,41 @@ fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing
         })?;
         assert_eq!(&answer, task_id, "the task at {address} on {node}");
     }
+
+    // By name: the service and tasks.SERVICE give every replica; each answers by name.
+    let all: BTreeSet<Ipv4Addr> = webs.values().map(|(_, address)| *address).collect();
+    for name in ["web", "tasks.web"] {
+        let found = wait_for(&format!("{name} to resolve in the client"), SETTLE, || {
+            let found = resolve_in_client(&dir, name)?;
+            Ok((found == all).then_some(found))
+        })?;
+        assert_eq!(found, all, "{name}");
+    }
+    // glibc orders a name's addresses by their likeness to the client's own (RFC 6724's
+    // longest prefix), so a client by name keeps to one replica: spreading is the VIP's job.
+    let by_name = get_from_client(&dir, "web", 2)?;
+    assert!(
+        webs.contains_key(&by_name),
+        "web by name answered {by_name}"
+    );
+    // A service on a network the client is not on has no name for it.
+    assert_eq!(resolve_in_client(&dir, "other")?, BTreeSet::new());
+
+    // A replica that dies drops out of the answers (its service does not restart it here).
+    let (victim, (_, victim_address)) = webs
+        .iter()
+        .find(|(_, (node, _))| node == "n3")
+        .context("a web task on n3")?;
+    let pid = std::fs::read_to_string(dir.join(format!("{victim}.pid")))?;
+    Command::new("kill").args(["-KILL", pid.trim()]).status()?;
+    let rest: BTreeSet<Ipv4Addr> = all
+        .iter()
+        .copied()
+        .filter(|a| a != victim_address)
+        .collect();
+    wait_for("the dead replica to leave tasks.web", SETTLE, || {
+        Ok((resolve_in_client(&dir, "tasks.web")? == rest).then_some(()))
+    })?;
 
     // The tasks of another network are out of reach, even on the client's own node, which
     // has both networks and forwards.

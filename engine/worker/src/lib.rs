@@ -11,11 +11,13 @@
 //! - [`docker`]: tasks as containers on the machine's Docker engine.
 //! - [`process`]: tasks as OS processes.
 //! - [`sim`]: simulated tasks, for scale tests.
+//! - [`dns`]: the name server of each network on the node, for its tasks.
 //! - [`overlay`]: the node's share of the cluster networks, made in the kernel for its tasks.
 //! - [`logs`]: the output kept of each task.
 //! - [`machine`]: the CPUs and memory a node reports.
 
 pub mod agent;
+pub mod dns;
 pub mod docker;
 pub mod executor;
 pub mod logs;

@@ -28,6 +28,8 @@ use essaim_core::netmap::NetworkMap;
 use essaim_network::{DataPlane, Ipv4Net, LocalEndpoint, NetworkPlan, NodePlan, RemoteEndpoint};
 use tokio::sync::{watch, Mutex};
 
+use crate::dns::NameServers;
+
 /// How long a task waits for its networks to appear in the node's map: the leader sends the
 /// map before the task, so only a lost race waits at all.
 const MAP_WAIT: Duration = Duration::from_secs(5);
@@ -44,6 +46,8 @@ pub struct LocalAttachment {
 
 pub struct Overlay {
     map: watch::Sender<Option<NetworkMap>>,
+    /// The name servers of the networks the node has tasks on.
+    names: NameServers,
     /// Taken for each reconcile, so that two never interleave.
     local: Mutex<Local>,
 }
@@ -65,8 +69,10 @@ pub enum Availability {
 
 impl Overlay {
     pub fn new() -> Arc<Overlay> {
+        let map = watch::channel(None).0;
         let overlay = Arc::new(Overlay {
-            map: watch::channel(None).0,
+            names: NameServers::new(map.subscribe()),
+            map,
             local: Mutex::new(Local::default()),
         });
         tokio::spawn(mend(Arc::downgrade(&overlay)));
@@ -105,6 +111,12 @@ impl Overlay {
             )),
             None => Availability::No("the node does not advertise an IPv4 address".into()),
         }
+    }
+
+    /// The gateway of a network the node knows, where its name server listens.
+    pub fn gateway(&self, network_id: &str) -> Option<Ipv4Addr> {
+        let map = self.map.borrow();
+        map.as_ref()?.network(network_id).map(|n| n.gateway)
     }
 
     /// Puts a task's namespace on its networks, once the node's map has them all.
@@ -184,7 +196,15 @@ impl Overlay {
                 .plane
                 .insert(DataPlane::new().map_err(|e| e.to_string())?),
         };
-        let report = plane.reconcile(&plan).await.map_err(|e| e.to_string())?;
+        let reconciled = plane.reconcile(&plan).await;
+        // Each network's name server listens on its gateway address, once that is there.
+        let served: Vec<(ObjectId, Ipv4Addr)> = plan
+            .networks
+            .iter()
+            .map(|n| (n.network_id.clone(), n.gateway))
+            .collect();
+        self.names.serve(&served);
+        let report = reconciled.map_err(|e| e.to_string())?;
         if !report.is_empty() {
             tracing::debug!(changes = report.applied.len(), "data plane reconciled");
         }

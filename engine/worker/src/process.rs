@@ -11,8 +11,11 @@
 //! [`crate::overlay`]); on a node without an overlay it runs in the node's namespace.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use essaim_core::netmap::NetworkMap;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
+use crate::dns;
 use crate::executor::{ExecFuture, Executor, Exit, LogStream, StartError, Started};
 use crate::logs::LogBuffer;
 use crate::overlay::{Availability, LocalAttachment, Overlay};
@@ -47,9 +51,22 @@ struct ProcessTask {
     /// The group's CPU ticks at the previous sample, and when it was taken: CPU use is the
     /// difference over the time between the two.
     last_cpu: Mutex<Option<(u64, Instant)>>,
-    /// The task's own network namespace, when it is on cluster networks: it lives as long as
-    /// this file is open or a process is in it.
-    _netns: Option<File>,
+    /// What puts the task on its cluster networks, if it is on any.
+    _networked: Option<Networked>,
+}
+
+/// A task's own network namespace, and the resolver configuration it sees.
+struct Networked {
+    /// The namespace lives as long as this file is open or a process is in it.
+    netns: File,
+    /// Mounted over `/etc/resolv.conf` in the task's own mount namespace.
+    resolv_conf: PathBuf,
+}
+
+impl Drop for Networked {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.resolv_conf);
+    }
 }
 
 impl ProcessExecutor {
@@ -63,7 +80,7 @@ impl ProcessExecutor {
 
     /// A namespace of the task's own, on its networks; `None` when it has none, or when this
     /// node runs no overlay.
-    async fn join_networks(&self, task: &Task) -> Result<Option<File>, StartError> {
+    async fn join_networks(&self, task: &Task) -> Result<Option<Networked>, StartError> {
         if task.networks.is_empty() {
             return Ok(None);
         }
@@ -89,7 +106,22 @@ impl ProcessExecutor {
             .attach(&task.id, attachment)
             .await
             .map_err(StartError::failed)?;
-        Ok(Some(netns))
+        // The attachment made the first network known: its gateway is there.
+        let name_server = task
+            .networks
+            .first()
+            .and_then(|n| self.overlay.gateway(&n.network_id))
+            .unwrap_or(Ipv4Addr::LOCALHOST);
+        let resolv_conf = std::env::temp_dir().join(format!("essaim-resolv-{}.conf", task.id));
+        let networked = Networked { netns, resolv_conf };
+        if let Err(e) = std::fs::write(&networked.resolv_conf, dns::resolv_conf(name_server)) {
+            self.overlay.detach(&task.id).await;
+            return Err(StartError::failed(format!(
+                "cannot write {}: {e}",
+                networked.resolv_conf.display()
+            )));
+        }
+        Ok(Some(networked))
     }
 
     fn task(&self, task_id: &str) -> Option<Arc<ProcessTask>> {
@@ -100,7 +132,7 @@ impl ProcessExecutor {
         self.tasks.lock()
     }
 
-    fn spawn(&self, task: &Task, netns: Option<File>) -> Result<Started, StartError> {
+    fn spawn(&self, task: &Task, networked: Option<Networked>) -> Result<Started, StartError> {
         let program = find_program(&task.spec.image, std::env::var_os("PATH").as_deref())
             .ok_or_else(|| {
                 StartError::rejected(format!(
@@ -110,7 +142,7 @@ impl ProcessExecutor {
             })?;
         let ports = allocate_ports(&task.ports)
             .map_err(|e| StartError::failed(format!("cannot allocate a port: {e}")))?;
-        let address = netns
+        let address = networked
             .as_ref()
             .and_then(|_| task.networks.first())
             .map(|n| n.address);
@@ -135,13 +167,16 @@ impl ProcessExecutor {
                 port.published.to_string(),
             );
         }
-        // -1: stay in the node's namespace.
-        let netns_fd = netns.as_ref().map_or(-1, |file| file.as_raw_fd());
+        // Made before the fork: the child may only make system calls.
+        let joins = match &networked {
+            Some(networked) => Some(JoinNetworks::new(networked)?),
+            None => None,
+        };
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             command.pre_exec(move || {
-                if netns_fd >= 0 && libc::setns(netns_fd, libc::CLONE_NEWNET) == -1 {
-                    return Err(std::io::Error::last_os_error());
+                if let Some(joins) = &joins {
+                    joins.enter()?;
                 }
                 if libc::setsid() == -1 {
                     return Err(std::io::Error::last_os_error());
@@ -166,7 +201,7 @@ impl ProcessExecutor {
         ];
         let (exit_tx, exit_rx) = watch::channel(None);
         let waiter_logs = logs.clone();
-        let on_networks = netns
+        let on_networks = networked
             .is_some()
             .then(|| (self.overlay.clone(), task.id.clone()));
         tokio::spawn(async move {
@@ -197,7 +232,7 @@ impl ProcessExecutor {
                 exit: exit_rx,
                 logs,
                 last_cpu: Mutex::new(None),
-                _netns: netns,
+                _networked: networked,
             }),
         );
         Ok(Started {
@@ -214,9 +249,9 @@ impl Executor for ProcessExecutor {
 
     fn start<'a>(&'a self, task: &'a Task) -> ExecFuture<'a, Result<Started, StartError>> {
         Box::pin(async move {
-            let netns = self.join_networks(task).await?;
-            let on_networks = netns.is_some();
-            let started = self.spawn(task, netns);
+            let networked = self.join_networks(task).await?;
+            let on_networks = networked.is_some();
+            let started = self.spawn(task, networked);
             if started.is_err() && on_networks {
                 self.overlay.detach(&task.id).await;
             }
@@ -342,6 +377,61 @@ struct ProcUsage {
 }
 
 /// The process group and usage of a process, from its /proc/PID/stat (proc(5)).
+/// What the child does before it executes its program to join its networks: enter the
+/// task's network namespace, and in a mount namespace of its own see the task's resolver
+/// configuration as `/etc/resolv.conf`. The host's mounts are not changed.
+struct JoinNetworks {
+    netns: RawFd,
+    resolv_conf: CString,
+    target: CString,
+}
+
+impl JoinNetworks {
+    fn new(networked: &Networked) -> Result<JoinNetworks, StartError> {
+        let path = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| StartError::failed(format!("{} holds a NUL byte", p.display())))
+        };
+        Ok(JoinNetworks {
+            netns: networked.netns.as_raw_fd(),
+            resolv_conf: path(&networked.resolv_conf)?,
+            target: path(Path::new("/etc/resolv.conf"))?,
+        })
+    }
+
+    /// Runs in the child between fork and exec: system calls only.
+    fn enter(&self) -> std::io::Result<()> {
+        let check = |result: libc::c_int| {
+            if result == -1 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY: plain system calls on valid descriptors and NUL-terminated paths.
+        unsafe {
+            check(libc::setns(self.netns, libc::CLONE_NEWNET))?;
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            // Private, so that the bind mount below stays in the task's namespace.
+            check(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                self.resolv_conf.as_ptr(),
+                self.target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+        }
+        Ok(())
+    }
+}
+
 fn parse_stat(stat: &str) -> Option<(i32, ProcUsage)> {
     // The command name comes in parentheses and may hold spaces and parentheses of its own.
     let (_, after_name) = stat.rsplit_once(')')?;

@@ -1,0 +1,94 @@
+use super::*;
+use essaim_core::model::{EndpointMode, Ipv4Subnet};
+use essaim_core::netmap::{Endpoint, MappedNetwork, ServiceName};
+
+fn endpoint(task: &str, service: &str, last: u8, serving: bool) -> Endpoint {
+    Endpoint {
+        task_id: task.into(),
+        service_id: service.into(),
+        address: Ipv4Addr::new(10, 0, 1, last),
+        node_id: "n2".into(),
+        node_ip: Some(Ipv4Addr::new(192, 168, 5, 2)),
+        serving,
+    }
+}
+
+fn name(service: &str, name: &str, aliases: &[&str], mode: EndpointMode) -> ServiceName {
+    ServiceName {
+        service_id: service.into(),
+        name: name.into(),
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        endpoint_mode: mode,
+        virtual_ip: Some(Ipv4Addr::new(10, 0, 1, 100)),
+    }
+}
+
+fn map() -> NetworkMap {
+    NetworkMap {
+        node_id: "n1".into(),
+        node_ip: Some(Ipv4Addr::new(192, 168, 5, 1)),
+        networks: vec![MappedNetwork {
+            id: "front".into(),
+            name: "front".into(),
+            vxlan_id: 4096,
+            subnet: Ipv4Subnet::containing(Ipv4Addr::new(10, 0, 1, 0), 24),
+            gateway: Ipv4Addr::new(10, 0, 1, 1),
+            endpoints: vec![
+                endpoint("w1", "web-id", 2, true),
+                endpoint("w2", "web-id", 3, true),
+                endpoint("w3", "web-id", 4, false),
+                endpoint("d1", "db-id", 5, true),
+            ],
+            services: vec![
+                name("db-id", "db", &["database"], EndpointMode::Dnsrr),
+                name("web-id", "web", &[], EndpointMode::Vip),
+            ],
+        }],
+    }
+}
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 1, last)
+}
+
+#[test]
+fn a_service_and_its_tasks_resolve_to_the_serving_tasks_only() {
+    assert_eq!(resolve(&map(), "front", "web"), Some(vec![ip(2), ip(3)]));
+    assert_eq!(
+        resolve(&map(), "front", "tasks.web"),
+        Some(vec![ip(2), ip(3)])
+    );
+    assert_eq!(resolve(&map(), "front", "db"), Some(vec![ip(5)]));
+}
+
+#[test]
+fn an_alias_resolves_like_the_name() {
+    assert_eq!(resolve(&map(), "front", "database"), Some(vec![ip(5)]));
+    assert_eq!(
+        resolve(&map(), "front", "tasks.database"),
+        Some(vec![ip(5)])
+    );
+}
+
+#[test]
+fn names_of_other_networks_and_strangers_are_not_ours() {
+    assert_eq!(resolve(&map(), "back", "web"), None);
+    assert_eq!(resolve(&map(), "front", "example.com"), None);
+    assert_eq!(resolve(&map(), "front", "tasks.nothing"), None);
+}
+
+#[test]
+fn a_service_with_no_serving_task_is_known_but_empty() {
+    let mut stopped = map();
+    for endpoint in &mut stopped.networks[0].endpoints {
+        endpoint.serving = false;
+    }
+    assert_eq!(resolve(&stopped, "front", "web"), Some(vec![]));
+}
+
+#[test]
+fn a_task_s_resolv_conf_names_the_network_s_server_and_no_search_domain() {
+    let conf = resolv_conf(Ipv4Addr::new(10, 0, 1, 1));
+    assert!(conf.contains("nameserver 10.0.1.1\n"));
+    assert!(!conf.contains("search"));
+}
