@@ -1,5 +1,6 @@
 #!/bin/sh
 # Installs what the tests need beyond Rust, from Debian's packages: a static busybox, the only
-# program in the image the Docker tests build for themselves (no registry is reachable).
+# program in the image the Docker tests build for themselves (no registry is reachable) and the
+# web server of the network tests; nftables, whose nft writes the VIPs' rules.
 set -eu
-exec "$(dirname "$0")/apt-install.sh" busybox-static
+exec "$(dirname "$0")/apt-install.sh" busybox-static nftables

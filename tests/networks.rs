@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use essaim_tests::docker::{install_busybox, BUSYBOX};
+use essaim_tests::docker::{install_test_deps, BUSYBOX};
 use essaim_tests::underlay::{is_root, Underlay};
 use essaim_tests::{running, wait_for, Cluster, Daemon};
 
@@ -175,6 +175,24 @@ fn resolve_in_client(dir: &Path, name: &str) -> Result<BTreeSet<Ipv4Addr>> {
         .collect())
 }
 
+/// The VIP of `service`, from `service inspect`.
+fn virtual_ip(manager: &Daemon, service: &str) -> Result<Ipv4Addr> {
+    fn find(value: &serde_json::Value) -> Option<&serde_json::Value> {
+        match value {
+            serde_json::Value::Object(fields) => fields
+                .get("virtual_ips")
+                .or_else(|| fields.values().find_map(find)),
+            serde_json::Value::Array(items) => items.iter().find_map(find),
+            _ => None,
+        }
+    }
+    let inspected = manager.json(&["service", "inspect", service])?;
+    let address = find(&inspected)
+        .and_then(|vips| vips.get(0)?.get("address")?.as_str())
+        .with_context(|| format!("no VIP in service inspect {service}: {inspected}"))?;
+    Ok(address.parse()?)
+}
+
 #[test]
 fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing_behind(
 ) -> Result<()> {
@@ -182,7 +200,7 @@ fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing
         eprintln!("skipped: nodes in network namespaces need root");
         return Ok(());
     }
-    install_busybox()?;
+    install_test_deps()?;
     let underlay = Underlay::new(3)?;
     let cluster = three_nodes(&underlay)?;
     let n1 = cluster.node("n1");
@@ -197,6 +215,13 @@ fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing
         &["--mode", "global", "--restart-condition", "none"],
     )?;
     web(n1, "other", "back", &dir, &["--mode", "global"])?;
+    web(
+        n1,
+        "rr",
+        "front",
+        &dir,
+        &["--replicas", "2", "--endpoint-mode", "dnsrr"],
+    )?;
     client(n1, "front", &dir)?;
 
     let webs = addresses(n1, "web", 3)?;
@@ -214,26 +239,35 @@ fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing
         assert_eq!(&answer, task_id, "the task at {address} on {node}");
     }
 
-    // By name: the service and tasks.SERVICE give every replica; each answers by name.
+    // By name: the service gives its VIP, tasks.SERVICE every replica.
+    let vip = virtual_ip(n1, "web")?;
     let all: BTreeSet<Ipv4Addr> = webs.values().map(|(_, address)| *address).collect();
-    for name in ["web", "tasks.web"] {
-        let found = wait_for(&format!("{name} to resolve in the client"), SETTLE, || {
+    for (name, wanted) in [("web", BTreeSet::from([vip])), ("tasks.web", all.clone())] {
+        wait_for(&format!("{name} to resolve in the client"), SETTLE, || {
             let found = resolve_in_client(&dir, name)?;
-            Ok((found == all).then_some(found))
+            Ok((found == wanted).then_some(()))
         })?;
-        assert_eq!(found, all, "{name}");
     }
-    // glibc orders a name's addresses by their likeness to the client's own (RFC 6724's
-    // longest prefix), so a client by name keeps to one replica: spreading is the VIP's job.
-    let by_name = get_from_client(&dir, "web", 2)?;
-    assert!(
-        webs.contains_key(&by_name),
-        "web by name answered {by_name}"
+    // Connections to the VIP go to every replica, one chosen per connection.
+    let answered: BTreeSet<String> = (0..40)
+        .map(|_| get_from_client(&dir, "web", 2))
+        .collect::<Result<_>>()?;
+    assert_eq!(
+        answered,
+        webs.keys().cloned().collect::<BTreeSet<_>>(),
+        "every replica answers behind the VIP {vip}"
     );
+    // dnsrr: the name gives the tasks themselves.
+    let rrs = addresses(n1, "rr", 2)?;
+    let rr_addresses: BTreeSet<Ipv4Addr> = rrs.values().map(|(_, address)| *address).collect();
+    wait_for("rr to resolve to its tasks", SETTLE, || {
+        Ok((resolve_in_client(&dir, "rr")? == rr_addresses).then_some(()))
+    })?;
     // A service on a network the client is not on has no name for it.
     assert_eq!(resolve_in_client(&dir, "other")?, BTreeSet::new());
 
-    // A replica that dies drops out of the answers (its service does not restart it here).
+    // A replica that dies drops out of the answers and of the VIP (its service does not
+    // restart it here).
     let (victim, (_, victim_address)) = webs
         .iter()
         .find(|(_, (node, _))| node == "n3")
@@ -248,6 +282,16 @@ fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing
     wait_for("the dead replica to leave tasks.web", SETTLE, || {
         Ok((resolve_in_client(&dir, "tasks.web")? == rest).then_some(()))
     })?;
+    wait_for(
+        "the VIP to send nothing to the dead replica",
+        SETTLE,
+        || {
+            let answers: Vec<String> = (0..20)
+                .map(|_| get_from_client(&dir, vip, 2))
+                .collect::<Result<_>>()?;
+            Ok((!answers.contains(victim)).then_some(()))
+        },
+    )?;
 
     // The tasks of another network are out of reach, even on the client's own node, which
     // has both networks and forwards.
@@ -260,7 +304,7 @@ fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing
     }
 
     // With the services gone, each node takes its networks' devices down.
-    for service in ["client", "web", "other"] {
+    for service in ["client", "web", "rr", "other"] {
         n1.ok(&["service", "rm", service])?;
     }
     for n in 1..=3 {

@@ -51,7 +51,7 @@ fn make_test_image() -> Result<()> {
     if docker(&["image", "inspect", TEST_IMAGE]).status.success() {
         return Ok(());
     }
-    install_busybox()?;
+    install_test_deps()?;
     let root = tempfile::Builder::new()
         .prefix("essaim-test-image-")
         .tempdir()?;
@@ -95,31 +95,47 @@ fn make_test_image() -> Result<()> {
     Ok(())
 }
 
-/// Installs Debian's busybox-static when its binary is missing, through the project's one
-/// install script. Test processes may run side by side (nextest), and two apt-get runs at once
-/// fail on dpkg's lock, so the install holds a machine-wide lock (`flock`, from util-linux).
+/// What the tests run beyond Rust: Debian's static busybox (the test image, the web servers
+/// of the network tests) and nftables (the VIPs' rules).
+const TEST_PROGRAMS: &[&str] = &[BUSYBOX, "/usr/sbin/nft"];
+
+/// Installs the test programs that are missing, through the project's one install script.
+/// Test processes may run side by side (nextest), and two apt-get runs at once fail on dpkg's
+/// lock, so the install holds a machine-wide lock (`flock`, from util-linux).
 ///
 /// # Errors
-/// It is missing and could not be installed.
-pub fn install_busybox() -> Result<()> {
-    if std::path::Path::new(BUSYBOX).exists() {
+/// One is missing and could not be installed.
+pub fn install_test_deps() -> Result<()> {
+    let missing = || {
+        TEST_PROGRAMS
+            .iter()
+            .filter(|p| !std::path::Path::new(p).exists())
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    if missing().is_empty() {
         return Ok(());
     }
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../scripts/install-test-deps.sh"
     );
-    eprintln!("{BUSYBOX} is missing: installing it with scripts/install-test-deps.sh");
+    eprintln!(
+        "{} missing: installing with scripts/install-test-deps.sh",
+        missing().join(", ")
+    );
     let install = Command::new("flock")
         .arg(std::env::temp_dir().join("essaim-install-test-deps.lock"))
         .arg(script)
         .stdin(Stdio::null())
         .output()
         .context("running flock scripts/install-test-deps.sh")?;
-    if !install.status.success() || !std::path::Path::new(BUSYBOX).exists() {
+    if !install.status.success() || !missing().is_empty() {
         bail!(
-            "{BUSYBOX} is missing and scripts/install-test-deps.sh could not install it \
-             (Debian's busybox-static; it needs root or sudo and Debian's package archive): {}{}",
+            "{} missing and scripts/install-test-deps.sh could not install them \
+             (Debian's busybox-static and nftables; it needs root or sudo and Debian's package \
+             archive): {}{}",
+            missing().join(", "),
             String::from_utf8_lossy(&install.stdout),
             String::from_utf8_lossy(&install.stderr)
         );

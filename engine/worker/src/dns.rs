@@ -3,8 +3,8 @@
 //!
 //! - `tasks.SERVICE` gives the addresses of the service's serving tasks (running and meant to
 //!   run) on the network the query came in on;
-//! - `SERVICE` (or one of its aliases there) gives the same today, in both endpoint modes: the
-//!   VIP answers for vip mode once its load balancing is in the kernel;
+//! - `SERVICE` (or one of its aliases there) gives its VIP in vip mode (see [`crate::vip`]),
+//!   and its tasks' addresses in dnsrr mode, or where this node cannot balance VIPs;
 //! - any other name is relayed to the node's own resolver (`/etc/resolv.conf`).
 //!
 //! A query is answered from the node's latest network map, so a name resolves only for tasks
@@ -21,8 +21,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use essaim_core::model::EndpointMode;
 use essaim_core::model::ObjectId;
-use essaim_core::netmap::NetworkMap;
+use essaim_core::netmap::{NetworkMap, ServiceName};
 use parking_lot::Mutex;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -37,13 +38,16 @@ const RELAY_TIMEOUT: Duration = Duration::from_secs(2);
 /// The name servers of this node, one per network it has a task on.
 pub struct NameServers {
     map: watch::Receiver<Option<NetworkMap>>,
+    /// Whether this node balances VIPs: only then does a vip-mode name give its VIP.
+    vips: bool,
     running: Mutex<HashMap<ObjectId, (Ipv4Addr, JoinHandle<()>)>>,
 }
 
 impl NameServers {
-    pub fn new(map: watch::Receiver<Option<NetworkMap>>) -> NameServers {
+    pub fn new(map: watch::Receiver<Option<NetworkMap>>, vips: bool) -> NameServers {
         NameServers {
             map,
+            vips,
             running: Mutex::new(HashMap::new()),
         }
     }
@@ -83,6 +87,7 @@ impl NameServers {
                 Arc::new(socket),
                 id.clone(),
                 self.map.clone(),
+                self.vips,
                 upstream(),
             ));
             running.insert(id.clone(), (*gateway, server));
@@ -102,6 +107,7 @@ async fn serve(
     socket: Arc<UdpSocket>,
     network_id: ObjectId,
     map: watch::Receiver<Option<NetworkMap>>,
+    vips: bool,
     upstream: Option<SocketAddr>,
 ) {
     let mut buffer = vec![0u8; 4096];
@@ -120,7 +126,7 @@ async fn serve(
         let found = map
             .borrow()
             .as_ref()
-            .and_then(|map| resolve(map, &network_id, &query.name));
+            .and_then(|map| resolve(map, &network_id, &query.name, vips));
         match found {
             Some(mut addresses) => {
                 let addresses = if matches!(query.qtype, TYPE_A | TYPE_ANY) {
@@ -151,19 +157,37 @@ async fn serve(
 }
 
 /// The addresses a name of the network `network_id` stands for; `None` when it is not one of
-/// the network's names.
-pub fn resolve(map: &NetworkMap, network_id: &str, name: &str) -> Option<Vec<Ipv4Addr>> {
+/// the network's names. With `vips`, a vip-mode service's own name gives its VIP.
+pub fn resolve(
+    map: &NetworkMap,
+    network_id: &str,
+    name: &str,
+    vips: bool,
+) -> Option<Vec<Ipv4Addr>> {
     let network = map.network(network_id)?;
-    let service_name = name.strip_prefix("tasks.").unwrap_or(name);
-    let services: Vec<&ObjectId> = network
+    let (tasks, service_name) = match name.strip_prefix("tasks.") {
+        Some(service_name) => (true, service_name),
+        None => (false, name),
+    };
+    let named: Vec<&ServiceName> = network
         .services
         .iter()
         .filter(|s| s.name == service_name || s.aliases.iter().any(|a| a == service_name))
-        .map(|s| &s.service_id)
         .collect();
-    if services.is_empty() {
+    if named.is_empty() {
         return None;
     }
+    if !tasks && vips {
+        let vips: Vec<Ipv4Addr> = named
+            .iter()
+            .filter(|s| s.endpoint_mode == EndpointMode::Vip)
+            .filter_map(|s| s.virtual_ip)
+            .collect();
+        if !vips.is_empty() {
+            return Some(vips);
+        }
+    }
+    let services: Vec<&ObjectId> = named.iter().map(|s| &s.service_id).collect();
     Some(
         network
             .endpoints

@@ -12,6 +12,7 @@
 //! - [`process`]: tasks as OS processes.
 //! - [`sim`]: simulated tasks, for scale tests.
 //! - [`dns`]: the name server of each network on the node, for its tasks.
+//! - [`vip`]: each service's virtual IP, balanced in the namespace of the task that connects.
 //! - [`overlay`]: the node's share of the cluster networks, made in the kernel for its tasks.
 //! - [`logs`]: the output kept of each task.
 //! - [`machine`]: the CPUs and memory a node reports.
@@ -25,6 +26,7 @@ pub mod machine;
 pub mod overlay;
 pub mod process;
 pub mod sim;
+pub mod vip;
 
 pub use agent::{Worker, WorkerSetup};
 pub use executor::{Executor, Runtime};

@@ -29,6 +29,7 @@ use essaim_network::{DataPlane, Ipv4Net, LocalEndpoint, NetworkPlan, NodePlan, R
 use tokio::sync::{watch, Mutex};
 
 use crate::dns::NameServers;
+use crate::vip;
 
 /// How long a task waits for its networks to appear in the node's map: the leader sends the
 /// map before the task, so only a lost race waits at all.
@@ -48,6 +49,8 @@ pub struct Overlay {
     map: watch::Sender<Option<NetworkMap>>,
     /// The name servers of the networks the node has tasks on.
     names: NameServers,
+    /// Whether VIPs are balanced here (nftables is installed).
+    vips: bool,
     /// Taken for each reconcile, so that two never interleave.
     local: Mutex<Local>,
 }
@@ -57,6 +60,8 @@ struct Local {
     tasks: BTreeMap<ObjectId, LocalAttachment>,
     /// Made at the first task on a network.
     plane: Option<DataPlane>,
+    /// The VIP rules each task's namespace holds, as last written there.
+    vip_rules: BTreeMap<ObjectId, String>,
 }
 
 /// Whether tasks of this node can be put on cluster networks.
@@ -70,8 +75,15 @@ pub enum Availability {
 impl Overlay {
     pub fn new() -> Arc<Overlay> {
         let map = watch::channel(None).0;
+        let vips = vip::available();
+        if !vips {
+            tracing::warn!(
+                "nft is not installed: service names resolve to their tasks, not to VIPs"
+            );
+        }
         let overlay = Arc::new(Overlay {
-            names: NameServers::new(map.subscribe()),
+            names: NameServers::new(map.subscribe(), vips),
+            vips,
             map,
             local: Mutex::new(Local::default()),
         });
@@ -188,8 +200,22 @@ impl Overlay {
             if local.plane.is_none() && !has_overlay(map) {
                 return Ok(());
             }
-            node_plan(map, &local.tasks)
+            let vip_rules: Vec<(ObjectId, PathBuf, String)> = if self.vips {
+                local
+                    .tasks
+                    .iter()
+                    .map(|(id, a)| {
+                        let rules = vip::ruleset(&vip::balanced(map, &a.networks));
+                        (id.clone(), a.netns.clone(), rules)
+                    })
+                    .filter(|(id, _, rules)| local.vip_rules.get(id) != Some(rules))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (node_plan(map, &local.tasks), vip_rules)
         };
+        let (plan, vip_rules) = plan;
         let plane = match &local.plane {
             Some(plane) => plane,
             None => local
@@ -205,6 +231,20 @@ impl Overlay {
             .collect();
         self.names.serve(&served);
         let report = reconciled.map_err(|e| e.to_string())?;
+        local.vip_rules.retain(|id, _| local.tasks.contains_key(id));
+        for (task_id, netns, rules) in vip_rules {
+            let script = rules.clone();
+            let applied = tokio::task::spawn_blocking(move || vip::apply(&netns, &script))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            match applied {
+                Ok(()) => {
+                    local.vip_rules.insert(task_id, rules);
+                }
+                // Tried again at the next reconcile; the task's other traffic is unaffected.
+                Err(error) => tracing::warn!(task = %task_id, "VIP rules not in place: {error}"),
+            }
+        }
         if !report.is_empty() {
             tracing::debug!(changes = report.applied.len(), "data plane reconciled");
         }

@@ -216,10 +216,12 @@ impl ProcessExecutor {
             // goes too, at once, before the group's ID could ever be reused.
             signal_group(pid, libc::SIGKILL);
             // The exit counts now, even if a leftover still held the output open.
-            exit_tx.send_replace(Some(exit));
+            // Off its networks before anyone hears of the exit: `remove` then closes its
+            // namespace, which the data plane must no longer be looking at.
             if let Some((overlay, task_id)) = on_networks {
                 overlay.detach(&task_id).await;
             }
+            exit_tx.send_replace(Some(exit));
             for reader in readers.into_iter().flatten() {
                 let _ = reader.await;
             }

@@ -53,28 +53,48 @@ fn ip(last: u8) -> Ipv4Addr {
 
 #[test]
 fn a_service_and_its_tasks_resolve_to_the_serving_tasks_only() {
-    assert_eq!(resolve(&map(), "front", "web"), Some(vec![ip(2), ip(3)]));
     assert_eq!(
-        resolve(&map(), "front", "tasks.web"),
+        resolve(&map(), "front", "web", false),
         Some(vec![ip(2), ip(3)])
     );
-    assert_eq!(resolve(&map(), "front", "db"), Some(vec![ip(5)]));
+    assert_eq!(
+        resolve(&map(), "front", "tasks.web", false),
+        Some(vec![ip(2), ip(3)])
+    );
+    assert_eq!(resolve(&map(), "front", "db", false), Some(vec![ip(5)]));
+}
+
+#[test]
+fn with_vips_a_vip_service_gives_its_vip_and_tasks_dot_its_tasks() {
+    assert_eq!(resolve(&map(), "front", "web", true), Some(vec![ip(100)]));
+    assert_eq!(
+        resolve(&map(), "front", "tasks.web", true),
+        Some(vec![ip(2), ip(3)])
+    );
+    assert_eq!(
+        resolve(&map(), "front", "db", true),
+        Some(vec![ip(5)]),
+        "dnsrr"
+    );
 }
 
 #[test]
 fn an_alias_resolves_like_the_name() {
-    assert_eq!(resolve(&map(), "front", "database"), Some(vec![ip(5)]));
     assert_eq!(
-        resolve(&map(), "front", "tasks.database"),
+        resolve(&map(), "front", "database", false),
+        Some(vec![ip(5)])
+    );
+    assert_eq!(
+        resolve(&map(), "front", "tasks.database", false),
         Some(vec![ip(5)])
     );
 }
 
 #[test]
 fn names_of_other_networks_and_strangers_are_not_ours() {
-    assert_eq!(resolve(&map(), "back", "web"), None);
-    assert_eq!(resolve(&map(), "front", "example.com"), None);
-    assert_eq!(resolve(&map(), "front", "tasks.nothing"), None);
+    assert_eq!(resolve(&map(), "back", "web", false), None);
+    assert_eq!(resolve(&map(), "front", "example.com", false), None);
+    assert_eq!(resolve(&map(), "front", "tasks.nothing", false), None);
 }
 
 #[test]
@@ -83,7 +103,7 @@ fn a_service_with_no_serving_task_is_known_but_empty() {
     for endpoint in &mut stopped.networks[0].endpoints {
         endpoint.serving = false;
     }
-    assert_eq!(resolve(&stopped, "front", "web"), Some(vec![]));
+    assert_eq!(resolve(&stopped, "front", "web", false), Some(vec![]));
 }
 
 #[test]
