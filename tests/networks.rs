@@ -18,35 +18,6 @@ use essaim_tests::{running, wait_for, Cluster, Daemon};
 const SETTLE: Duration = Duration::from_secs(30);
 const HTTP_PORT: u16 = 8080;
 
-/// Three nodes in their own namespaces: n1 the manager, n2 and n3 workers.
-fn three_nodes(underlay: &Underlay) -> Result<Cluster> {
-    let mut cluster = Cluster::empty()?;
-    for n in 1..=3 {
-        let host = underlay.ip(n).to_string();
-        cluster.add_in_netns(&format!("n{n}"), &underlay.netns(n), &host)?;
-    }
-    let n1 = cluster.node("n1");
-    n1.ok(&["swarm", "init", "--advertise-addr", &n1.addr()])?;
-    let token = n1.ok(&["swarm", "join-token", "-q", "worker"])?;
-    let leader = n1.addr();
-    for name in ["n2", "n3"] {
-        let node = cluster.node(name);
-        node.ok(&[
-            "swarm",
-            "join",
-            "--token",
-            token.trim(),
-            "--advertise-addr",
-            &node.addr(),
-            &leader,
-        ])?;
-    }
-    cluster.wait_for_nodes("n1", "three ready nodes", SETTLE, |nodes| {
-        nodes.len() == 3 && nodes.iter().all(|n| n["status"]["state"] == "ready")
-    })?;
-    Ok(cluster)
-}
-
 /// Where tasks leave their PIDs and web pages.
 fn probe_dir(cluster: &Cluster) -> Result<PathBuf> {
     let dir = cluster.root().join("probe");
@@ -175,24 +146,6 @@ fn resolve_in_client(dir: &Path, name: &str) -> Result<BTreeSet<Ipv4Addr>> {
         .collect())
 }
 
-/// The VIP of `service`, from `service inspect`.
-fn virtual_ip(manager: &Daemon, service: &str) -> Result<Ipv4Addr> {
-    fn find(value: &serde_json::Value) -> Option<&serde_json::Value> {
-        match value {
-            serde_json::Value::Object(fields) => fields
-                .get("virtual_ips")
-                .or_else(|| fields.values().find_map(find)),
-            serde_json::Value::Array(items) => items.iter().find_map(find),
-            _ => None,
-        }
-    }
-    let inspected = manager.json(&["service", "inspect", service])?;
-    let address = find(&inspected)
-        .and_then(|vips| vips.get(0)?.get("address")?.as_str())
-        .with_context(|| format!("no VIP in service inspect {service}: {inspected}"))?;
-    Ok(address.parse()?)
-}
-
 #[test]
 fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing_behind(
 ) -> Result<()> {
@@ -202,7 +155,7 @@ fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing
     }
     install_test_deps()?;
     let underlay = Underlay::new(3)?;
-    let cluster = three_nodes(&underlay)?;
+    let cluster = underlay.swarm()?;
     let n1 = cluster.node("n1");
     let dir = probe_dir(&cluster)?;
     n1.ok(&["network", "create", "front"])?;
@@ -240,7 +193,7 @@ fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing
     }
 
     // By name: the service gives its VIP, tasks.SERVICE every replica.
-    let vip = virtual_ip(n1, "web")?;
+    let vip = n1.virtual_ip("web")?;
     let all: BTreeSet<Ipv4Addr> = webs.values().map(|(_, address)| *address).collect();
     for (name, wanted) in [("web", BTreeSet::from([vip])), ("tasks.web", all.clone())] {
         wait_for(&format!("{name} to resolve in the client"), SETTLE, || {

@@ -430,6 +430,27 @@ impl Daemon {
         }
     }
 
+    /// The first virtual IP of `service`, from `service inspect`.
+    ///
+    /// # Errors
+    /// The service has none, or the command failed.
+    pub fn virtual_ip(&self, service: &str) -> Result<std::net::Ipv4Addr> {
+        fn find(value: &Value) -> Option<&Value> {
+            match value {
+                Value::Object(fields) => fields
+                    .get("virtual_ips")
+                    .or_else(|| fields.values().find_map(find)),
+                Value::Array(items) => items.iter().find_map(find),
+                _ => None,
+            }
+        }
+        let inspected = self.json(&["service", "inspect", service])?;
+        let address = find(&inspected)
+            .and_then(|vips| vips.get(0)?.get("address")?.as_str())
+            .with_context(|| format!("no VIP in service inspect {service}: {inspected}"))?;
+        Ok(address.parse()?)
+    }
+
     /// This daemon's node ID.
     ///
     /// # Errors

@@ -8,6 +8,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+use crate::Cluster;
+
 /// Whether this process may make network namespaces.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -98,6 +100,43 @@ impl Underlay {
     /// The address of node `n` (from 1) on the underlay.
     pub fn ip(&self, n: usize) -> Ipv4Addr {
         Ipv4Addr::new(192, 168, 77, n as u8)
+    }
+
+    /// A swarm of one `essaimd` per node namespace, named n1, n2...: n1 the manager, the
+    /// others workers, all ready.
+    ///
+    /// # Errors
+    /// A daemon did not start, or the swarm did not form in time.
+    pub fn swarm(&self) -> Result<Cluster> {
+        let mut cluster = Cluster::empty()?;
+        for n in 1..=self.nodes {
+            let host = self.ip(n).to_string();
+            cluster.add_in_netns(&format!("n{n}"), &self.netns(n), &host)?;
+        }
+        let n1 = cluster.node("n1");
+        n1.ok(&["swarm", "init", "--advertise-addr", &n1.addr()])?;
+        let token = n1.ok(&["swarm", "join-token", "-q", "worker"])?;
+        let leader = n1.addr();
+        for n in 2..=self.nodes {
+            let node = cluster.node(&format!("n{n}"));
+            node.ok(&[
+                "swarm",
+                "join",
+                "--token",
+                token.trim(),
+                "--advertise-addr",
+                &node.addr(),
+                &leader,
+            ])?;
+        }
+        let count = self.nodes;
+        cluster.wait_for_nodes(
+            "n1",
+            "every node ready",
+            std::time::Duration::from_secs(30),
+            |nodes| nodes.len() == count && nodes.iter().all(|n| n["status"]["state"] == "ready"),
+        )?;
+        Ok(cluster)
     }
 
     /// The names of the devices essaim made in node `n`'s namespace.

@@ -17,6 +17,8 @@
 //! - [`rolling_update`]: a change of the task spec rolled out over a large service on
 //!   simulated nodes, in batches.
 //! - [`sim`]: managers and hosts of simulated nodes, shared by the scale scenarios.
+//! - [`vip`]: connections and throughput through a service's VIP against straight to a task,
+//!   on nodes in network namespaces.
 
 mod docker_swarm;
 mod failover;
@@ -26,6 +28,7 @@ mod raft_writes;
 mod report;
 mod rolling_update;
 mod sim;
+mod vip;
 
 use std::path::PathBuf;
 
@@ -38,7 +41,7 @@ use clap::Parser;
 )]
 struct Args {
     /// Scenarios to run (all when none is named): placement, node-loss, raft-writes, failover,
-    /// docker-swarm, rolling-update
+    /// docker-swarm, rolling-update, vip
     scenarios: Vec<String>,
     /// Small sizes, for CI: checks that every scenario completes, in well under a minute
     #[arg(long)]
@@ -61,9 +64,14 @@ const SCENARIOS: &[&str] = &[
     "failover",
     "docker-swarm",
     "rolling-update",
+    "vip",
 ];
 
 fn main() -> anyhow::Result<()> {
+    // The vip scenario runs this binary as its server task, too.
+    if let Ok(port) = std::env::var(vip::SERVE_ENV) {
+        return vip::serve(&port);
+    }
     let args = Args::parse();
     let _root = interrupt::guard()?;
     for name in &args.scenarios {
@@ -139,6 +147,9 @@ fn main() -> anyhow::Result<()> {
             }
         };
         figures.extend(rolling_update::run(&sizes)?);
+    }
+    if wanted("vip") {
+        figures.extend(vip::run(args.quick)?);
     }
     print!("{}", report::table(&figures));
     report::write_json(&args.json, &figures)?;
