@@ -534,17 +534,9 @@ fn snapshots_compact_the_log_and_bring_new_managers_up_to_date() -> Result<()> {
     let token = m1.ok(&["swarm", "join-token", "-q", "manager"])?;
     let leader_addr = m1.addr();
     for name in ["m2", "m3"] {
-        let node = cluster.add_with_env(name, &env)?;
-        let addr = node.addr();
-        node.ok(&[
-            "swarm",
-            "join",
-            "--token",
-            token.trim(),
-            "--advertise-addr",
-            &addr,
-            &leader_addr,
-        ])?;
+        cluster
+            .add_with_env(name, &env)?
+            .join(&token, &leader_addr)?;
     }
     // The log they needed was compacted away: they caught up from a snapshot.
     for name in ["m2", "m3"] {

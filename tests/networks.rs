@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use essaim_tests::docker::{install_test_deps, BUSYBOX};
-use essaim_tests::underlay::{is_root, Underlay};
+use essaim_tests::underlay::{client_task, is_root, Underlay};
 use essaim_tests::{running, wait_for, Cluster, Daemon};
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -46,28 +46,6 @@ fn web(manager: &Daemon, name: &str, network: &str, dir: &Path, extra: &[&str]) 
     args.extend_from_slice(extra);
     args.extend_from_slice(&["sh", "-c", &script]);
     manager.ok(&args)?;
-    Ok(())
-}
-
-/// A task on n1 that only sleeps, to reach the others from; its PID in `dir/client.pid`.
-fn client(manager: &Daemon, network: &str, dir: &Path) -> Result<()> {
-    let script = format!("echo $$ > {}/client.pid; exec sleep 3600", dir.display());
-    manager.ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        "client",
-        "--network",
-        network,
-        "--constraint",
-        "node.hostname==n1",
-        "--stop-grace-period",
-        "1s",
-        "sh",
-        "-c",
-        &script,
-    ])?;
     Ok(())
 }
 
@@ -175,7 +153,7 @@ fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing
         &dir,
         &["--replicas", "2", "--endpoint-mode", "dnsrr"],
     )?;
-    client(n1, "front", &dir)?;
+    client_task(n1, "front", &dir)?;
 
     let webs = addresses(n1, "web", 3)?;
     let others = addresses(n1, "other", 3)?;

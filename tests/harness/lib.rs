@@ -430,6 +430,24 @@ impl Daemon {
         }
     }
 
+    /// Joins the swarm of the manager at `manager` with `token`, advertising its own address.
+    ///
+    /// # Errors
+    /// The join failed.
+    pub fn join(&self, token: &str, manager: &str) -> Result<()> {
+        let addr = self.addr();
+        self.ok(&[
+            "swarm",
+            "join",
+            "--token",
+            token.trim(),
+            "--advertise-addr",
+            &addr,
+            manager,
+        ])?;
+        Ok(())
+    }
+
     /// The first virtual IP of `service`, from `service inspect`.
     ///
     /// # Errors
@@ -523,15 +541,7 @@ impl Cluster {
             } else {
                 &worker_token
             };
-            node.ok(&[
-                "swarm",
-                "join",
-                "--token",
-                token.trim(),
-                "--advertise-addr",
-                &node.addr(),
-                &leader_addr,
-            ])?;
+            node.join(token, &leader_addr)?;
         }
         Ok(cluster)
     }
@@ -599,16 +609,7 @@ impl Cluster {
         let token = first.ok(&["swarm", "join-token", "-q", "worker"])?;
         let manager = first.addr();
         let node = self.add(name)?;
-        let addr = node.addr();
-        node.ok(&[
-            "swarm",
-            "join",
-            "--token",
-            token.trim(),
-            "--advertise-addr",
-            &addr,
-            &manager,
-        ])?;
+        node.join(&token, &manager)?;
         Ok(node)
     }
 

@@ -4,11 +4,38 @@
 //! test fails; deleting a namespace takes its devices with it.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::Cluster;
+use crate::{Cluster, Daemon};
+
+/// Creates the service `client`: one task on n1, on `network`, that only sleeps, to reach
+/// the others from (`nsenter --target PID`, as `docker exec`); its PID in `dir/client.pid`.
+///
+/// # Errors
+/// The service could not be created.
+pub fn client_task(manager: &Daemon, network: &str, dir: &Path) -> Result<()> {
+    let script = format!("echo $$ > {}/client.pid; exec sleep 3600", dir.display());
+    manager.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "client",
+        "--network",
+        network,
+        "--constraint",
+        "node.hostname==n1",
+        "--stop-grace-period",
+        "1s",
+        "sh",
+        "-c",
+        &script,
+    ])?;
+    Ok(())
+}
 
 /// Whether this process may make network namespaces.
 pub fn is_root() -> bool {
@@ -118,16 +145,7 @@ impl Underlay {
         let token = n1.ok(&["swarm", "join-token", "-q", "worker"])?;
         let leader = n1.addr();
         for n in 2..=self.nodes {
-            let node = cluster.node(&format!("n{n}"));
-            node.ok(&[
-                "swarm",
-                "join",
-                "--token",
-                token.trim(),
-                "--advertise-addr",
-                &node.addr(),
-                &leader,
-            ])?;
+            cluster.node(&format!("n{n}")).join(&token, &leader)?;
         }
         let count = self.nodes;
         cluster.wait_for_nodes(

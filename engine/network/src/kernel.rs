@@ -1,7 +1,7 @@
 //! The netlink side: reads a namespace's links and entries into a [`KernelState`] and applies
 //! [`Change`]s to it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
@@ -217,12 +217,13 @@ impl Kernel {
         }
 
         let names: HashMap<u32, String> = raw.iter().map(|(i, r)| (*i, r.name.clone())).collect();
-        let vxlans: HashSet<u32> = raw
+        // Entries are read on our VXLAN devices only: the rest are not ours.
+        let vxlans: HashMap<u32, String> = raw
             .iter()
             .filter(|(_, r)| {
                 r.name.starts_with(PREFIX) && matches!(r.link.kind, LinkKind::Vxlan(_))
             })
-            .map(|(index, _)| *index)
+            .map(|(index, r)| (*index, r.name.clone()))
             .collect();
         let mut state = KernelState::default();
         for (_, r) in raw {
@@ -231,75 +232,64 @@ impl Kernel {
             state.links.insert(r.name, link);
         }
 
-        let mut neighbours = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute();
-        while let Some(message) = neighbours
-            .try_next()
-            .await
-            .map_err(netlink("list neighbours", "in the namespace"))?
+        for (device, message) in self
+            .entries_on(&vxlans, AddressFamily::Inet, "list neighbours")
+            .await?
         {
-            let Some(device) = vxlans
-                .contains(&message.header.ifindex)
-                .then(|| names.get(&message.header.ifindex))
-                .flatten()
-            else {
-                continue;
-            };
             // Only what was put there: the kernel's own entries come and go.
             if message.header.state != NeighbourState::Permanent {
                 continue;
             }
             if let (Some(address), Some(mac)) = (destination(&message), lladdr(&message)) {
                 state.neighbours.insert(NeighbourEntry {
-                    device: device.clone(),
+                    device,
                     address,
                     mac,
                 });
             }
         }
-
-        let mut fdb = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Bridge)
-            .execute();
-        while let Some(message) = fdb
-            .try_next()
-            .await
-            .map_err(netlink("list fdb entries", "in the namespace"))?
+        for (device, message) in self
+            .entries_on(&vxlans, AddressFamily::Bridge, "list fdb entries")
+            .await?
         {
-            let Some(device) = vxlans
-                .contains(&message.header.ifindex)
-                .then(|| names.get(&message.header.ifindex))
-                .flatten()
-            else {
-                continue;
-            };
             // The bridge's own entries for the port carry no destination and the controller flag.
             if message.header.flags.contains(NeighbourFlags::Controller) {
                 continue;
             }
             if let (Some(dst), Some(mac)) = (destination(&message), lladdr(&message)) {
-                state.fdb.insert(FdbEntry {
-                    device: device.clone(),
-                    mac,
-                    dst,
-                });
+                state.fdb.insert(FdbEntry { device, mac, dst });
             }
         }
         Ok(state)
     }
 
-    /// Applies one change.
-    ///
-    /// # Errors
-    /// The kernel's refusal, with the operation and the device. Removing what is gone already
-    /// succeeds.
+    /// The neighbour-table entries of `family` (IPv4 neighbours, or the bridge family's FDB) on
+    /// the devices named in `devices`, by index, each with its device's name.
+    async fn entries_on(
+        &self,
+        devices: &HashMap<u32, String>,
+        family: AddressFamily,
+        op: &'static str,
+    ) -> Result<Vec<(String, NeighbourMessage)>, KernelError> {
+        let mut dump = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(family)
+            .execute();
+        let mut entries = Vec::new();
+        while let Some(message) = dump
+            .try_next()
+            .await
+            .map_err(netlink(op, "in the namespace"))?
+        {
+            if let Some(device) = devices.get(&message.header.ifindex) {
+                entries.push((device.clone(), message));
+            }
+        }
+        Ok(entries)
+    }
+
     /// Stops the namespace from routing what comes in on `device`.
     async fn no_forwarding_from(&self, device: &str) -> Result<(), KernelError> {
         let sysctl = PathBuf::from(format!("/proc/sys/net/ipv4/conf/{device}/forwarding"));
@@ -325,6 +315,11 @@ impl Kernel {
         })
     }
 
+    /// Applies one change.
+    ///
+    /// # Errors
+    /// The kernel's refusal, with the operation and the device. Removing what is gone already
+    /// succeeds.
     pub async fn apply(&self, change: &Change) -> Result<(), KernelError> {
         match change {
             Change::RemoveLink { name } => {

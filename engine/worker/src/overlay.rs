@@ -190,7 +190,7 @@ impl Overlay {
     }
 
     async fn reconcile(&self, local: &mut Local) -> Result<(), String> {
-        let plan = {
+        let (plan, vip_rules) = {
             let map = self.map.borrow();
             let Some(map) = map.as_ref() else {
                 return Ok(());
@@ -215,7 +215,6 @@ impl Overlay {
             };
             (node_plan(map, &local.tasks), vip_rules)
         };
-        let (plan, vip_rules) = plan;
         let plane = match &local.plane {
             Some(plane) => plane,
             None => local

@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use essaim_tests::underlay::{is_root, Underlay};
+use essaim_tests::underlay::{client_task, is_root, Underlay};
 use essaim_tests::{running, wait_for};
 
 use crate::report::Figure;
@@ -86,21 +86,7 @@ pub fn run(quick: bool) -> Result<Vec<Figure>> {
         &format!("{SERVE_ENV}={PORT}"),
         &bench.to_string_lossy(),
     ])?;
-    let script = format!("echo $$ > {}/client.pid; exec sleep 3600", dir.display());
-    n1.ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        "client",
-        "--network",
-        "bench",
-        "--constraint",
-        "node.hostname==n1",
-        "sh",
-        "-c",
-        &script,
-    ])?;
+    client_task(n1, "bench", &dir)?;
     let direct = wait_for("the sink task", Duration::from_secs(30), || {
         let tasks = n1.tasks("sink")?;
         Ok(running(&tasks)
