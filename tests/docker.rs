@@ -2,17 +2,18 @@
 //! containers made through bollard, seen here with the docker command line. Every test needs a
 //! Docker engine: its name says so, and without one it prints why it is skipped.
 //!
-//! The image is made by the harness (`essaim-test/busybox:1`: a static busybox, nothing else).
+//! The image is made by the harness (`essaim-test/busybox:2`: a static busybox, nothing else).
 //! Names carry the test process's ID, so that runs side by side do not meet; whatever a test
 //! made is removed by label when it ends, passed or not.
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use essaim_api::control::TaskView;
 use essaim_core::model::TaskState;
 use essaim_tests::docker::{self, Cleanup};
+use essaim_tests::underlay::{is_root, Underlay};
 use essaim_tests::{running, wait_for, Cluster, Daemon};
 
 const SETTLE: Duration = Duration::from_secs(40);
@@ -745,5 +746,188 @@ fn docker_an_update_to_a_missing_image_rolls_back_by_its_failure_action() -> Res
     })?;
     let back = converged(m1, &service, 2)?;
     assert!(back.iter().all(|t| t.task.spec.image == image));
+    Ok(())
+}
+
+/// The engine's network mode of the container of task `task_id`.
+fn network_mode(task_id: &str) -> Result<String> {
+    let names = docker::containers(&format!("essaim.task.id={task_id}"));
+    let name = names.first().context("the task's container")?;
+    let output = docker::docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", name]);
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+#[test]
+fn docker_containers_on_three_nodes_reach_each_other_over_the_overlay_and_outlive_their_agent(
+) -> Result<()> {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED docker_containers_on_three_nodes: nodes in network namespaces need root"
+        );
+        return Ok(());
+    }
+    let Some(image) = docker::test_image() else {
+        eprintln!("SKIPPED docker_containers_on_three_nodes: needs a Docker engine");
+        return Ok(());
+    };
+    docker::install_test_deps()?;
+    let (web, client, echo, talker) = (
+        unique("web"),
+        unique("client"),
+        unique("echo"),
+        unique("talker"),
+    );
+    let network = unique("back");
+    // Dropped last: the daemons and their namespaces go first, then what is left on the engine.
+    let _cleanup = Cleanup {
+        services: vec![web.clone(), client.clone(), echo.clone(), talker.clone()],
+        networks: vec![network.clone()],
+    };
+    let underlay = Underlay::new(3)?;
+    let mut cluster = underlay.swarm_with_env(&[("ESSAIM_RUNTIME", "docker")])?;
+    let n1 = cluster.node("n1");
+    n1.ok(&["network", "create", &network])?;
+    let on = |service: &str, node: &str, extra: &[&str], script: &str| -> Result<()> {
+        let constraint = format!("node.hostname{node}");
+        let mut args = vec![
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            service,
+            "--network",
+            &network,
+            "--constraint",
+            &constraint,
+            "--stop-grace-period",
+            "1s",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[image, "sh", "-c", script]);
+        n1.ok(&args)?;
+        Ok(())
+    };
+    // The nodes share one engine: web's own bridge is made once here, so that two nodes do
+    // not make it at the same moment (the engine would then hold two networks of one name).
+    let bridge = format!("{web}_default");
+    let label = format!("essaim.network={bridge}");
+    docker::docker(&["network", "create", "--label", &label, &bridge]);
+    // Two replicas on n2 and n3 serving their task ID, publishing a port on the engine.
+    on(
+        &web,
+        "!=n1",
+        &["--replicas", "2", "--publish", "80"],
+        "echo $ESSAIM_TASK_ID > /tmp/index.html; exec httpd -f -p 80 -h /tmp",
+    )?;
+    on(
+        &client,
+        "==n1",
+        &[],
+        &format!(
+            "while true; do printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc {web} 80; sleep 0.1; done"
+        ),
+    )?;
+    let replicas = converged(n1, &web, 2)?;
+    let client_task = converged(n1, &client, 1)?.remove(0);
+
+    // By name, through the VIP, the client on n1 reaches both replicas on the other nodes.
+    for replica in &replicas {
+        let id = &replica.task.id;
+        assert_ne!(replica.node_hostname.as_deref(), Some("n1"));
+        wait_for(&format!("the client reaches replica {id}"), SETTLE, || {
+            let logs = n1.ok(&["service", "logs", &client, "--tail", "40"])?;
+            Ok(logs.contains(id.as_str()).then_some(()))
+        })?;
+    }
+    // The engine gave the client no network of its own; the replica publishing a port is on
+    // its service's bridge, which answers on the engine's published port.
+    assert_eq!(network_mode(&client_task.task.id)?, "none");
+    let served = &replicas[0];
+    let bridge_id = docker::docker(&["network", "inspect", "-f", "{{.Id}}", &bridge]);
+    let bridge_id = String::from_utf8_lossy(&bridge_id.stdout)
+        .trim()
+        .to_string();
+    assert_eq!(network_mode(&served.task.id)?, bridge_id);
+    let port = served
+        .task
+        .status
+        .ports
+        .iter()
+        .find(|p| p.target == 80)
+        .map(|p| p.published)
+        .context("port 80 published")?;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    assert!(reply.contains(served.task.id.as_str()), "{reply}");
+    // The task's address is its cluster address.
+    let address = served.task.networks[0].address.to_string();
+    assert_eq!(
+        served.task.status.address.as_deref(),
+        Some(address.as_str())
+    );
+
+    // A connection from n1 to a task on n2 outlives a kill -9 of n2's essaimd: the restarted
+    // agent adopts the container and keeps its interfaces.
+    on(&echo, "==n2", &[], "exec nc -ll -p 9000 -e cat")?;
+    converged(n1, &echo, 1)?;
+    // The talker's program starts a moment before its interfaces are there (as under CNI):
+    // it connects again until it is through, and says each time its connection closed.
+    on(
+        &talker,
+        "==n1",
+        &[],
+        &format!(
+            "while true; do (while true; do echo tick; sleep 0.2; done) | nc {echo} 9000; echo closed; sleep 0.2; done"
+        ),
+    )?;
+    converged(n1, &talker, 1)?;
+    // Ticks echoed back, and how many times the connection closed so far.
+    let talked = |n1: &Daemon| -> Result<(usize, usize)> {
+        let logs = n1.ok(&["service", "logs", &talker])?;
+        let count = |word: &str| logs.lines().filter(|l| l.ends_with(word)).count();
+        Ok((count("tick"), count("closed")))
+    };
+    wait_for("ticks echoed back", SETTLE, || {
+        Ok((talked(n1)?.0 > 5).then_some(()))
+    })?;
+    let (_, closed_before) = talked(n1)?;
+    let n2 = cluster.node_mut("n2");
+    n2.kill9();
+    n2.restart()?;
+    let n2 = cluster.node("n2");
+    wait_for("n2's agent adopts the echo container", SETTLE, || {
+        Ok(n2.logs().contains("adopting a task").then_some(()))
+    })?;
+    let n1 = cluster.node("n1");
+    // Long enough for the restarted node's first network map and reconcile.
+    let (after_restart, _) = talked(n1)?;
+    wait_for("ticks still echoed after the restart", SETTLE, || {
+        Ok((talked(n1)?.0 > after_restart + 25).then_some(()))
+    })?;
+    let (_, closed_after) = talked(n1)?;
+    assert_eq!(
+        closed_after, closed_before,
+        "the connection closed across the restart"
+    );
+    let echo_tasks = running(&n1.tasks(&echo)?).len();
+    assert_eq!(echo_tasks, 1, "the echo task was adopted, not replaced");
+
+    // Removing the services takes the containers, and every device essaim made with them.
+    for service in [&web, &client, &echo, &talker] {
+        n1.ok(&["service", "rm", service])?;
+    }
+    wait_for("no container and no essaim device left", SETTLE, || {
+        let containers: usize = [&web, &client, &echo, &talker]
+            .iter()
+            .map(|s| docker::containers(&format!("essaim.service.name={s}")).len())
+            .sum();
+        let mut devices = Vec::new();
+        for n in 1..=3 {
+            devices.extend(underlay.essaim_devices(n)?);
+        }
+        Ok((containers == 0 && devices.is_empty()).then_some(()))
+    })?;
     Ok(())
 }

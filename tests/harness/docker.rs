@@ -9,13 +9,13 @@ use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 
-/// The test image's name. It has busybox's applets: `sh`, `httpd`, `wget`, `sleep`...
-pub const TEST_IMAGE: &str = "essaim-test/busybox:1";
+/// The test image's name. It has busybox's applets: `sh`, `httpd`, `wget`, `nc`, `sleep`...
+pub const TEST_IMAGE: &str = "essaim-test/busybox:2";
 /// Where Debian's busybox-static puts its binary (`scripts/install-test-deps.sh`).
 pub const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "httpd", "wget", "sleep", "hostname", "echo", "cat", "test", "true", "false", "touch",
-    "rm", "mkdir", "ls", "kill", "env",
+    "rm", "mkdir", "ls", "kill", "env", "nc",
 ];
 
 /// Runs the docker command line.

@@ -168,11 +168,18 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// Starts a daemon in the network namespace `netns`, on the address `host` there.
+    /// Starts a daemon in the network namespace `netns`, on the address `host` there, with
+    /// extra environment variables.
     ///
     /// # Errors
     /// As [`Daemon::start`].
-    pub fn start_in_netns(root: &Path, name: &str, netns: &str, host: &str) -> Result<Daemon> {
+    pub fn start_in_netns(
+        root: &Path,
+        name: &str,
+        netns: &str,
+        host: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir)?;
         let mut daemon = Daemon {
@@ -182,7 +189,10 @@ impl Daemon {
             dir,
             host: host.to_string(),
             netns: Some(netns.to_string()),
-            env: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         daemon.spawn()?;
@@ -582,12 +592,18 @@ impl Cluster {
     }
 
     /// Starts one more daemon, not yet in any swarm, in the network namespace `netns` on the
-    /// address `host`.
+    /// address `host`, with extra environment variables.
     ///
     /// # Errors
     /// As [`Daemon::start`].
-    pub fn add_in_netns(&mut self, name: &str, netns: &str, host: &str) -> Result<&mut Daemon> {
-        let daemon = Daemon::start_in_netns(self.root.path(), name, netns, host)?;
+    pub fn add_in_netns(
+        &mut self,
+        name: &str,
+        netns: &str,
+        host: &str,
+        env: &[(&str, &str)],
+    ) -> Result<&mut Daemon> {
+        let daemon = Daemon::start_in_netns(self.root.path(), name, netns, host, env)?;
         self.nodes.push(daemon);
         Ok(self.nodes.last_mut().expect("just pushed"))
     }

@@ -135,10 +135,19 @@ impl Underlay {
     /// # Errors
     /// A daemon did not start, or the swarm did not form in time.
     pub fn swarm(&self) -> Result<Cluster> {
+        self.swarm_with_env(&[])
+    }
+
+    /// As [`Underlay::swarm`], every daemon with extra environment variables (such as
+    /// `ESSAIM_RUNTIME=docker`).
+    ///
+    /// # Errors
+    /// As [`Underlay::swarm`].
+    pub fn swarm_with_env(&self, env: &[(&str, &str)]) -> Result<Cluster> {
         let mut cluster = Cluster::empty()?;
         for n in 1..=self.nodes {
             let host = self.ip(n).to_string();
-            cluster.add_in_netns(&format!("n{n}"), &self.netns(n), &host)?;
+            cluster.add_in_netns(&format!("n{n}"), &self.netns(n), &host, env)?;
         }
         let n1 = cluster.node("n1");
         n1.ok(&["swarm", "init", "--advertise-addr", &n1.addr()])?;

@@ -3,13 +3,29 @@
 //!
 //! Every container carries essaim's labels (task, service, slot, node), so that an agent that
 //! restarts finds its containers again instead of starting duplicates, and so that anything
-//! essaim made can be listed and cleaned up by label. Tasks join bridge networks that essaim
-//! creates and labels: the user networks the service names, or one of the service's own
-//! (`SERVICE_default`); on each, the container answers to the service's name, so Docker's DNS
-//! resolves `web` to the replicas of web.
+//! essaim made can be listed and cleaned up by label.
+//!
+//! On a node that runs an overlay (see [`crate::overlay`]), a task on cluster networks is
+//! attached the way CNI plugins attach containers: the engine makes the container with network
+//! mode `none` (a namespace with loopback only), and once it runs, the overlay moves a veth
+//! into its namespace (`/proc/PID/ns/net`) for each of its networks, with its allocated
+//! address; its resolver is the name server on its first network's gateway. Network mode
+//! `none` rather than a Docker network bridged to the VXLAN device, because one engine may
+//! serve several essaim nodes (as on a test machine): a Docker network is the engine's, not
+//! a node's, and the engine would allocate addresses the leader did not. A task that
+//! publishes ports starts on its service's own bridge (`SERVICE_default`, `eth0`: the
+//! engine's port bindings, and the way out of the cluster) and has its cluster networks
+//! after it.
+//!
+//! On a node without an overlay, tasks join bridge networks that essaim creates and labels
+//! on the engine: the user networks the service names, or one of the service's own
+//! (`SERVICE_default`); on each, the container answers to the service's name, so Docker's
+//! DNS resolves `web` to the replicas of web on this engine.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
@@ -25,11 +41,14 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use essaim_api::control::TaskUsage;
-use essaim_core::model::{HealthCheck, PortConfig, Task};
+use essaim_core::model::{HealthCheck, NetworkAttachment, PortConfig, Task};
+use essaim_core::netmap::NetworkMap;
 use essaim_core::Timestamp;
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 
 use crate::executor::{ExecFuture, Executor, Exit, LogStream, StartError, Started};
+use crate::overlay::{Availability, LocalAttachment, Overlay};
 
 /// Labels on everything essaim makes on the engine.
 pub const LABEL_TASK: &str = "essaim.task.id";
@@ -38,6 +57,9 @@ pub const LABEL_SERVICE_NAME: &str = "essaim.service.name";
 pub const LABEL_SLOT: &str = "essaim.task.slot";
 pub const LABEL_NODE: &str = "essaim.node.id";
 pub const LABEL_NETWORK: &str = "essaim.network";
+/// On a container attached to cluster networks: its [`Joined`], as JSON, so that an agent
+/// that restarts puts it back in its overlay as it was.
+pub const LABEL_JOINED: &str = "essaim.task.networks";
 
 /// How often a container with a health check is looked at while it starts and runs.
 const HEALTH_POLL: Duration = Duration::from_millis(250);
@@ -62,6 +84,23 @@ pub struct DockerExecutor {
     /// Held while a network is looked up and made: the engine accepts two networks of one
     /// name, and two tasks starting at once would each make one.
     networks: tokio::sync::Mutex<()>,
+    /// Puts containers on cluster networks.
+    overlay: Arc<Overlay>,
+}
+
+/// How a container is on its cluster networks: its interfaces from `first_interface` on,
+/// one per network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Joined {
+    first_interface: usize,
+    networks: Vec<NetworkAttachment>,
+}
+
+/// What a container on cluster networks is made with.
+struct OnOverlay {
+    joined: Joined,
+    /// Its resolver: the name server on its first network's gateway.
+    name_server: Ipv4Addr,
 }
 
 impl DockerExecutor {
@@ -78,7 +117,63 @@ impl DockerExecutor {
             containers: Mutex::new(HashMap::new()),
             last_cpu: Mutex::new(HashMap::new()),
             networks: tokio::sync::Mutex::new(()),
+            overlay: Overlay::new(),
         })
+    }
+
+    /// How `task` joins its cluster networks here; `None` when it has none, or when this node
+    /// runs no overlay (it then joins bridges of the engine, by name).
+    async fn on_overlay(&self, task: &Task) -> Result<Option<OnOverlay>, StartError> {
+        if task.networks.is_empty() {
+            return Ok(None);
+        }
+        if let Availability::No(why) = self.overlay.availability().await {
+            tracing::debug!(task = %task.id, "task joins bridges of the engine: {why}");
+            return Ok(None);
+        }
+        self.overlay
+            .until_known(&task.networks)
+            .await
+            .map_err(StartError::failed)?;
+        let name_server = task
+            .networks
+            .first()
+            .and_then(|n| self.overlay.gateway(&n.network_id))
+            .ok_or_else(|| StartError::failed("the task's first network has no gateway"))?;
+        Ok(Some(OnOverlay {
+            joined: Joined {
+                first_interface: usize::from(!task.ports.is_empty()),
+                networks: task.networks.clone(),
+            },
+            name_server,
+        }))
+    }
+
+    /// The running container's namespace, by the PID of its first process.
+    async fn netns_of(&self, name: &str) -> Result<std::path::PathBuf, String> {
+        let inspected = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| format!("cannot inspect the container: {}", short_error(&e)))?;
+        match inspected.state.and_then(|state| state.pid) {
+            Some(pid) if pid > 0 => Ok(format!("/proc/{pid}/ns/net").into()),
+            _ => Err("the container ended before it joined its networks".to_string()),
+        }
+    }
+
+    /// Puts the running container `name` on its cluster networks.
+    async fn join(&self, task_id: &str, name: &str, joined: &Joined) -> Result<(), StartError> {
+        let netns = self.netns_of(name).await.map_err(StartError::failed)?;
+        let attachment = LocalAttachment {
+            netns,
+            networks: joined.networks.clone(),
+            first_interface: joined.first_interface,
+        };
+        self.overlay
+            .attach(task_id, attachment)
+            .await
+            .map_err(StartError::failed)
     }
 
     fn table(&self) -> parking_lot::MutexGuard<'_, HashMap<String, String>> {
@@ -230,13 +325,18 @@ impl DockerExecutor {
     async fn create_and_start(&self, task: &Task) -> Result<Started, StartError> {
         let spec = &task.spec;
         self.ensure_image(&spec.image).await?;
-        let networks = networks_of(task);
+        let on_overlay = self.on_overlay(task).await?;
+        let bridges = bridges_of(task, on_overlay.is_some());
         let mut network_ids = Vec::new();
-        for network in &networks {
+        for network in &bridges {
             network_ids.push(self.ensure_network(network).await?);
         }
         let name = container_name(task);
-        let body = container_body(task, &network_ids[0]);
+        let body = container_body(
+            task,
+            network_ids.first().map(String::as_str),
+            on_overlay.as_ref(),
+        );
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = match self
             .docker
@@ -255,7 +355,7 @@ impl DockerExecutor {
             return Err(self.create_error(task, e));
         }
         self.table().insert(task.id.clone(), name.clone());
-        for network in &network_ids[1..] {
+        for network in network_ids.iter().skip(1) {
             let request = NetworkConnectRequest {
                 container: name.clone(),
                 endpoint_config: Some(alias_on(task)),
@@ -272,21 +372,31 @@ impl DockerExecutor {
             return Err(self.start_error(task, e));
         }
         let started = async {
+            // The program runs a moment before its interfaces are there, as under CNI.
+            if let Some(on) = &on_overlay {
+                self.join(&task.id, &name, &on.joined).await?;
+            }
             self.until_healthy(&name).await?;
             let inspected = self
                 .docker
                 .inspect_container(&name, None)
                 .await
                 .map_err(|e| StartError::failed(format!("cannot inspect the container: {e}")))?;
+            let address = match &on_overlay {
+                Some(on) => on.joined.networks.first().map(|n| n.address.to_string()),
+                None => address_of(&inspected, &bridges[0]),
+            };
             Ok(Started {
                 ports: published_ports(&inspected),
-                address: address_of(&inspected, &networks[0]),
+                address,
             })
         };
         let started = started.await;
         if started.is_err() {
-            // A task that failed to start leaves nothing running (nor holding its ports).
+            // A task that failed to start leaves nothing running (nor holding its ports,
+            // nor its addresses).
             self.kill(&name).await;
+            self.overlay.detach(&task.id).await;
         }
         started
     }
@@ -462,13 +572,16 @@ impl Executor for DockerExecutor {
 
     fn wait<'a>(&'a self, task_id: &'a str) -> ExecFuture<'a, Exit> {
         Box::pin(async move {
-            match self.container(task_id) {
+            let exit = match self.container(task_id) {
                 Some(name) => self.until_ended(&name).await,
                 None => Exit {
                     code: -1,
                     message: "no such container".to_string(),
                 },
-            }
+            };
+            // Off its networks before anyone hears of the exit.
+            self.overlay.detach(task_id).await;
+            exit
         })
     }
 
@@ -485,6 +598,7 @@ impl Executor for DockerExecutor {
                 Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
                 Err(e) => tracing::warn!(task = task_id, "cannot stop the container: {e}"),
             }
+            self.overlay.detach(task_id).await;
         })
     }
 
@@ -492,6 +606,7 @@ impl Executor for DockerExecutor {
         Box::pin(async move {
             let name = self.table().remove(task_id);
             self.last_cpu().remove(task_id);
+            self.overlay.detach(task_id).await;
             if let Some(name) = name {
                 self.remove_container(&name).await;
             }
@@ -539,6 +654,10 @@ impl Executor for DockerExecutor {
                 .collect()
                 .await
         })
+    }
+
+    fn network_map(&self, map: NetworkMap) {
+        self.overlay.set_map(map);
     }
 
     fn check(&self) -> ExecFuture<'_, Result<(), String>> {
@@ -591,6 +710,24 @@ impl Executor for DockerExecutor {
                     .as_ref()
                     .is_some_and(|state| state.to_string() == "running");
                 if running {
+                    let joined = container
+                        .labels
+                        .as_ref()
+                        .and_then(|labels| labels.get(LABEL_JOINED))
+                        .and_then(|json| serde_json::from_str::<Joined>(json).ok());
+                    if let Some(joined) = joined {
+                        match self.netns_of(&name).await {
+                            Ok(netns) => {
+                                let attachment = LocalAttachment {
+                                    netns,
+                                    networks: joined.networks,
+                                    first_interface: joined.first_interface,
+                                };
+                                self.overlay.adopt(&task_id, attachment).await;
+                            }
+                            Err(error) => tracing::warn!(task = %task_id, "{error}"),
+                        }
+                    }
                     self.table().insert(task_id.clone(), name);
                     adopted.push(task_id);
                 } else {
@@ -709,8 +846,19 @@ fn split_reference(image: &str) -> (&str, &str) {
     }
 }
 
-/// The networks a task joins: its service's user networks, or the service's own. Until the
-/// overlay data plane attaches containers, each is a bridge on this node's engine, by name.
+/// The engine's networks a task joins. On cluster networks: its service's own bridge when it
+/// publishes ports, else none. Without an overlay: its service's user networks, or the
+/// service's own, each a bridge on this node's engine, by name.
+fn bridges_of(task: &Task, on_overlay: bool) -> Vec<String> {
+    if !on_overlay {
+        networks_of(task)
+    } else if task.ports.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!("{}_default", task.service_name)]
+    }
+}
+
 fn networks_of(task: &Task) -> Vec<String> {
     if task.spec.networks.is_empty() {
         vec![format!("{}_default", task.service_name)]
@@ -730,8 +878,13 @@ fn alias_on(task: &Task) -> EndpointSettings {
     }
 }
 
-/// The container's spec; `first_network` is the ID (or name) of the network it starts on.
-fn container_body(task: &Task, first_network: &str) -> ContainerCreateBody {
+/// The container's spec. `first_bridge` is the ID (or name) of the engine's network it starts
+/// on, if any (network mode `none` otherwise); `on_overlay` says how it joins cluster networks.
+fn container_body(
+    task: &Task,
+    first_bridge: Option<&str>,
+    on_overlay: Option<&OnOverlay>,
+) -> ContainerCreateBody {
     let spec = &task.spec;
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.push(format!("ESSAIM_TASK_ID={}", task.id));
@@ -748,6 +901,10 @@ fn container_body(task: &Task, first_network: &str) -> ContainerCreateBody {
     }
     if let Some(node) = &task.node_id {
         labels.insert(LABEL_NODE.to_string(), node.clone());
+    }
+    if let Some(on) = on_overlay {
+        let joined = serde_json::to_string(&on.joined).unwrap_or_default();
+        labels.insert(LABEL_JOINED.to_string(), joined);
     }
     let port_key = |port: &PortConfig| format!("{}/tcp", port.target);
     let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = task
@@ -780,11 +937,21 @@ fn container_body(task: &Task, first_network: &str) -> ContainerCreateBody {
             memory: limit(spec.resources.limit_memory_bytes),
             nano_cpus: limit(spec.resources.limit_nano_cpus),
             port_bindings: Some(port_bindings),
-            network_mode: Some(first_network.to_string()),
+            network_mode: Some(first_bridge.unwrap_or("none").to_string()),
+            dns: on_overlay.map(|on| vec![on.name_server.to_string()]),
+            // Names are looked up as given first: `web` is a service, not a search domain's.
+            dns_options: on_overlay.map(|_| vec!["ndots:0".to_string()]),
             ..Default::default()
         }),
-        networking_config: Some(NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(first_network.to_string(), alias_on(task))])),
+        // Docker's own name for the service only where Docker's DNS answers for it.
+        networking_config: first_bridge.map(|bridge| {
+            let endpoint = match on_overlay {
+                Some(_) => EndpointSettings::default(),
+                None => alias_on(task),
+            };
+            NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(bridge.to_string(), endpoint)])),
+            }
         }),
         ..Default::default()
     }
@@ -962,7 +1129,7 @@ mod tests {
     fn containers_are_named_and_labelled_as_swarm_names_them() {
         let task = task();
         assert_eq!(container_name(&task), "web.2.t1");
-        let body = container_body(&task, "web_default");
+        let body = container_body(&task, Some("web_default"), None);
         let labels = body.labels.expect("labels");
         assert_eq!(labels[LABEL_TASK], "t1");
         assert_eq!(labels[LABEL_SERVICE_NAME], "web");
@@ -1057,11 +1224,53 @@ mod tests {
             })
             .to_vec();
         assert_eq!(networks_of(&task), vec!["front", "back"]);
-        let body = container_body(&task, "front");
+        let body = container_body(&task, Some("front"), None);
         let endpoints = body
             .networking_config
             .and_then(|n| n.endpoints_config)
             .expect("endpoints");
         assert_eq!(endpoints["front"].aliases, Some(vec!["web".to_string()]));
+    }
+
+    #[test]
+    fn a_task_on_cluster_networks_has_no_engine_network_and_the_gateway_for_resolver() {
+        let mut task = task();
+        let on = OnOverlay {
+            joined: Joined {
+                first_interface: 0,
+                networks: vec![NetworkAttachment {
+                    network_id: "n-front".to_string(),
+                    network: "front".to_string(),
+                    address: Ipv4Addr::new(10, 0, 1, 5),
+                    aliases: vec![],
+                }],
+            },
+            name_server: Ipv4Addr::new(10, 0, 1, 1),
+        };
+        task.ports.clear();
+        assert!(bridges_of(&task, true).is_empty());
+        let body = container_body(&task, None, Some(&on));
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.dns, Some(vec!["10.0.1.1".to_string()]));
+        assert!(body.networking_config.is_none());
+        let labels = body.labels.expect("labels");
+        let joined: Joined = serde_json::from_str(&labels[LABEL_JOINED]).expect("label JSON");
+        assert_eq!(
+            joined, on.joined,
+            "a restarted agent reads back what it wrote"
+        );
+
+        // Published ports need the engine's bridge: the service's own, without Docker's name
+        // for the service (the name server on the gateway answers for it).
+        let mut publishing = self::task();
+        publishing.networks = on.joined.networks.clone();
+        assert_eq!(bridges_of(&publishing, true), vec!["web_default"]);
+        let body = container_body(&publishing, Some("web_default"), Some(&on));
+        let endpoints = body
+            .networking_config
+            .and_then(|n| n.endpoints_config)
+            .expect("endpoints");
+        assert_eq!(endpoints["web_default"].aliases, None);
     }
 }

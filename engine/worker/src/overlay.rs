@@ -43,6 +43,21 @@ const RECONCILE_PERIOD: Duration = Duration::from_secs(5);
 pub struct LocalAttachment {
     pub netns: PathBuf,
     pub networks: Vec<NetworkAttachment>,
+    /// The index of the interface of its first network (`eth0` unless the runtime gave the
+    /// task an interface of its own first, a Docker bridge for published ports). Only a task
+    /// whose first network is `eth0` routes through it by default.
+    pub first_interface: usize,
+}
+
+impl LocalAttachment {
+    /// A namespace that is on its networks only.
+    pub fn new(netns: PathBuf, networks: Vec<NetworkAttachment>) -> Self {
+        LocalAttachment {
+            netns,
+            networks,
+            first_interface: 0,
+        }
+    }
 }
 
 pub struct Overlay {
@@ -131,35 +146,36 @@ impl Overlay {
         map.as_ref()?.network(network_id).map(|n| n.gateway)
     }
 
-    /// Puts a task's namespace on its networks, once the node's map has them all.
+    /// Waits until the node's map has all of `networks`: the leader sends the map before the
+    /// task, so only a lost race waits at all.
     ///
     /// # Errors
-    /// The map never had them, or the kernel refused: the task is detached again.
-    pub async fn attach(&self, task_id: &str, attachment: LocalAttachment) -> Result<(), String> {
+    /// The map did not have them within a few seconds.
+    pub async fn until_known(&self, networks: &[NetworkAttachment]) -> Result<(), String> {
         let mut map = self.map.subscribe();
-        let wanted: Vec<&str> = attachment
-            .networks
-            .iter()
-            .map(|n| n.network_id.as_str())
-            .collect();
         let has_all = |map: &Option<NetworkMap>| {
             map.as_ref()
-                .is_some_and(|m| wanted.iter().all(|id| m.network(id).is_some()))
+                .is_some_and(|m| networks.iter().all(|n| m.network(&n.network_id).is_some()))
         };
         if tokio::time::timeout(MAP_WAIT, map.wait_for(has_all))
             .await
             .is_err()
         {
-            let names: Vec<&str> = attachment
-                .networks
-                .iter()
-                .map(|n| n.network.as_str())
-                .collect();
+            let names: Vec<&str> = networks.iter().map(|n| n.network.as_str()).collect();
             return Err(format!(
                 "the leader did not tell this node of network(s) {} within {MAP_WAIT:?}",
                 names.join(", ")
             ));
         }
+        Ok(())
+    }
+
+    /// Puts a task's namespace on its networks, once the node's map has them all.
+    ///
+    /// # Errors
+    /// The map never had them, or the kernel refused: the task is detached again.
+    pub async fn attach(&self, task_id: &str, attachment: LocalAttachment) -> Result<(), String> {
+        self.until_known(&attachment.networks).await?;
         let mut local = self.local.lock().await;
         local.tasks.insert(task_id.to_string(), attachment);
         if let Err(error) = self.reconcile(&mut local).await {
@@ -169,6 +185,14 @@ impl Overlay {
             return Err(format!("cannot attach the task to its networks: {error}"));
         }
         Ok(())
+    }
+
+    /// Takes back a task that was on its networks before the agent restarted: its interfaces
+    /// are still there and stay, so its connections live on. The next reconcile (at the
+    /// node's first map) plans them with the rest.
+    pub async fn adopt(&self, task_id: &str, attachment: LocalAttachment) {
+        let mut local = self.local.lock().await;
+        local.tasks.insert(task_id.to_string(), attachment);
     }
 
     /// Takes a task off its networks (its veth goes with its namespace anyway); the node's
@@ -304,8 +328,8 @@ pub fn node_plan(map: &NetworkMap, tasks: &BTreeMap<ObjectId, LocalAttachment>) 
                 key: task_id.clone(),
                 address: on.address,
                 netns: attachment.netns.clone(),
-                ifname: format!("eth{index}"),
-                default_route: index == 0,
+                ifname: format!("eth{}", attachment.first_interface + index),
+                default_route: attachment.first_interface + index == 0,
             });
         }
     }

@@ -98,10 +98,10 @@ impl ProcessExecutor {
                 StartError::failed(e.to_string())
             }
         })?;
-        let attachment = LocalAttachment {
-            netns: essaim_network::netns::path_of_file(&netns),
-            networks: task.networks.clone(),
-        };
+        let attachment = LocalAttachment::new(
+            essaim_network::netns::path_of_file(&netns),
+            task.networks.clone(),
+        );
         self.overlay
             .attach(&task.id, attachment)
             .await

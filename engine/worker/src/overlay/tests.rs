@@ -71,10 +71,10 @@ fn a_local_task_gets_an_endpoint_per_network_and_its_first_network_routes() {
     let mut tasks = BTreeMap::new();
     tasks.insert(
         "a".to_string(),
-        LocalAttachment {
-            netns: "/proc/1/fd/7".into(),
-            networks: vec![on("back", "10.0.2.2"), on("front", "10.0.1.2")],
-        },
+        LocalAttachment::new(
+            "/proc/1/fd/7".into(),
+            vec![on("back", "10.0.2.2"), on("front", "10.0.1.2")],
+        ),
     );
     let plan = node_plan(&map(), &tasks);
     assert_eq!(plan.underlay_ip, ip("192.168.5.1"));
@@ -100,14 +100,24 @@ fn a_local_task_gets_an_endpoint_per_network_and_its_first_network_routes() {
 }
 
 #[test]
+fn a_task_with_an_interface_of_its_own_first_has_its_networks_after_it_and_no_default_route() {
+    let mut tasks = BTreeMap::new();
+    let mut attachment =
+        LocalAttachment::new("/proc/42/ns/net".into(), vec![on("front", "10.0.1.2")]);
+    attachment.first_interface = 1;
+    tasks.insert("a".to_string(), attachment);
+    let plan = node_plan(&map(), &tasks);
+    let endpoint = &plan.networks[0].local_endpoints[0];
+    assert_eq!(endpoint.ifname, "eth1");
+    assert!(!endpoint.default_route, "eth0 keeps the default route");
+}
+
+#[test]
 fn other_nodes_tasks_are_remote_endpoints_and_those_without_an_address_are_left_out() {
     let mut tasks = BTreeMap::new();
     tasks.insert(
         "a".to_string(),
-        LocalAttachment {
-            netns: "/proc/1/fd/7".into(),
-            networks: vec![on("front", "10.0.1.2")],
-        },
+        LocalAttachment::new("/proc/1/fd/7".into(), vec![on("front", "10.0.1.2")]),
     );
     let plan = node_plan(&map(), &tasks);
     assert_eq!(plan.networks.len(), 1, "no task here is on back");
@@ -126,10 +136,7 @@ fn no_local_task_means_no_network_and_an_unknown_network_waits() {
     let mut tasks = BTreeMap::new();
     tasks.insert(
         "z".to_string(),
-        LocalAttachment {
-            netns: "/proc/1/fd/9".into(),
-            networks: vec![on("elsewhere", "10.0.9.2")],
-        },
+        LocalAttachment::new("/proc/1/fd/9".into(), vec![on("elsewhere", "10.0.9.2")]),
     );
     assert!(node_plan(&map(), &tasks).networks.is_empty());
 }
