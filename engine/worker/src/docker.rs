@@ -48,7 +48,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::executor::{ExecFuture, Executor, Exit, LogStream, StartError, Started};
-use crate::overlay::{Availability, LocalAttachment, Overlay};
+use crate::overlay::{LocalAttachment, Overlay};
 
 /// Labels on everything essaim makes on the engine.
 pub const LABEL_TASK: &str = "essaim.task.id";
@@ -96,6 +96,17 @@ struct Joined {
     networks: Vec<NetworkAttachment>,
 }
 
+impl Joined {
+    /// The container's attachment, in its namespace at `netns`.
+    fn at(self, netns: std::path::PathBuf) -> LocalAttachment {
+        LocalAttachment {
+            netns,
+            networks: self.networks,
+            first_interface: self.first_interface,
+        }
+    }
+}
+
 /// What a container on cluster networks is made with.
 struct OnOverlay {
     joined: Joined,
@@ -124,11 +135,7 @@ impl DockerExecutor {
     /// How `task` joins its cluster networks here; `None` when it has none, or when this node
     /// runs no overlay (it then joins bridges of the engine, by name).
     async fn on_overlay(&self, task: &Task) -> Result<Option<OnOverlay>, StartError> {
-        if task.networks.is_empty() {
-            return Ok(None);
-        }
-        if let Availability::No(why) = self.overlay.availability().await {
-            tracing::debug!(task = %task.id, "task joins bridges of the engine: {why}");
+        if !self.overlay.takes(task).await {
             return Ok(None);
         }
         self.overlay
@@ -165,11 +172,7 @@ impl DockerExecutor {
     /// Puts the running container `name` on its cluster networks.
     async fn join(&self, task_id: &str, name: &str, joined: &Joined) -> Result<(), StartError> {
         let netns = self.netns_of(name).await.map_err(StartError::failed)?;
-        let attachment = LocalAttachment {
-            netns,
-            networks: joined.networks.clone(),
-            first_interface: joined.first_interface,
-        };
+        let attachment = joined.clone().at(netns);
         self.overlay
             .attach(task_id, attachment)
             .await
@@ -717,14 +720,7 @@ impl Executor for DockerExecutor {
                         .and_then(|json| serde_json::from_str::<Joined>(json).ok());
                     if let Some(joined) = joined {
                         match self.netns_of(&name).await {
-                            Ok(netns) => {
-                                let attachment = LocalAttachment {
-                                    netns,
-                                    networks: joined.networks,
-                                    first_interface: joined.first_interface,
-                                };
-                                self.overlay.adopt(&task_id, attachment).await;
-                            }
+                            Ok(netns) => self.overlay.adopt(&task_id, joined.at(netns)).await,
                             Err(error) => tracing::warn!(task = %task_id, "{error}"),
                         }
                     }

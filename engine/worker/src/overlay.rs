@@ -140,6 +140,21 @@ impl Overlay {
         }
     }
 
+    /// Whether this node puts `task` on its cluster networks: it has some, and the node runs
+    /// an overlay (else the runtime runs it as before there were cluster networks).
+    pub async fn takes(&self, task: &essaim_core::model::Task) -> bool {
+        if task.networks.is_empty() {
+            return false;
+        }
+        match self.availability().await {
+            Availability::Yes(_) => true,
+            Availability::No(why) => {
+                tracing::debug!(task = %task.id, "task not put on its cluster networks: {why}");
+                false
+            }
+        }
+    }
+
     /// The gateway of a network the node knows, where its name server listens.
     pub fn gateway(&self, network_id: &str) -> Option<Ipv4Addr> {
         let map = self.map.borrow();

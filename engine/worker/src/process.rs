@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use crate::dns;
 use crate::executor::{ExecFuture, Executor, Exit, LogStream, StartError, Started};
 use crate::logs::LogBuffer;
-use crate::overlay::{Availability, LocalAttachment, Overlay};
+use crate::overlay::{LocalAttachment, Overlay};
 
 /// How long one pass over /proc may take before the sample is given up.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -81,11 +81,7 @@ impl ProcessExecutor {
     /// A namespace of the task's own, on its networks; `None` when it has none, or when this
     /// node runs no overlay.
     async fn join_networks(&self, task: &Task) -> Result<Option<Networked>, StartError> {
-        if task.networks.is_empty() {
-            return Ok(None);
-        }
-        if let Availability::No(why) = self.overlay.availability().await {
-            tracing::debug!(task = %task.id, "task runs in the node's network namespace: {why}");
+        if !self.overlay.takes(task).await {
             return Ok(None);
         }
         let netns = essaim_network::netns::anonymous().map_err(|e| {
