@@ -234,16 +234,49 @@ fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing
         );
     }
 
+    // A node that leaves the swarm stops its tasks, and with them their namespaces (and the
+    // VIP rules in them) go; it takes its networks' devices down.
+    let mut on_n2: Vec<String> = Vec::new();
+    for service in ["web", "other", "rr"] {
+        let tasks = n1.tasks(service)?;
+        on_n2.extend(
+            running(&tasks)
+                .into_iter()
+                .filter(|view| view.node_hostname.as_deref() == Some("n2"))
+                .map(|view| view.task.id.clone()),
+        );
+    }
+    assert!(!on_n2.is_empty(), "n2 runs tasks before it leaves");
+    let pids: Vec<String> = on_n2
+        .iter()
+        .map(|id| std::fs::read_to_string(dir.join(format!("{id}.pid"))))
+        .collect::<std::io::Result<_>>()?;
+    cluster.node("n2").ok(&["swarm", "leave"])?;
+    wait_for("no essaim device on n2 after it left", SETTLE, || {
+        Ok(underlay.essaim_devices(2)?.is_empty().then_some(()))
+    })?;
+    for pid in &pids {
+        let pid = pid.trim();
+        wait_for(&format!("task process {pid} of n2 to end"), SETTLE, || {
+            Ok((!Path::new(&format!("/proc/{pid}")).exists()).then_some(()))
+        })?;
+    }
+
     // With the services gone, each node takes its networks' devices down.
     for service in ["client", "web", "rr", "other"] {
         n1.ok(&["service", "rm", service])?;
     }
-    for n in 1..=3 {
+    for n in [1, 3] {
         wait_for(&format!("no essaim device on n{n}"), SETTLE, || {
             let left = underlay.essaim_devices(n)?;
             Ok(left.is_empty().then_some(()))
         })?;
     }
     n1.ok(&["network", "rm", "front", "back"])?;
+    let left = n1.ok(&["network", "ls", "-q"])?;
+    assert!(
+        !left.contains("front") && !left.contains("back"),
+        "networks after network rm: {left}"
+    );
     Ok(())
 }
