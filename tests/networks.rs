@@ -273,10 +273,16 @@ fn tasks_on_three_nodes_reach_each_other_on_their_network_only_and_leave_nothing
         })?;
     }
     n1.ok(&["network", "rm", "front", "back"])?;
-    let left = n1.ok(&["network", "ls", "-q"])?;
+    // Read typed: `network ls -q` prints IDs, and the JSON flattens each network into its view.
+    let listed: Vec<essaim_api::control::NetworkView> =
+        serde_json::from_value(n1.json(&["network", "ls"])?)?;
+    let names: Vec<&str> = listed
+        .iter()
+        .map(|v| v.network.spec.name.as_str())
+        .collect();
     assert!(
-        !left.contains("front") && !left.contains("back"),
-        "networks after network rm: {left}"
+        !names.contains(&"front") && !names.contains(&"back"),
+        "networks after network rm: {names:?}"
     );
     Ok(())
 }
