@@ -696,8 +696,10 @@ pub struct ServiceCreateArgs {
     /// Time to wait before killing a task (default 10s)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     pub stop_grace_period: Option<u64>,
-    /// Publish a port: [PUBLISHED:]TARGET
-    #[arg(short, long, value_name = "[PUBLISHED:]TARGET", value_parser = parse_port)]
+    /// Publish a port: [PUBLISHED:]TARGET[/udp], or
+    /// published=P,target=T,protocol=tcp|udp,mode=ingress|host; ingress (every node answers) is
+    /// the default, a published port left out is picked from 30000-32767
+    #[arg(short, long, value_name = "[PUBLISHED:]TARGET[/udp]", value_parser = parse_port)]
     pub publish: Vec<PortConfig>,
     /// Attach the tasks to a network: NAME, or name=NAME,alias=ALIAS (repeatable); services
     /// on one network reach each other by name
@@ -845,11 +847,11 @@ pub struct ServiceChanges {
     /// Time to wait before killing a task
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     pub stop_grace_period: Option<u64>,
-    /// Publish a port: [PUBLISHED:]TARGET (replaces a mapping of the same published port)
-    #[arg(long, value_name = "[PUBLISHED:]TARGET", value_parser = parse_port)]
+    /// Publish a port, as --publish takes it (replaces a mapping of the same published port)
+    #[arg(long, value_name = "[PUBLISHED:]TARGET[/udp]", value_parser = parse_port)]
     pub publish_add: Vec<PortConfig>,
     /// Unpublish a port: TARGET removes every mapping to it, PUBLISHED:TARGET that one
-    #[arg(long, value_name = "[PUBLISHED:]TARGET", value_parser = parse_port)]
+    #[arg(long, value_name = "[PUBLISHED:]TARGET[/udp]", value_parser = parse_port)]
     pub publish_rm: Vec<PortConfig>,
     /// Attach the tasks to a network as well: NAME, or name=NAME,alias=ALIAS
     #[arg(long, value_name = "NETWORK", value_parser = parse_network_attachment)]

@@ -574,10 +574,7 @@ mod tests {
             )
             .converged
         );
-        view.service.spec.ports = vec![essaim_core::model::PortConfig {
-            published: 8080,
-            target: 80,
-        }];
+        view.service.spec.ports = vec![essaim_core::model::PortConfig::tcp(8080, 80)];
         assert!(!Progress::of(&view, &[one], Timestamp(0), Timestamp(0)).converged);
     }
 

@@ -339,7 +339,7 @@ pub fn short_id(id: &str) -> String {
 pub fn ports(ports: &[PortConfig]) -> String {
     ports
         .iter()
-        .map(|port| format!("*:{}->{}/tcp", port.published, port.target))
+        .map(|port| format!("*:{}->{}/{}", port.published, port.target, port.protocol))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -726,8 +726,8 @@ pub fn service_pretty(view: &ServiceView) -> String {
         entries.push(Entry::Section("Ports"));
         entries.extend(spec.ports.iter().map(|port| {
             Entry::Item(format!(
-                "PublishedPort = {}, TargetPort = {}, Protocol = tcp",
-                port.published, port.target
+                "PublishedPort = {}, TargetPort = {}, Protocol = {}, PublishMode = {}",
+                port.published, port.target, port.protocol, port.mode
             ))
         }));
     }

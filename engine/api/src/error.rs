@@ -201,7 +201,7 @@ impl From<AllocError> for ControlError {
         let message = error.to_string();
         match error {
             AllocError::UnknownNetwork { .. } => ControlError::NotFound(message),
-            AllocError::PoolExhausted { .. } | AllocError::NoVxlanId => {
+            AllocError::PoolExhausted { .. } | AllocError::NoVxlanId | AllocError::NoFreePort => {
                 ControlError::FailedPrecondition(message)
             }
             _ => ControlError::InvalidArgument(message),

@@ -6,6 +6,8 @@
 //! ```text
 //!  network create ──> allocate_network: subnet (pool or --subnet), gateway, VXLAN id
 //!  service create ──> check_room: every --network exists and has room for the replicas
+//!  service create/update ──> ports::assign: ingress ports left out get one of 30000-32767;
+//!                            an ingress port is one service's in the whole cluster
 //!  each orchestration pass ──> allocate: virtual IPs in line with the specs, addresses
 //!                               for new tasks; a task without them waits, saying why
 //! ```
@@ -60,6 +62,10 @@ pub enum AllocError {
     },
     #[error("--network {network} is given twice")]
     NetworkTwice { network: String },
+    #[error("--publish: port {port} is already published by service {service}")]
+    PortTaken { port: String, service: String },
+    #[error("--publish: no free ingress port is left in {first}-{last}", first = crate::model::INGRESS_PORTS.start(), last = crate::model::INGRESS_PORTS.end())]
+    NoFreePort,
     #[error("--replicas: network {network} ({subnet}) has room for {free} more addresses, and the service needs {needed}")]
     NoRoom {
         network: String,
@@ -362,6 +368,8 @@ impl<'a> AddressBook<'a> {
         Ok(networks)
     }
 }
+
+pub mod ports;
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! The values users type for resources and ports, read and printed the way Docker does:
 //! `512M`, `2GiB`, `1.5` CPUs, `8080:80`, a failure ratio of `0.25`.
 
-use crate::model::PortConfig;
+use crate::model::{PortConfig, Protocol, PublishMode};
 
 /// Reads a memory size: a number of bytes with an optional unit `b`, `k`/`kb`/`kib`, `m`/`mb`/
 /// `mib`, `g`/`gb`/`gib`, `t`... (binary multiples, as Docker reads them), case-insensitive.
@@ -106,13 +106,18 @@ pub fn format_ratio_permille(permille: u64) -> String {
     format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
-/// Reads a published port as `-p` takes it: `PUBLISHED:TARGET`, or `TARGET` alone (the
-/// cluster picks the published port).
+/// Reads a published port as `-p` takes it. The short form: `[PUBLISHED:]TARGET[/PROTOCOL]`
+/// (`8080:80`, `80`, `53:53/udp`); the long form: `published=P,target=T,protocol=tcp|udp,
+/// mode=ingress|host` (every key but `target` may be left out). A published port left out is
+/// picked by the cluster. Ingress mode and TCP are the defaults, as in Swarm.
 ///
 /// # Errors
 /// A message naming the text and what was wrong in it.
 pub fn parse_port(text: &str) -> Result<PortConfig, String> {
-    let port = |part: &str, what: &str| -> Result<u16, String> {
+    if text.contains('=') {
+        return parse_long_port(text);
+    }
+    let number = |part: &str, what: &str| -> Result<u16, String> {
         match part.trim().parse::<u16>() {
             Ok(0) | Err(_) => Err(format!(
                 "invalid port mapping {text:?}: {what} port {part:?} must be a number from 1 to 65535"
@@ -120,16 +125,65 @@ pub fn parse_port(text: &str) -> Result<PortConfig, String> {
             Ok(port) => Ok(port),
         }
     };
-    match text.split_once(':') {
-        Some((published, target)) => Ok(PortConfig {
-            published: port(published, "published")?,
-            target: port(target, "target")?,
-        }),
-        None => Ok(PortConfig {
-            published: 0,
-            target: port(text, "target")?,
-        }),
+    let (ports, protocol) = match text.split_once('/') {
+        Some((ports, protocol)) => (ports, protocol_of(text, protocol)?),
+        None => (text, Protocol::Tcp),
+    };
+    let (published, target) = match ports.split_once(':') {
+        Some((published, target)) => (number(published, "published")?, number(target, "target")?),
+        None => (0, number(ports, "target")?),
+    };
+    Ok(PortConfig {
+        published,
+        target,
+        protocol,
+        mode: PublishMode::Ingress,
+    })
+}
+
+fn parse_long_port(text: &str) -> Result<PortConfig, String> {
+    let mut port = PortConfig::tcp(0, 0);
+    for field in text.split(',') {
+        let Some((key, value)) = field.split_once('=') else {
+            return Err(format!(
+                "invalid port {text:?}: {field:?} is not KEY=VALUE (published, target, protocol, mode)"
+            ));
+        };
+        let number = |what: &str| -> Result<u16, String> {
+            match value.trim().parse::<u16>() {
+                Ok(0) | Err(_) => Err(format!(
+                    "invalid port {text:?}: {what} {value:?} must be a number from 1 to 65535"
+                )),
+                Ok(port) => Ok(port),
+            }
+        };
+        match key.trim() {
+            "published" => port.published = number("published")?,
+            "target" => port.target = number("target")?,
+            "protocol" => port.protocol = protocol_of(text, value)?,
+            "mode" => {
+                port.mode = value.trim().parse().map_err(|_| {
+                    format!("invalid port {text:?}: mode {value:?} must be ingress or host")
+                })?;
+            }
+            other => {
+                return Err(format!(
+                "invalid port {text:?}: unknown key {other:?} (published, target, protocol, mode)"
+            ))
+            }
+        }
     }
+    if port.target == 0 {
+        return Err(format!("invalid port {text:?}: target=PORT is required"));
+    }
+    Ok(port)
+}
+
+fn protocol_of(text: &str, protocol: &str) -> Result<Protocol, String> {
+    protocol
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid port {text:?}: protocol {protocol:?} must be tcp or udp"))
 }
 
 /// Reads `KEY=VALUE` (an environment variable or a label). A missing `=` gives an empty value,
@@ -200,17 +254,41 @@ mod tests {
 
     #[test]
     fn ports_and_key_values_read_with_clear_errors() {
-        assert_eq!(
-            parse_port("8080:80"),
-            Ok(PortConfig {
-                published: 8080,
-                target: 80
-            })
-        );
+        assert_eq!(parse_port("8080:80"), Ok(PortConfig::tcp(8080, 80)));
         assert_eq!(parse_port("80").map(|p| p.published), Ok(0));
         let err = parse_port("8080:http").unwrap_err();
         assert!(err.contains("target port \"http\""), "{err}");
         assert!(parse_port("0:80").is_err());
+        let udp = parse_port("53:5353/udp").unwrap();
+        assert_eq!(
+            (udp.published, udp.target, udp.protocol),
+            (53, 5353, Protocol::Udp)
+        );
+        assert_eq!(udp.mode, PublishMode::Ingress);
+        let err = parse_port("53/sctp").unwrap_err();
+        assert!(
+            err.contains("protocol \"sctp\" must be tcp or udp"),
+            "{err}"
+        );
+        assert_eq!(
+            parse_port("published=8080,target=80,protocol=udp,mode=host"),
+            Ok(PortConfig {
+                published: 8080,
+                target: 80,
+                protocol: Protocol::Udp,
+                mode: PublishMode::Host,
+            })
+        );
+        assert_eq!(parse_port("target=80"), Ok(PortConfig::tcp(0, 80)));
+        let err = parse_port("published=8080").unwrap_err();
+        assert!(err.contains("target=PORT is required"), "{err}");
+        let err = parse_port("target=80,mode=mesh").unwrap_err();
+        assert!(
+            err.contains("mode \"mesh\" must be ingress or host"),
+            "{err}"
+        );
+        let err = parse_port("target=80,proto=udp").unwrap_err();
+        assert!(err.contains("unknown key \"proto\""), "{err}");
         assert_eq!(
             parse_key_value("A=b=c"),
             Ok(("A".to_string(), "b=c".to_string()))

@@ -41,7 +41,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use essaim_api::control::TaskUsage;
-use essaim_core::model::{HealthCheck, NetworkAttachment, PortConfig, Task};
+use essaim_core::model::{HealthCheck, NetworkAttachment, PortConfig, PublishMode, Task};
 use essaim_core::netmap::NetworkMap;
 use essaim_core::Timestamp;
 use futures::StreamExt;
@@ -902,7 +902,7 @@ fn container_body(
         let joined = serde_json::to_string(&on.joined).unwrap_or_default();
         labels.insert(LABEL_JOINED.to_string(), joined);
     }
-    let port_key = |port: &PortConfig| format!("{}/tcp", port.target);
+    let port_key = |port: &PortConfig| format!("{}/{}", port.target, port.protocol);
     let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = task
         .ports
         .iter()
@@ -1029,7 +1029,9 @@ fn published_ports(inspected: &ContainerInspectResponse) -> Vec<PortConfig> {
     let mut published: Vec<PortConfig> = ports
         .iter()
         .filter_map(|(key, bindings)| {
-            let target = key.split('/').next()?.parse().ok()?;
+            let (target, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+            let target = target.parse().ok()?;
+            let protocol = protocol.parse().ok()?;
             let host_port = bindings
                 .as_ref()?
                 .first()?
@@ -1037,9 +1039,12 @@ fn published_ports(inspected: &ContainerInspectResponse) -> Vec<PortConfig> {
                 .as_ref()?
                 .parse()
                 .ok()?;
+            // The engine's binding is this node's own port, whatever the service asked.
             Some(PortConfig {
                 published: host_port,
                 target,
+                protocol,
+                mode: PublishMode::Host,
             })
         })
         .collect();
@@ -1110,10 +1115,7 @@ mod tests {
                 }),
                 ..Default::default()
             },
-            ports: vec![PortConfig {
-                published: 8080,
-                target: 80,
-            }],
+            ports: vec![PortConfig::tcp(8080, 80)],
             networks: Vec::new(),
             service_version: 1,
             desired_state: essaim_core::model::TaskState::Running,

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use essaim_api::control::TaskUsage;
-use essaim_core::model::{PortConfig, Task};
+use essaim_core::model::{PortConfig, Protocol, Task};
 use essaim_core::netmap::NetworkMap;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
@@ -573,14 +573,16 @@ fn allocate_ports(wanted: &[PortConfig]) -> std::io::Result<Vec<PortConfig>> {
                 port.published
             } else {
                 // The OS picks a free port; the task binds it right after we let it go.
-                std::net::TcpListener::bind(("0.0.0.0", 0))?
-                    .local_addr()?
-                    .port()
+                match port.protocol {
+                    Protocol::Tcp => std::net::TcpListener::bind(("0.0.0.0", 0))?
+                        .local_addr()?
+                        .port(),
+                    Protocol::Udp => std::net::UdpSocket::bind(("0.0.0.0", 0))?
+                        .local_addr()?
+                        .port(),
+                }
             };
-            Ok(PortConfig {
-                published,
-                target: port.target,
-            })
+            Ok(PortConfig { published, ..*port })
         })
         .collect()
 }
@@ -607,10 +609,7 @@ mod tests {
                 args: args.iter().map(|a| a.to_string()).collect(),
                 ..TaskSpec::default()
             },
-            ports: vec![PortConfig {
-                published: 0,
-                target: 80,
-            }],
+            ports: vec![PortConfig::tcp(0, 80)],
             networks: Vec::new(),
             service_version: 1,
             desired_state: TaskState::Running,

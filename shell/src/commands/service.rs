@@ -379,10 +379,7 @@ pub(crate) mod tests {
                         image: "nginx:1.25".to_string(),
                         ..TaskSpec::default()
                     },
-                    ports: vec![PortConfig {
-                        published: 8080,
-                        target: 80,
-                    }],
+                    ports: vec![PortConfig::tcp(8080, 80)],
                     update_config: Default::default(),
                     rollback_config: Default::default(),
                     endpoint_mode: Default::default(),
@@ -595,16 +592,7 @@ pub(crate) mod tests {
         assert_eq!(task.stop_grace_period_ms, 30_000);
         assert_eq!(
             spec.ports,
-            vec![
-                PortConfig {
-                    published: 8080,
-                    target: 80
-                },
-                PortConfig {
-                    published: 0,
-                    target: 443
-                },
-            ]
+            vec![PortConfig::tcp(8080, 80), PortConfig::tcp(0, 443),]
         );
         assert_eq!(spec.validate(), Ok(()));
     }

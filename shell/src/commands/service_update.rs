@@ -3,7 +3,7 @@
 //! refused, not lost; then follow the rolling update it starts. `--continue` goes on with a
 //! paused update, `--rollback` goes back.
 
-use essaim_core::model::{ServiceMode, ServiceSpec, UpdateState};
+use essaim_core::model::{Protocol, ServiceMode, ServiceSpec, UpdateState};
 
 use crate::cli::{ServiceChanges, ServiceRollbackArgs, ServiceUpdateArgs};
 use crate::client::Client;
@@ -249,24 +249,31 @@ pub fn apply(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<ServiceSpec
 
     for port in &changes.publish_rm {
         let before = new.ports.len();
-        // A bare TARGET (published 0) removes every mapping to that target.
+        // A bare TARGET (published 0) removes every mapping to that target (TCP unless
+        // `/udp` is given).
         new.ports.retain(|p| {
-            p.target != port.target || (port.published != 0 && p.published != port.published)
+            p.target != port.target
+                || p.protocol != port.protocol
+                || (port.published != 0 && p.published != port.published)
         });
         if new.ports.len() == before {
+            // As the user typed it: TCP is the default, left unsaid.
+            let suffix = match port.protocol {
+                Protocol::Tcp => "",
+                Protocol::Udp => "/udp",
+            };
             let value = match port.published {
-                0 => port.target.to_string(),
-                published => format!("{published}:{}", port.target),
+                0 => format!("{}{suffix}", port.target),
+                published => format!("{published}:{}{suffix}", port.target),
             };
             return Err(absent("--publish-rm", "published port", &value));
         }
     }
     for port in &changes.publish_add {
         // A node port leads to one target: publishing it again points it elsewhere.
-        let same_node_port = new
-            .ports
-            .iter()
-            .position(|p| port.published != 0 && p.published == port.published);
+        let same_node_port = new.ports.iter().position(|p| {
+            port.published != 0 && p.published == port.published && p.protocol == port.protocol
+        });
         match same_node_port {
             Some(index) => new.ports[index] = *port,
             None if !new.ports.contains(port) => new.ports.push(*port),
@@ -318,16 +325,7 @@ mod tests {
                 stop_grace_period_ms: 10_000,
                 ..TaskSpec::default()
             },
-            ports: vec![
-                PortConfig {
-                    published: 8080,
-                    target: 80,
-                },
-                PortConfig {
-                    published: 8443,
-                    target: 443,
-                },
-            ],
+            ports: vec![PortConfig::tcp(8080, 80), PortConfig::tcp(8443, 443)],
             update_config: Default::default(),
             rollback_config: Default::default(),
             endpoint_mode: Default::default(),
@@ -437,20 +435,8 @@ mod tests {
         assert_eq!(changes.reserve_cpu, Some(500_000_000));
         assert_eq!(changes.limit_memory, Some(1024 * 1024 * 1024));
         assert_eq!(changes.restart_delay, Some(2_000));
-        assert_eq!(
-            changes.publish_add,
-            vec![PortConfig {
-                published: 9090,
-                target: 90
-            }]
-        );
-        assert_eq!(
-            changes.publish_rm,
-            vec![PortConfig {
-                published: 0,
-                target: 443
-            }]
-        );
+        assert_eq!(changes.publish_add, vec![PortConfig::tcp(9090, 90)]);
+        assert_eq!(changes.publish_rm, vec![PortConfig::tcp(0, 443)]);
         assert_eq!(changes.placement_pref_add, vec!["node.labels.zone"]);
         assert_eq!(
             changes.env_add,
@@ -609,7 +595,7 @@ mod tests {
 
     #[test]
     fn ports_are_added_moved_and_removed() {
-        let port = |published, target| PortConfig { published, target };
+        let port = PortConfig::tcp;
         let new = updated(&["--publish-rm", "443", "--publish-add", "9000"]).expect("valid");
         assert_eq!(new.ports, vec![port(8080, 80), port(0, 9000)]);
 

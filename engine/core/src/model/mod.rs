@@ -23,9 +23,9 @@ pub use node::{
     ParseEnumError, Role,
 };
 pub use service::{
-    is_current, Checkpoint, FailureAction, HealthCheck, PortConfig, Resources, RestartCondition,
-    RestartPolicy, Service, ServiceMode, ServiceSpec, SpecError, TaskSpec, UpdateConfig,
-    UpdateOrder, UpdateState, UpdateStatus,
+    is_current, Checkpoint, FailureAction, HealthCheck, PortConfig, Protocol, PublishMode,
+    Resources, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, SpecError,
+    TaskSpec, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus, INGRESS_PORTS,
 };
 pub use task::{Task, TaskReport, TaskState, TaskStatus};
 

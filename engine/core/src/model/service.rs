@@ -147,9 +147,56 @@ impl Default for RestartPolicy {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortConfig {
-    /// 0 asks for a port chosen by the cluster.
+    /// 0 asks for a port chosen by the cluster: in ingress mode the leader picks one from
+    /// [`INGRESS_PORTS`] when the service is created or updated; in host mode the node picks
+    /// one when the task starts.
     pub published: u16,
     pub target: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub mode: PublishMode,
+}
+
+impl PortConfig {
+    /// A TCP port in ingress mode, Swarm's default.
+    pub fn tcp(published: u16, target: u16) -> Self {
+        PortConfig {
+            published,
+            target,
+            protocol: Protocol::Tcp,
+            mode: PublishMode::Ingress,
+        }
+    }
+
+    /// `published/protocol` (`8080/tcp`), as conflicts are reported.
+    pub fn published_label(&self) -> String {
+        format!("{}/{}", self.published, self.protocol)
+    }
+}
+
+/// Where the cluster picks an ingress port left out (`-p 80`), as Swarm does.
+pub const INGRESS_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+word_enum! {
+    /// The transport a published port carries.
+    #[derive(Default)]
+    Protocol {
+        #[default]
+        Tcp = "tcp",
+        Udp = "udp",
+    }
+}
+
+word_enum! {
+    /// Where a published port opens. Ingress: on every node, balanced over every task of the
+    /// service (the routing mesh). Host: only on the nodes that run a task, straight to it.
+    #[derive(Default)]
+    PublishMode {
+        #[default]
+        Ingress = "ingress",
+        Host = "host",
+    }
 }
 
 word_enum! {
@@ -471,10 +518,10 @@ impl ServiceSpec {
             if port.target == 0 {
                 return Err(spec_error("--publish", "the target port must not be 0"));
             }
-            if port.published != 0 && !published.insert(port.published) {
+            if port.published != 0 && !published.insert((port.published, port.protocol.as_str())) {
                 return Err(spec_error(
                     "--publish",
-                    format!("port {} is published twice", port.published),
+                    format!("port {} is published twice", port.published_label()),
                 ));
             }
         }
@@ -508,10 +555,7 @@ mod tests {
     fn a_change_of_ports_alone_replaces_the_tasks_and_a_change_of_replicas_does_not() {
         let from = spec();
         let mut published = spec();
-        published.ports = vec![PortConfig {
-            published: 8080,
-            target: 80,
-        }];
+        published.ports = vec![PortConfig::tcp(8080, 80)];
         assert!(from.changes_tasks(&published));
         let mut scaled = spec();
         scaled.mode = ServiceMode::Replicated { replicas: 9 };
@@ -542,10 +586,7 @@ mod tests {
             ),
         };
         assert!(is_current(&task, &service));
-        service.spec.ports = vec![PortConfig {
-            published: 8080,
-            target: 80,
-        }];
+        service.spec.ports = vec![PortConfig::tcp(8080, 80)];
         assert!(!is_current(&task, &service), "only the ports differ");
     }
 
@@ -596,18 +637,18 @@ mod tests {
         assert_eq!(bad.validate().unwrap_err().field, "--reserve-memory");
 
         let mut bad = spec();
-        bad.ports = vec![
-            PortConfig {
-                published: 8080,
-                target: 80,
-            },
-            PortConfig {
-                published: 8080,
-                target: 81,
-            },
-        ];
+        bad.ports = vec![PortConfig::tcp(8080, 80), PortConfig::tcp(8080, 81)];
         let err = bad.validate().unwrap_err();
-        assert_eq!(err.to_string(), "--publish: port 8080 is published twice");
+        assert_eq!(
+            err.to_string(),
+            "--publish: port 8080/tcp is published twice"
+        );
+        // One number may carry TCP and UDP.
+        let mut both = spec();
+        let mut udp = PortConfig::tcp(53, 53);
+        udp.protocol = Protocol::Udp;
+        both.ports = vec![PortConfig::tcp(53, 53), udp];
+        assert_eq!(both.validate(), Ok(()));
     }
 
     #[test]

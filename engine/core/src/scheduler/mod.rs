@@ -2,8 +2,9 @@
 //!
 //! [`schedule`] is pure: it reads a [`ClusterState`] and the pending tasks and answers one
 //! [`Placement`] per task; the leader commits the assignments. As in Swarm, a node qualifies
-//! when it is ready, active, satisfies every constraint, has room for the task's reservations
-//! and is below the service's max replicas per node. Among those, a task goes to the node
+//! when it is ready, active, satisfies every constraint, has room for the task's reservations,
+//! is below the service's max replicas per node, and has none of the task's host-mode ports
+//! taken by another task. Among those, a task goes to the node
 //! with the fewest tasks of its service, then the fewest tasks overall, then the smallest ID;
 //! spread preferences first pick the label group with the fewest tasks of the service.
 //!
@@ -15,11 +16,14 @@ mod constraint;
 mod reason;
 mod spread;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub use constraint::{Constraint, ConstraintError, Field, Operator};
 
-use crate::model::{Availability, Node, NodeState, ObjectId, Task, TaskSpec, TaskState};
+use crate::model::{
+    Availability, Node, NodeState, ObjectId, PortConfig, Protocol, PublishMode, Task, TaskSpec,
+    TaskState,
+};
 use crate::state::ClusterState;
 use reason::{Tally, Unfit};
 use spread::{Entry, SpreadTree};
@@ -79,15 +83,26 @@ pub fn schedule<'a>(state: &'a ClusterState, pending: &[&'a Task]) -> Vec<Placem
 /// satisfying every constraint. For the global orchestrator, which wants a task on every
 /// such node. A spec whose constraints cannot be read runs nowhere.
 pub fn accepts(node: &Node, spec: &TaskSpec) -> bool {
-    Filters::new(spec).is_ok_and(|filters| filters.check_node(node).is_ok())
+    Filters::new(spec, &[]).is_ok_and(|filters| filters.check_node(node).is_ok())
 }
 
 /// What the tasks on a node hold.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct NodeLoad {
     tasks: u64,
     nano_cpus: u64,
     memory_bytes: u64,
+    /// The host-mode ports its tasks publish: one task per port and protocol on a node.
+    host_ports: HashSet<(u16, Protocol)>,
+}
+
+/// The host-mode ports a task publishes on its node, once chosen (a port left at 0 is picked
+/// by the node, free by construction).
+fn host_ports(ports: &[PortConfig]) -> impl Iterator<Item = (u16, Protocol)> + '_ {
+    ports
+        .iter()
+        .filter(|p| p.mode == PublishMode::Host && p.published != 0)
+        .map(|p| (p.published, p.protocol))
 }
 
 /// The load of every node and the tasks of each service per node, kept up to date as tasks
@@ -134,6 +149,7 @@ impl<'a> Load<'a> {
         entry.memory_bytes = entry
             .memory_bytes
             .saturating_add(reserved.reserve_memory_bytes);
+        entry.host_ports.extend(host_ports(&task.ports));
         *self
             .services
             .entry(task.service_id.as_str())
@@ -169,10 +185,11 @@ struct Filters {
     memory_bytes: u64,
     /// 0 means no limit.
     max_per_node: u64,
+    host_ports: Vec<(u16, Protocol)>,
 }
 
 impl Filters {
-    fn new(spec: &TaskSpec) -> Result<Self, ConstraintError> {
+    fn new(spec: &TaskSpec, ports: &[PortConfig]) -> Result<Self, ConstraintError> {
         Ok(Filters {
             constraints: spec
                 .constraints
@@ -187,6 +204,7 @@ impl Filters {
             nano_cpus: spec.resources.reserve_nano_cpus,
             memory_bytes: spec.resources.reserve_memory_bytes,
             max_per_node: spec.max_replicas_per_node,
+            host_ports: host_ports(ports).collect(),
         })
     }
 
@@ -228,7 +246,10 @@ impl Filters {
         if self.max_per_node > 0 && service_tasks >= self.max_per_node {
             return Err(Unfit::MaxReplicas);
         }
-        Ok(())
+        match self.host_ports.iter().find(|p| load.host_ports.contains(p)) {
+            Some((port, protocol)) => Err(Unfit::HostPort(format!("{port}/{protocol}"))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -245,6 +266,7 @@ fn shortage(capacity: u64, used: u64, wanted: u64) -> u64 {
 struct Group<'a> {
     service_id: &'a str,
     spec: &'a TaskSpec,
+    ports: &'a [PortConfig],
     /// Positions in the pending list, in order.
     positions: Vec<usize>,
 }
@@ -262,7 +284,7 @@ fn groups<'a>(pending: &[&'a Task]) -> Vec<Group<'a>> {
         let candidates = by_service.entry(task.service_id.as_str()).or_default();
         let found = candidates.iter().copied().find(|&g| {
             let spec = groups[g].spec;
-            std::ptr::eq(spec, &task.spec) || *spec == task.spec
+            (std::ptr::eq(spec, &task.spec) || *spec == task.spec) && groups[g].ports == task.ports
         });
         match found {
             Some(g) => groups[g].positions.push(position),
@@ -271,6 +293,7 @@ fn groups<'a>(pending: &[&'a Task]) -> Vec<Group<'a>> {
                 groups.push(Group {
                     service_id: &task.service_id,
                     spec: &task.spec,
+                    ports: &task.ports,
                     positions: vec![position],
                 });
             }
@@ -298,7 +321,7 @@ fn place_group<'a>(
         wait_all(placements, "no suitable node: the swarm has no nodes");
         return;
     }
-    let filters = match Filters::new(group.spec) {
+    let filters = match Filters::new(group.spec, group.ports) {
         Ok(filters) => filters,
         Err(error) => {
             wait_all(placements, &error.to_string());
@@ -378,7 +401,7 @@ fn place_pinned<'a>(
         task_id: task.id.clone(),
         reason,
     };
-    let filters = match Filters::new(&task.spec) {
+    let filters = match Filters::new(&task.spec, &task.ports) {
         Ok(filters) => filters,
         Err(error) => return wait(error.to_string()),
     };

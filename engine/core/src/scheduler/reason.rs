@@ -21,6 +21,8 @@ pub(super) enum Unfit {
         memory_bytes: u64,
     },
     MaxReplicas,
+    /// Another task on the node publishes this host-mode port (`8080/tcp`).
+    HostPort(String),
 }
 
 impl Unfit {
@@ -44,6 +46,7 @@ impl Unfit {
                 tally.lack_phrases(false).join("")
             }
             Unfit::MaxReplicas => format!("at max replicas per node ({max_per_node})"),
+            Unfit::HostPort(port) => format!("host port {port} is in use there"),
         }
     }
 }
@@ -93,6 +96,8 @@ pub(super) struct Tally {
     /// Nodes short of both, with their CPU and memory shortages.
     short_of_both: (Span, Span),
     at_max: usize,
+    /// Nodes per host port in use there.
+    host_ports: BTreeMap<String, usize>,
 }
 
 impl Tally {
@@ -108,6 +113,7 @@ impl Tally {
                 memory_bytes,
             } => self.lacks(*nano_cpus, *memory_bytes),
             Unfit::MaxReplicas => self.at_max += 1,
+            Unfit::HostPort(port) => *self.host_ports.entry(port.clone()).or_default() += 1,
         }
     }
 
@@ -189,6 +195,10 @@ impl Tally {
                 "{} at max replicas per node ({max_per_node})",
                 self.at_max
             ));
+        }
+        for (port, count) in &self.host_ports {
+            let verb = if *count == 1 { "has" } else { "have" };
+            parts.push(format!("{count} {verb} host port {port} in use"));
         }
         if parts.is_empty() {
             return "no suitable node".to_string();

@@ -592,3 +592,46 @@ fn a_hundred_thousand_tasks_spread_evenly_over_a_thousand_nodes() {
     let min = counts.values().min().copied().unwrap_or(0);
     assert!(max - min <= 1, "uneven spread: {min}..{max}");
 }
+
+#[test]
+fn two_tasks_publishing_one_host_port_never_share_a_node_and_the_third_says_why() {
+    let spec = TaskSpec::default();
+    let host_8080 = PortConfig {
+        mode: PublishMode::Host,
+        ..PortConfig::tcp(8080, 80)
+    };
+    // Another service already holds 8080 on n1; UDP 8080 and ingress ports are no conflict.
+    let mut holder = running("other-a", "other", &spec, "n1");
+    holder.ports = vec![host_8080];
+    let state = cluster(
+        vec![node("n1"), node("n2"), node("n3")],
+        vec![holder.clone()],
+    );
+    let mut tasks = pending("web", &spec, 3);
+    for task in &mut tasks {
+        task.ports = vec![host_8080];
+    }
+    let placements = run(&state, &tasks);
+    assert_eq!(nodes_of(&placements), ["n2", "n3", "-"]);
+    assert_eq!(
+        waits(&placements),
+        ["no suitable node: 3 have host port 8080/tcp in use"]
+    );
+
+    let mut udp = pending("dns", &spec, 1);
+    udp[0].ports = vec![PortConfig {
+        protocol: Protocol::Udp,
+        ..host_8080
+    }];
+    let mut ingress = pending("api", &spec, 1);
+    ingress[0].ports = vec![PortConfig::tcp(8080, 80)];
+    let only_n1 = cluster(vec![node("n1")], vec![holder]);
+    for tasks in [udp, ingress] {
+        assert_eq!(
+            nodes_of(&run(&only_n1, &tasks)),
+            ["n1"],
+            "{:?}",
+            tasks[0].ports
+        );
+    }
+}

@@ -247,6 +247,8 @@ impl ClusterState {
                     });
                 }
                 self.check_service_networks(service)?;
+                crate::allocator::ports::check(self, None, &service.spec)
+                    .map_err(|e| StateError::Invalid(e.to_string()))?;
                 self.hold_virtual_ips(&service.id, &[], &service.virtual_ips)?;
                 let mut service = service.clone();
                 service.created(index, now);
@@ -273,6 +275,8 @@ impl ClusterState {
                 let mut checked = service.clone();
                 checked.spec = spec.clone();
                 self.check_service_networks(&checked)?;
+                crate::allocator::ports::check(self, Some(id), spec)
+                    .map_err(|e| StateError::Invalid(e.to_string()))?;
                 let service = get_mut(&mut self.services, Kind::Service, id)?;
                 service.previous_spec = Some(std::mem::replace(&mut service.spec, spec.clone()));
                 if let Some(status) = update_status {

@@ -17,11 +17,15 @@ use crate::swarm::Swarm;
 
 /// # Errors
 /// An invalid spec (naming the flag at fault), or a name already taken.
-pub async fn create(swarm: &Swarm, spec: ServiceSpec) -> Result<ControlReply, ControlError> {
+pub async fn create(swarm: &Swarm, mut spec: ServiceSpec) -> Result<ControlReply, ControlError> {
     spec.validate()
         .map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
     swarm.replica.linearize().await?;
-    allocator::check_room(&swarm.replica.state(), &spec, None)?;
+    {
+        let state = swarm.replica.state();
+        allocator::check_room(&state, &spec, None)?;
+        allocator::ports::assign(&state, None, &mut spec)?;
+    }
     let service = Service {
         id: new_object_id(),
         version: 0,
@@ -108,7 +112,7 @@ pub async fn update(
     swarm: &Swarm,
     name: &str,
     expected_version: Option<u64>,
-    spec: ServiceSpec,
+    mut spec: ServiceSpec,
 ) -> Result<ControlReply, ControlError> {
     swarm.replica.linearize().await?;
     let (id, version, update_status) = {
@@ -116,6 +120,7 @@ pub async fn update(
         let service = state.service(name)?;
         check_update(service, &spec)?;
         allocator::check_room(&state, &spec, Some(service))?;
+        allocator::ports::assign(&state, Some(&service.id), &mut spec)?;
         let update_status = service.spec.changes_tasks(&spec).then(|| {
             UpdateStatus::start(
                 UpdateState::Updating,
