@@ -98,11 +98,10 @@ struct NodeLoad {
 
 /// The host-mode ports a task publishes on its node, once chosen (a port left at 0 is picked
 /// by the node, free by construction).
-fn host_ports(ports: &[PortConfig]) -> impl Iterator<Item = (u16, Protocol)> + '_ {
+fn host_ports(ports: &[PortConfig]) -> impl Iterator<Item = &PortConfig> {
     ports
         .iter()
         .filter(|p| p.mode == PublishMode::Host && p.published != 0)
-        .map(|p| (p.published, p.protocol))
 }
 
 /// The load of every node and the tasks of each service per node, kept up to date as tasks
@@ -149,7 +148,9 @@ impl<'a> Load<'a> {
         entry.memory_bytes = entry
             .memory_bytes
             .saturating_add(reserved.reserve_memory_bytes);
-        entry.host_ports.extend(host_ports(&task.ports));
+        entry
+            .host_ports
+            .extend(host_ports(&task.ports).map(|p| (p.published, p.protocol)));
         *self
             .services
             .entry(task.service_id.as_str())
@@ -185,7 +186,7 @@ struct Filters {
     memory_bytes: u64,
     /// 0 means no limit.
     max_per_node: u64,
-    host_ports: Vec<(u16, Protocol)>,
+    host_ports: Vec<PortConfig>,
 }
 
 impl Filters {
@@ -204,7 +205,7 @@ impl Filters {
             nano_cpus: spec.resources.reserve_nano_cpus,
             memory_bytes: spec.resources.reserve_memory_bytes,
             max_per_node: spec.max_replicas_per_node,
-            host_ports: host_ports(ports).collect(),
+            host_ports: host_ports(ports).copied().collect(),
         })
     }
 
@@ -246,8 +247,9 @@ impl Filters {
         if self.max_per_node > 0 && service_tasks >= self.max_per_node {
             return Err(Unfit::MaxReplicas);
         }
-        match self.host_ports.iter().find(|p| load.host_ports.contains(p)) {
-            Some((port, protocol)) => Err(Unfit::HostPort(format!("{port}/{protocol}"))),
+        let taken = |p: &&PortConfig| load.host_ports.contains(&(p.published, p.protocol));
+        match self.host_ports.iter().find(taken) {
+            Some(port) => Err(Unfit::HostPort(port.published_label())),
             None => Ok(()),
         }
     }
