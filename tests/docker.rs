@@ -816,7 +816,7 @@ fn docker_containers_on_three_nodes_reach_each_other_over_the_overlay_and_outliv
     on(
         &web,
         "!=n1",
-        &["--replicas", "2", "--publish", "80"],
+        &["--replicas", "2", "--publish", "mode=host,target=80"],
         "echo $ESSAIM_TASK_ID > /tmp/index.html; exec httpd -f -p 80 -h /tmp",
     )?;
     on(
