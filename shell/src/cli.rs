@@ -697,8 +697,9 @@ pub struct ServiceCreateArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     pub stop_grace_period: Option<u64>,
     /// Publish a port: [PUBLISHED:]TARGET[/udp], or
-    /// published=P,target=T,protocol=tcp|udp,mode=ingress|host; ingress (every node answers) is
-    /// the default, a published port left out is picked from 30000-32767
+    /// published=P,target=T,protocol=tcp|udp,mode=ingress|host,policy=cluster|local; ingress
+    /// (every node answers, balanced over every task) is the default, policy=local sends only
+    /// to the node's own tasks, a published port left out is picked from 30000-32767
     #[arg(short, long, value_name = "[PUBLISHED:]TARGET[/udp]", value_parser = parse_port)]
     pub publish: Vec<PortConfig>,
     /// Attach the tasks to a network: NAME, or name=NAME,alias=ALIAS (repeatable); services

@@ -973,6 +973,7 @@ mod tests {
                 created_at: Timestamp(1_700_000_000_000),
                 updated_at: Timestamp(1_700_000_000_000),
                 raft_id: 1,
+                ingress: None,
                 spec: NodeSpec {
                     role: if manager.is_some() {
                         Role::Manager

@@ -75,8 +75,11 @@ impl Underlay {
     /// # Errors
     /// A namespace or device could not be made; what was made is deleted.
     pub fn new(nodes: usize) -> Result<Underlay> {
+        // Tests of one process run side by side, each on an underlay of its own.
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let underlay = Underlay {
-            prefix: format!("es-e2e-{}", std::process::id()),
+            prefix: format!("es-e2e-{}-{made}", std::process::id()),
             nodes,
         };
         let switch = underlay.switch();
@@ -112,7 +115,52 @@ impl Underlay {
                 "net.ipv4.ip_forward=1",
             ])?;
         }
+        // A machine outside the cluster, on the same wire: the clients of published ports.
+        let outside = underlay.outside();
+        ip(&["netns", "add", &outside])?;
+        ip(&[
+            "-n", &switch, "link", "add", "px", "type", "veth", "peer", "name", "under0", "netns",
+            &outside,
+        ])?;
+        ip(&["-n", &switch, "link", "set", "px", "master", "under", "up"])?;
+        let address = format!("{}/24", underlay.outside_ip());
+        ip(&["-n", &outside, "addr", "add", &address, "dev", "under0"])?;
+        ip(&["-n", &outside, "link", "set", "under0", "up"])?;
+        ip(&["-n", &outside, "link", "set", "lo", "up"])?;
         Ok(underlay)
+    }
+
+    /// The namespace of a machine on the underlay that is no node: a client from outside.
+    pub fn outside(&self) -> String {
+        format!("{}-x", self.prefix)
+    }
+
+    /// The address of the machine outside the cluster.
+    pub fn outside_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(192, 168, 77, 254)
+    }
+
+    /// Runs `f` on a thread of its own in the network namespace `netns` (as made by
+    /// `ip netns add`), for sockets opened from there; returns what `f` returns.
+    ///
+    /// # Errors
+    /// The namespace cannot be entered.
+    pub fn run_in<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let path = format!("/run/netns/{netns}");
+        let namespace = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: setns on this thread only, with a namespace file kept open.
+                    if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } == -1 {
+                        bail!("cannot enter {path}: {}", std::io::Error::last_os_error());
+                    }
+                    Ok(f())
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("the thread in {netns} panicked"))?
+        })
     }
 
     fn switch(&self) -> String {
@@ -186,6 +234,7 @@ impl Drop for Underlay {
         for n in 1..=self.nodes {
             let _ = ip(&["netns", "del", &self.netns(n)]);
         }
+        let _ = ip(&["netns", "del", &self.outside()]);
         let _ = ip(&["netns", "del", &self.switch()]);
     }
 }

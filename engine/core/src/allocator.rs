@@ -8,8 +8,9 @@
 //!  service create ──> check_room: every --network exists and has room for the replicas
 //!  service create/update ──> ports::assign: ingress ports left out get one of 30000-32767;
 //!                            an ingress port is one service's in the whole cluster
-//!  each orchestration pass ──> allocate: virtual IPs in line with the specs, addresses
-//!                               for new tasks; a task without them waits, saying why
+//!  each orchestration pass ──> allocate: virtual IPs in line with the specs, an address
+//!                               per node on the ingress network, addresses for new
+//!                               tasks; a task without them waits, saying why
 //! ```
 
 use std::collections::{HashMap, HashSet};
@@ -19,8 +20,8 @@ use thiserror::Error;
 
 use crate::command::Command;
 use crate::model::{
-    EndpointMode, Ipv4Subnet, Network, NetworkAllocation, NetworkAttachment, NetworkSpec, ObjectId,
-    Service, ServiceSpec, Task, TaskState, TaskStatus, VirtualIp,
+    EndpointMode, IngressAddress, Ipv4Subnet, Network, NetworkAllocation, NetworkAttachment,
+    NetworkSpec, ObjectId, Service, ServiceSpec, Task, TaskState, TaskStatus, VirtualIp,
 };
 use crate::orchestrator::wanted_tasks;
 use crate::state::ClusterState;
@@ -200,7 +201,7 @@ pub fn check_room(
                 .count() as u64;
             tasks + vips
         });
-        let vip = u64::from(spec.endpoint_mode == EndpointMode::Vip);
+        let vip = u64::from(spec.endpoint_mode == EndpointMode::Vip && !network.spec.ingress);
         let needed = (wanted + vip).saturating_sub(held_by_service);
         let free = free_addresses(state, network);
         if needed > free {
@@ -245,6 +246,28 @@ pub fn allocate(state: &ClusterState, now: Timestamp, commands: &mut Vec<Command
             more.push(Command::SetVirtualIps {
                 service_id: service.id.clone(),
                 virtual_ips: vips,
+            });
+        }
+    }
+    let ingress = state.ingress_network();
+    for node in state.nodes() {
+        let current = node
+            .ingress
+            .as_ref()
+            .filter(|i| ingress.is_some_and(|n| n.id == i.network_id));
+        if current.is_some() {
+            continue;
+        }
+        let given = ingress.and_then(|network| {
+            Some(IngressAddress {
+                network_id: network.id.clone(),
+                address: book.take(network)?,
+            })
+        });
+        if given != node.ingress {
+            more.push(Command::SetNodeIngress {
+                node_id: node.id.clone(),
+                ingress: given,
             });
         }
     }
@@ -327,6 +350,10 @@ impl<'a> AddressBook<'a> {
             let Some(network) = self.state.network_by_name(&attachment.target) else {
                 continue;
             };
+            // The mesh sends to task addresses: a service has no VIP on the ingress network.
+            if network.spec.ingress {
+                continue;
+            }
             let kept = service
                 .virtual_ips
                 .iter()

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StateError;
 use crate::model::{
-    CaRotation, Cluster, ClusterConfig, JoinTokens, Network, NetworkAttachment, Node, NodeSpec,
-    NodeStatus, ObjectId, Role, RootCa, Service, ServiceSpec, Task, TaskState, TaskStatus,
-    TokenRecord, UpdateStatus, VirtualIp,
+    CaRotation, Cluster, ClusterConfig, IngressAddress, JoinTokens, Network, NetworkAttachment,
+    Node, NodeSpec, NodeStatus, ObjectId, Role, RootCa, Service, ServiceSpec, Task, TaskState,
+    TaskStatus, TokenRecord, UpdateStatus, VirtualIp,
 };
 use crate::time::Timestamp;
 
@@ -113,6 +113,12 @@ pub enum Command {
     SetVirtualIps {
         service_id: ObjectId,
         virtual_ips: Vec<VirtualIp>,
+    },
+    /// The allocator's choice of a node's address on the ingress network (`None` takes it
+    /// back); replaces the one it had.
+    SetNodeIngress {
+        node_id: ObjectId,
+        ingress: Option<IngressAddress>,
     },
     /// The updater's progress, or a paused update continued. Refused with
     /// [`StateError::UpdateStatusChanged`] unless the status is still `expected`, so that a

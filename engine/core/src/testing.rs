@@ -15,6 +15,7 @@ pub fn node(id: &str, hostname: &str) -> Node {
         created_at: Timestamp(0),
         updated_at: Timestamp(0),
         raft_id: 1,
+        ingress: None,
         spec: NodeSpec {
             role: Role::Worker,
             availability: Availability::Active,
@@ -170,11 +171,25 @@ mod state_log {
         }
 
         pub fn network(&mut self, name: &str, subnet: Option<&str>) -> Result<Network, AllocError> {
-            let spec = NetworkSpec {
+            self.network_with(NetworkSpec {
                 name: name.to_string(),
                 subnet: subnet.map(|s| s.parse().expect("subnet")),
                 ..NetworkSpec::default()
-            };
+            })
+        }
+
+        /// The routing mesh's network, `ingress`.
+        pub fn ingress(&mut self) -> Network {
+            self.network_with(NetworkSpec {
+                name: crate::model::INGRESS_NETWORK.to_string(),
+                ingress: true,
+                ..NetworkSpec::default()
+            })
+            .expect("ingress")
+        }
+
+        fn network_with(&mut self, spec: NetworkSpec) -> Result<Network, AllocError> {
+            let name = spec.name.clone();
             let allocation = allocate_network(&self.state, &spec)?;
             let network = Network {
                 id: format!("net-{name}"),

@@ -1,7 +1,7 @@
 //! The values users type for resources and ports, read and printed the way Docker does:
 //! `512M`, `2GiB`, `1.5` CPUs, `8080:80`, a failure ratio of `0.25`.
 
-use crate::model::{PortConfig, Protocol, PublishMode};
+use crate::model::{PortConfig, Protocol, PublishMode, TrafficPolicy};
 
 /// Reads a memory size: a number of bytes with an optional unit `b`, `k`/`kb`/`kib`, `m`/`mb`/
 /// `mib`, `g`/`gb`/`gib`, `t`... (binary multiples, as Docker reads them), case-insensitive.
@@ -108,7 +108,7 @@ pub fn format_ratio_permille(permille: u64) -> String {
 
 /// Reads a published port as `-p` takes it. The short form: `[PUBLISHED:]TARGET[/PROTOCOL]`
 /// (`8080:80`, `80`, `53:53/udp`); the long form: `published=P,target=T,protocol=tcp|udp,
-/// mode=ingress|host` (every key but `target` may be left out). A published port left out is
+/// mode=ingress|host,policy=cluster|local` (every key but `target` may be left out). A published port left out is
 /// picked by the cluster. Ingress mode and TCP are the defaults, as in Swarm.
 ///
 /// # Errors
@@ -134,10 +134,8 @@ pub fn parse_port(text: &str) -> Result<PortConfig, String> {
         None => (0, number(ports, "target")?),
     };
     Ok(PortConfig {
-        published,
-        target,
         protocol,
-        mode: PublishMode::Ingress,
+        ..PortConfig::tcp(published, target)
     })
 }
 
@@ -146,7 +144,7 @@ fn parse_long_port(text: &str) -> Result<PortConfig, String> {
     for field in text.split(',') {
         let Some((key, value)) = field.split_once('=') else {
             return Err(format!(
-                "invalid port {text:?}: {field:?} is not KEY=VALUE (published, target, protocol, mode)"
+                "invalid port {text:?}: {field:?} is not KEY=VALUE (published, target, protocol, mode, policy)"
             ));
         };
         let number = |what: &str| -> Result<u16, String> {
@@ -166,15 +164,25 @@ fn parse_long_port(text: &str) -> Result<PortConfig, String> {
                     format!("invalid port {text:?}: mode {value:?} must be ingress or host")
                 })?;
             }
+            "policy" => {
+                port.policy = value.trim().parse().map_err(|_| {
+                    format!("invalid port {text:?}: policy {value:?} must be cluster or local")
+                })?;
+            }
             other => {
                 return Err(format!(
-                "invalid port {text:?}: unknown key {other:?} (published, target, protocol, mode)"
+                "invalid port {text:?}: unknown key {other:?} (published, target, protocol, mode, policy)"
             ))
             }
         }
     }
     if port.target == 0 {
         return Err(format!("invalid port {text:?}: target=PORT is required"));
+    }
+    if port.mode == PublishMode::Host && port.policy == TrafficPolicy::Local {
+        return Err(format!(
+            "invalid port {text:?}: policy=local is for mode=ingress (a host port is always local)"
+        ));
     }
     Ok(port)
 }
@@ -277,9 +285,16 @@ mod tests {
                 target: 80,
                 protocol: Protocol::Udp,
                 mode: PublishMode::Host,
+                policy: TrafficPolicy::Cluster,
             })
         );
         assert_eq!(parse_port("target=80"), Ok(PortConfig::tcp(0, 80)));
+        assert_eq!(
+            parse_port("target=80,published=8080,policy=local").map(|p| p.policy),
+            Ok(TrafficPolicy::Local)
+        );
+        let err = parse_port("target=80,mode=host,policy=local").unwrap_err();
+        assert!(err.contains("policy=local is for mode=ingress"), "{err}");
         let err = parse_port("published=8080").unwrap_err();
         assert!(err.contains("target=PORT is required"), "{err}");
         let err = parse_port("target=80,mode=mesh").unwrap_err();

@@ -625,6 +625,7 @@ async fn bootstrap(
         created_at: Default::default(),
         updated_at: Default::default(),
         raft_id: identity.raft_id,
+        ingress: None,
         spec: NodeSpec {
             role: Role::Manager,
             availability: Availability::Active,

@@ -151,6 +151,7 @@ impl Swarm {
     /// # Errors
     /// The files cannot be removed.
     pub async fn destroy(&self) -> std::io::Result<()> {
+        self.worker.leave().await;
         self.shutdown().await;
         self.tls.clear();
         let data_dir = self.replica.data_dir();

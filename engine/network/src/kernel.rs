@@ -290,12 +290,12 @@ impl Kernel {
         Ok(entries)
     }
 
-    /// Stops the namespace from routing what comes in on `device`.
-    async fn no_forwarding_from(&self, device: &str) -> Result<(), KernelError> {
+    /// Makes the namespace route what comes in on `device`, or not.
+    async fn forwarding_from(&self, device: &str, on: bool) -> Result<(), KernelError> {
         let sysctl = PathBuf::from(format!("/proc/sys/net/ipv4/conf/{device}/forwarding"));
         let write = {
             let sysctl = sysctl.clone();
-            move || std::fs::write(&sysctl, "0")
+            move || std::fs::write(&sysctl, if on { "1" } else { "0" })
         };
         let written = match &self.netns {
             None => tokio::task::spawn_blocking(write)
@@ -371,7 +371,12 @@ impl Kernel {
                     _ => Ok(()),
                 }
             }
-            Change::CreateBridge { name, mac, alias } => {
+            Change::CreateBridge {
+                name,
+                mac,
+                alias,
+                routed,
+            } => {
                 let op = "create bridge";
                 self.handle
                     .link()
@@ -383,8 +388,8 @@ impl Kernel {
                 self.set(name, op, |link| link.alias(alias.clone())).await?;
                 // Tasks reach each other inside their network only: nothing that comes in on
                 // the bridge is routed on to another network (or anywhere else), even on a
-                // machine that forwards.
-                self.no_forwarding_from(name).await
+                // machine that forwards. The ingress network's answers go back to clients.
+                self.forwarding_from(name, *routed).await
             }
             Change::SetUp { name } => self.set(name, "bring up", |link| link.up()).await,
             Change::AddAddress { device, address } => {

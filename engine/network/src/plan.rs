@@ -35,6 +35,16 @@ pub struct NetworkPlan {
     pub gateway: Ipv4Addr,
     pub local_endpoints: Vec<LocalEndpoint>,
     pub remote_endpoints: Vec<RemoteEndpoint>,
+    /// The other nodes' own addresses on the network (the ingress network's), held by their
+    /// bridges.
+    pub remote_nodes: Vec<RemoteEndpoint>,
+    /// The node's own address on the network besides the gateway (the routing mesh's source
+    /// address on the ingress network), held as a /32 on the bridge.
+    pub node_address: Option<Ipv4Addr>,
+    /// Whether the node routes what comes in on the bridge (the ingress network: answers go
+    /// back to the mesh's clients). Other networks are closed: their tasks reach each other
+    /// only.
+    pub routed: bool,
 }
 
 /// A task on this node attached to the network.
@@ -70,6 +80,9 @@ impl NetworkPlan {
             gateway,
             local_endpoints: Vec::new(),
             remote_endpoints: Vec::new(),
+            remote_nodes: Vec::new(),
+            node_address: None,
+            routed: false,
         }
     }
 
@@ -210,11 +223,13 @@ pub enum Change {
         device: String,
         address: Ipv4Net,
     },
-    /// A bridge, up, with a fixed MAC and the network's short id as its alias.
+    /// A bridge, up, with a fixed MAC and the network's short id as its alias; the node
+    /// routes what comes in on it only if `routed`.
     CreateBridge {
         name: String,
         mac: [u8; 6],
         alias: String,
+        routed: bool,
     },
     SetUp {
         name: String,
@@ -369,23 +384,35 @@ pub fn diff(wanted: &NodePlan, present: &KernelState) -> Vec<Change> {
                 name: bridge.clone(),
                 mac: bridge_mac(wanted.underlay_ip),
                 alias: format!("essaim network {}", network.short_id()),
+                routed: network.routed,
             });
         }
-        let gateway = network.gateway_net();
+        let mut wanted_addresses = vec![network.gateway_net()];
+        wanted_addresses.extend(
+            network
+                .node_address
+                .map(|a| Ipv4Net::new(a, 32).expect("32 is a valid prefix length")),
+        );
         let present_addresses = match present.links.get(&bridge) {
             Some(link) if bridge_kept => link.addresses.as_slice(),
             _ => &[],
         };
-        for address in present_addresses.iter().filter(|a| **a != gateway) {
+        for address in present_addresses
+            .iter()
+            .filter(|a| !wanted_addresses.contains(a))
+        {
             out.remove_addresses.push(Change::RemoveAddress {
                 device: bridge.clone(),
                 address: *address,
             });
         }
-        if !present_addresses.contains(&gateway) {
+        for address in wanted_addresses
+            .into_iter()
+            .filter(|a| !present_addresses.contains(a))
+        {
             out.addresses.push(Change::AddAddress {
                 device: bridge.clone(),
-                address: gateway,
+                address,
             });
         }
 
@@ -419,8 +446,16 @@ pub fn diff(wanted: &NodePlan, present: &KernelState) -> Vec<Change> {
                 vxlan: settings,
             });
         }
-        for remote in &network.remote_endpoints {
-            let mac = mac_for(remote.address);
+        let tasks = network
+            .remote_endpoints
+            .iter()
+            .map(|remote| (remote, mac_for(remote.address)));
+        // A node's own address is on its bridge, which answers to the bridge's MAC.
+        let nodes = network
+            .remote_nodes
+            .iter()
+            .map(|remote| (remote, bridge_mac(remote.node_underlay_ip)));
+        for (remote, mac) in tasks.chain(nodes) {
             wanted_fdb.insert(FdbEntry {
                 device: vxlan.clone(),
                 mac,

@@ -158,6 +158,12 @@ impl Worker {
         }
     }
 
+    /// Stops every task, then takes the node off the cluster networks: `swarm leave`.
+    pub async fn leave(&self) {
+        self.shutdown().await;
+        self.setup.executor.leave_networks().await;
+    }
+
     /// The output of a task of this node.
     pub fn logs(&self, task_id: &str, tail: usize, follow: bool) -> Option<LogStream> {
         self.setup.executor.logs(task_id, tail, follow)
@@ -523,6 +529,15 @@ impl Worker {
                 self.report(&task_id, status);
             }
             None => {
+                // The leader's maps stopped sending new connections to the task when it was
+                // told to stop: the other nodes get a moment to write them before it stops
+                // taking them, so that no client meets a closed port.
+                if task.as_ref().is_some_and(|t| !t.networks.is_empty()) {
+                    tokio::select! {
+                        () = tokio::time::sleep(DRAIN) => {}
+                        _ = executor.wait(&task_id) => {}
+                    }
+                }
                 executor.stop(&task_id, grace).await;
                 self.report(&task_id, shutdown("stopped"));
             }
@@ -542,6 +557,9 @@ fn end_of(status: &tonic::Status) -> SessionEnd {
         None => SessionEnd::Lost(status.message().to_string()),
     }
 }
+
+/// How long a task on networks keeps serving after it was told to stop, before its SIGTERM.
+const DRAIN: Duration = Duration::from_secs(1);
 
 fn stop_grace(task: &Task) -> Duration {
     Duration::from_millis(task.spec.stop_grace_period_ms)

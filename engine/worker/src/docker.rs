@@ -149,7 +149,7 @@ impl DockerExecutor {
             .ok_or_else(|| StartError::failed("the task's first network has no gateway"))?;
         Ok(Some(OnOverlay {
             joined: Joined {
-                first_interface: usize::from(!task.ports.is_empty()),
+                first_interface: usize::from(!engine_ports(task, true).is_empty()),
                 networks: task.networks.clone(),
             },
             name_server,
@@ -663,6 +663,10 @@ impl Executor for DockerExecutor {
         self.overlay.set_map(map);
     }
 
+    fn leave_networks(&self) -> ExecFuture<'_, ()> {
+        Box::pin(self.overlay.leave())
+    }
+
     fn check(&self) -> ExecFuture<'_, Result<(), String>> {
         Box::pin(async {
             match tokio::time::timeout(ENGINE_CHECK_TIMEOUT, self.docker.ping()).await {
@@ -842,17 +846,28 @@ fn split_reference(image: &str) -> (&str, &str) {
     }
 }
 
-/// The engine's networks a task joins. On cluster networks: its service's own bridge when it
-/// publishes ports, else none. Without an overlay: its service's user networks, or the
-/// service's own, each a bridge on this node's engine, by name.
+/// The engine's networks a task joins. On cluster networks: its service's own bridge when the
+/// engine publishes ports for it, else none. Without an overlay: its service's user
+/// networks, or the service's own, each a bridge on this node's engine, by name.
 fn bridges_of(task: &Task, on_overlay: bool) -> Vec<String> {
     if !on_overlay {
         networks_of(task)
-    } else if task.ports.is_empty() {
+    } else if engine_ports(task, true).is_empty() {
         Vec::new()
     } else {
         vec![format!("{}_default", task.service_name)]
     }
+}
+
+/// The ports the engine publishes on this node for the task. On cluster networks the routing
+/// mesh opens the ingress ones on every node (see `mesh`): the engine publishes the host
+/// ones only. Without an overlay there is no mesh, and the engine publishes them all.
+fn engine_ports(task: &Task, on_overlay: bool) -> Vec<PortConfig> {
+    task.ports
+        .iter()
+        .filter(|p| !on_overlay || p.mode == PublishMode::Host)
+        .copied()
+        .collect()
 }
 
 fn networks_of(task: &Task) -> Vec<String> {
@@ -903,8 +918,8 @@ fn container_body(
         labels.insert(LABEL_JOINED.to_string(), joined);
     }
     let port_key = |port: &PortConfig| format!("{}/{}", port.target, port.protocol);
-    let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = task
-        .ports
+    let ports = engine_ports(task, on_overlay.is_some());
+    let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = ports
         .iter()
         .map(|port| {
             let host_port = match port.published {
@@ -926,7 +941,7 @@ fn container_body(
         cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
         env: Some(env),
         labels: Some(labels),
-        exposed_ports: Some(task.ports.iter().map(port_key).collect()),
+        exposed_ports: Some(ports.iter().map(port_key).collect()),
         healthcheck: spec.healthcheck.as_ref().map(health_config),
         stop_timeout: Some(i64::try_from(spec.stop_grace_period_ms / 1000).unwrap_or(i64::MAX)),
         host_config: Some(HostConfig {
@@ -1041,10 +1056,9 @@ fn published_ports(inspected: &ContainerInspectResponse) -> Vec<PortConfig> {
                 .ok()?;
             // The engine's binding is this node's own port, whatever the service asked.
             Some(PortConfig {
-                published: host_port,
-                target,
                 protocol,
                 mode: PublishMode::Host,
+                ..PortConfig::tcp(host_port, target)
             })
         })
         .collect();
@@ -1259,10 +1273,15 @@ mod tests {
             "a restarted agent reads back what it wrote"
         );
 
-        // Published ports need the engine's bridge: the service's own, without Docker's name
-        // for the service (the name server on the gateway answers for it).
+        // On cluster networks the mesh opens ingress ports: the engine publishes none.
         let mut publishing = self::task();
         publishing.networks = on.joined.networks.clone();
+        assert!(bridges_of(&publishing, true).is_empty());
+        let body = container_body(&publishing, None, Some(&on));
+        assert_eq!(body.exposed_ports, Some(vec![]));
+        // Host ports need the engine's bridge: the service's own, without Docker's name for
+        // the service (the name server on the gateway answers for it).
+        publishing.ports[0].mode = PublishMode::Host;
         assert_eq!(bridges_of(&publishing, true), vec!["web_default"]);
         let body = container_body(&publishing, Some("web_default"), Some(&on));
         let endpoints = body

@@ -97,6 +97,12 @@ pub trait Executor: Send + Sync + 'static {
     /// that puts tasks on networks keeps it; the others ignore it.
     fn network_map(&self, _map: NetworkMap) {}
 
+    /// Takes the node off the cluster networks as it leaves the swarm, once its tasks have
+    /// stopped: what the runtime made in the kernel for them goes.
+    fn leave_networks(&self) -> ExecFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Whether the runtime can run tasks now; the reason when it cannot (an engine gone).
     fn check(&self) -> ExecFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })

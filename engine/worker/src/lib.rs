@@ -13,6 +13,8 @@
 //! - [`sim`]: simulated tasks, for scale tests.
 //! - [`dns`]: the name server of each network on the node, for its tasks.
 //! - [`vip`]: each service's virtual IP, balanced in the namespace of the task that connects.
+//! - [`mesh`]: the routing mesh: published ports open on the node, balanced over the tasks.
+//! - [`nft`]: the rules of both, written into a namespace.
 //! - [`overlay`]: the node's share of the cluster networks, made in the kernel for its tasks.
 //! - [`logs`]: the output kept of each task.
 //! - [`machine`]: the CPUs and memory a node reports.
@@ -23,6 +25,8 @@ pub mod docker;
 pub mod executor;
 pub mod logs;
 pub mod machine;
+pub mod mesh;
+pub mod nft;
 pub mod overlay;
 pub mod process;
 pub mod sim;

@@ -24,12 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use essaim_core::model::{NetworkAttachment, ObjectId};
-use essaim_core::netmap::NetworkMap;
+use essaim_core::netmap::{MappedNetwork, NetworkMap};
 use essaim_network::{DataPlane, Ipv4Net, LocalEndpoint, NetworkPlan, NodePlan, RemoteEndpoint};
 use tokio::sync::{watch, Mutex};
 
 use crate::dns::NameServers;
-use crate::vip;
+use crate::{mesh, nft, vip};
 
 /// How long a task waits for its networks to appear in the node's map: the leader sends the
 /// map before the task, so only a lost race waits at all.
@@ -77,6 +77,8 @@ struct Local {
     plane: Option<DataPlane>,
     /// The VIP rules each task's namespace holds, as last written there.
     vip_rules: BTreeMap<ObjectId, String>,
+    /// The routing mesh's rules of the node's namespace, as last written there.
+    mesh_rules: Option<String>,
 }
 
 /// Whether tasks of this node can be put on cluster networks.
@@ -90,7 +92,7 @@ pub enum Availability {
 impl Overlay {
     pub fn new() -> Arc<Overlay> {
         let map = watch::channel(None).0;
-        let vips = vip::available();
+        let vips = nft::available();
         if !vips {
             tracing::warn!(
                 "nft is not installed: service names resolve to their tasks, not to VIPs"
@@ -221,6 +223,27 @@ impl Overlay {
         }
     }
 
+    /// Takes the node out of the cluster networks, as it leaves the swarm (its tasks have
+    /// stopped): the routing mesh's devices and rules go, and nothing is made again.
+    pub async fn leave(&self) {
+        self.map.send_replace(None);
+        let mut local = self.local.lock().await;
+        if let Some(plane) = local.plane.take() {
+            if let Err(error) = plane.remove_all().await {
+                tracing::warn!(%error, "cluster network devices left behind");
+            }
+        }
+        if local.mesh_rules.take().is_some() {
+            let script = mesh::ruleset(&mesh::MeshPlan::default());
+            let removed = tokio::task::spawn_blocking(move || nft::apply(None, &script))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            if let Err(error) = removed {
+                tracing::warn!("routing mesh rules left behind: {error}");
+            }
+        }
+    }
+
     async fn reconcile_logged(&self) {
         let mut local = self.local.lock().await;
         if let Err(error) = self.reconcile(&mut local).await {
@@ -229,7 +252,7 @@ impl Overlay {
     }
 
     async fn reconcile(&self, local: &mut Local) -> Result<(), String> {
-        let (plan, vip_rules) = {
+        let (plan, vip_rules, mesh_rules) = {
             let map = self.map.borrow();
             let Some(map) = map.as_ref() else {
                 return Ok(());
@@ -252,7 +275,11 @@ impl Overlay {
             } else {
                 Vec::new()
             };
-            (node_plan(map, &local.tasks), vip_rules)
+            let mesh_rules = self
+                .vips
+                .then(|| mesh::ruleset(&mesh::plan(map)))
+                .filter(|rules| local.mesh_rules.as_ref() != Some(rules));
+            (node_plan(map, &local.tasks), vip_rules, mesh_rules)
         };
         let plane = match &local.plane {
             Some(plane) => plane,
@@ -272,7 +299,7 @@ impl Overlay {
         local.vip_rules.retain(|id, _| local.tasks.contains_key(id));
         for (task_id, netns, rules) in vip_rules {
             let script = rules.clone();
-            let applied = tokio::task::spawn_blocking(move || vip::apply(&netns, &script))
+            let applied = tokio::task::spawn_blocking(move || nft::apply(Some(&netns), &script))
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()));
             match applied {
@@ -281,6 +308,16 @@ impl Overlay {
                 }
                 // Tried again at the next reconcile; the task's other traffic is unaffected.
                 Err(error) => tracing::warn!(task = %task_id, "VIP rules not in place: {error}"),
+            }
+        }
+        if let Some(rules) = mesh_rules {
+            let script = rules.clone();
+            let applied = tokio::task::spawn_blocking(move || nft::apply(None, &script))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            match applied {
+                Ok(()) => local.mesh_rules = Some(rules),
+                Err(error) => tracing::warn!("routing mesh rules not in place: {error}"),
             }
         }
         if !report.is_empty() {
@@ -305,7 +342,12 @@ async fn mend(overlay: std::sync::Weak<Overlay>) {
         let Some(overlay) = overlay.upgrade() else {
             return;
         };
-        let busy = !overlay.local.lock().await.tasks.is_empty();
+        let in_mesh = overlay
+            .map
+            .borrow()
+            .as_ref()
+            .is_some_and(|m| m.mesh.is_some());
+        let busy = in_mesh || !overlay.local.lock().await.tasks.is_empty();
         if busy {
             overlay.reconcile_logged().await;
         }
@@ -313,7 +355,9 @@ async fn mend(overlay: std::sync::Weak<Overlay>) {
 }
 
 /// What the kernel of this node must hold: each network that a local task is on, with its
-/// local tasks' endpoints and the other nodes' tasks as remote endpoints.
+/// local tasks' endpoints and the other nodes' tasks as remote endpoints; and the ingress
+/// network whenever the node is in the routing mesh, with its own address there and the
+/// other nodes' as remote endpoints too.
 pub fn node_plan(map: &NetworkMap, tasks: &BTreeMap<ObjectId, LocalAttachment>) -> NodePlan {
     let mut networks: BTreeMap<&str, NetworkPlan> = BTreeMap::new();
     for (task_id, attachment) in tasks {
@@ -321,24 +365,9 @@ pub fn node_plan(map: &NetworkMap, tasks: &BTreeMap<ObjectId, LocalAttachment>) 
             let Some(mapped) = map.network(&on.network_id) else {
                 continue;
             };
-            let network = networks.entry(&mapped.id).or_insert_with(|| {
-                let subnet = Ipv4Net::new(mapped.subnet.address(), mapped.subnet.prefix())
-                    .unwrap_or_default();
-                let mut network = NetworkPlan::new(mapped.id.clone(), mapped.vxlan_id, subnet);
-                network.gateway = mapped.gateway;
-                network.remote_endpoints = mapped
-                    .endpoints
-                    .iter()
-                    .filter(|e| e.node_id != map.node_id)
-                    .filter_map(|e| {
-                        Some(RemoteEndpoint {
-                            address: e.address,
-                            node_underlay_ip: e.node_ip?,
-                        })
-                    })
-                    .collect();
-                network
-            });
+            let network = networks
+                .entry(&mapped.id)
+                .or_insert_with(|| network_plan(map, mapped));
             network.local_endpoints.push(LocalEndpoint {
                 key: task_id.clone(),
                 address: on.address,
@@ -348,10 +377,48 @@ pub fn node_plan(map: &NetworkMap, tasks: &BTreeMap<ObjectId, LocalAttachment>) 
             });
         }
     }
+    if let Some(mesh) = &map.mesh {
+        if let Some(mapped) = map.network(&mesh.network_id) {
+            let network = networks
+                .entry(&mapped.id)
+                .or_insert_with(|| network_plan(map, mapped));
+            network.node_address = Some(mesh.node_address);
+            network.remote_nodes = mesh
+                .nodes
+                .iter()
+                .filter_map(|node| {
+                    Some(RemoteEndpoint {
+                        address: node.address,
+                        node_underlay_ip: node.node_ip?,
+                    })
+                })
+                .collect();
+        }
+    }
     NodePlan {
         underlay_ip: map.node_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
         networks: networks.into_values().collect(),
     }
+}
+
+/// A mapped network with the other nodes' tasks, and no local endpoint yet.
+fn network_plan(map: &NetworkMap, mapped: &MappedNetwork) -> NetworkPlan {
+    let subnet = Ipv4Net::new(mapped.subnet.address(), mapped.subnet.prefix()).unwrap_or_default();
+    let mut network = NetworkPlan::new(mapped.id.clone(), mapped.vxlan_id, subnet);
+    network.gateway = mapped.gateway;
+    network.routed = mapped.ingress;
+    network.remote_endpoints = mapped
+        .endpoints
+        .iter()
+        .filter(|e| e.node_id != map.node_id)
+        .filter_map(|e| {
+            Some(RemoteEndpoint {
+                address: e.address,
+                node_underlay_ip: e.node_ip?,
+            })
+        })
+        .collect();
+    network
 }
 
 #[cfg(test)]

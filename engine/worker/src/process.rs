@@ -136,8 +136,19 @@ impl ProcessExecutor {
                     task.spec.image, self.node_name
                 ))
             })?;
-        let ports = allocate_ports(&task.ports)
-            .map_err(|e| StartError::failed(format!("cannot allocate a port: {e}")))?;
+        // A task in a namespace of its own listens on its target ports there, where the node's
+        // published ports lead (see `mesh`); one in the node's namespace listens on a port
+        // of the node.
+        let (ports, listen): (Vec<PortConfig>, Vec<(u16, u16)>) = if networked.is_some() {
+            let ports = task.ports.clone();
+            let listen = ports.iter().map(|p| (p.target, p.target)).collect();
+            (ports, listen)
+        } else {
+            let ports = allocate_ports(&task.ports)
+                .map_err(|e| StartError::failed(format!("cannot allocate a port: {e}")))?;
+            let listen = ports.iter().map(|p| (p.target, p.published)).collect();
+            (ports, listen)
+        };
         let address = networked
             .as_ref()
             .and_then(|_| task.networks.first())
@@ -154,14 +165,11 @@ impl ProcessExecutor {
         if let Some(slot) = task.slot {
             command.env("ESSAIM_TASK_SLOT", slot.to_string());
         }
-        if let Some(first) = ports.first() {
-            command.env("PORT", first.published.to_string());
+        if let Some((_, first)) = listen.first() {
+            command.env("PORT", first.to_string());
         }
-        for port in &ports {
-            command.env(
-                format!("ESSAIM_PORT_{}", port.target),
-                port.published.to_string(),
-            );
+        for (target, port) in &listen {
+            command.env(format!("ESSAIM_PORT_{target}"), port.to_string());
         }
         // Made before the fork: the child may only make system calls.
         let joins = match &networked {
@@ -310,6 +318,10 @@ impl Executor for ProcessExecutor {
 
     fn network_map(&self, map: NetworkMap) {
         self.overlay.set_map(map);
+    }
+
+    fn leave_networks(&self) -> ExecFuture<'_, ()> {
+        Box::pin(self.overlay.leave())
     }
 
     fn usage<'a>(&'a self, task_ids: &'a [String]) -> ExecFuture<'a, HashMap<String, TaskUsage>> {

@@ -13,13 +13,7 @@
 //! nftables mode does), only when what the task should see changed.
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::Write as _;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use essaim_core::model::{EndpointMode, NetworkAttachment};
 use essaim_core::netmap::NetworkMap;
@@ -97,65 +91,6 @@ pub fn ruleset(balanced: &[Balanced]) -> String {
     script
 }
 
-/// Whether this node can balance VIPs: `nft` is in PATH.
-pub fn available() -> bool {
-    nft().is_some()
-}
-
-fn nft() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("nft"))
-        .find(|candidate| candidate.is_file())
-}
-
-/// Runs `script` through `nft -f -` in the network namespace at `netns`.
-///
-/// # Errors
-/// `nft` is missing, cannot enter the namespace, or refused the script (its message).
-///
-/// # Caveats
-/// Blocks until `nft` ends: call from a blocking thread.
-pub fn apply(netns: &Path, script: &str) -> Result<(), String> {
-    let program = nft().ok_or("nft (Debian's nftables) is not installed on this node")?;
-    let namespace =
-        File::open(netns).map_err(|e| format!("cannot open {}: {e}", netns.display()))?;
-    let fd = namespace.as_raw_fd();
-    let mut command = Command::new(program);
-    command
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: only a system call between fork and exec; `namespace` outlives the child's start.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot run nft: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| format!("cannot write to nft: {e}"))?;
-    }
-    let output = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-    drop(namespace);
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "nft refused the VIP rules: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,12 +120,15 @@ mod tests {
         NetworkMap {
             node_id: "n1".into(),
             node_ip: None,
+            mesh: None,
+            published: Vec::new(),
             networks: vec![MappedNetwork {
                 id: "front".into(),
                 name: "front".into(),
                 vxlan_id: 4096,
                 subnet: Ipv4Subnet::containing(ip(0), 24),
                 gateway: ip(1),
+                ingress: false,
                 endpoints: vec![
                     endpoint("web", 4, true),
                     endpoint("web", 3, true),

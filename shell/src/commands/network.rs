@@ -45,6 +45,7 @@ pub fn build_spec(args: NetworkCreateArgs) -> NetworkSpec {
         subnet: args.subnet,
         gateway: args.gateway,
         attachable: args.attachable,
+        ingress: false,
     }
 }
 

@@ -208,6 +208,7 @@ mod tests {
                 created_at: Timestamp(0),
                 updated_at: Timestamp(0),
                 raft_id: 2,
+                ingress: None,
                 spec: NodeSpec {
                     role: Role::Worker,
                     availability: Availability::Active,

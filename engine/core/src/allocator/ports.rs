@@ -7,7 +7,9 @@
 //! spec, so every node and every later reader sees the same number; the state checks the
 //! ports again when it applies the spec.
 
-use crate::model::{PortConfig, PublishMode, ServiceSpec, INGRESS_PORTS};
+use crate::model::{
+    NetworkAttachmentConfig, PortConfig, PublishMode, ServiceSpec, INGRESS_NETWORK, INGRESS_PORTS,
+};
 use crate::state::ClusterState;
 
 use super::AllocError;
@@ -83,6 +85,25 @@ pub fn check(
         }
     }
     Ok(())
+}
+
+/// Whether the spec publishes a port on the routing mesh.
+pub fn uses_mesh(spec: &ServiceSpec) -> bool {
+    spec.ports.iter().any(|p| p.mode == PublishMode::Ingress)
+}
+
+/// Puts the service on the ingress network when it publishes an ingress port, as its last
+/// network (its own networks keep their order, the first one its default route), and takes
+/// it off when it publishes none. The caller makes sure the network exists.
+pub fn join_ingress(spec: &mut ServiceSpec) {
+    let networks = &mut spec.task.networks;
+    networks.retain(|n| n.target != INGRESS_NETWORK);
+    if uses_mesh(spec) {
+        spec.task.networks.push(NetworkAttachmentConfig {
+            target: INGRESS_NETWORK.to_string(),
+            aliases: Vec::new(),
+        });
+    }
 }
 
 /// The other service whose ports clash with `port`, if any.
@@ -179,6 +200,33 @@ mod tests {
         let web = state.service("web").unwrap();
         let mut same = web.spec.clone();
         assert_eq!(assign(&state, Some(&web.id), &mut same), Ok(()));
+    }
+
+    #[test]
+    fn a_service_is_on_the_ingress_network_while_it_publishes_an_ingress_port() {
+        let mut spec = service_named("web", vec![ingress(8080, 80)]).spec;
+        spec.task.networks = vec![NetworkAttachmentConfig {
+            target: "back".into(),
+            aliases: vec![],
+        }];
+        join_ingress(&mut spec);
+        join_ingress(&mut spec);
+        let targets: Vec<&str> = spec
+            .task
+            .networks
+            .iter()
+            .map(|n| n.target.as_str())
+            .collect();
+        assert_eq!(targets, ["back", "ingress"]);
+        spec.ports = vec![host(8080, 80)];
+        join_ingress(&mut spec);
+        let targets: Vec<&str> = spec
+            .task
+            .networks
+            .iter()
+            .map(|n| n.target.as_str())
+            .collect();
+        assert_eq!(targets, ["back"]);
     }
 
     #[test]

@@ -15,8 +15,9 @@ pub use lease::{
     MAX_LOCK_NAME, MIN_LEASE_MS,
 };
 pub use network::{
-    AddressPool, EndpointMode, Ipv4Subnet, Network, NetworkAllocation, NetworkAttachment,
-    NetworkAttachmentConfig, NetworkDriver, NetworkSpec, VirtualIp,
+    AddressPool, EndpointMode, IngressAddress, Ipv4Subnet, Network, NetworkAllocation,
+    NetworkAttachment, NetworkAttachmentConfig, NetworkDriver, NetworkSpec, VirtualIp,
+    INGRESS_NETWORK,
 };
 pub use node::{
     Availability, Node, NodeDescription, NodeResources, NodeSpec, NodeState, NodeStatus,
@@ -25,7 +26,7 @@ pub use node::{
 pub use service::{
     is_current, Checkpoint, FailureAction, HealthCheck, PortConfig, Protocol, PublishMode,
     Resources, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, SpecError,
-    TaskSpec, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus, INGRESS_PORTS,
+    TaskSpec, TrafficPolicy, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus, INGRESS_PORTS,
 };
 pub use task::{Task, TaskReport, TaskState, TaskStatus};
 

@@ -50,6 +50,21 @@ pub struct NetworkSpec {
     /// runs services only).
     #[serde(default)]
     pub attachable: bool,
+    /// The routing mesh's network (`ingress`): the leader makes it for the first service that
+    /// publishes an ingress port and puts every such service on it; every node has an address
+    /// on it, the source of the connections it forwards to another node's task.
+    #[serde(default)]
+    pub ingress: bool,
+}
+
+/// The name of the routing mesh's network, as in Swarm.
+pub const INGRESS_NETWORK: &str = "ingress";
+
+/// A node's own address on the ingress network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressAddress {
+    pub network_id: ObjectId,
+    pub address: Ipv4Addr,
 }
 
 /// What the leader chose for a network.

@@ -107,4 +107,8 @@ pub struct Node {
     pub spec: NodeSpec,
     pub description: NodeDescription,
     pub status: NodeStatus,
+    /// The node's address on the ingress network, given by the leader once that network
+    /// exists: the routing mesh sends the connections it forwards to other nodes from it.
+    #[serde(default)]
+    pub ingress: Option<super::IngressAddress>,
 }

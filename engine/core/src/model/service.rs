@@ -156,6 +156,9 @@ pub struct PortConfig {
     pub protocol: Protocol,
     #[serde(default)]
     pub mode: PublishMode,
+    /// Which tasks an ingress port sends a node's connections to.
+    #[serde(default)]
+    pub policy: TrafficPolicy,
 }
 
 impl PortConfig {
@@ -166,6 +169,7 @@ impl PortConfig {
             target,
             protocol: Protocol::Tcp,
             mode: PublishMode::Ingress,
+            policy: TrafficPolicy::Cluster,
         }
     }
 
@@ -196,6 +200,20 @@ word_enum! {
         #[default]
         Ingress = "ingress",
         Host = "host",
+    }
+}
+
+word_enum! {
+    /// Which tasks a node sends the connections of an ingress port to (kube-proxy's
+    /// `externalTrafficPolicy`). Cluster: any serving task of the service, on any node; the
+    /// client's address is kept when the task chosen is on the node that took the
+    /// connection. Local: only the node's own tasks (a node without one refuses), and the
+    /// client's address is always kept.
+    #[derive(Default)]
+    TrafficPolicy {
+        #[default]
+        Cluster = "cluster",
+        Local = "local",
     }
 }
 

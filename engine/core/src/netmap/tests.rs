@@ -112,3 +112,73 @@ fn only_changes_that_touch_networks_cost_a_new_map() {
     plain.networks.clear();
     assert!(!may_change_maps(&[event(Change::Task(plain))]));
 }
+
+#[test]
+fn every_node_hears_of_the_mesh_with_the_other_nodes_addresses_and_every_published_port() {
+    let mut log = cluster();
+    log.ingress();
+    log.pass();
+    let ingress = log.state.ingress_network().expect("ingress").clone();
+    let address = |log: &StateLog, node: &str| {
+        let held = log.state.node_by_id(node).and_then(|n| n.ingress.clone());
+        held.map(|i| (i.network_id, i.address))
+    };
+    let (network_id, n1_address) = address(&log, "n1").expect("n1 has an ingress address");
+    assert_eq!(network_id, ingress.id);
+    assert!(ingress.allocation.subnet.is_host(n1_address));
+    assert_ne!(
+        address(&log, "n1"),
+        address(&log, "n2"),
+        "each node its own address"
+    );
+
+    let mut web = log.state.service("web").expect("web").clone();
+    web.spec.ports = vec![PortConfig::tcp(8080, 80)];
+    crate::allocator::ports::join_ingress(&mut web.spec);
+    log.apply(vec![Command::UpdateService {
+        id: web.id.clone(),
+        expected_version: None,
+        spec: web.spec.clone(),
+        update_status: None,
+    }])
+    .expect("web publishes");
+    let maps = NetworkMaps::of(&log.state);
+    // n3 runs no task of web, and still takes part in the mesh.
+    let n3 = maps.for_node("n3");
+    let mesh = n3.mesh.as_ref().expect("n3 is in the mesh");
+    assert_eq!(mesh.network_id, ingress.id);
+    assert_eq!(
+        Some((ingress.id.clone(), mesh.node_address)),
+        address(&log, "n3")
+    );
+    let others: Vec<&str> = mesh.nodes.iter().map(|n| n.node_id.as_str()).collect();
+    assert_eq!(others, ["n1", "n2"]);
+    assert!(n3.network(&ingress.id).is_some());
+    assert!(
+        n3.network(&ingress.id).unwrap().services.is_empty(),
+        "no names on the ingress network"
+    );
+    assert_eq!(
+        n3.published,
+        [PublishedPort {
+            service_id: web.id.clone(),
+            port: PortConfig::tcp(8080, 80),
+        }]
+    );
+}
+
+#[test]
+fn the_tasks_of_a_down_node_serve_no_more() {
+    let mut log = cluster();
+    let mut n1 = log.state.node_by_id("n1").expect("n1").status.clone();
+    n1.state = crate::model::NodeState::Down;
+    log.apply(vec![Command::SetNodeStatus {
+        id: "n1".into(),
+        status: n1,
+    }])
+    .expect("n1 down");
+    let maps = NetworkMaps::of(&log.state);
+    let front = maps.for_node("n2").networks.remove(0);
+    let web1 = front.endpoints.iter().find(|e| e.task_id == "web-1");
+    assert_eq!(web1.map(|e| e.serving), Some(false));
+}

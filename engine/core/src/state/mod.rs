@@ -125,7 +125,8 @@ impl ClusterState {
         }
         let tasks: Vec<&Task> = self.tasks.values().collect();
         let services: Vec<&Service> = self.services.values().collect();
-        networks::index_addresses(&mut index, &tasks, &services);
+        let nodes: Vec<&Node> = self.nodes.values().collect();
+        networks::index_addresses(&mut index, &tasks, &services, &nodes);
         self.index = index;
     }
 
@@ -229,6 +230,7 @@ impl ClusterState {
             } => {
                 let node = get_mut(&mut self.nodes, Kind::Node, id)?;
                 check_version(Kind::Node, id, node.version, *expected_version)?;
+                self.release_node_ingress(id);
                 self.nodes.remove(id);
                 self.removed_nodes.insert(id.clone());
                 emit(Change::NodeRemoved { id: id.clone() });
@@ -296,6 +298,14 @@ impl ClusterState {
                 service.virtual_ips = virtual_ips.clone();
                 service.changed(index, now);
                 emit(Change::Service(service.clone()));
+            }
+            Command::SetNodeIngress { node_id, ingress } => {
+                get_mut(&mut self.nodes, Kind::Node, node_id)?;
+                self.set_node_ingress(node_id, ingress.as_ref())?;
+                let node = get_mut(&mut self.nodes, Kind::Node, node_id)?;
+                node.ingress = ingress.clone();
+                node.changed(index, now);
+                emit(Change::Node(node.clone()));
             }
             Command::SetUpdateStatus {
                 service_id,

@@ -8,7 +8,9 @@ use std::net::Ipv4Addr;
 
 use crate::error::{LookupError, StateError};
 use crate::event::Change;
-use crate::model::{Kind, Network, NetworkAttachment, ObjectId, Service, Task, VirtualIp};
+use crate::model::{
+    IngressAddress, Kind, Network, NetworkAttachment, Node, ObjectId, Service, Task, VirtualIp,
+};
 
 use super::{pick_one, ClusterState, Indexes};
 
@@ -19,6 +21,8 @@ pub enum AddressHolder {
     Task(ObjectId),
     /// A service's virtual IP.
     Service(ObjectId),
+    /// A node's address on the ingress network.
+    Node(ObjectId),
 }
 
 impl ClusterState {
@@ -233,6 +237,39 @@ impl ClusterState {
         self.hold(&wanted, &holder)
     }
 
+    /// Holds a node's ingress address in place of the one it had.
+    pub(super) fn set_node_ingress(
+        &mut self,
+        node_id: &str,
+        ingress: Option<&IngressAddress>,
+    ) -> Result<(), StateError> {
+        let holder = AddressHolder::Node(node_id.to_string());
+        let wanted: Vec<(&str, Ipv4Addr)> = ingress
+            .iter()
+            .map(|i| (i.network_id.as_str(), i.address))
+            .collect();
+        self.check_free(&wanted, &holder)?;
+        self.release_node_ingress(node_id);
+        self.hold(&wanted, &holder)
+    }
+
+    pub(super) fn release_node_ingress(&mut self, node_id: &str) {
+        let holder = AddressHolder::Node(node_id.to_string());
+        if let Some(ingress) = self.nodes.get(node_id).and_then(|n| n.ingress.clone()) {
+            release(
+                &mut self.index,
+                &ingress.network_id,
+                ingress.address,
+                &holder,
+            );
+        }
+    }
+
+    /// The ingress network, if the cluster has one.
+    pub fn ingress_network(&self) -> Option<&Network> {
+        self.networks.values().find(|n| n.spec.ingress)
+    }
+
     pub(super) fn release_virtual_ips(&mut self, service_id: &str, vips: &[VirtualIp]) {
         let holder = AddressHolder::Service(service_id.to_string());
         for vip in vips {
@@ -315,8 +352,22 @@ pub(super) fn index_network(index: &mut Indexes, network: &Network) {
         .insert(network.allocation.gateway, AddressHolder::Gateway);
 }
 
-/// Re-holds, after a snapshot is loaded, what live tasks and services hold.
-pub(super) fn index_addresses(index: &mut Indexes, tasks: &[&Task], services: &[&Service]) {
+/// Re-holds, after a snapshot is loaded, what live tasks, services and nodes hold.
+pub(super) fn index_addresses(
+    index: &mut Indexes,
+    tasks: &[&Task],
+    services: &[&Service],
+    nodes: &[&Node],
+) {
+    for node in nodes {
+        if let Some(ingress) = &node.ingress {
+            index
+                .addresses
+                .entry(ingress.network_id.clone())
+                .or_default()
+                .insert(ingress.address, AddressHolder::Node(node.id.clone()));
+        }
+    }
     for task in tasks.iter().filter(|t| !t.status.state.is_terminal()) {
         for attachment in &task.networks {
             index

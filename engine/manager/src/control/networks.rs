@@ -6,7 +6,7 @@
 use essaim_api::control::NetworkView;
 use essaim_api::{ControlError, ControlReply};
 use essaim_core::allocator;
-use essaim_core::model::{Network, NetworkSpec};
+use essaim_core::model::{Network, NetworkSpec, INGRESS_NETWORK};
 use essaim_core::state::AddressHolder;
 use essaim_core::{ClusterState, Command};
 
@@ -49,6 +49,48 @@ pub async fn create(swarm: &Swarm, spec: NetworkSpec) -> Result<ControlReply, Co
         .await?;
     let state = swarm.replica.state();
     Ok(ControlReply::Network(view(&state, state.network(&id)?)))
+}
+
+/// Makes the routing mesh's network, `ingress`, if the cluster has none: from the address
+/// pool, as any network.
+///
+/// # Errors
+/// A user's network holds the name, the pool is used up, or no quorum.
+pub async fn ensure_ingress(swarm: &Swarm) -> Result<(), ControlError> {
+    let network = {
+        let state = swarm.replica.state();
+        if state.ingress_network().is_some() {
+            return Ok(());
+        }
+        if state.network_by_name(INGRESS_NETWORK).is_some() {
+            return Err(ControlError::Conflict(format!(
+                "--publish: the routing mesh needs the network name {INGRESS_NETWORK}, which a network made by network create holds: remove it, or publish in mode=host"
+            )));
+        }
+        let spec = NetworkSpec {
+            name: INGRESS_NETWORK.to_string(),
+            ingress: true,
+            ..NetworkSpec::default()
+        };
+        Network {
+            id: new_object_id(),
+            version: 0,
+            created_at: Default::default(),
+            updated_at: Default::default(),
+            allocation: allocator::allocate_network(&state, &spec)?,
+            spec,
+        }
+    };
+    tracing::info!(subnet = %network.allocation.subnet, "ingress network created");
+    match swarm
+        .replica
+        .write_one(Command::CreateNetwork { network })
+        .await
+    {
+        // Another request made it meanwhile.
+        Err(_) if swarm.replica.state().ingress_network().is_some() => Ok(()),
+        written => written.map(|_| ()),
+    }
 }
 
 /// # Errors

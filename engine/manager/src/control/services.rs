@@ -21,6 +21,7 @@ pub async fn create(swarm: &Swarm, mut spec: ServiceSpec) -> Result<ControlReply
     spec.validate()
         .map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
     swarm.replica.linearize().await?;
+    join_mesh(swarm, &mut spec).await?;
     {
         let state = swarm.replica.state();
         allocator::check_room(&state, &spec, None)?;
@@ -43,6 +44,16 @@ pub async fn create(swarm: &Swarm, mut spec: ServiceSpec) -> Result<ControlReply
         .await?;
     tracing::info!(service = %id, "service created");
     written(swarm, &id)
+}
+
+/// Puts a service that publishes an ingress port on the ingress network, made first if the
+/// cluster has none yet; takes one that publishes none off it.
+async fn join_mesh(swarm: &Swarm, spec: &mut ServiceSpec) -> Result<(), ControlError> {
+    if allocator::ports::uses_mesh(spec) {
+        super::networks::ensure_ingress(swarm).await?;
+    }
+    allocator::ports::join_ingress(spec);
+    Ok(())
 }
 
 /// # Errors
@@ -115,6 +126,7 @@ pub async fn update(
     mut spec: ServiceSpec,
 ) -> Result<ControlReply, ControlError> {
     swarm.replica.linearize().await?;
+    join_mesh(swarm, &mut spec).await?;
     let (id, version, update_status) = {
         let state = swarm.replica.state();
         let service = state.service(name)?;

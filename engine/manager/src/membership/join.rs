@@ -69,6 +69,7 @@ impl Membership {
             created_at: Default::default(),
             updated_at: Default::default(),
             raft_id: new_raft_id(),
+            ingress: None,
             spec: NodeSpec {
                 role,
                 availability: Availability::Active,

@@ -27,12 +27,15 @@ fn map() -> NetworkMap {
     NetworkMap {
         node_id: "n1".into(),
         node_ip: Some(Ipv4Addr::new(192, 168, 5, 1)),
+        mesh: None,
+        published: Vec::new(),
         networks: vec![MappedNetwork {
             id: "front".into(),
             name: "front".into(),
             vxlan_id: 4096,
             subnet: Ipv4Subnet::containing(Ipv4Addr::new(10, 0, 1, 0), 24),
             gateway: Ipv4Addr::new(10, 0, 1, 1),
+            ingress: false,
             endpoints: vec![
                 endpoint("w1", "web-id", 2, true),
                 endpoint("w2", "web-id", 3, true),

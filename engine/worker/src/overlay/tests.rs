@@ -24,6 +24,7 @@ fn network(id: &str, vxlan_id: u32, third: u8, endpoints: Vec<Endpoint>) -> Mapp
         vxlan_id,
         subnet: Ipv4Subnet::containing(Ipv4Addr::new(10, 0, third, 0), 24),
         gateway: Ipv4Addr::new(10, 0, third, 1),
+        ingress: false,
         endpoints,
         services: Vec::new(),
     }
@@ -42,6 +43,8 @@ fn map() -> NetworkMap {
     NetworkMap {
         node_id: "n1".into(),
         node_ip: Some(ip("192.168.5.1")),
+        mesh: None,
+        published: Vec::new(),
         networks: vec![
             network(
                 "front",

@@ -301,6 +301,7 @@ mod tests {
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
             raft_id: 1,
+            ingress: None,
             spec: NodeSpec {
                 role: Role::Worker,
                 availability: Availability::Active,
