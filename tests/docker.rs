@@ -931,3 +931,90 @@ fn docker_containers_on_three_nodes_reach_each_other_over_the_overlay_and_outliv
     })?;
     Ok(())
 }
+
+/// The page `GET /` gives at `address`, from the calling thread's network namespace.
+fn page(address: std::net::SocketAddr) -> Result<String> {
+    let timeout = Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no HTTP answer from {address}: {reply:?}"))?;
+    anyhow::ensure!(head.contains(" 200 "), "{address} answered {head}");
+    Ok(body.trim().to_string())
+}
+
+#[test]
+fn docker_a_published_port_answers_on_every_node_from_every_container() -> Result<()> {
+    if !is_root() {
+        eprintln!("SKIPPED docker_a_published_port: nodes in network namespaces need root");
+        return Ok(());
+    }
+    let Some(image) = docker::test_image() else {
+        eprintln!("SKIPPED docker_a_published_port: needs a Docker engine");
+        return Ok(());
+    };
+    docker::install_test_deps()?;
+    let web = unique("meshweb");
+    let _cleanup = Cleanup {
+        services: vec![web.clone()],
+        networks: vec![],
+    };
+    let underlay = Underlay::new(3)?;
+    let cluster = underlay.swarm_with_env(&[("ESSAIM_RUNTIME", "docker")])?;
+    let n1 = cluster.node("n1");
+    n1.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &web,
+        "--replicas",
+        "3",
+        "-p",
+        "8000:80",
+        "--stop-grace-period",
+        "1s",
+        image,
+        "sh",
+        "-c",
+        "echo $ESSAIM_TASK_ID > /tmp/index.html; exec httpd -f -p 80 -h /tmp",
+    ])?;
+    let replicas: std::collections::BTreeSet<String> = converged(n1, &web, 3)?
+        .into_iter()
+        .map(|t| t.task.id)
+        .collect();
+    // No engine port: the mesh of each node's namespace takes the connections.
+    let engine_ports = docker::docker(&[
+        "ps",
+        "--filter",
+        &format!("label=essaim.service.name={web}"),
+        "--format",
+        "{{.Ports}}",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&engine_ports.stdout)
+            .trim()
+            .is_empty(),
+        "the engine publishes nothing"
+    );
+    for node in 1..=3 {
+        let address = std::net::SocketAddr::from((underlay.ip(node), 8000));
+        wait_for(
+            &format!("n{node}:8000 to reach every container"),
+            SETTLE,
+            || {
+                let seen = Underlay::run_in(&underlay.outside(), || {
+                    (0..30)
+                        .map(|_| page(address))
+                        .collect::<Result<std::collections::BTreeSet<String>>>()
+                })?;
+                Ok(seen.ok().filter(|seen| *seen == replicas))
+            },
+        )?;
+    }
+    Ok(())
+}
