@@ -323,13 +323,15 @@ fn udp_host_mode_and_policy_local_open_where_they_should() -> Result<()> {
         assert!(dns.contains(&answer.task), "{answer:?}");
     }
 
-    // policy=local: only the node's own task, which always sees the client.
+    // policy=local: only the node's own task, which always sees the client (this one on a
+    // network of its own too: its answers still leave through the ingress network).
+    n1.ok(&["network", "create", "back"])?;
     serve(
         n1,
         "local",
         "published=8001,target=8080,policy=local",
         ("tcp", "8080"),
-        &["--constraint", "node.hostname==n1"],
+        &["--constraint", "node.hostname==n1", "--network", "back"],
     )?;
     let local = running_ids(n1, "local", 1)?;
     let answer = wait_for("n1:8001 to answer", SETTLE, || {

@@ -142,10 +142,9 @@ impl DockerExecutor {
             .until_known(&task.networks)
             .await
             .map_err(StartError::failed)?;
-        let name_server = task
-            .networks
-            .first()
-            .and_then(|n| self.overlay.gateway(&n.network_id))
+        let name_server = self
+            .overlay
+            .name_server(&task.networks)
             .ok_or_else(|| StartError::failed("the task's first network has no gateway"))?;
         Ok(Some(OnOverlay {
             joined: Joined {

@@ -157,10 +157,21 @@ impl Overlay {
         }
     }
 
-    /// The gateway of a network the node knows, where its name server listens.
-    pub fn gateway(&self, network_id: &str) -> Option<Ipv4Addr> {
+    /// The name server of a task on `networks`: the gateway of its first network that has
+    /// names (the ingress network, first for services on the mesh, has none), else of its
+    /// first.
+    pub fn name_server(&self, networks: &[NetworkAttachment]) -> Option<Ipv4Addr> {
         let map = self.map.borrow();
-        map.as_ref()?.network(network_id).map(|n| n.gateway)
+        let map = map.as_ref()?;
+        let known: Vec<_> = networks
+            .iter()
+            .filter_map(|n| map.network(&n.network_id))
+            .collect();
+        known
+            .iter()
+            .find(|n| !n.ingress)
+            .or(known.first())
+            .map(|n| n.gateway)
     }
 
     /// Waits until the node's map has all of `networks`: the leader sends the map before the

@@ -102,11 +102,10 @@ impl ProcessExecutor {
             .attach(&task.id, attachment)
             .await
             .map_err(StartError::failed)?;
-        // The attachment made the first network known: its gateway is there.
-        let name_server = task
-            .networks
-            .first()
-            .and_then(|n| self.overlay.gateway(&n.network_id))
+        // The attachment made the networks known: their gateways are there.
+        let name_server = self
+            .overlay
+            .name_server(&task.networks)
             .unwrap_or(Ipv4Addr::LOCALHOST);
         let resolv_conf = std::env::temp_dir().join(format!("essaim-resolv-{}.conf", task.id));
         let networked = Networked { netns, resolv_conf };

@@ -17,12 +17,15 @@
 //! - [`rolling_update`]: a change of the task spec rolled out over a large service on
 //!   simulated nodes, in batches.
 //! - [`sim`]: managers and hosts of simulated nodes, shared by the scale scenarios.
+//! - [`mesh`]: requests through the routing mesh against straight to a task, and the seed's
+//!   example timed, on nodes in network namespaces.
 //! - [`vip`]: connections and throughput through a service's VIP against straight to a task,
 //!   on nodes in network namespaces.
 
 mod docker_swarm;
 mod failover;
 mod interrupt;
+mod mesh;
 mod placement;
 mod raft_writes;
 mod report;
@@ -41,7 +44,7 @@ use clap::Parser;
 )]
 struct Args {
     /// Scenarios to run (all when none is named): placement, node-loss, raft-writes, failover,
-    /// docker-swarm, rolling-update, vip
+    /// docker-swarm, rolling-update, vip, mesh
     scenarios: Vec<String>,
     /// Small sizes, for CI: checks that every scenario completes, in well under a minute
     #[arg(long)]
@@ -65,6 +68,7 @@ const SCENARIOS: &[&str] = &[
     "docker-swarm",
     "rolling-update",
     "vip",
+    "mesh",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -150,6 +154,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("vip") {
         figures.extend(vip::run(args.quick)?);
+    }
+    if wanted("mesh") {
+        figures.extend(mesh::run(args.quick)?);
     }
     print!("{}", report::table(&figures));
     report::write_json(&args.json, &figures)?;

@@ -219,7 +219,8 @@ fn cost(vip: f64, direct: f64) -> f64 {
     ((direct - vip) / direct * 100.0).max(0.0)
 }
 
-fn ping(target: SocketAddr) -> Result<()> {
+/// One request: connect, a byte each way, the server closes.
+pub(crate) fn ping(target: SocketAddr) -> Result<()> {
     let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.write_all(b"p")?;

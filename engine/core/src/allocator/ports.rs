@@ -92,17 +92,22 @@ pub fn uses_mesh(spec: &ServiceSpec) -> bool {
     spec.ports.iter().any(|p| p.mode == PublishMode::Ingress)
 }
 
-/// Puts the service on the ingress network when it publishes an ingress port, as its last
-/// network (its own networks keep their order, the first one its default route), and takes
-/// it off when it publishes none. The caller makes sure the network exists.
+/// Puts the service on the ingress network when it publishes an ingress port, as its first
+/// network (its default route: the answers to the mesh's clients leave through the ingress
+/// bridge, the one bridge a node routes from; its own networks follow, the first of them
+/// its name server's), and takes it off when it publishes none. The caller makes sure the
+/// network exists.
 pub fn join_ingress(spec: &mut ServiceSpec) {
     let networks = &mut spec.task.networks;
     networks.retain(|n| n.target != INGRESS_NETWORK);
     if uses_mesh(spec) {
-        spec.task.networks.push(NetworkAttachmentConfig {
-            target: INGRESS_NETWORK.to_string(),
-            aliases: Vec::new(),
-        });
+        spec.task.networks.insert(
+            0,
+            NetworkAttachmentConfig {
+                target: INGRESS_NETWORK.to_string(),
+                aliases: Vec::new(),
+            },
+        );
     }
 }
 
@@ -217,7 +222,7 @@ mod tests {
             .iter()
             .map(|n| n.target.as_str())
             .collect();
-        assert_eq!(targets, ["back", "ingress"]);
+        assert_eq!(targets, ["ingress", "back"]);
         spec.ports = vec![host(8080, 80)];
         join_ingress(&mut spec);
         let targets: Vec<&str> = spec
