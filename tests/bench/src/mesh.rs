@@ -177,7 +177,7 @@ pub fn run(quick: bool) -> Result<Vec<Figure>> {
             unit: "%",
             target: "< 10 %".into(),
             met: local_rate_cost < 10.0,
-            anchor: "the same node: what the balancing adds".into(),
+            anchor: "the node's own task: DNAT and the task's veth, no hop".into(),
         },
         Figure {
             name: "p99 request straight to a task".into(),
@@ -209,7 +209,7 @@ pub fn run(quick: bool) -> Result<Vec<Figure>> {
             unit: "%",
             target: "< 10 %".into(),
             met: local_latency_cost < 10.0,
-            anchor: "the same node: what the balancing adds".into(),
+            anchor: "the node's own task: DNAT and the task's veth, no hop".into(),
         },
     ])
 }
