@@ -870,4 +870,44 @@ mod tests {
         assert_eq!(network.gateway, Ipv4Addr::new(10, 0, 1, 1));
         assert_eq!(network.short_id(), "abcdefghijkl");
     }
+
+    #[test]
+    fn the_ingress_network_holds_the_node_s_address_and_reaches_the_other_nodes_bridges() {
+        let mut network = network(4100, 1);
+        network.node_address = Some(Ipv4Addr::new(10, 0, 1, 200));
+        network.routed = true;
+        network.remote_nodes.push(RemoteEndpoint {
+            address: Ipv4Addr::new(10, 0, 1, 201),
+            node_underlay_ip: H2,
+        });
+        let wanted = NodePlan {
+            underlay_ip: H1,
+            networks: vec![network],
+        };
+        let changes = diff(&wanted, &KernelState::default());
+        assert!(changes.contains(&Change::AddAddress {
+            device: bridge_name(4100),
+            address: "10.0.1.200/32".parse().unwrap(),
+        }));
+        assert!(changes
+            .iter()
+            .any(|c| matches!(c, Change::CreateBridge { routed: true, .. })));
+        // Another node's address answers with that node's bridge MAC, not a task's.
+        let mac = bridge_mac(H2);
+        assert!(changes.contains(&Change::AddNeighbour(NeighbourEntry {
+            device: vxlan_name(4100),
+            address: Ipv4Addr::new(10, 0, 1, 201),
+            mac,
+        })));
+        assert!(changes.contains(&Change::AddFdb(FdbEntry {
+            device: vxlan_name(4100),
+            mac,
+            dst: H2,
+        })));
+        let after = applied(KernelState::default(), &changes);
+        assert!(
+            diff(&wanted, &after).is_empty(),
+            "a second pass changes nothing"
+        );
+    }
 }
