@@ -81,15 +81,15 @@ pub fn plan(map: &NetworkMap) -> MeshPlan {
                     !local_only || node == map.node_id
                 })
             }
-            // Only where the service has a task, on the first of its networks seen here;
-            // a task on no network listens on the node itself.
+            // Only where the service has a task: at its ingress address when it has one (the
+            // network its answers leave through), else on another of its networks. A task on
+            // no network listens on the node itself.
             PublishMode::Host => {
-                let local = map
-                    .networks
-                    .iter()
-                    .filter(|n| {
-                        Some(n.id.as_str()) != ingress_network.map(|(m, _)| m.network_id.as_str())
-                    })
+                let ingress = ingress_network.map(|(_, network)| network);
+                let others = map.networks.iter().filter(|n| !n.ingress);
+                let local = ingress
+                    .into_iter()
+                    .chain(others)
                     .map(|n| serving(n, published, |node| node == map.node_id))
                     .find(|found| !found.is_empty());
                 match local {

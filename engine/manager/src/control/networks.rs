@@ -27,14 +27,7 @@ pub async fn create(swarm: &Swarm, spec: NetworkSpec) -> Result<ControlReply, Co
                 spec.name
             )));
         }
-        Network {
-            id: new_object_id(),
-            version: 0,
-            created_at: Default::default(),
-            updated_at: Default::default(),
-            allocation: allocator::allocate_network(&state, &spec)?,
-            spec,
-        }
+        allocated(&state, spec)?
     };
     let id = network.id.clone();
     tracing::info!(
@@ -49,6 +42,18 @@ pub async fn create(swarm: &Swarm, spec: NetworkSpec) -> Result<ControlReply, Co
         .await?;
     let state = swarm.replica.state();
     Ok(ControlReply::Network(view(&state, state.network(&id)?)))
+}
+
+/// A new network of `spec`, with what the allocator chose for it.
+fn allocated(state: &ClusterState, spec: NetworkSpec) -> Result<Network, ControlError> {
+    Ok(Network {
+        id: new_object_id(),
+        version: 0,
+        created_at: Default::default(),
+        updated_at: Default::default(),
+        allocation: allocator::allocate_network(state, &spec)?,
+        spec,
+    })
 }
 
 /// Makes the routing mesh's network, `ingress`, if the cluster has none: from the address
@@ -72,14 +77,7 @@ pub async fn ensure_ingress(swarm: &Swarm) -> Result<(), ControlError> {
             ingress: true,
             ..NetworkSpec::default()
         };
-        Network {
-            id: new_object_id(),
-            version: 0,
-            created_at: Default::default(),
-            updated_at: Default::default(),
-            allocation: allocator::allocate_network(&state, &spec)?,
-            spec,
-        }
+        allocated(&state, spec)?
     };
     tracing::info!(subnet = %network.allocation.subnet, "ingress network created");
     match swarm
