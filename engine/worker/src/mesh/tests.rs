@@ -122,7 +122,11 @@ fn an_ingress_port_goes_to_every_serving_task_and_policy_local_to_this_node_s_on
     assert_eq!(db.backends, [ip("10.0.1.4")]);
     assert!(port(6000).is_none(), "no task of that service here");
     let web_host = port(8443).expect("web's host port opens on n1");
-    assert_eq!(web_host.backends, [ip("10.0.0.5")], "at its ingress address");
+    assert_eq!(
+        web_host.backends,
+        [ip("10.0.0.5")],
+        "at its ingress address"
+    );
     let ingress = plan.ingress.expect("n1 is in the mesh");
     assert_eq!(ingress.node_address, ip("10.0.0.2"));
     assert_eq!(ingress.local_tasks, [ip("10.0.0.5")]);
