@@ -36,6 +36,7 @@ mod bundle;
 mod cli;
 mod client;
 mod commands;
+mod compose;
 mod confirm;
 mod connection;
 mod converge;
