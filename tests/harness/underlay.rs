@@ -229,6 +229,21 @@ impl Underlay {
     }
 }
 
+impl Underlay {
+    /// A shell command that deletes this underlay's namespaces, for a process that exits
+    /// without dropping it (a benchmark stopped by a signal).
+    pub fn removal_command(&self) -> String {
+        let mut names: Vec<String> = (1..=self.nodes).map(|n| self.netns(n)).collect();
+        names.push(self.outside());
+        names.push(self.switch());
+        let deletions: Vec<String> = names
+            .iter()
+            .map(|name| format!("ip netns del {name}"))
+            .collect();
+        format!("({}) 2>/dev/null", deletions.join("; "))
+    }
+}
+
 impl Drop for Underlay {
     fn drop(&mut self) {
         for n in 1..=self.nodes {

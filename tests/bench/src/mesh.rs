@@ -42,6 +42,7 @@ pub fn run(quick: bool) -> Result<Vec<Figure>> {
     let period = Duration::from_millis(if quick { 300 } else { 2_000 });
     let rounds = if quick { 1 } else { 5 };
     let underlay = Underlay::new(3)?;
+    crate::interrupt::on_interrupt(&underlay.removal_command());
     let cluster = underlay.swarm()?;
     let n1 = cluster.node("n1");
     let bench = std::env::current_exe()?.to_string_lossy().into_owned();

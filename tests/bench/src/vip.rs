@@ -80,6 +80,7 @@ pub fn run(quick: bool) -> Result<Vec<Figure>> {
     let period = Duration::from_millis(if quick { 300 } else { 2_000 });
     let rounds = if quick { 1 } else { 5 };
     let underlay = Underlay::new(2)?;
+    crate::interrupt::on_interrupt(&underlay.removal_command());
     let cluster = underlay.swarm()?;
     let n1 = cluster.node("n1");
     let dir = cluster.root().join("vip-bench");
