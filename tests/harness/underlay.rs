@@ -233,23 +233,27 @@ impl Underlay {
     /// A shell command that deletes this underlay's namespaces, for a process that exits
     /// without dropping it (a benchmark stopped by a signal).
     pub fn removal_command(&self) -> String {
-        let mut names: Vec<String> = (1..=self.nodes).map(|n| self.netns(n)).collect();
-        names.push(self.outside());
-        names.push(self.switch());
-        let deletions: Vec<String> = names
+        let deletions: Vec<String> = self
+            .namespaces()
             .iter()
             .map(|name| format!("ip netns del {name}"))
             .collect();
         format!("({}) 2>/dev/null", deletions.join("; "))
     }
+
+    /// Every namespace this underlay made: the nodes, the outside client and the switch.
+    fn namespaces(&self) -> Vec<String> {
+        let mut names: Vec<String> = (1..=self.nodes).map(|n| self.netns(n)).collect();
+        names.push(self.outside());
+        names.push(self.switch());
+        names
+    }
 }
 
 impl Drop for Underlay {
     fn drop(&mut self) {
-        for n in 1..=self.nodes {
-            let _ = ip(&["netns", "del", &self.netns(n)]);
+        for name in self.namespaces() {
+            let _ = ip(&["netns", "del", &name]);
         }
-        let _ = ip(&["netns", "del", &self.outside()]);
-        let _ = ip(&["netns", "del", &self.switch()]);
     }
 }

@@ -54,15 +54,16 @@ struct Reader<'a> {
     unset: Vec<String>,
 }
 
-/// What `${NAME<operator>word}` does with its word.
+/// What `${NAME<operator>word}` does with its word. A `:` before the operator makes an empty
+/// variable count as unset.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Operator {
-    /// `:-` (`empty_too`) or `-`: the word when the variable is unset (or empty).
-    Default { empty_too: bool },
-    /// `:?` or `?`: an error saying the word when the variable is unset (or empty).
-    Required { empty_too: bool },
-    /// `:+` or `+`: the word when the variable is set (and not empty), else nothing.
-    Alternative { empty_too: bool },
+    /// `-`: the word when the variable is unset.
+    Default,
+    /// `?`: an error saying the word when the variable is unset.
+    Required,
+    /// `+`: the word when the variable is set, else nothing.
+    Alternative,
 }
 
 impl Reader<'_> {
@@ -138,30 +139,24 @@ impl Reader<'_> {
         }
         let name = self.name();
         let operator_at = self.at;
+        if self.peek() == Some('}') {
+            self.at += 1;
+            return Ok(self.value_of(&name).unwrap_or_default());
+        }
+        let empty_too = self.peek() == Some(':');
+        if empty_too {
+            self.at += 1;
+        }
         let operator = match self.peek() {
-            Some('}') => {
-                self.at += 1;
-                return Ok(self.value_of(&name).unwrap_or_default());
+            Some('-') => Operator::Default,
+            Some('?') => Operator::Required,
+            Some('+') => Operator::Alternative,
+            _ if empty_too => {
+                return Err(self.error(
+                    operator_at,
+                    format!("invalid interpolation format for ${{{name}...}}: after \":\" comes \"-\", \"?\" or \"+\""),
+                ))
             }
-            Some(':') => {
-                self.at += 1;
-                let operator = match self.peek() {
-                    Some('-') => Operator::Default { empty_too: true },
-                    Some('?') => Operator::Required { empty_too: true },
-                    Some('+') => Operator::Alternative { empty_too: true },
-                    _ => {
-                        return Err(self.error(
-                            operator_at,
-                            format!("invalid interpolation format for ${{{name}...}}: after \":\" comes \"-\", \"?\" or \"+\""),
-                        ))
-                    }
-                };
-                self.at += 1;
-                operator
-            }
-            Some('-') => self.operator(Operator::Default { empty_too: false }),
-            Some('?') => self.operator(Operator::Required { empty_too: false }),
-            Some('+') => self.operator(Operator::Alternative { empty_too: false }),
             None => {
                 return Err(self.error(
                     opened,
@@ -175,25 +170,21 @@ impl Reader<'_> {
                 ))
             }
         };
+        self.at += 1;
         // The word is read (and its own variables substituted) whether or not it is used, so
         // that a mistake in it is found the first time, not the day the variable goes unset.
         let word = self.text(Some(opened))?;
         self.at += 1; // the closing brace, which `text` stopped at
-        let empty_too = match operator {
-            Operator::Default { empty_too }
-            | Operator::Required { empty_too }
-            | Operator::Alternative { empty_too } => empty_too,
-        };
         let value = (self.lookup)(&name);
         let missing = match &value {
             None => true,
             Some(v) => empty_too && v.is_empty(),
         };
         match operator {
-            Operator::Default { .. } if missing => Ok(word),
-            Operator::Alternative { .. } if missing => Ok(String::new()),
-            Operator::Alternative { .. } => Ok(word),
-            Operator::Required { .. } if missing => {
+            Operator::Default if missing => Ok(word),
+            Operator::Alternative if missing => Ok(String::new()),
+            Operator::Alternative => Ok(word),
+            Operator::Required if missing => {
                 let why = match (word.is_empty(), empty_too) {
                     (false, _) => format!("required variable {name} is missing a value: {word}"),
                     (true, true) => format!("required variable {name} is missing a value"),
@@ -201,13 +192,8 @@ impl Reader<'_> {
                 };
                 Err(self.error(opened, why))
             }
-            Operator::Default { .. } | Operator::Required { .. } => Ok(value.unwrap_or_default()),
+            Operator::Default | Operator::Required => Ok(value.unwrap_or_default()),
         }
-    }
-
-    fn operator(&mut self, operator: Operator) -> Operator {
-        self.at += 1;
-        operator
     }
 
     fn name(&mut self) -> String {

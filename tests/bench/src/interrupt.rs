@@ -20,6 +20,13 @@ pub fn on_interrupt(command: &str) {
         .push(command.to_string());
 }
 
+/// Namespaced nodes for a scenario, which an interruption deletes as it does the run's root.
+pub fn underlay(nodes: usize) -> anyhow::Result<essaim_tests::underlay::Underlay> {
+    let underlay = essaim_tests::underlay::Underlay::new(nodes)?;
+    on_interrupt(&underlay.removal_command());
+    Ok(underlay)
+}
+
 /// The run's root directory; removed when dropped.
 pub struct RunRoot(PathBuf);
 

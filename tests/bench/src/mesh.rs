@@ -20,12 +20,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use essaim_tests::underlay::{is_root, Underlay};
 use essaim_tests::{running, wait_for};
 
 use crate::report::Figure;
-use crate::vip::{ping, SERVE_ENV};
+use crate::vip::{ping, requests, SERVE_ENV};
 
 const MESH_PORT: u16 = 80;
 const LOCAL_PORT: u16 = 8090;
@@ -41,8 +41,7 @@ pub fn run(quick: bool) -> Result<Vec<Figure>> {
     essaim_tests::docker::install_test_deps()?;
     let period = Duration::from_millis(if quick { 300 } else { 2_000 });
     let rounds = if quick { 1 } else { 5 };
-    let underlay = Underlay::new(3)?;
-    crate::interrupt::on_interrupt(&underlay.removal_command());
+    let underlay = crate::interrupt::underlay(3)?;
     let cluster = underlay.swarm()?;
     let n1 = cluster.node("n1");
     let bench = std::env::current_exe()?.to_string_lossy().into_owned();
@@ -77,56 +76,48 @@ pub fn run(quick: bool) -> Result<Vec<Figure>> {
         Ok((running(&n1.tasks("web")?).len() == 3).then_some(()))
     })?;
 
-    // Straight to a task: a host port, which its own node alone opens, to it alone.
-    n1.ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
+    // Three services of one task on n2, each its way straight or through the mesh to it.
+    let on_n2 = |name: &str, publish: &[String], port: u16| {
+        let mut args = vec![
+            "service".to_owned(),
+            "create".into(),
+            "--detach".into(),
+            "--name".into(),
+            name.into(),
+            "--constraint".into(),
+            "node.hostname==n2".into(),
+            "--env".into(),
+            format!("{SERVE_ENV}={port}"),
+        ];
+        for port in publish {
+            args.extend(["-p".to_owned(), port.clone()]);
+        }
+        args.push(bench.clone());
+        n1.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // Straight to a task on no network: a host port, which its own node alone opens, to it
+    // alone, in the node's own namespace.
+    on_n2(
         "direct",
-        "--constraint",
-        "node.hostname==n2",
-        "-p",
-        &format!("published={DIRECT_PORT},target={DIRECT_PORT},mode=host"),
-        "--env",
-        &format!("{SERVE_ENV}={DIRECT_PORT}"),
-        &bench,
-    ])?;
+        &[format!(
+            "published={DIRECT_PORT},target={DIRECT_PORT},mode=host"
+        )],
+        DIRECT_PORT,
+    )?;
     // Straight to a task in a namespace of its own, as a container always is: a host port of
     // a task on the cluster network (its ingress port only puts it there), which n2 sends to
     // the task's address through its veth. This is what a Docker user's `-p mode=host` is.
-    n1.ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
+    on_n2(
         "contained",
-        "--constraint",
-        "node.hostname==n2",
-        "-p",
-        &format!("published={CONTAINED_PORT},target={CONTAINED_PORT},mode=host"),
-        "-p",
-        &format!("{CONTAINED_MESH_PORT}:{CONTAINED_PORT}"),
-        "--env",
-        &format!("{SERVE_ENV}={CONTAINED_PORT}"),
-        &bench,
-    ])?;
+        &[
+            format!("published={CONTAINED_PORT},target={CONTAINED_PORT},mode=host"),
+            format!("{CONTAINED_MESH_PORT}:{CONTAINED_PORT}"),
+        ],
+        CONTAINED_PORT,
+    )?;
     // The same through n2 to its own task only: the mesh's rules without the hop between
     // nodes.
-    n1.ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        "local",
-        "--constraint",
-        "node.hostname==n2",
-        "-p",
-        &format!("{LOCAL_PORT}:{LOCAL_PORT}"),
-        "--env",
-        &format!("{SERVE_ENV}={LOCAL_PORT}"),
-        &bench,
-    ])?;
+    on_n2("local", &[format!("{LOCAL_PORT}:{LOCAL_PORT}")], LOCAL_PORT)?;
     let mesh = SocketAddr::from((underlay.ip(1), MESH_PORT));
     let local = SocketAddr::from((underlay.ip(2), LOCAL_PORT));
     let direct = SocketAddr::from((underlay.ip(2), DIRECT_PORT));
@@ -277,18 +268,6 @@ impl Path {
             times: Vec::new(),
         }
     }
-}
-
-/// Requests one after the other to `target` for `period`: the rate, and each one's time.
-fn requests(target: SocketAddr, period: Duration) -> Result<(f64, Vec<Duration>)> {
-    let began = Instant::now();
-    let mut times = Vec::new();
-    while began.elapsed() < period {
-        let one = Instant::now();
-        ping(target).with_context(|| format!("request {} to {target}", times.len()))?;
-        times.push(one.elapsed());
-    }
-    Ok((times.len() as f64 / began.elapsed().as_secs_f64(), times))
 }
 
 /// The 99th percentile, in milliseconds.

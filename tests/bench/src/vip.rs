@@ -20,7 +20,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use essaim_tests::underlay::{client_task, is_root, Underlay};
+use essaim_tests::underlay::{client_task, is_root};
 use essaim_tests::{running, wait_for};
 
 use crate::report::Figure;
@@ -79,8 +79,7 @@ pub fn run(quick: bool) -> Result<Vec<Figure>> {
     essaim_tests::docker::install_test_deps()?;
     let period = Duration::from_millis(if quick { 300 } else { 2_000 });
     let rounds = if quick { 1 } else { 5 };
-    let underlay = Underlay::new(2)?;
-    crate::interrupt::on_interrupt(&underlay.removal_command());
+    let underlay = crate::interrupt::underlay(2)?;
     let cluster = underlay.swarm()?;
     let n1 = cluster.node("n1");
     let dir = cluster.root().join("vip-bench");
@@ -139,8 +138,8 @@ pub fn run(quick: bool) -> Result<Vec<Figure>> {
         }
         let mut best = Measured::default();
         for _ in 0..rounds {
-            best.direct_rate = best.direct_rate.max(rate(direct, period)?);
-            best.vip_rate = best.vip_rate.max(rate(vip, period)?);
+            best.direct_rate = best.direct_rate.max(requests(direct, period)?.0);
+            best.vip_rate = best.vip_rate.max(requests(vip, period)?.0);
             best.direct_throughput = best.direct_throughput.max(throughput(direct, period)?);
             best.vip_throughput = best.vip_throughput.max(throughput(vip, period)?);
         }
@@ -234,15 +233,17 @@ pub(crate) fn ping(target: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-/// Connections completed one after the other for `period`, per second.
-fn rate(target: SocketAddr, period: Duration) -> Result<f64> {
+/// Connections completed one after the other to `target` for `period`: per second, and each
+/// one's time.
+pub fn requests(target: SocketAddr, period: Duration) -> Result<(f64, Vec<Duration>)> {
     let began = Instant::now();
-    let mut count = 0u64;
+    let mut times = Vec::new();
     while began.elapsed() < period {
-        ping(target).with_context(|| format!("connection {count} to {target}"))?;
-        count += 1;
+        let one = Instant::now();
+        ping(target).with_context(|| format!("connection {} to {target}", times.len()))?;
+        times.push(one.elapsed());
     }
-    Ok(count as f64 / began.elapsed().as_secs_f64())
+    Ok((times.len() as f64 / began.elapsed().as_secs_f64(), times))
 }
 
 /// What one connection carries for `period`, in MB/s, as the server counted it.
