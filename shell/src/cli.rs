@@ -108,6 +108,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ServiceCommand,
     },
+    /// Deploy and manage stacks: the services of compose files, as one
+    Stack {
+        #[command(subcommand)]
+        command: StackCommand,
+    },
     /// Show this node's view of itself and its swarm
     #[command(after_long_help = examples::INFO)]
     Info(InfoArgs),
@@ -1097,6 +1102,92 @@ pub struct ServiceRmArgs {
     /// Service ID, ID prefix or name
     #[arg(value_name = "SERVICE", required = true)]
     pub services: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Deploy a new stack or update an existing one from compose files
+    #[command(after_long_help = examples::STACK_DEPLOY)]
+    Deploy(StackDeployArgs),
+    /// List the stacks
+    #[command(visible_alias = "list", after_long_help = examples::STACK_LS)]
+    Ls(StackLsArgs),
+    /// List the tasks of a stack
+    #[command(after_long_help = examples::STACK_PS)]
+    Ps(StackPsArgs),
+    /// List the services of a stack
+    #[command(after_long_help = examples::STACK_SERVICES)]
+    Services(StackServicesArgs),
+    /// Remove one or more stacks: their services and the networks they made
+    #[command(visible_alias = "remove", after_long_help = examples::STACK_RM)]
+    Rm(StackRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StackDeployArgs {
+    /// Compose file to read; repeatable, later files merged over earlier ones; - for stdin
+    #[arg(
+        short = 'c',
+        long = "compose-file",
+        value_name = "FILE",
+        required = true
+    )]
+    pub compose_files: Vec<PathBuf>,
+    /// Remove the stack's services that are no longer in the files
+    #[arg(long)]
+    pub prune: bool,
+    /// Print the plan (what would be created, updated and removed) and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format of the plan
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// The stack's name: its services are NAME_SERVICE
+    #[arg(value_name = "STACK", value_parser = parse_stack_name)]
+    pub name: String,
+}
+
+fn parse_stack_name(text: &str) -> Result<String, String> {
+    crate::compose::check_stack_name(text).map(|()| text.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct StackLsArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct StackPsArgs {
+    #[command(flatten)]
+    pub ps: PsArgs,
+    /// The stack's name
+    #[arg(value_name = "STACK")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StackServicesArgs {
+    #[command(flatten)]
+    pub ls: ServiceLsArgs,
+    /// The stack's name
+    #[arg(value_name = "STACK")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StackRmArgs {
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// The stack's name
+    #[arg(value_name = "STACK", required = true)]
+    pub names: Vec<String>,
 }
 
 /// Reads a `--placement-pref` value: `spread=node.labels.KEY`, kept as the path.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::cli::{
-    Cli, Command, NetworkCommand, NodeCommand, ServiceCommand, SwarmCommand, WatchArgs,
+    Cli, Command, NetworkCommand, NodeCommand, ServiceCommand, StackCommand, SwarmCommand,
+    WatchArgs,
 };
 use crate::client::Client;
 use crate::render::Output;
@@ -98,6 +99,10 @@ fn watched(line: &[String]) -> anyhow::Result<Command> {
             matches!(command, NetworkCommand::Ls(_) | NetworkCommand::Inspect(_))
         }
         Command::Swarm { command } => matches!(command, SwarmCommand::Inspect(_)),
+        Command::Stack { command } => matches!(
+            command,
+            StackCommand::Ls(_) | StackCommand::Ps(_) | StackCommand::Services(_)
+        ),
         Command::Info(_) => true,
         Command::Watch(_) | Command::Run(_) => false,
     };

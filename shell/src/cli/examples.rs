@@ -86,6 +86,36 @@ Examples:
   $ essaim network rm back
   Refused while a service uses the network, naming the services.";
 
+pub const STACK_DEPLOY: &str = "\
+Examples:
+  essaim stack deploy -c docker-compose.yml shop
+  essaim stack deploy -c docker-compose.yml -c prod.yml --prune shop
+  essaim stack deploy -c docker-compose.yml --dry-run shop
+  Redeploying changes only what the files changed; --dry-run prints that plan and changes
+  nothing (--format json for pipelines). Variables come from the environment, then from a .env
+  file beside the first file.";
+
+pub const STACK_LS: &str = "\
+Examples:
+  $ essaim stack ls
+  $ essaim stack ls --format json";
+
+pub const STACK_PS: &str = "\
+Examples:
+  essaim stack ps shop
+  essaim stack ps -a --filter desired-state=shutdown shop";
+
+pub const STACK_SERVICES: &str = "\
+Examples:
+  essaim stack services shop
+  essaim stack services -q shop";
+
+pub const STACK_RM: &str = "\
+Examples:
+  essaim stack rm --yes shop
+  Removes the stack's services and the networks it made, and waits until their tasks are
+  gone (--detach returns at once).";
+
 pub const SERVICE_CREATE: &str = "\
 Examples:
   $ essaim service create --name web --replicas 3 --network front busybox sleep 3600

@@ -7,6 +7,8 @@
 //! - [`network`]: `network create`, `ls`, `inspect`, `rm`.
 //! - [`service`]: `service create`, `ls`, `ps`, `inspect`, `scale`, `rm`.
 //! - [`service_update`]: `service update`, which edits a spec flag by flag.
+//! - [`stack`]: `stack deploy`, `ls`, `ps`, `services`, `rm`; [`stack_plan`] works out what a
+//!   deploy changes before it changes anything.
 //! - [`info`]: `info`, the node's view of itself.
 
 pub mod info;
@@ -14,6 +16,8 @@ pub mod network;
 pub mod node;
 pub mod service;
 pub mod service_update;
+pub mod stack;
+pub mod stack_plan;
 pub mod swarm;
 
 use serde::Serialize;
@@ -38,6 +42,7 @@ pub async fn run(
         Command::Node { command } => node::run(command, client, output).await,
         Command::Network { command } => network::run(command, client, output).await,
         Command::Service { command } => service::run(command, client, output).await,
+        Command::Stack { command } => stack::run(command, client, output).await,
         Command::Info(args) => info::run(args, client, output).await,
         Command::Watch(args) => crate::watch::run(args, client, output).await,
         // Scripts run synchronously, outside the async runtime: the binary and the REPL

@@ -1,0 +1,485 @@
+//! What a `stack deploy` will do, worked out before it does anything: the networks to make,
+//! each service to create, update (with its changes, field by field) or leave as it is, and
+//! the stack's services no longer in the files (removed with `--prune`, else left alone).
+//! Pure logic over what the cluster has and what the files ask; `stack deploy --dry-run`
+//! prints it, and the deploy carries it out.
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use essaim_api::control::{NetworkView, ServiceView};
+use essaim_core::allocator::ports::join_ingress;
+use essaim_core::model::{NetworkSpec, PublishMode, ServiceMode, ServiceSpec};
+
+use crate::compose::{Stack, NAMESPACE_LABEL};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub stack: String,
+    /// The stack's networks that do not exist yet.
+    pub networks: Vec<NetworkStep>,
+    pub services: Vec<ServiceStep>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkStep {
+    pub action: &'static str,
+    pub name: String,
+    #[serde(skip)]
+    pub spec: NetworkSpec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ServiceStep {
+    Create {
+        name: String,
+        image: String,
+        replicas: Option<u64>,
+        #[serde(skip)]
+        spec: Box<ServiceSpec>,
+    },
+    Update {
+        name: String,
+        changes: Vec<Change>,
+        #[serde(skip)]
+        current: Box<ServiceView>,
+        #[serde(skip)]
+        spec: Box<ServiceSpec>,
+    },
+    Unchanged {
+        name: String,
+    },
+    /// In the stack, not in the files, and `--prune` given.
+    Remove {
+        name: String,
+    },
+    /// In the stack, not in the files, without `--prune`.
+    LeaveAlone {
+        name: String,
+    },
+}
+
+/// One field that an update changes: `image: nginx:1.25 -> nginx:1.27`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub field: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// Why the plan cannot be carried out, found before any change.
+#[derive(Debug)]
+pub struct Unplannable(pub String);
+
+impl std::fmt::Display for Unplannable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unplannable {}
+
+/// The plan that takes the cluster's `services` and `networks` to `stack`.
+///
+/// # Errors
+/// An external network that does not exist; a service of the stack's name that belongs to
+/// no stack or to another one (it would be taken over).
+pub fn plan(
+    stack: &Stack,
+    services: &[ServiceView],
+    networks: &[NetworkView],
+    prune: bool,
+) -> Result<Plan, Unplannable> {
+    let mut network_steps = Vec::new();
+    for network in &stack.networks {
+        let exists = networks
+            .iter()
+            .any(|view| view.network.spec.name == network.spec.name);
+        if network.external && !exists {
+            return Err(Unplannable(format!(
+                "the network '{}' is declared external, but the cluster has no such network: \
+                 create it with 'essaim network create {}'",
+                network.spec.name, network.spec.name
+            )));
+        }
+        if !network.external && !exists {
+            network_steps.push(NetworkStep {
+                action: "create",
+                name: network.spec.name.clone(),
+                spec: network.spec.clone(),
+            });
+        }
+    }
+    let mut steps = Vec::new();
+    for spec in &stack.services {
+        let current = services
+            .iter()
+            .find(|view| view.service.spec.name == spec.name);
+        let Some(current) = current else {
+            steps.push(ServiceStep::Create {
+                name: spec.name.clone(),
+                image: spec.task.image.clone(),
+                replicas: match spec.mode {
+                    ServiceMode::Replicated { replicas } => Some(replicas),
+                    ServiceMode::Global => None,
+                },
+                spec: Box::new(spec.clone()),
+            });
+            continue;
+        };
+        let owner = current.service.spec.labels.get(NAMESPACE_LABEL);
+        if owner.map(String::as_str) != Some(stack.name.as_str()) {
+            return Err(Unplannable(format!(
+                "a service named {} exists already and is not part of the stack {} ({}): \
+                 remove it or rename the stack",
+                spec.name,
+                stack.name,
+                owner.map_or("it belongs to no stack".to_string(), |other| format!(
+                    "it belongs to the stack {other}"
+                ))
+            )));
+        }
+        let wanted = as_stored(spec, &current.service.spec);
+        let changes = changes(&current.service.spec, &wanted);
+        if changes.is_empty() {
+            steps.push(ServiceStep::Unchanged {
+                name: spec.name.clone(),
+            });
+        } else {
+            steps.push(ServiceStep::Update {
+                name: spec.name.clone(),
+                changes,
+                current: Box::new(current.clone()),
+                spec: Box::new(wanted),
+            });
+        }
+    }
+    let mut gone: Vec<&ServiceView> = services
+        .iter()
+        .filter(|view| view.service.spec.labels.get(NAMESPACE_LABEL) == Some(&stack.name))
+        .filter(|view| {
+            !stack
+                .services
+                .iter()
+                .any(|spec| spec.name == view.service.spec.name)
+        })
+        .collect();
+    gone.sort_by(|a, b| a.service.spec.name.cmp(&b.service.spec.name));
+    for view in gone {
+        let name = view.service.spec.name.clone();
+        steps.push(if prune {
+            ServiceStep::Remove { name }
+        } else {
+            ServiceStep::LeaveAlone { name }
+        });
+    }
+    Ok(Plan {
+        stack: stack.name.clone(),
+        networks: network_steps,
+        services: steps,
+    })
+}
+
+/// `spec` as the leader would store it for a service that has `current`: on the ingress
+/// network when it publishes an ingress port, each ingress port left at 0 given the number
+/// it already has, and a forced redeploy's counter kept. Equal to `current` when the files
+/// ask for nothing new.
+fn as_stored(spec: &ServiceSpec, current: &ServiceSpec) -> ServiceSpec {
+    let mut wanted = spec.clone();
+    for port in wanted
+        .ports
+        .iter_mut()
+        .filter(|port| port.mode == PublishMode::Ingress && port.published == 0)
+    {
+        if let Some(had) = current.ports.iter().find(|had| {
+            had.mode == PublishMode::Ingress
+                && had.target == port.target
+                && had.protocol == port.protocol
+        }) {
+            port.published = had.published;
+        }
+    }
+    join_ingress(&mut wanted);
+    wanted.task.force_update = current.task.force_update;
+    wanted
+}
+
+/// The fields that differ between `from` and `to`, with readable names (`image`,
+/// `replicas`, `env.LOG`), each value as compact JSON when it is not a plain string.
+pub fn changes(from: &ServiceSpec, to: &ServiceSpec) -> Vec<Change> {
+    let (Ok(from), Ok(to)) = (serde_json::to_value(from), serde_json::to_value(to)) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    diff("", &from, &to, &mut found);
+    // What a reader looks for first: the image, then the count; the rest by name.
+    found.sort_by_key(|change| match change.field.as_str() {
+        "image" => 0,
+        "replicas" | "mode" => 1,
+        _ => 2,
+    });
+    found
+}
+
+fn diff(path: &str, from: &Json, to: &Json, found: &mut Vec<Change>) {
+    if from == to {
+        return;
+    }
+    if let (Json::Object(from_fields), Json::Object(to_fields)) = (from, to) {
+        // The env and labels are compared key by key; other objects field by field.
+        let mut keys: Vec<&String> = from_fields.keys().chain(to_fields.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let child = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            let none = Json::Null;
+            diff(
+                &child,
+                from_fields.get(key).unwrap_or(&none),
+                to_fields.get(key).unwrap_or(&none),
+                found,
+            );
+        }
+        return;
+    }
+    found.push(Change {
+        field: readable(path),
+        from: shown(from),
+        to: shown(to),
+    });
+}
+
+/// A spec path as a user names it: `task.image` is `image`, the replicated mode's count is
+/// `replicas`.
+fn readable(path: &str) -> String {
+    let path = path.strip_prefix("task.").unwrap_or(path);
+    match path {
+        "mode.replicated.replicas" => "replicas".to_string(),
+        "args" => "command".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn shown(value: &Json) -> String {
+    match value {
+        Json::Null => "(none)".to_string(),
+        Json::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Plan {
+    /// The plan as `stack deploy` prints it, one line a step:
+    /// `+ service shop_cache (redis:7, 1 replica)`, `~ service shop_web: image a -> b`.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for network in &self.networks {
+            lines.push(format!("+ network {}", network.name));
+        }
+        for step in &self.services {
+            lines.push(match step {
+                ServiceStep::Create {
+                    name,
+                    image,
+                    replicas,
+                    ..
+                } => match replicas {
+                    Some(1) => format!("+ service {name} ({image}, 1 replica)"),
+                    Some(n) => format!("+ service {name} ({image}, {n} replicas)"),
+                    None => format!("+ service {name} ({image}, global)"),
+                },
+                ServiceStep::Update { name, changes, .. } => {
+                    let changes: Vec<String> = changes
+                        .iter()
+                        .map(|change| format!("{} {} -> {}", change.field, change.from, change.to))
+                        .collect();
+                    format!("~ service {name}: {}", changes.join(", "))
+                }
+                ServiceStep::Unchanged { name } => format!("= service {name}: unchanged"),
+                ServiceStep::Remove { name } => format!("- service {name}"),
+                ServiceStep::LeaveAlone { name } => format!(
+                    "  service {name}: no longer in the files, left alone (--prune removes it)"
+                ),
+            });
+        }
+        lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use essaim_core::model::{PortConfig, Service};
+    use essaim_core::Timestamp;
+
+    use super::*;
+    use crate::compose::{self, Inputs, Source};
+
+    fn stack(text: &str) -> Stack {
+        let lookup = |_: &str| None;
+        let read = |path: &str| Err(format!("{path}: no files in this test"));
+        compose::load(
+            &[Source {
+                name: "docker-compose.yml".into(),
+                text: text.into(),
+            }],
+            "shop",
+            &Inputs {
+                lookup: &lookup,
+                read_env_file: &read,
+            },
+        )
+        .expect("valid file")
+    }
+
+    /// What the cluster would hold after creating `spec`: as the leader stores it.
+    fn stored(spec: &ServiceSpec, published: u16) -> ServiceView {
+        let mut spec = spec.clone();
+        for port in &mut spec.ports {
+            if port.published == 0 {
+                port.published = published;
+            }
+        }
+        join_ingress(&mut spec);
+        ServiceView {
+            service: Service {
+                id: format!("id-{}", spec.name),
+                version: 3,
+                created_at: Timestamp(0),
+                updated_at: Timestamp(0),
+                spec,
+                previous_spec: None,
+                update_status: None,
+                virtual_ips: Vec::new(),
+            },
+            running: 0,
+            desired: 0,
+            live_by_state: BTreeMap::new(),
+            problem: None,
+        }
+    }
+
+    const FILE: &str = "services:\n  web:\n    image: nginx:1.25\n    ports: ['80']\n    deploy:\n      replicas: 3\n  api:\n    image: api:1\n";
+
+    #[test]
+    fn a_new_stack_creates_every_service_and_its_network() {
+        let plan = plan(&stack(FILE), &[], &[], false).expect("plan");
+        assert_eq!(
+            plan.lines(),
+            vec![
+                "+ network shop_default",
+                "+ service shop_web (nginx:1.25, 3 replicas)",
+                "+ service shop_api (api:1, 1 replica)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_redeploy_of_the_same_file_changes_nothing() {
+        let desired = stack(FILE);
+        let cluster: Vec<ServiceView> = desired
+            .services
+            .iter()
+            .map(|spec| stored(spec, 30_001))
+            .collect();
+        let plan = plan(&desired, &cluster, &[], false).expect("plan");
+        let unchanged = plan
+            .services
+            .iter()
+            .all(|step| matches!(step, ServiceStep::Unchanged { .. }));
+        assert!(unchanged, "{:?}", plan.lines());
+    }
+
+    #[test]
+    fn a_changed_service_lists_its_changes_field_by_field() {
+        let before = stack(FILE);
+        let cluster: Vec<ServiceView> = before
+            .services
+            .iter()
+            .map(|spec| stored(spec, 30_001))
+            .collect();
+        let after = stack(
+            &FILE
+                .replace("nginx:1.25", "nginx:1.27")
+                .replace("replicas: 3", "replicas: 5"),
+        );
+        let plan = plan(&after, &cluster, &[], false).expect("plan");
+        assert_eq!(
+            plan.lines(),
+            vec![
+                "+ network shop_default",
+                "~ service shop_web: image nginx:1.25 -> nginx:1.27, replicas 3 -> 5",
+                "= service shop_api: unchanged",
+            ]
+        );
+        let ServiceStep::Update { spec, .. } = &plan.services[0] else {
+            panic!("an update");
+        };
+        // The update keeps the port the cluster gave.
+        assert!(spec.ports.contains(&PortConfig::tcp(30_001, 80)));
+    }
+
+    #[test]
+    fn services_no_longer_in_the_files_are_pruned_or_left_alone() {
+        let before = stack(FILE);
+        let cluster: Vec<ServiceView> = before
+            .services
+            .iter()
+            .map(|spec| stored(spec, 30_001))
+            .collect();
+        let only_web = stack("services:\n  web:\n    image: nginx:1.25\n    ports: ['80']\n    deploy:\n      replicas: 3\n");
+        let kept = plan(&only_web, &cluster, &[], false).expect("plan");
+        assert!(kept.lines().contains(
+            &"  service shop_api: no longer in the files, left alone (--prune removes it)"
+                .to_string()
+        ));
+        let pruned = plan(&only_web, &cluster, &[], true).expect("plan");
+        assert!(pruned.lines().contains(&"- service shop_api".to_string()));
+    }
+
+    #[test]
+    fn a_service_of_another_stack_or_none_is_not_taken_over() {
+        let desired = stack(FILE);
+        let mut foreign = stored(&desired.services[0], 30_001);
+        foreign.service.spec.labels = BTreeMap::new();
+        let error = plan(&desired, &[foreign], &[], false).expect_err("refused");
+        assert!(error.0.contains("not part of the stack shop"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_external_network_is_refused_before_anything() {
+        let desired = stack("services:\n  a:\n    image: x\n    networks: [edge]\nnetworks:\n  edge:\n    external: true\n");
+        let error = plan(&desired, &[], &[], false).expect_err("refused");
+        assert!(error.0.contains("'edge' is declared external"), "{error}");
+    }
+
+    #[test]
+    fn env_changes_are_named_by_key() {
+        let mut from = stack(FILE).services[1].clone();
+        from.task.env.insert("A".into(), "1".into());
+        let mut to = from.clone();
+        to.task.env.insert("A".into(), "2".into());
+        to.task.env.insert("B".into(), "3".into());
+        assert_eq!(
+            changes(&from, &to),
+            vec![
+                Change {
+                    field: "env.A".into(),
+                    from: "1".into(),
+                    to: "2".into()
+                },
+                Change {
+                    field: "env.B".into(),
+                    from: "(none)".into(),
+                    to: "3".into()
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,611 @@
+//! One compose service as the service spec `stack deploy` creates: every key Docker maps in a
+//! stack, read with its place in the file for any complaint.
+
+use std::collections::BTreeMap;
+
+use essaim_core::model::{
+    Checkpoint, EndpointMode, FailureAction, HealthCheck, NetworkAttachmentConfig, PortConfig,
+    Protocol, PublishMode, Resources, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec,
+    TaskSpec, UpdateConfig, UpdateOrder,
+};
+use essaim_core::units::{parse_cpus, parse_memory};
+
+use super::read::{join, Reader, Support};
+use super::yaml::{Node, Position, Value};
+use super::{env_file, NAMESPACE_LABEL};
+
+/// What the conversion of a service needs from the rest of the file.
+pub struct Context<'a> {
+    pub stack: &'a str,
+    /// The file's networks: the key services name them by, and the cluster network's name.
+    pub networks: &'a BTreeMap<String, String>,
+    /// A variable of the environment, for an `environment:` key given without a value.
+    pub lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// Reads an `env_file:`, as given (relative to the first compose file's directory).
+    pub read_env_file: &'a dyn Fn(&str) -> Result<String, String>,
+}
+
+/// What the keys of a service do in a stack.
+fn service_key(key: &str) -> Option<Support> {
+    const DOCKER_IGNORES: &str = "ignored: stack deploy does not use it, as Docker's does not";
+    const VOLUMES: &str = "not supported yet: volumes, secrets and configs come with «What real \
+                           services need»; until then a stack with them deploys nothing";
+    Some(match key {
+        "image" | "command" | "environment" | "env_file" | "deploy" | "ports" | "networks"
+        | "healthcheck" | "stop_grace_period" => Support::Read,
+        "build" | "container_name" | "depends_on" | "links" | "external_links" | "expose"
+        | "restart" | "cgroup_parent" | "cgroupns_mode" | "domainname" | "mac_address"
+        | "profiles" | "platform" | "pull_policy" => Support::Ignored(DOCKER_IGNORES),
+        "volumes" | "secrets" | "configs" | "tmpfs" => Support::NotYet(VOLUMES),
+        "entrypoint" | "labels" | "user" | "working_dir" | "hostname" | "dns" | "dns_search"
+        | "extra_hosts" | "stop_signal" | "cap_add" | "cap_drop" | "sysctls" | "ulimits"
+        | "init" | "tty" | "stdin_open" | "read_only" | "logging" | "isolation" | "shm_size"
+        | "privileged" | "devices" | "network_mode" | "pid" | "ipc" | "security_opt"
+        | "userns_mode" | "oom_score_adj" | "group_add" | "scale" => Support::NotYet(
+            "not supported yet: essaim would run the task without it, so the stack is refused",
+        ),
+        _ => return None,
+    })
+}
+
+/// The spec of the compose service `short` (its key under `services:`, at `key_at`), or None
+/// with the errors in `reader`.
+pub fn convert(
+    reader: &mut Reader,
+    short: &str,
+    key_at: &Position,
+    node: &Node,
+    context: &Context<'_>,
+) -> Option<ServiceSpec> {
+    let path = join("services", short);
+    let errors_before = reader.errors.len();
+    let mut spec = ServiceSpec {
+        name: format!("{}_{short}", context.stack),
+        labels: BTreeMap::new(),
+        mode: ServiceMode::Replicated { replicas: 1 },
+        task: TaskSpec {
+            stop_grace_period_ms: super::DEFAULT_STOP_GRACE_MS,
+            restart_policy: RestartPolicy::default(),
+            ..TaskSpec::default()
+        },
+        ports: Vec::new(),
+        update_config: UpdateConfig::default(),
+        rollback_config: UpdateConfig::default(),
+        endpoint_mode: EndpointMode::default(),
+    };
+    let mut image = None;
+    let mut networks = None;
+    let mut env_files = Vec::new();
+    let mut environment = Vec::new();
+    for entry in reader.mapping(node, &path, &service_key) {
+        let key_path = join(&path, &entry.key);
+        let value = &entry.value;
+        match entry.key.as_str() {
+            "image" => image = reader.string(value, &key_path),
+            "command" => spec.task.args = reader.command(value, &key_path).unwrap_or_default(),
+            "environment" => environment = reader.key_values(value, &key_path),
+            "env_file" => env_files = env_file_entries(reader, value, &key_path),
+            "deploy" => deploy(reader, value, &key_path, &mut spec),
+            "ports" => spec.ports = ports(reader, value, &key_path),
+            "networks" => networks = Some(attachments(reader, value, &key_path, short, context)),
+            "healthcheck" => spec.task.healthcheck = healthcheck(reader, value, &key_path),
+            "stop_grace_period" => {
+                if let Some(ms) = reader.duration_ms(value, &key_path) {
+                    spec.task.stop_grace_period_ms = ms;
+                }
+            }
+            _ => {}
+        }
+    }
+    match image {
+        Some(image) if !image.trim().is_empty() => spec.task.image = image,
+        Some(_) => reader.error(key_at, &join(&path, "image"), "the image is empty"),
+        None => reader.error(
+            key_at,
+            &path,
+            "no image: a stack runs images and builds none, so each service needs 'image:'",
+        ),
+    }
+    // env_file first, then environment over it, as Compose orders them.
+    for (file, at) in env_files {
+        match (context.read_env_file)(&file)
+            .and_then(|text| env_file::parse(&text).map_err(|error| format!("{file}: {error}")))
+        {
+            Ok(variables) => {
+                for variable in variables {
+                    if let Some(value) = variable.value.or_else(|| (context.lookup)(&variable.name))
+                    {
+                        spec.task.env.insert(variable.name, value);
+                    }
+                }
+            }
+            Err(message) => reader.error(&at, &join(&path, "env_file"), message),
+        }
+    }
+    for (key, value) in environment {
+        // A key with no value takes it from the environment, or is left out when unset.
+        match value.or_else(|| (context.lookup)(&key)) {
+            Some(value) => {
+                spec.task.env.insert(key, value);
+            }
+            None => {
+                spec.task.env.remove(&key);
+            }
+        }
+    }
+    spec.task.networks = networks.unwrap_or_else(|| {
+        // No networks named: the stack's default network, as Docker does.
+        context
+            .networks
+            .get("default")
+            .map(|name| vec![attachment(name, short, Vec::new())])
+            .unwrap_or_default()
+    });
+    spec.labels
+        .insert(NAMESPACE_LABEL.to_string(), context.stack.to_string());
+    (reader.errors.len() == errors_before).then_some(spec)
+}
+
+/// Joins `network`, reachable there by the service's short compose name (and `aliases`), so
+/// that `api` finds `shop_api` from the other services of the stack.
+fn attachment(network: &str, short: &str, mut aliases: Vec<String>) -> NetworkAttachmentConfig {
+    if !aliases.iter().any(|alias| alias == short) {
+        aliases.insert(0, short.to_string());
+    }
+    NetworkAttachmentConfig {
+        target: network.to_string(),
+        aliases,
+    }
+}
+
+fn attachments(
+    reader: &mut Reader,
+    node: &Node,
+    path: &str,
+    short: &str,
+    context: &Context<'_>,
+) -> Vec<NetworkAttachmentConfig> {
+    // A list of keys, or a mapping of key to null or to its options.
+    let named: Vec<(String, Option<&Node>, &Node)> = match &node.value {
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(index, item)| {
+                let name = reader.string(item, &format!("{path}[{index}]"))?;
+                Some((name, None, item))
+            })
+            .collect(),
+        Value::Mapping(entries) => entries
+            .iter()
+            .map(|entry| (entry.key.clone(), Some(&entry.value), &entry.value))
+            .collect(),
+        _ => {
+            reader.error(&node.at, path, "expected a list of networks or a mapping");
+            return Vec::new();
+        }
+    };
+    let mut attachments = Vec::new();
+    for (name, options, at) in named {
+        let key_path = join(path, &name);
+        let Some(network) = context.networks.get(&name) else {
+            reader.error(
+                &at.at,
+                &key_path,
+                format!("the network '{name}' is not declared under the file's 'networks:'"),
+            );
+            continue;
+        };
+        let mut aliases = Vec::new();
+        if let Some(options) = options {
+            let support = |key: &str| match key {
+                "aliases" => Some(Support::Read),
+                "ipv4_address" | "ipv6_address" | "link_local_ips" | "priority" => Some(
+                    Support::NotYet("not supported yet: addresses are the allocator's to give"),
+                ),
+                _ => None,
+            };
+            for entry in reader.mapping(options, &key_path, &support) {
+                aliases = reader
+                    .strings(&entry.value, &join(&key_path, "aliases"))
+                    .unwrap_or_default();
+            }
+        }
+        attachments.push(attachment(network, short, aliases));
+    }
+    attachments
+}
+
+fn env_file_entries(reader: &mut Reader, node: &Node, path: &str) -> Vec<(String, Position)> {
+    let items: Vec<&Node> = match &node.value {
+        Value::Sequence(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            // The long form's `path:` (Compose 2.24); `required: false` is not supported.
+            let file = match item.get("path") {
+                Some(entry) => reader.string(&entry.value, &join(path, "path")),
+                None => reader.string(item, path),
+            }?;
+            Some((file, item.at.clone()))
+        })
+        .collect()
+}
+
+fn deploy(reader: &mut Reader, node: &Node, path: &str, spec: &mut ServiceSpec) {
+    let support = |key: &str| match key {
+        "mode" | "replicas" | "labels" | "resources" | "restart_policy" | "update_config"
+        | "rollback_config" | "placement" | "endpoint_mode" => Some(Support::Read),
+        _ => None,
+    };
+    let mut mode = None;
+    let mut replicas = None;
+    for entry in reader.mapping(node, path, &support) {
+        let key_path = join(path, &entry.key);
+        let value = &entry.value;
+        match entry.key.as_str() {
+            "mode" => mode = reader.string(value, &key_path).map(|m| (m, value)),
+            "replicas" => replicas = reader.count(value, &key_path).map(|r| (r, value)),
+            "labels" => spec.labels.extend(reader.labels(value, &key_path)),
+            "resources" => resources(reader, value, &key_path, &mut spec.task.resources),
+            "restart_policy" => {
+                restart_policy(reader, value, &key_path, &mut spec.task.restart_policy);
+            }
+            "update_config" => update_config(reader, value, &key_path, &mut spec.update_config),
+            "rollback_config" => {
+                update_config(reader, value, &key_path, &mut spec.rollback_config);
+            }
+            "placement" => placement(reader, value, &key_path, &mut spec.task),
+            "endpoint_mode" => {
+                if let Some(endpoint_mode) = reader.parsed(value, &key_path, |text| {
+                    text.parse::<EndpointMode>()
+                        .map_err(|_| format!("'{text}' is not an endpoint mode: use vip or dnsrr"))
+                }) {
+                    spec.endpoint_mode = endpoint_mode;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mode_path = join(path, "mode");
+    spec.mode = match mode {
+        None => ServiceMode::Replicated {
+            replicas: replicas.map_or(1, |(replicas, _)| replicas),
+        },
+        Some((mode, at)) => match mode.as_str() {
+            "replicated" => ServiceMode::Replicated {
+                replicas: replicas.map_or(1, |(replicas, _)| replicas),
+            },
+            "global" => {
+                if let Some((_, at)) = replicas {
+                    reader.error(
+                        &at.at,
+                        &join(path, "replicas"),
+                        "replicas can only be used with mode replicated, not with mode global",
+                    );
+                }
+                ServiceMode::Global
+            }
+            "replicated-job" | "global-job" => {
+                reader.error(
+                    &at.at,
+                    &mode_path,
+                    "not supported yet: jobs come with «What real services need»",
+                );
+                spec.mode
+            }
+            other => {
+                reader.error(
+                    &at.at,
+                    &mode_path,
+                    format!("'{other}' is not a mode: use replicated or global"),
+                );
+                spec.mode
+            }
+        },
+    };
+}
+
+fn resources(reader: &mut Reader, node: &Node, path: &str, resources: &mut Resources) {
+    let support = |key: &str| match key {
+        "limits" | "reservations" => Some(Support::Read),
+        _ => None,
+    };
+    for entry in reader.mapping(node, path, &support) {
+        let key_path = join(path, &entry.key);
+        let limits = entry.key == "limits";
+        let support = |key: &str| match key {
+            "cpus" | "memory" => Some(Support::Read),
+            "pids" | "devices" | "generic_resources" => Some(Support::NotYet(
+                "not supported yet: essaim would run the task without it, so the stack is \
+                 refused",
+            )),
+            _ => None,
+        };
+        for entry in reader.mapping(&entry.value, &key_path, &support) {
+            let value_path = join(&key_path, &entry.key);
+            match (entry.key.as_str(), limits) {
+                ("cpus", true) => {
+                    if let Some(cpus) = reader.parsed(&entry.value, &value_path, parse_cpus) {
+                        resources.limit_nano_cpus = cpus;
+                    }
+                }
+                ("cpus", false) => {
+                    if let Some(cpus) = reader.parsed(&entry.value, &value_path, parse_cpus) {
+                        resources.reserve_nano_cpus = cpus;
+                    }
+                }
+                ("memory", true) => {
+                    if let Some(bytes) = reader.parsed(&entry.value, &value_path, parse_memory) {
+                        resources.limit_memory_bytes = bytes;
+                    }
+                }
+                ("memory", false) => {
+                    if let Some(bytes) = reader.parsed(&entry.value, &value_path, parse_memory) {
+                        resources.reserve_memory_bytes = bytes;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn restart_policy(reader: &mut Reader, node: &Node, path: &str, policy: &mut RestartPolicy) {
+    let support = |key: &str| match key {
+        "condition" | "delay" | "max_attempts" | "window" => Some(Support::Read),
+        _ => None,
+    };
+    for entry in reader.mapping(node, path, &support) {
+        let key_path = join(path, &entry.key);
+        let value = &entry.value;
+        match entry.key.as_str() {
+            "condition" => {
+                if let Some(condition) = reader.parsed(value, &key_path, |text| {
+                    text.parse::<RestartCondition>().map_err(|_| {
+                        format!("'{text}' is not a condition: use none, on-failure or any")
+                    })
+                }) {
+                    policy.condition = condition;
+                }
+            }
+            "delay" => policy.delay_ms = reader.duration_ms(value, &key_path).unwrap_or(0),
+            "max_attempts" => policy.max_attempts = reader.count(value, &key_path).unwrap_or(0),
+            "window" => policy.window_ms = reader.duration_ms(value, &key_path).unwrap_or(0),
+            _ => {}
+        }
+    }
+}
+
+fn update_config(reader: &mut Reader, node: &Node, path: &str, config: &mut UpdateConfig) {
+    let support = |key: &str| match key {
+        "parallelism" | "delay" | "failure_action" | "monitor" | "max_failure_ratio" | "order" => {
+            Some(Support::Read)
+        }
+        _ => None,
+    };
+    for entry in reader.mapping(node, path, &support) {
+        let key_path = join(path, &entry.key);
+        let value = &entry.value;
+        match entry.key.as_str() {
+            "parallelism" => config.parallelism = reader.count(value, &key_path).unwrap_or(1),
+            "delay" => config.delay_ms = reader.duration_ms(value, &key_path).unwrap_or(0),
+            "monitor" => {
+                config.monitor_ms = reader
+                    .duration_ms(value, &key_path)
+                    .unwrap_or(config.monitor_ms);
+            }
+            "failure_action" => {
+                if let Some(action) = reader.parsed(value, &key_path, |text| {
+                    text.parse::<FailureAction>().map_err(|_| {
+                        format!("'{text}' is not a failure action: use pause, continue or rollback")
+                    })
+                }) {
+                    config.failure_action = action;
+                }
+            }
+            "max_failure_ratio" => {
+                if let Some(ratio) =
+                    reader.parsed(value, &key_path, essaim_core::units::parse_ratio_permille)
+                {
+                    config.max_failure_ratio_permille = ratio;
+                }
+            }
+            "order" => {
+                if let Some(order) = reader.parsed(value, &key_path, |text| {
+                    text.parse::<UpdateOrder>().map_err(|_| {
+                        format!("'{text}' is not an order: use stop-first or start-first")
+                    })
+                }) {
+                    config.order = order;
+                }
+            }
+            _ => {}
+        }
+    }
+    // `x-` keys are skipped by the mapping reader; essaim's checkpoint is read here.
+    if let Some(entry) = node.get("x-pause-after") {
+        config.pause_after = reader.parsed(&entry.value, &join(path, "x-pause-after"), |text| {
+            text.parse::<Checkpoint>()
+        });
+    }
+}
+
+fn placement(reader: &mut Reader, node: &Node, path: &str, task: &mut TaskSpec) {
+    let support = |key: &str| match key {
+        "constraints" | "preferences" | "max_replicas_per_node" => Some(Support::Read),
+        _ => None,
+    };
+    for entry in reader.mapping(node, path, &support) {
+        let key_path = join(path, &entry.key);
+        let value = &entry.value;
+        match entry.key.as_str() {
+            "constraints" => {
+                task.constraints = reader.strings(value, &key_path).unwrap_or_default()
+            }
+            "max_replicas_per_node" => {
+                task.max_replicas_per_node = reader.count(value, &key_path).unwrap_or(0);
+            }
+            "preferences" => {
+                let Value::Sequence(items) = &value.value else {
+                    reader.error(&value.at, &key_path, "expected a list of {spread: LABEL}");
+                    continue;
+                };
+                for (index, item) in items.iter().enumerate() {
+                    let item_path = format!("{key_path}[{index}]");
+                    let support = |key: &str| (key == "spread").then_some(Support::Read);
+                    for entry in reader.mapping(item, &item_path, &support) {
+                        if let Some(label) =
+                            reader.string(&entry.value, &join(&item_path, "spread"))
+                        {
+                            task.spread.push(label);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn ports(reader: &mut Reader, node: &Node, path: &str) -> Vec<PortConfig> {
+    let Value::Sequence(items) = &node.value else {
+        reader.error(
+            &node.at,
+            path,
+            format!("expected a list of ports, found {}", node.kind()),
+        );
+        return Vec::new();
+    };
+    let mut ports = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{index}]");
+        let port = match &item.value {
+            Value::Mapping(_) => long_port(reader, item, &item_path),
+            _ => reader.parsed(item, &item_path, short_port),
+        };
+        ports.extend(port);
+    }
+    ports
+}
+
+/// `"8080:80"`, `"80"`, `"8080:80/udp"`: ingress ports, as Swarm makes them.
+fn short_port(text: &str) -> Result<PortConfig, String> {
+    let (ports, _) = text.split_once('/').unwrap_or((text, ""));
+    if ports.contains('-') {
+        return Err(format!(
+            "'{text}': port ranges are not supported yet; list each port"
+        ));
+    }
+    if ports.matches(':').count() > 1 {
+        return Err(format!(
+            "'{text}': a host address is not supported: an ingress port listens on every node"
+        ));
+    }
+    essaim_core::units::parse_port(text)
+}
+
+fn long_port(reader: &mut Reader, node: &Node, path: &str) -> Option<PortConfig> {
+    let support = |key: &str| match key {
+        "target" | "published" | "protocol" | "mode" => Some(Support::Read),
+        "host_ip" | "name" | "app_protocol" => Some(Support::NotYet(
+            "not supported yet: essaim would publish the port without it",
+        )),
+        _ => None,
+    };
+    let mut port = PortConfig::tcp(0, 0);
+    let errors_before = reader.errors.len();
+    let port_number = |text: &str| -> Result<u16, String> {
+        match text.trim().parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!(
+                "'{text}' is not a port: use a number from 1 to 65535"
+            )),
+            Ok(port) => Ok(port),
+        }
+    };
+    for entry in reader.mapping(node, path, &support) {
+        let key_path = join(path, &entry.key);
+        let value = &entry.value;
+        match entry.key.as_str() {
+            "target" => port.target = reader.parsed(value, &key_path, port_number).unwrap_or(0),
+            "published" => {
+                port.published = reader.parsed(value, &key_path, port_number).unwrap_or(0);
+            }
+            "protocol" => {
+                port.protocol = reader
+                    .parsed(value, &key_path, |text| {
+                        text.parse::<Protocol>()
+                            .map_err(|_| format!("'{text}' is not a protocol: use tcp or udp"))
+                    })
+                    .unwrap_or_default();
+            }
+            "mode" => {
+                port.mode = reader
+                    .parsed(value, &key_path, |text| {
+                        text.parse::<PublishMode>()
+                            .map_err(|_| format!("'{text}' is not a mode: use ingress or host"))
+                    })
+                    .unwrap_or_default();
+            }
+            _ => {}
+        }
+    }
+    if port.target == 0 && reader.errors.len() == errors_before {
+        reader.error(&node.at, path, "target: the container's port is required");
+    }
+    (reader.errors.len() == errors_before).then_some(port)
+}
+
+fn healthcheck(reader: &mut Reader, node: &Node, path: &str) -> Option<HealthCheck> {
+    let support = |key: &str| match key {
+        "test" | "interval" | "timeout" | "retries" | "start_period" | "disable" => {
+            Some(Support::Read)
+        }
+        "start_interval" => Some(Support::NotYet(
+            "not supported yet: the checks would run at 'interval' during the start period",
+        )),
+        _ => None,
+    };
+    let mut check = HealthCheck::default();
+    let mut disabled = false;
+    for entry in reader.mapping(node, path, &support) {
+        let key_path = join(path, &entry.key);
+        let value = &entry.value;
+        match entry.key.as_str() {
+            "test" => {
+                check.test = match &value.value {
+                    // A string is a command for the container's shell.
+                    Value::Scalar { text, .. } => vec!["CMD-SHELL".to_string(), text.clone()],
+                    _ => reader.strings(value, &key_path).unwrap_or_default(),
+                };
+                if let Some(first) = check.test.first() {
+                    if !matches!(first.as_str(), "CMD" | "CMD-SHELL" | "NONE") {
+                        reader.error(
+                            &value.at,
+                            &key_path,
+                            format!(
+                                "a list test starts with CMD, CMD-SHELL or NONE, not '{first}'"
+                            ),
+                        );
+                    }
+                }
+            }
+            "interval" => check.interval_ms = reader.duration_ms(value, &key_path).unwrap_or(0),
+            "timeout" => check.timeout_ms = reader.duration_ms(value, &key_path).unwrap_or(0),
+            "start_period" => {
+                check.start_period_ms = reader.duration_ms(value, &key_path).unwrap_or(0);
+            }
+            "retries" => check.retries = reader.count(value, &key_path).unwrap_or(0),
+            "disable" => disabled = reader.boolean(value, &key_path).unwrap_or(false),
+            _ => {}
+        }
+    }
+    if disabled {
+        check = HealthCheck {
+            test: vec!["NONE".to_string()],
+            ..HealthCheck::default()
+        };
+    }
+    Some(check)
+}

@@ -1,0 +1,433 @@
+use std::collections::BTreeMap;
+
+use essaim_core::model::{
+    EndpointMode, PortConfig, Protocol, PublishMode, RestartCondition, ServiceMode, ServiceSpec,
+    UpdateOrder,
+};
+
+use super::*;
+
+/// The seed's example, indented as a compose file is.
+const SEED: &str = "version: '3'\nservices:\n  web:\n    image: nginx\n    ports:\n      - \"80:80\"\n    deploy:\n      replicas: 3\n";
+
+fn load_with(
+    files: &[(&str, &str)],
+    variables: &[(&str, &str)],
+    env_files: &[(&str, &str)],
+) -> Result<Stack, Refused> {
+    let variables: BTreeMap<String, String> = variables
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect();
+    let env_files: BTreeMap<String, String> = env_files
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect();
+    let sources: Vec<Source> = files
+        .iter()
+        .map(|(name, text)| Source {
+            name: (*name).to_string(),
+            text: (*text).to_string(),
+        })
+        .collect();
+    let lookup = |name: &str| variables.get(name).cloned();
+    let read_env_file = |path: &str| {
+        env_files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| format!("{path}: no such file"))
+    };
+    load(
+        &sources,
+        "shop",
+        &Inputs {
+            lookup: &lookup,
+            read_env_file: &read_env_file,
+        },
+    )
+}
+
+fn one(text: &str) -> Result<Stack, Refused> {
+    load_with(&[("docker-compose.yml", text)], &[], &[])
+}
+
+fn service<'a>(stack: &'a Stack, name: &str) -> &'a ServiceSpec {
+    stack
+        .services
+        .iter()
+        .find(|spec| spec.name == name)
+        .unwrap_or_else(|| panic!("no service {name} in {stack:?}"))
+}
+
+fn errors(text: &str) -> Vec<String> {
+    one(text)
+        .expect_err("refused")
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn the_seed_example_is_three_nginx_replicas_on_the_stack_default_network() {
+    let stack = one(SEED).expect("the seed's file loads");
+    assert_eq!(stack.services.len(), 1);
+    let web = service(&stack, "shop_web");
+    assert_eq!(web.task.image, "nginx");
+    assert_eq!(web.mode, ServiceMode::Replicated { replicas: 3 });
+    assert_eq!(web.ports, vec![PortConfig::tcp(80, 80)]);
+    assert_eq!(web.labels[NAMESPACE_LABEL], "shop");
+    assert_eq!(web.task.networks.len(), 1);
+    assert_eq!(web.task.networks[0].target, "shop_default");
+    // The others in the stack reach it by its compose name.
+    assert_eq!(web.task.networks[0].aliases, vec!["web"]);
+    assert_eq!(stack.networks.len(), 1);
+    assert_eq!(stack.networks[0].spec.name, "shop_default");
+    assert_eq!(stack.networks[0].spec.labels[NAMESPACE_LABEL], "shop");
+    assert!(stack.warnings.is_empty(), "{:?}", stack.warnings);
+}
+
+#[test]
+fn every_mapped_key_lands_in_the_spec() {
+    let text = r#"
+services:
+  api:
+    image: registry.local/api:2
+    command: serve --port "8080"
+    environment:
+      MODE: prod
+      EMPTY:
+    env_file: api.env
+    ports:
+      - target: 8080
+        published: 9080
+        protocol: udp
+        mode: host
+      - 443
+    networks:
+      back:
+        aliases: [backend]
+      front:
+    healthcheck:
+      test: curl -f http://localhost:8080/
+      interval: 10s
+      timeout: 2s
+      retries: 5
+      start_period: 1m
+    stop_grace_period: 1m30s
+    deploy:
+      mode: replicated
+      replicas: 4
+      labels: [tier=api]
+      endpoint_mode: dnsrr
+      resources:
+        limits: {cpus: '0.5', memory: 256M}
+        reservations: {cpus: '0.25', memory: 128M}
+      restart_policy: {condition: on-failure, delay: 2s, max_attempts: 3, window: 1m}
+      update_config: {parallelism: 2, delay: 5s, order: start-first, failure_action: rollback, monitor: 20s, max_failure_ratio: 0.25}
+      rollback_config: {parallelism: 0}
+      placement:
+        constraints: [node.role==worker]
+        preferences: [{spread: node.labels.zone}]
+        max_replicas_per_node: 2
+  agent:
+    image: agent
+    deploy: {mode: global}
+networks:
+  back:
+  front:
+    external: true
+"#;
+    let stack = load_with(
+        &[("docker-compose.yml", text)],
+        &[],
+        &[("api.env", "FROM_FILE=1\nMODE=dev\n")],
+    )
+    .expect("loads");
+    let api = service(&stack, "shop_api");
+    assert_eq!(api.task.image, "registry.local/api:2");
+    assert_eq!(api.task.args, vec!["serve", "--port", "8080"]);
+    // environment over env_file; a key without a value and no such variable is left out.
+    assert_eq!(api.task.env["MODE"], "prod");
+    assert_eq!(api.task.env["FROM_FILE"], "1");
+    assert!(!api.task.env.contains_key("EMPTY"));
+    assert_eq!(
+        api.ports,
+        vec![
+            PortConfig {
+                protocol: Protocol::Udp,
+                mode: PublishMode::Host,
+                ..PortConfig::tcp(9080, 8080)
+            },
+            PortConfig::tcp(0, 443),
+        ]
+    );
+    let networks: Vec<(&str, Vec<&str>)> = api
+        .task
+        .networks
+        .iter()
+        .map(|n| {
+            (
+                n.target.as_str(),
+                n.aliases.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        networks,
+        vec![
+            ("shop_back", vec!["api", "backend"]),
+            ("front", vec!["api"])
+        ]
+    );
+    let health = api.task.healthcheck.as_ref().expect("health check");
+    assert_eq!(
+        health.test,
+        vec!["CMD-SHELL", "curl -f http://localhost:8080/"]
+    );
+    assert_eq!(
+        (
+            health.interval_ms,
+            health.timeout_ms,
+            health.retries,
+            health.start_period_ms
+        ),
+        (10_000, 2_000, 5, 60_000)
+    );
+    assert_eq!(api.task.stop_grace_period_ms, 90_000);
+    assert_eq!(api.mode, ServiceMode::Replicated { replicas: 4 });
+    assert_eq!(api.labels["tier"], "api");
+    assert_eq!(api.endpoint_mode, EndpointMode::Dnsrr);
+    assert_eq!(api.task.resources.limit_nano_cpus, 500_000_000);
+    assert_eq!(api.task.resources.limit_memory_bytes, 256 << 20);
+    assert_eq!(api.task.resources.reserve_nano_cpus, 250_000_000);
+    assert_eq!(api.task.resources.reserve_memory_bytes, 128 << 20);
+    let restart = api.task.restart_policy;
+    assert_eq!(restart.condition, RestartCondition::OnFailure);
+    assert_eq!(
+        (restart.delay_ms, restart.max_attempts, restart.window_ms),
+        (2_000, 3, 60_000)
+    );
+    assert_eq!(api.update_config.parallelism, 2);
+    assert_eq!(api.update_config.delay_ms, 5_000);
+    assert_eq!(api.update_config.monitor_ms, 20_000);
+    assert_eq!(api.update_config.order, UpdateOrder::StartFirst);
+    assert_eq!(api.update_config.max_failure_ratio_permille, 250);
+    assert_eq!(api.rollback_config.parallelism, 0);
+    assert_eq!(api.task.constraints, vec!["node.role==worker"]);
+    assert_eq!(api.task.spread, vec!["node.labels.zone"]);
+    assert_eq!(api.task.max_replicas_per_node, 2);
+    assert_eq!(service(&stack, "shop_agent").mode, ServiceMode::Global);
+    // back is the stack's; front is external; agent names none, so default is made too.
+    let made: Vec<(&str, bool)> = stack
+        .networks
+        .iter()
+        .map(|n| (n.spec.name.as_str(), n.external))
+        .collect();
+    assert_eq!(
+        made,
+        vec![
+            ("shop_back", false),
+            ("front", true),
+            ("shop_default", false)
+        ]
+    );
+}
+
+#[test]
+fn variables_come_from_the_environment_with_defaults_and_required_ones() {
+    let text = "services:\n  web:\n    image: nginx:${TAG:-1.25}\n    environment:\n      PRICE: $$5\n      WHO: ${WHO}\n";
+    let stack = load_with(&[("c.yml", text)], &[("WHO", "me")], &[]).expect("loads");
+    let web = service(&stack, "shop_web");
+    assert_eq!(web.task.image, "nginx:1.25");
+    assert_eq!(web.task.env["PRICE"], "$5");
+    assert_eq!(web.task.env["WHO"], "me");
+
+    let unset = load_with(&[("c.yml", text)], &[], &[]).expect("loads, with a warning");
+    assert_eq!(unset.warnings.len(), 1);
+    assert!(
+        unset.warnings[0].to_string().contains("c.yml:6:12")
+            && unset.warnings[0].message.contains("WHO"),
+        "{}",
+        unset.warnings[0]
+    );
+
+    let required = "services:\n  web:\n    image: \"nginx:${TAG:?set TAG to the release}\"\n";
+    let refused = load_with(&[("c.yml", required)], &[], &[]).expect_err("TAG is required");
+    assert_eq!(refused.errors.len(), 1);
+    let error = refused.errors[0].to_string();
+    assert!(error.starts_with("c.yml:3:19:"), "{error}");
+    assert!(error.contains("set TAG to the release"), "{error}");
+}
+
+#[test]
+fn later_files_merge_over_earlier_ones() {
+    let over = "services:\n  web:\n    image: nginx:1.27\n    deploy:\n      replicas: 5\n  cache:\n    image: redis:7\n";
+    let stack = load_with(
+        &[("docker-compose.yml", SEED), ("prod.yml", over)],
+        &[],
+        &[],
+    )
+    .expect("loads");
+    let web = service(&stack, "shop_web");
+    assert_eq!(web.task.image, "nginx:1.27");
+    assert_eq!(web.mode, ServiceMode::Replicated { replicas: 5 });
+    assert_eq!(web.ports, vec![PortConfig::tcp(80, 80)]);
+    assert_eq!(service(&stack, "shop_cache").task.image, "redis:7");
+}
+
+#[test]
+fn errors_name_the_file_line_column_and_key_path() {
+    let text = "services:\n  web:\n    image: nginx\n    deploy:\n      replicas: -1\n      resources:\n        limits:\n          memory: lots\n          pids: 10\n    volumes:\n      - data:/var/lib\n    flavour: spicy\n";
+    let found = errors(text);
+    assert_eq!(
+        found,
+        vec![
+            "docker-compose.yml:5:17: services.web.deploy.replicas: expected a whole number of 0 or more, found '-1'",
+            "docker-compose.yml:8:19: services.web.deploy.resources.limits.memory: invalid memory size \"lots\": expected a number with an optional unit, like 512M or 2G",
+            "docker-compose.yml:9:11: services.web.deploy.resources.limits.pids: not supported yet: essaim would run the task without it, so the stack is refused",
+            "docker-compose.yml:10:5: services.web.volumes: not supported yet: volumes, secrets and configs come with «What real services need»; until then a stack with them deploys nothing",
+            "docker-compose.yml:12:5: services.web.flavour: unknown key",
+        ]
+    );
+}
+
+#[test]
+fn broken_yaml_is_refused_with_its_place() {
+    let found = errors("services:\n  web:\n    image: [nginx\n  db:\n");
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("docker-compose.yml:4:"), "{found:?}");
+}
+
+#[test]
+fn one_bad_service_refuses_the_whole_file() {
+    let text = "services:\n  good:\n    image: nginx\n  bad:\n    image: nginx\n    deploy:\n      mode: sometimes\n";
+    let refused = one(text).expect_err("refused");
+    assert_eq!(refused.errors.len(), 1);
+    assert!(refused.errors[0]
+        .to_string()
+        .contains("services.bad.deploy.mode"));
+    assert!(refused.to_string().ends_with("nothing was deployed"));
+}
+
+#[test]
+fn keys_docker_ignores_in_stacks_are_warnings() {
+    let text = "services:\n  web:\n    image: nginx\n    build: .\n    container_name: web1\n    depends_on: [db]\n  db:\n    image: postgres\n";
+    let stack = one(text).expect("loads");
+    let warned: Vec<&str> = stack.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(
+        warned,
+        vec![
+            "services.web.build",
+            "services.web.container_name",
+            "services.web.depends_on"
+        ]
+    );
+}
+
+#[test]
+fn a_service_needs_an_image_and_declared_networks() {
+    let found = errors("services:\n  web:\n    build: .\n    networks: [nowhere]\n");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("docker-compose.yml:2:3: services.web: no image"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].contains("services.web.networks.nowhere: the network 'nowhere' is not declared")
+    );
+}
+
+#[test]
+fn version_two_files_and_jobs_are_refused() {
+    assert!(errors("version: '2.4'\nservices:\n  a:\n    image: x\n")[0].contains("version '2.4'"));
+    let jobs = errors("services:\n  a:\n    image: x\n    deploy:\n      mode: replicated-job\n");
+    assert!(jobs[0].contains("jobs come with"), "{jobs:?}");
+    let global = errors(
+        "services:\n  a:\n    image: x\n    deploy:\n      mode: global\n      replicas: 2\n",
+    );
+    assert!(global[0].contains("replicas can only be used with mode replicated"));
+}
+
+#[test]
+fn anchors_and_extension_fields_are_read_as_compose_reads_them() {
+    let text = "x-common: &common\n  image: busybox\n  deploy:\n    replicas: 2\nservices:\n  a:\n    <<: *common\n  b:\n    <<: *common\n    image: alpine\n";
+    let stack = one(text).expect("loads");
+    assert_eq!(service(&stack, "shop_a").task.image, "busybox");
+    assert_eq!(
+        service(&stack, "shop_a").mode,
+        ServiceMode::Replicated { replicas: 2 }
+    );
+    assert_eq!(service(&stack, "shop_b").task.image, "alpine");
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Texts shaped like compose files: keys and values from a compose vocabulary, nested.
+    fn compose_like() -> impl Strategy<Value = String> {
+        let word = prop_oneof![
+            Just("services"),
+            Just("web"),
+            Just("image"),
+            Just("nginx"),
+            Just("deploy"),
+            Just("replicas"),
+            Just("3"),
+            Just("-1"),
+            Just("ports"),
+            Just("\"80:80\""),
+            Just("networks"),
+            Just("mode"),
+            Just("global"),
+            Just("resources"),
+            Just("limits"),
+            Just("memory"),
+            Just("lots"),
+            Just("${X:?no}"),
+            Just("&a"),
+            Just("*a"),
+            Just("<<"),
+            Just("- "),
+            Just("["),
+            Just("]"),
+            Just("{"),
+            Just("}"),
+            Just(":"),
+            Just("'"),
+            Just("\""),
+            Just("environment"),
+            Just("A=1"),
+        ];
+        let line = (0usize..4, prop::collection::vec(word, 1..4))
+            .prop_map(|(indent, words)| format!("{}{}", "  ".repeat(indent), words.join(" ")));
+        prop::collection::vec(line, 0..12).prop_map(|lines| lines.join("\n"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Whatever the text, loading ends with a stack or with errors that each carry a
+        /// place in the file; it never panics.
+        #[test]
+        fn any_text_loads_or_is_refused_with_a_place(text in compose_like()) {
+            match one(&text) {
+                Ok(stack) => prop_assert!(!stack.services.is_empty()),
+                Err(refused) => {
+                    prop_assert!(!refused.errors.is_empty());
+                    for error in &refused.errors {
+                        prop_assert!(error.at.line >= 1 && error.at.column >= 1, "{}", error);
+                        prop_assert_eq!(error.at.file.as_ref(), "docker-compose.yml");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(text in "\\PC{0,200}") {
+            let _ = one(&text);
+        }
+    }
+}
