@@ -290,7 +290,7 @@ fn set<T>(field: &mut T, value: Option<T>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::cell::RefCell;
     use std::collections::BTreeMap;
     use std::rc::Rc;
@@ -669,7 +669,7 @@ mod tests {
         assert!(error.to_string().starts_with("--replicas: "), "{error}");
     }
 
-    fn service_view(spec: ServiceSpec, version: u64) -> ServiceView {
+    pub(crate) fn service_view(spec: ServiceSpec, version: u64) -> ServiceView {
         ServiceView {
             service: Service {
                 id: "svc-id".to_string(),

@@ -315,10 +315,10 @@ impl Plan {
 mod tests {
     use std::collections::BTreeMap;
 
-    use essaim_core::model::{PortConfig, Service};
-    use essaim_core::Timestamp;
+    use essaim_core::model::PortConfig;
 
     use super::*;
+    use crate::commands::service_update::tests::service_view;
     use crate::compose::{self, Inputs, Source};
 
     fn stack(text: &str) -> Stack {
@@ -338,31 +338,21 @@ mod tests {
         .expect("valid file")
     }
 
-    /// What the cluster would hold after creating `spec`: as the leader stores it.
-    fn stored(spec: &ServiceSpec, published: u16) -> ServiceView {
-        let mut spec = spec.clone();
-        for port in &mut spec.ports {
-            if port.published == 0 {
-                port.published = published;
-            }
-        }
-        join_ingress(&mut spec);
-        ServiceView {
-            service: Service {
-                id: format!("id-{}", spec.name),
-                version: 3,
-                created_at: Timestamp(0),
-                updated_at: Timestamp(0),
-                spec,
-                previous_spec: None,
-                update_status: None,
-                virtual_ips: Vec::new(),
-            },
-            running: 0,
-            desired: 0,
-            live_by_state: BTreeMap::new(),
-            problem: None,
-        }
+    /// What the cluster holds after `stack` was deployed: each spec as the leader stores it,
+    /// an ingress port left at 0 given `published`.
+    fn deployed(stack: &Stack, published: u16) -> Vec<ServiceView> {
+        stack
+            .services
+            .iter()
+            .map(|spec| {
+                let mut spec = spec.clone();
+                for port in spec.ports.iter_mut().filter(|port| port.published == 0) {
+                    port.published = published;
+                }
+                join_ingress(&mut spec);
+                service_view(spec, 3)
+            })
+            .collect()
     }
 
     const FILE: &str = "services:\n  web:\n    image: nginx:1.25\n    ports: ['80']\n    deploy:\n      replicas: 3\n  api:\n    image: api:1\n";
@@ -383,11 +373,7 @@ mod tests {
     #[test]
     fn a_redeploy_of_the_same_file_changes_nothing() {
         let desired = stack(FILE);
-        let cluster: Vec<ServiceView> = desired
-            .services
-            .iter()
-            .map(|spec| stored(spec, 30_001))
-            .collect();
+        let cluster = deployed(&desired, 30_001);
         let plan = plan(&desired, &cluster, &[], false).expect("plan");
         let unchanged = plan
             .services
@@ -399,11 +385,7 @@ mod tests {
     #[test]
     fn a_changed_service_lists_its_changes_field_by_field() {
         let before = stack(FILE);
-        let cluster: Vec<ServiceView> = before
-            .services
-            .iter()
-            .map(|spec| stored(spec, 30_001))
-            .collect();
+        let cluster = deployed(&before, 30_001);
         let after = stack(
             &FILE
                 .replace("nginx:1.25", "nginx:1.27")
@@ -428,11 +410,7 @@ mod tests {
     #[test]
     fn services_no_longer_in_the_files_are_pruned_or_left_alone() {
         let before = stack(FILE);
-        let cluster: Vec<ServiceView> = before
-            .services
-            .iter()
-            .map(|spec| stored(spec, 30_001))
-            .collect();
+        let cluster = deployed(&before, 30_001);
         let only_web = stack("services:\n  web:\n    image: nginx:1.25\n    ports: ['80']\n    deploy:\n      replicas: 3\n");
         let kept = plan(&only_web, &cluster, &[], false).expect("plan");
         assert!(kept.lines().contains(
@@ -446,7 +424,7 @@ mod tests {
     #[test]
     fn a_service_of_another_stack_or_none_is_not_taken_over() {
         let desired = stack(FILE);
-        let mut foreign = stored(&desired.services[0], 30_001);
+        let mut foreign = deployed(&desired, 30_001).remove(0);
         foreign.service.spec.labels = BTreeMap::new();
         let error = plan(&desired, &[foreign], &[], false).expect_err("refused");
         assert!(error.0.contains("not part of the stack shop"), "{error}");

@@ -307,6 +307,9 @@ fn deploy(reader: &mut Reader, node: &Node, path: &str, spec: &mut ServiceSpec) 
     };
 }
 
+/// A unit's parser: CPUs to billionths, memory to bytes.
+type Parse = fn(&str) -> Result<u64, String>;
+
 fn resources(reader: &mut Reader, node: &Node, path: &str, resources: &mut Resources) {
     let support = |key: &str| match key {
         "limits" | "reservations" => Some(Support::Read),
@@ -314,7 +317,6 @@ fn resources(reader: &mut Reader, node: &Node, path: &str, resources: &mut Resou
     };
     for entry in reader.mapping(node, path, &support) {
         let key_path = join(path, &entry.key);
-        let limits = entry.key == "limits";
         let support = |key: &str| match key {
             "cpus" | "memory" => Some(Support::Read),
             "pids" | "devices" | "generic_resources" => Some(Support::NotYet(
@@ -323,30 +325,25 @@ fn resources(reader: &mut Reader, node: &Node, path: &str, resources: &mut Resou
             )),
             _ => None,
         };
+        let (cpus, memory) = if entry.key == "limits" {
+            (
+                &mut resources.limit_nano_cpus,
+                &mut resources.limit_memory_bytes,
+            )
+        } else {
+            (
+                &mut resources.reserve_nano_cpus,
+                &mut resources.reserve_memory_bytes,
+            )
+        };
         for entry in reader.mapping(&entry.value, &key_path, &support) {
             let value_path = join(&key_path, &entry.key);
-            match (entry.key.as_str(), limits) {
-                ("cpus", true) => {
-                    if let Some(cpus) = reader.parsed(&entry.value, &value_path, parse_cpus) {
-                        resources.limit_nano_cpus = cpus;
-                    }
-                }
-                ("cpus", false) => {
-                    if let Some(cpus) = reader.parsed(&entry.value, &value_path, parse_cpus) {
-                        resources.reserve_nano_cpus = cpus;
-                    }
-                }
-                ("memory", true) => {
-                    if let Some(bytes) = reader.parsed(&entry.value, &value_path, parse_memory) {
-                        resources.limit_memory_bytes = bytes;
-                    }
-                }
-                ("memory", false) => {
-                    if let Some(bytes) = reader.parsed(&entry.value, &value_path, parse_memory) {
-                        resources.reserve_memory_bytes = bytes;
-                    }
-                }
-                _ => {}
+            let (field, parse): (&mut u64, Parse) = match entry.key.as_str() {
+                "cpus" => (&mut *cpus, parse_cpus),
+                _ => (&mut *memory, parse_memory),
+            };
+            if let Some(value) = reader.parsed(&entry.value, &value_path, parse) {
+                *field = value;
             }
         }
     }
