@@ -8,7 +8,8 @@
 //! - any other name is relayed to the node's own resolver (`/etc/resolv.conf`).
 //!
 //! A query is answered from the node's latest network map, so a name resolves only for tasks
-//! that share a network with the service, and the answers follow the tasks as soon as the
+//! that share a network with the service (any of the asking task's networks, see
+//! [`resolve_for`]), and the answers follow the tasks as soon as the
 //! leader's map says they changed. Answers carry a TTL of 0.
 //!
 //! Only what resolvers need is read and written ([`wire`]): A queries of one question over
@@ -123,10 +124,14 @@ async fn serve(
         let Some(query) = wire::parse_query(message) else {
             continue;
         };
+        let asker = match client.ip() {
+            IpAddr::V4(address) => Some(address),
+            IpAddr::V6(_) => None,
+        };
         let found = map
             .borrow()
             .as_ref()
-            .and_then(|map| resolve(map, &network_id, &query.name, vips));
+            .and_then(|map| resolve_for(map, &network_id, asker, &query.name, vips));
         match found {
             Some(mut addresses) => {
                 let addresses = if matches!(query.qtype, TYPE_A | TYPE_ANY) {
@@ -154,6 +159,34 @@ async fn serve(
             }
         }
     }
+}
+
+/// The addresses `name` stands for to the task at `asker` on `network_id`: a name of that
+/// network first, then one of the task's other networks (in the map's order), as Docker's
+/// resolver answers a container on several networks. A stack's front on `frontend` and
+/// `backend` asks the server of its first network for `api`, which is on `backend` only.
+pub fn resolve_for(
+    map: &NetworkMap,
+    network_id: &str,
+    asker: Option<Ipv4Addr>,
+    name: &str,
+    vips: bool,
+) -> Option<Vec<Ipv4Addr>> {
+    if let Some(found) = resolve(map, network_id, name, vips) {
+        return Some(found);
+    }
+    let asker = asker?;
+    let task_id = &map
+        .network(network_id)?
+        .endpoints
+        .iter()
+        .find(|e| e.address == asker)?
+        .task_id;
+    map.networks
+        .iter()
+        .filter(|n| n.id != network_id && !n.ingress)
+        .filter(|n| n.endpoints.iter().any(|e| &e.task_id == task_id))
+        .find_map(|n| resolve(map, &n.id, name, vips))
 }
 
 /// The addresses a name of the network `network_id` stands for; `None` when it is not one of

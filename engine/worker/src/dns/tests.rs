@@ -115,3 +115,59 @@ fn a_task_s_resolv_conf_names_the_network_s_server_and_no_search_domain() {
     assert!(conf.contains("nameserver 10.0.1.1\n"));
     assert!(!conf.contains("search"));
 }
+
+/// `front` and `back`: the web task `w1` is on both, `d1` on `front` only; `api` is on `back`.
+fn two_networks() -> NetworkMap {
+    let mut map = map();
+    let back = |last| Ipv4Addr::new(10, 0, 2, last);
+    map.networks.push(MappedNetwork {
+        id: "back".into(),
+        name: "back".into(),
+        vxlan_id: 4097,
+        subnet: Ipv4Subnet::containing(back(0), 24),
+        gateway: back(1),
+        ingress: false,
+        endpoints: vec![
+            Endpoint {
+                address: back(2),
+                ..endpoint("w1", "web-id", 0, true)
+            },
+            Endpoint {
+                address: back(3),
+                ..endpoint("a1", "api-id", 0, true)
+            },
+        ],
+        services: vec![ServiceName {
+            virtual_ip: Some(back(100)),
+            ..name("api-id", "api", &[], EndpointMode::Vip)
+        }],
+    });
+    map
+}
+
+#[test]
+fn a_task_on_two_networks_resolves_the_names_of_both_from_either_server() {
+    let map = two_networks();
+    let web_task = Some(ip(2));
+    let api = Some(vec![Ipv4Addr::new(10, 0, 2, 3)]);
+    assert_eq!(resolve_for(&map, "front", web_task, "api", false), api);
+    assert_eq!(
+        resolve_for(&map, "front", web_task, "api", true),
+        Some(vec![Ipv4Addr::new(10, 0, 2, 100)])
+    );
+    // Asked on back, where web has no name, by the web task: web's name on front.
+    assert_eq!(
+        resolve_for(&map, "back", Some(Ipv4Addr::new(10, 0, 2, 2)), "web", false),
+        Some(vec![ip(2), ip(3)])
+    );
+}
+
+#[test]
+fn a_task_on_one_network_does_not_resolve_the_names_of_another() {
+    let map = two_networks();
+    let db_task = Some(ip(5));
+    assert_eq!(resolve_for(&map, "front", db_task, "api", false), None);
+    assert_eq!(resolve_for(&map, "front", None, "api", false), None);
+    // An address that is no task of this network (a stranger) gets nothing more either.
+    assert_eq!(resolve_for(&map, "front", Some(ip(77)), "api", false), None);
+}
