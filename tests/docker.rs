@@ -1018,3 +1018,178 @@ fn docker_a_published_port_answers_on_every_node_from_every_container() -> Resul
     }
     Ok(())
 }
+
+/// `docker inspect --format FORMAT` of the one container of task `task_id`.
+fn inspect_task(task_id: &str, format: &str) -> Result<String> {
+    let container = docker::containers(&format!("essaim.task.id={task_id}"));
+    let [container] = container.as_slice() else {
+        anyhow::bail!("one container per task, found {container:?}");
+    };
+    let output = docker::docker(&["inspect", "--format", format, container]);
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+#[test]
+fn docker_container_options_are_the_container_s() -> Result<()> {
+    let service = unique("options");
+    let _cleanup = Cleanup {
+        services: vec![service.clone()],
+        networks: vec![],
+    };
+    let Some((cluster, image)) = docker_node("docker_container_options_are_the_container_s")?
+    else {
+        return Ok(());
+    };
+    let m1 = cluster.node("m1");
+    m1.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &service,
+        "--entrypoint",
+        "sleep",
+        "--user",
+        "1000:1000",
+        "--workdir",
+        "/tmp",
+        "--hostname",
+        "web-host",
+        "--add-host",
+        "db.local:10.0.0.9",
+        "--dns",
+        "10.9.9.9",
+        "--container-label",
+        "team=shop",
+        "--stop-signal",
+        "SIGINT",
+        "--read-only",
+        "--cap-add",
+        "NET_ADMIN",
+        "--stop-grace-period",
+        "1s",
+        image,
+        "3600",
+    ])?;
+    let running = converged(m1, &service, 1)?;
+    let task_id = &running[0].task.id;
+    let shown = inspect_task(
+        task_id,
+        "{{json .Config.Entrypoint}} {{json .Config.Cmd}} {{.Config.User}} {{.Config.WorkingDir}} \
+         {{.Config.Hostname}} {{json .HostConfig.ExtraHosts}} {{json .HostConfig.Dns}} \
+         {{index .Config.Labels \"team\"}} {{.Config.StopSignal}} {{.HostConfig.ReadonlyRootfs}} \
+         {{json .HostConfig.CapAdd}}",
+    )?;
+    assert_eq!(
+        shown,
+        "[\"sleep\"] [\"3600\"] 1000:1000 /tmp web-host [\"db.local:10.0.0.9\"] \
+         [\"10.9.9.9\"] shop SIGINT true [\"NET_ADMIN\"]"
+    );
+    // The user and the directory are the program's own, as docker exec shows.
+    let container = docker::containers(&format!("essaim.task.id={task_id}"));
+    let exec = docker::docker(&[
+        "exec",
+        &container[0],
+        "sh",
+        "-c",
+        "echo $PWD; cat /etc/hosts",
+    ]);
+    let exec = String::from_utf8_lossy(&exec.stdout);
+    assert!(exec.starts_with("/tmp\n"), "{exec}");
+    assert!(exec.contains("10.0.0.9\tdb.local"), "{exec}");
+
+    // An update of one option rolls the task out with it; an empty value goes back.
+    m1.ok(&[
+        "service",
+        "update",
+        "--user",
+        "",
+        "--workdir",
+        "/",
+        &service,
+    ])?;
+    let replaced = converged(m1, &service, 1)?;
+    assert_ne!(&replaced[0].task.id, task_id, "a new task");
+    let shown = inspect_task(
+        &replaced[0].task.id,
+        "{{.Config.User}}|{{.Config.WorkingDir}}|{{.Config.Hostname}}",
+    )?;
+    assert_eq!(shown, "|/|web-host");
+    m1.ok(&["service", "rm", &service])?;
+    Ok(())
+}
+
+/// The seed's example on one Docker node. It needs the routing mesh (three replicas, one
+/// port 80), hence a node with an address of its own: a namespace on an underlay, with root.
+#[test]
+fn docker_the_seed_stack_runs_three_containers_behind_port_80_labelled_with_their_stack(
+) -> Result<()> {
+    if !is_root() {
+        eprintln!("SKIPPED docker_the_seed_stack: nodes in network namespaces need root");
+        return Ok(());
+    }
+    let Some(image) = docker::test_image() else {
+        eprintln!("SKIPPED docker_the_seed_stack: needs a Docker engine");
+        return Ok(());
+    };
+    docker::install_test_deps()?;
+    let stack = format!("my_stack{}", std::process::id());
+    let web = format!("{stack}_web");
+    let _cleanup = Cleanup {
+        services: vec![web.clone()],
+        networks: vec![format!("{stack}_default")],
+    };
+    let underlay = Underlay::new(1)?;
+    let cluster = underlay.swarm_with_env(&[("ESSAIM_RUNTIME", "docker")])?;
+    let n1 = cluster.node("n1");
+    // The seed's file, with the test image for nginx and busybox's web server for nginx's.
+    let text = format!(
+        "version: '3'
+services:
+  web:
+    image: {image}
+    command: sh -c 'echo $$ESSAIM_TASK_ID > /tmp/index.html; exec httpd -f -p 80 -h /tmp'
+    ports:
+      - \"80:80\"
+    deploy:
+      replicas: 3
+"
+    );
+    let file = cluster.root().join("docker-compose.yml");
+    std::fs::write(&file, text)?;
+    let out = n1.ok(&[
+        "stack",
+        "deploy",
+        "--compose-file",
+        &file.to_string_lossy(),
+        &stack,
+    ])?;
+    assert!(out.contains(&format!("Creating service {web}")), "{out}");
+    let replicas: std::collections::BTreeSet<String> = converged(n1, &web, 3)?
+        .into_iter()
+        .map(|t| t.task.id)
+        .collect();
+    // As a Docker user finds a stack's containers.
+    let labelled = docker::containers(&format!("com.docker.stack.namespace={stack}"));
+    assert_eq!(labelled.len(), 3, "{labelled:?}");
+    assert!(labelled
+        .iter()
+        .all(|name| name.starts_with(&format!("{web}."))));
+    // Port 80 of the node answers from every replica.
+    let address = std::net::SocketAddr::from((underlay.ip(1), 80));
+    wait_for("n1:80 to reach every container", SETTLE, || {
+        let seen = Underlay::run_in(&underlay.outside(), || {
+            (0..30)
+                .map(|_| page(address))
+                .collect::<Result<std::collections::BTreeSet<String>>>()
+        })?;
+        Ok(seen.ok().filter(|seen| *seen == replicas))
+    })?;
+
+    n1.ok(&["stack", "rm", &stack])?;
+    wait_for("no container of the stack left", SETTLE, || {
+        let left = docker::containers(&format!("com.docker.stack.namespace={stack}"));
+        Ok(left.is_empty().then_some(()))
+    })?;
+    Ok(())
+}

@@ -13,6 +13,7 @@ use essaim_core::model::{
 use essaim_core::time::parse_duration_ms;
 use essaim_core::units::{parse_cpus, parse_key_value, parse_memory, parse_port};
 
+pub mod container;
 pub mod examples;
 // Only the test that keeps docs/cli.md true uses it.
 #[cfg(test)]
@@ -718,6 +719,8 @@ pub struct ServiceCreateArgs {
     #[command(flatten)]
     pub health: HealthArgs,
     #[command(flatten)]
+    pub container: container::ContainerArgs,
+    #[command(flatten)]
     pub update: UpdateFlags,
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -888,6 +891,8 @@ pub struct ServiceChanges {
     /// Disable any health check, the image's included
     #[arg(long, conflicts_with_all = ["health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period"])]
     pub no_healthcheck: bool,
+    #[command(flatten)]
+    pub container: container::ContainerChanges,
     /// Replace the tasks even if nothing else changes
     #[arg(long)]
     pub force: bool,

@@ -9,7 +9,7 @@ use essaim_api::control::{
     LocalSwarmState, NetworkView, NodeInfo, NodeView, Reachability, ServiceView, SwarmView,
     TaskView,
 };
-use essaim_core::model::{PortConfig, Role, ServiceMode, TaskState};
+use essaim_core::model::{ContainerOptions, PortConfig, Role, ServiceMode, TaskState};
 use essaim_core::time::format_duration_ms;
 use essaim_core::units::{format_cpus, format_memory};
 use essaim_core::Timestamp;
@@ -611,6 +611,7 @@ pub fn service_pretty(view: &ServiceView) -> String {
             .map(|(key, value)| Entry::Item(format!("{key}={value}")))
             .collect::<Vec<_>>()
     };
+    container_entries(&task.container, &mut entries);
     if !task.env.is_empty() {
         entries.push(Entry::Section("Env"));
         entries.extend(pairs(&task.env));
@@ -867,6 +868,71 @@ impl Entry {
     fn field(indent: usize, key: &'static str, value: impl Into<String>) -> Entry {
         Entry::Field(indent, key, value.into())
     }
+}
+
+/// The container options that are set, as `docker service inspect --pretty` shows them.
+fn container_entries(options: &ContainerOptions, entries: &mut Vec<Entry>) {
+    let text = [
+        ("Entrypoint", options.entrypoint.join(" ")),
+        ("User", options.user.clone()),
+        ("Groups", options.groups.join(", ")),
+        ("Dir", options.workdir.clone()),
+        ("Hostname", options.hostname.clone()),
+        ("Stop signal", options.stop_signal.clone()),
+        ("Capabilities added", options.cap_add.join(", ")),
+        ("Capabilities dropped", options.cap_drop.join(", ")),
+    ];
+    for (title, value) in text {
+        if !value.is_empty() {
+            entries.push(Entry::field(0, title, value));
+        }
+    }
+    for (title, on) in [
+        ("Init", options.init),
+        ("Read only", options.read_only),
+        ("TTY", options.tty),
+    ] {
+        if on {
+            entries.push(Entry::field(0, title, "true"));
+        }
+    }
+    let dns = !options.dns.is_empty()
+        || !options.dns_search.is_empty()
+        || !options.dns_options.is_empty();
+    if dns {
+        entries.push(Entry::Section("DNS"));
+        let lists = [
+            ("Name servers", join(&options.dns)),
+            ("Search", options.dns_search.join(", ")),
+            ("Options", options.dns_options.join(", ")),
+        ];
+        for (title, value) in lists {
+            if !value.is_empty() {
+                entries.push(Entry::field(1, title, value));
+            }
+        }
+    }
+    if !options.hosts.is_empty() {
+        entries.push(Entry::Section("Hosts"));
+        entries.extend(options.hosts.iter().map(|h| Entry::Item(h.to_string())));
+    }
+    if !options.labels.is_empty() {
+        entries.push(Entry::Section("Container labels"));
+        entries.extend(
+            options
+                .labels
+                .iter()
+                .map(|(key, value)| Entry::Item(format!("{key}={value}"))),
+        );
+    }
+}
+
+fn join(items: &[impl std::fmt::Display]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Lines up the values of a listing in one column, two spaces after the longest key.

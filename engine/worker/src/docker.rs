@@ -41,7 +41,9 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use essaim_api::control::TaskUsage;
-use essaim_core::model::{HealthCheck, NetworkAttachment, PortConfig, PublishMode, Task};
+use essaim_core::model::{
+    ContainerOptions, HealthCheck, NetworkAttachment, PortConfig, PublishMode, Task,
+};
 use essaim_core::netmap::NetworkMap;
 use essaim_core::Timestamp;
 use futures::StreamExt;
@@ -935,11 +937,24 @@ fn container_body(
         })
         .collect();
     let limit = |value: u64| (value > 0).then(|| i64::try_from(value).unwrap_or(i64::MAX));
+    let options = &spec.container;
+    // The container's own labels never hide essaim's, which find the task again.
+    for (key, value) in &options.labels {
+        labels.entry(key.clone()).or_insert_with(|| value.clone());
+    }
+    let text = |value: &str| (!value.is_empty()).then(|| value.to_string());
+    let list = |values: &[String]| (!values.is_empty()).then(|| values.to_vec());
     ContainerCreateBody {
         image: Some(spec.image.clone()),
+        entrypoint: list(&options.entrypoint),
         cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
         env: Some(env),
         labels: Some(labels),
+        user: text(&options.user),
+        working_dir: text(&options.workdir),
+        hostname: text(&options.hostname),
+        stop_signal: text(&options.stop_signal),
+        tty: options.tty.then_some(true),
         exposed_ports: Some(ports.iter().map(port_key).collect()),
         healthcheck: spec.healthcheck.as_ref().map(health_config),
         stop_timeout: Some(i64::try_from(spec.stop_grace_period_ms / 1000).unwrap_or(i64::MAX)),
@@ -948,9 +963,16 @@ fn container_body(
             nano_cpus: limit(spec.resources.limit_nano_cpus),
             port_bindings: Some(port_bindings),
             network_mode: Some(first_bridge.unwrap_or("none").to_string()),
-            dns: on_overlay.map(|on| vec![on.name_server.to_string()]),
-            // Names are looked up as given first: `web` is a service, not a search domain's.
-            dns_options: on_overlay.map(|_| vec!["ndots:0".to_string()]),
+            dns: name_servers(options, on_overlay),
+            dns_search: list(&options.dns_search),
+            dns_options: dns_options(options, on_overlay),
+            extra_hosts: (!options.hosts.is_empty())
+                .then(|| options.hosts.iter().map(ToString::to_string).collect()),
+            group_add: list(&options.groups),
+            init: options.init.then_some(true),
+            readonly_rootfs: options.read_only.then_some(true),
+            cap_add: list(&options.cap_add),
+            cap_drop: list(&options.cap_drop),
             ..Default::default()
         }),
         // Docker's own name for the service only where Docker's DNS answers for it.
@@ -965,6 +987,28 @@ fn container_body(
         }),
         ..Default::default()
     }
+}
+
+/// On a cluster network, the network's name server comes first: it answers for the services
+/// and relays the other names to the node's resolver; `--dns` servers follow it, for when it
+/// cannot answer. Off the cluster networks, `--dns` alone.
+fn name_servers(options: &ContainerOptions, on_overlay: Option<&OnOverlay>) -> Option<Vec<String>> {
+    let mut servers: Vec<String> = on_overlay
+        .map(|on| on.name_server.to_string())
+        .into_iter()
+        .collect();
+    servers.extend(options.dns.iter().map(ToString::to_string));
+    (!servers.is_empty()).then_some(servers)
+}
+
+/// `--dns-option`; on a cluster network `ndots:0` unless the user set ndots, so that names are
+/// looked up as given first: `web` is a service, not a search domain's.
+fn dns_options(options: &ContainerOptions, on_overlay: Option<&OnOverlay>) -> Option<Vec<String>> {
+    let mut all = options.dns_options.clone();
+    if on_overlay.is_some() && !all.iter().any(|o| o.starts_with("ndots:")) {
+        all.push("ndots:0".to_string());
+    }
+    (!all.is_empty()).then_some(all)
 }
 
 fn health_config(check: &HealthCheck) -> HealthConfig {
@@ -1159,6 +1203,71 @@ mod tests {
         let health = body.healthcheck.expect("health check");
         assert_eq!(health.interval, Some(500_000_000));
         assert_eq!(health.retries, None, "0 keeps Docker's default");
+    }
+
+    #[test]
+    fn container_options_become_the_engine_s_fields() {
+        let mut task = task();
+        task.spec.container = ContainerOptions {
+            entrypoint: vec!["/bin/app".to_string(), "--verbose".to_string()],
+            user: "1000:1000".to_string(),
+            groups: vec!["audio".to_string()],
+            workdir: "/srv".to_string(),
+            hostname: "web-2".to_string(),
+            dns: vec!["10.9.9.9".parse().expect("ip")],
+            dns_search: vec!["example.org".to_string()],
+            dns_options: vec!["ndots:2".to_string()],
+            hosts: vec!["db.local:10.0.0.9".parse().expect("mapping")],
+            labels: std::collections::BTreeMap::from([
+                ("team".to_string(), "shop".to_string()),
+                (LABEL_TASK.to_string(), "not-this-one".to_string()),
+            ]),
+            stop_signal: "SIGQUIT".to_string(),
+            init: true,
+            read_only: true,
+            tty: true,
+            cap_add: vec!["NET_ADMIN".to_string()],
+            cap_drop: vec!["ALL".to_string()],
+        };
+        let body = container_body(&task, Some("web_default"), None);
+        assert_eq!(
+            body.entrypoint,
+            Some(vec!["/bin/app".to_string(), "--verbose".to_string()])
+        );
+        assert_eq!(
+            body.cmd,
+            Some(vec!["serve".to_string()]),
+            "the arguments follow"
+        );
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(body.working_dir.as_deref(), Some("/srv"));
+        assert_eq!(body.hostname.as_deref(), Some("web-2"));
+        assert_eq!(body.stop_signal.as_deref(), Some("SIGQUIT"));
+        assert_eq!(body.tty, Some(true));
+        let labels = body.labels.expect("labels");
+        assert_eq!(labels["team"], "shop");
+        assert_eq!(labels[LABEL_TASK], "t1", "essaim's labels win");
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.dns, Some(vec!["10.9.9.9".to_string()]));
+        assert_eq!(host.dns_search, Some(vec!["example.org".to_string()]));
+        assert_eq!(host.dns_options, Some(vec!["ndots:2".to_string()]));
+        assert_eq!(
+            host.extra_hosts,
+            Some(vec!["db.local:10.0.0.9".to_string()])
+        );
+        assert_eq!(host.group_add, Some(vec!["audio".to_string()]));
+        assert_eq!(host.init, Some(true));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.cap_add, Some(vec!["NET_ADMIN".to_string()]));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+
+        // None of them set: the image's own, and nothing sent.
+        let plain = container_body(&self::task(), Some("web_default"), None);
+        assert_eq!(plain.entrypoint, None);
+        assert_eq!(plain.user, None);
+        assert_eq!(plain.stop_signal, None);
+        let host = plain.host_config.expect("host config");
+        assert_eq!((host.dns, host.dns_options, host.init), (None, None, None));
     }
 
     #[test]

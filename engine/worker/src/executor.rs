@@ -123,7 +123,7 @@ pub enum Runtime {
 impl Runtime {
     pub fn name(&self) -> &'static str {
         match self {
-            Runtime::Process => "process",
+            Runtime::Process => essaim_core::model::PROCESS_RUNTIME,
             Runtime::Docker => "docker",
             Runtime::Sim { .. } => "sim",
         }

@@ -19,6 +19,7 @@
 //! - [`logs`]: the output kept of each task.
 //! - [`machine`]: the CPUs and memory a node reports.
 
+pub mod accounts;
 pub mod agent;
 pub mod dns;
 pub mod docker;

@@ -29,6 +29,7 @@ use essaim_core::netmap::NetworkMap;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
+use crate::accounts::{self, Identity};
 use crate::dns;
 use crate::executor::{ExecFuture, Executor, Exit, LogStream, StartError, Started};
 use crate::logs::LogBuffer;
@@ -46,6 +47,8 @@ pub struct ProcessExecutor {
 struct ProcessTask {
     /// Also the process group ID.
     pid: i32,
+    /// What asks the task to stop (`--stop-signal`, SIGTERM by default).
+    stop_signal: i32,
     exit: watch::Receiver<Option<Exit>>,
     logs: Arc<LogBuffer>,
     /// The group's CPU ticks at the previous sample, and when it was taken: CPU use is the
@@ -128,13 +131,37 @@ impl ProcessExecutor {
     }
 
     fn spawn(&self, task: &Task, networked: Option<Networked>) -> Result<Started, StartError> {
-        let program = find_program(&task.spec.image, std::env::var_os("PATH").as_deref())
-            .ok_or_else(|| {
+        let options = &task.spec.container;
+        // The scheduler keeps such tasks off process nodes; a task placed before it knew
+        // the node's runtime is turned down here, whole.
+        let container_only = options.container_only();
+        if !container_only.is_empty() {
+            return Err(StartError::rejected(format!(
+                "the process runtime of node {} cannot apply {}",
+                self.node_name,
+                container_only.join(", ")
+            )));
+        }
+        // `--entrypoint` replaces the program (the image); the task's arguments follow its own.
+        let (wanted, mut args) = match options.entrypoint.split_first() {
+            Some((program, first_args)) => (program.as_str(), first_args.to_vec()),
+            None => (task.spec.image.as_str(), Vec::new()),
+        };
+        args.extend(task.spec.args.iter().cloned());
+        let program =
+            find_program(wanted, std::env::var_os("PATH").as_deref()).ok_or_else(|| {
                 StartError::rejected(format!(
-                    "program {:?} not found in PATH on node {}",
-                    task.spec.image, self.node_name
+                    "program {wanted:?} not found in PATH on node {}",
+                    self.node_name
                 ))
             })?;
+        let setup = Setup::new(task, &self.node_name)?;
+        let stop_signal = match options.stop_signal.as_str() {
+            "" => libc::SIGTERM,
+            name => essaim_core::model::signal_number(name).ok_or_else(|| {
+                StartError::rejected(format!("--stop-signal: unknown signal {name:?}"))
+            })?,
+        };
         // A task in a namespace of its own listens on its target ports there, where the node's
         // published ports lead (see `mesh`); one in the node's namespace listens on a port
         // of the node.
@@ -154,7 +181,7 @@ impl ProcessExecutor {
             .map(|n| n.address);
         let mut command = tokio::process::Command::new(&program);
         command
-            .args(&task.spec.args)
+            .args(&args)
             .envs(&task.spec.env)
             .env("ESSAIM_TASK_ID", &task.id)
             .env("ESSAIM_SERVICE_ID", &task.service_id)
@@ -181,6 +208,9 @@ impl ProcessExecutor {
                 if let Some(joins) = &joins {
                     joins.enter()?;
                 }
+                // After the namespaces: entering a mount namespace moves to its root, and
+                // only root may enter them.
+                setup.apply()?;
                 if libc::setsid() == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -234,6 +264,7 @@ impl ProcessExecutor {
             task.id.clone(),
             Arc::new(ProcessTask {
                 pid,
+                stop_signal,
                 exit: exit_rx,
                 logs,
                 last_cpu: Mutex::new(None),
@@ -284,7 +315,7 @@ impl Executor for ProcessExecutor {
             if task.exit.borrow().is_some() {
                 return;
             }
-            signal_group(task.pid, libc::SIGTERM);
+            signal_group(task.pid, task.stop_signal);
             if tokio::time::timeout(grace, wait_exit(task.exit.clone()))
                 .await
                 .is_err()
@@ -436,6 +467,77 @@ impl JoinNetworks {
                 libc::MS_BIND,
                 std::ptr::null(),
             ))?;
+        }
+        Ok(())
+    }
+}
+
+/// `--workdir` and `--user`/`--group`, read and checked before the fork: in the child there
+/// is no reading files.
+struct Setup {
+    workdir: Option<CString>,
+    identity: Option<Identity>,
+}
+
+impl Setup {
+    fn new(task: &Task, node_name: &str) -> Result<Setup, StartError> {
+        let options = &task.spec.container;
+        let workdir = match options.workdir.as_str() {
+            "" => None,
+            dir if !Path::new(dir).is_dir() => {
+                return Err(StartError::rejected(format!(
+                    "--workdir: directory {dir} does not exist on node {node_name}"
+                )))
+            }
+            dir => Some(
+                CString::new(dir)
+                    .map_err(|_| StartError::rejected("--workdir: the path holds a NUL byte"))?,
+            ),
+        };
+        let identity = if options.user.is_empty() && options.groups.is_empty() {
+            None
+        } else {
+            let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+            // `--group` alone adds groups to the daemon's own user, root.
+            let user = match options.user.as_str() {
+                "" => "0",
+                user => user,
+            };
+            let identity = accounts::resolve(
+                user,
+                &options.groups,
+                &read("/etc/passwd"),
+                &read("/etc/group"),
+            )
+            .map_err(|e| StartError::rejected(format!("--user: {e} on node {node_name}")))?;
+            Some(identity)
+        };
+        Ok(Setup { workdir, identity })
+    }
+
+    /// Runs in the child between fork and exec: system calls only. Groups, then the group,
+    /// then the user: after `setuid` nothing else may change.
+    fn apply(&self) -> std::io::Result<()> {
+        let check = |result: libc::c_int| {
+            if result == -1 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY: plain system calls on a NUL-terminated path and a live slice.
+        unsafe {
+            if let Some(dir) = &self.workdir {
+                check(libc::chdir(dir.as_ptr()))?;
+            }
+            if let Some(identity) = &self.identity {
+                check(libc::setgroups(
+                    identity.groups.len(),
+                    identity.groups.as_ptr(),
+                ))?;
+                check(libc::setgid(identity.gid))?;
+                check(libc::setuid(identity.uid))?;
+            }
         }
         Ok(())
     }
@@ -675,6 +777,84 @@ mod tests {
         executor.stop("t2", Duration::from_millis(200)).await;
         let exit = executor.wait("t2").await;
         assert_eq!(exit.code, 128 + libc::SIGKILL, "{exit:?}");
+    }
+
+    #[tokio::test]
+    async fn the_stop_signal_is_the_one_asked_for() {
+        let executor = ProcessExecutor::new("n1");
+        // Exits 7 on SIGINT only; SIGTERM would end it with the shell's 143.
+        let mut task = task(
+            "t3",
+            "sh",
+            &[
+                "-c",
+                "trap 'exit 7' INT; trap '' TERM; echo ready; sleep 30 & wait",
+            ],
+        );
+        task.spec.container.stop_signal = "INT".to_string();
+        executor.start(&task).await.expect("starts");
+        let mut output = executor.logs("t3", 0, true).expect("kept");
+        assert_eq!(output.next().await.as_deref(), Some("ready"));
+        executor.stop("t3", Duration::from_secs(10)).await;
+        assert_eq!(executor.wait("t3").await.code, 7);
+    }
+
+    #[tokio::test]
+    async fn entrypoint_user_and_workdir_apply_to_the_program() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: changing user needs root");
+            return;
+        }
+        let executor = ProcessExecutor::new("n1");
+        // The image is replaced by the entrypoint, whose own arguments come first.
+        let mut task = task("t4", "no-such-program", &["id -u; id -g; pwd; id -G"]);
+        task.spec.container.entrypoint = vec!["sh".to_string(), "-c".to_string()];
+        task.spec.container.user = "65534:65534".to_string();
+        task.spec.container.groups = vec!["4242".to_string()];
+        task.spec.container.workdir = "/tmp".to_string();
+        executor.start(&task).await.expect("starts");
+        assert_eq!(executor.wait("t4").await.code, 0);
+        let lines: Vec<String> = executor.logs("t4", 0, true).expect("kept").collect().await;
+        assert_eq!(lines, ["65534", "65534", "/tmp", "65534 4242"]);
+    }
+
+    #[tokio::test]
+    async fn what_the_node_cannot_give_rejects_the_task_naming_the_option() {
+        let executor = ProcessExecutor::new("n1");
+        type Change = fn(&mut TaskSpec);
+        let cases: [(&str, Change); 4] = [
+            (
+                "--workdir: directory /no/such/dir does not exist on node n1",
+                |spec| {
+                    spec.container.workdir = "/no/such/dir".to_string();
+                },
+            ),
+            (
+                "--user: user \"no-such-user\" not found in /etc/passwd on node n1",
+                |spec| {
+                    spec.container.user = "no-such-user".to_string();
+                },
+            ),
+            (
+                "the process runtime of node n1 cannot apply --hostname",
+                |spec| {
+                    spec.container.hostname = "web".to_string();
+                },
+            ),
+            (
+                "program \"no-such-entrypoint\" not found in PATH on node n1",
+                |spec| {
+                    spec.container.entrypoint = vec!["no-such-entrypoint".to_string()];
+                },
+            ),
+        ];
+        for (wanted, change) in cases {
+            let mut task = task("t5", "true", &[]);
+            change(&mut task.spec);
+            let error = executor.start(&task).await.expect_err(wanted);
+            assert!(error.rejected, "{wanted}");
+            assert_eq!(error.message, wanted);
+        }
     }
 
     #[test]

@@ -113,6 +113,7 @@ pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
             force_update: 0,
             networks: args.network,
             healthcheck: args.health.apply(None),
+            container: args.container.options(),
         },
         ports: args.publish,
         update_config,
@@ -893,11 +894,83 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn container_options_come_from_docker_s_flags() {
+        let args = create_args(&[
+            "--entrypoint",
+            "/bin/app --verbose",
+            "-u",
+            "app:staff",
+            "--group",
+            "audio",
+            "-w",
+            "/srv",
+            "--hostname",
+            "web-1",
+            "--dns",
+            "10.9.9.9",
+            "--dns-search",
+            "example.org",
+            "--dns-option",
+            "ndots:2",
+            "--add-host",
+            "db.local:10.0.0.9",
+            "--container-label",
+            "team=shop",
+            "--stop-signal",
+            "SIGQUIT",
+            "--init",
+            "--read-only",
+            "-t",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-drop",
+            "ALL",
+            "app:1",
+            "serve",
+        ])
+        .expect("valid flags");
+        let options = build_spec(args).expect("valid").task.container;
+        assert_eq!(options.entrypoint, ["/bin/app", "--verbose"]);
+        assert_eq!(options.user, "app:staff");
+        assert_eq!(options.groups, ["audio"]);
+        assert_eq!(options.workdir, "/srv");
+        assert_eq!(options.hostname, "web-1");
+        assert_eq!(
+            options.dns,
+            ["10.9.9.9".parse::<std::net::IpAddr>().expect("ip")]
+        );
+        assert_eq!(options.dns_search, ["example.org"]);
+        assert_eq!(options.dns_options, ["ndots:2"]);
+        assert_eq!(options.hosts[0].to_string(), "db.local:10.0.0.9");
+        assert_eq!(options.labels["team"], "shop");
+        assert_eq!(options.stop_signal, "SIGQUIT");
+        assert!(options.init && options.read_only && options.tty);
+        assert_eq!(
+            (options.cap_add, options.cap_drop),
+            (vec!["NET_ADMIN".to_string()], vec!["ALL".to_string()])
+        );
+        for (flag, value) in [
+            ("--dns", "not-an-ip"),
+            ("--add-host", "db"),
+            ("--entrypoint", "'open"),
+        ] {
+            let error = create_args(&[flag, value, "app:1"])
+                .expect_err(flag)
+                .to_string();
+            assert!(error.contains(flag), "{error}");
+        }
+    }
+
+    #[test]
     fn inspect_pretty_lists_the_spec() {
         let mut view = service_view("id1", "web", 1, 1);
         view.service.spec.task.resources.reserve_memory_bytes = 512 * 1024 * 1024;
         view.service.spec.task.env = BTreeMap::from([("A".to_string(), "1".to_string())]);
+        view.service.spec.task.container.user = "app".to_string();
+        view.service.spec.task.container.dns_search = vec!["example.org".to_string()];
         let text = render::service_pretty(&view);
+        assert!(text.contains("User:"), "{text}");
+        assert!(text.contains("DNS:\n Search:"), "{text}");
         assert!(text.starts_with("ID:"), "{text}");
         assert!(text.contains("Env:\n - A=1\n"), "{text}");
         assert!(

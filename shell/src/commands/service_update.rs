@@ -242,6 +242,10 @@ pub fn apply(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<ServiceSpec
         task.networks.push(network.clone());
     }
     task.healthcheck = changes.health().apply(task.healthcheck.take());
+    changes
+        .container
+        .apply(&mut task.container)
+        .map_err(|(flag, what, value)| absent(flag, what, &value))?;
     if changes.force {
         // Any change of the task spec replaces the tasks; this one changes nothing else.
         task.force_update = task.force_update.wrapping_add(1);
@@ -388,6 +392,74 @@ pub(crate) mod tests {
             Some(vec!["NONE".to_string()])
         );
         assert!(update_args(&["--no-healthcheck", "--health-cmd", "true"]).is_err());
+    }
+
+    #[test]
+    fn container_options_are_set_cleared_added_and_removed() {
+        let spec = updated(&[
+            "--user",
+            "app",
+            "--workdir",
+            "/srv",
+            "--group-add",
+            "audio",
+            "--host-add",
+            "db:10.0.0.9",
+            "--host-add",
+            "cache:10.0.0.8",
+            "--container-label-add",
+            "team=shop",
+            "--read-only",
+            "--cap-add",
+            "NET_ADMIN",
+        ])
+        .expect("valid");
+        let options = &spec.task.container;
+        assert_eq!(
+            (options.user.as_str(), options.workdir.as_str()),
+            ("app", "/srv")
+        );
+        assert_eq!(options.groups, ["audio"]);
+        assert_eq!(options.hosts.len(), 2);
+        assert!(options.read_only);
+        assert!(spec.changes_tasks(&self::spec()), "a rolling update");
+
+        let mut changes = update_args(&[
+            "--user",
+            "",
+            "--host-add",
+            "db:10.0.0.10",
+            "--host-rm",
+            "cache",
+            "--read-only=false",
+            "--cap-drop",
+            "NET_ADMIN",
+        ])
+        .expect("valid")
+        .changes;
+        let next = apply(&spec, &changes).expect("valid");
+        let options = &next.task.container;
+        assert_eq!(options.user, "", "back to the image's");
+        assert_eq!(options.workdir, "/srv", "untouched");
+        assert_eq!(
+            options
+                .hosts
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["db:10.0.0.10"]
+        );
+        assert!(!options.read_only);
+        assert!(options.cap_add.is_empty());
+        assert_eq!(options.cap_drop, ["NET_ADMIN"]);
+
+        changes = update_args(&["--group-rm", "video"])
+            .expect("valid")
+            .changes;
+        assert_eq!(
+            apply(&next, &changes).expect_err("absent").to_string(),
+            "--group-rm video: service web has no group video"
+        );
     }
 
     #[test]

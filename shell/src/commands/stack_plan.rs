@@ -258,6 +258,21 @@ fn diff(path: &str, from: &Json, to: &Json, found: &mut Vec<Change>) {
 /// `replicas`.
 fn readable(path: &str) -> String {
     let path = path.strip_prefix("task.").unwrap_or(path);
+    // The container options by their compose keys: `container.workdir` is `working_dir`.
+    if let Some(option) = path.strip_prefix("container.") {
+        let (key, rest) = option.split_once('.').unwrap_or((option, ""));
+        let key = match key {
+            "workdir" => "working_dir",
+            "dns_options" => "dns_opt",
+            "hosts" => "extra_hosts",
+            other => other,
+        };
+        return if rest.is_empty() {
+            key.to_string()
+        } else {
+            format!("{key}.{rest}")
+        };
+    }
     match path {
         "mode.replicated.replicas" => "replicas".to_string(),
         "args" => "command".to_string(),
@@ -459,5 +474,18 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn container_option_changes_are_named_by_their_compose_keys() {
+        let from = stack(FILE).services[1].clone();
+        let mut to = from.clone();
+        to.task.container.workdir = "/srv".into();
+        to.task
+            .container
+            .labels
+            .insert("team".into(), "shop".into());
+        let fields: Vec<String> = changes(&from, &to).into_iter().map(|c| c.field).collect();
+        assert_eq!(fields, ["labels.team", "working_dir"]);
     }
 }

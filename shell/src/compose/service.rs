@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use essaim_core::model::{
-    Checkpoint, EndpointMode, FailureAction, HealthCheck, NetworkAttachmentConfig, PortConfig,
-    Protocol, PublishMode, Resources, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec,
-    TaskSpec, UpdateConfig, UpdateOrder,
+    signal_number, Checkpoint, EndpointMode, FailureAction, HealthCheck, HostMapping,
+    NetworkAttachmentConfig, PortConfig, Protocol, PublishMode, Resources, RestartCondition,
+    RestartPolicy, ServiceMode, ServiceSpec, TaskSpec, UpdateConfig, UpdateOrder,
 };
 use essaim_core::units::{parse_cpus, parse_memory};
 
@@ -33,13 +33,14 @@ fn service_key(key: &str) -> Option<Support> {
     Some(match key {
         "image" | "command" | "environment" | "env_file" | "deploy" | "ports" | "networks"
         | "healthcheck" | "stop_grace_period" => Support::Read,
+        "entrypoint" | "labels" | "user" | "working_dir" | "hostname" | "dns" | "dns_search"
+        | "dns_opt" | "extra_hosts" | "stop_signal" | "cap_add" | "cap_drop" | "init" | "tty"
+        | "read_only" => Support::Read,
         "build" | "container_name" | "depends_on" | "links" | "external_links" | "expose"
         | "restart" | "cgroup_parent" | "cgroupns_mode" | "domainname" | "mac_address"
         | "profiles" | "platform" | "pull_policy" => Support::Ignored(DOCKER_IGNORES),
         "volumes" | "secrets" | "configs" | "tmpfs" => Support::NotYet(VOLUMES),
-        "entrypoint" | "labels" | "user" | "working_dir" | "hostname" | "dns" | "dns_search"
-        | "extra_hosts" | "stop_signal" | "cap_add" | "cap_drop" | "sysctls" | "ulimits"
-        | "init" | "tty" | "stdin_open" | "read_only" | "logging" | "isolation" | "shm_size"
+        "sysctls" | "ulimits" | "stdin_open" | "logging" | "isolation" | "shm_size"
         | "privileged" | "devices" | "network_mode" | "pid" | "ipc" | "security_opt"
         | "userns_mode" | "oom_score_adj" | "group_add" | "scale" => Support::NotYet(
             "not supported yet: essaim would run the task without it, so the stack is refused",
@@ -77,10 +78,46 @@ pub fn convert(
     let mut networks = None;
     let mut env_files = Vec::new();
     let mut environment = Vec::new();
+    // Where each key's value is, for the leader's checks of the whole spec (see below).
+    let mut places: BTreeMap<String, Position> = BTreeMap::new();
     for entry in reader.mapping(node, &path, &service_key) {
         let key_path = join(&path, &entry.key);
         let value = &entry.value;
+        places.insert(entry.key.clone(), value.at.clone());
+        let options = &mut spec.task.container;
         match entry.key.as_str() {
+            "entrypoint" => {
+                options.entrypoint = reader.command(value, &key_path).unwrap_or_default()
+            }
+            "labels" => options.labels = reader.labels(value, &key_path),
+            "user" => options.user = reader.string(value, &key_path).unwrap_or_default(),
+            "working_dir" => options.workdir = reader.string(value, &key_path).unwrap_or_default(),
+            "hostname" => options.hostname = reader.string(value, &key_path).unwrap_or_default(),
+            "stop_signal" => {
+                options.stop_signal = reader
+                    .parsed(value, &key_path, |text| {
+                        signal_number(text)
+                            .map(|_| text.to_string())
+                            .ok_or_else(|| format!("unknown signal '{text}'"))
+                    })
+                    .unwrap_or_default();
+            }
+            "dns" => {
+                options.dns = each(reader, value, &key_path, |text| {
+                    text.parse()
+                        .map_err(|_| format!("'{text}' is not an IP address"))
+                });
+            }
+            "dns_search" => {
+                options.dns_search = reader.strings(value, &key_path).unwrap_or_default()
+            }
+            "dns_opt" => options.dns_options = reader.strings(value, &key_path).unwrap_or_default(),
+            "extra_hosts" => options.hosts = extra_hosts(reader, value, &key_path),
+            "cap_add" => options.cap_add = reader.strings(value, &key_path).unwrap_or_default(),
+            "cap_drop" => options.cap_drop = reader.strings(value, &key_path).unwrap_or_default(),
+            "init" => options.init = reader.boolean(value, &key_path).unwrap_or_default(),
+            "tty" => options.tty = reader.boolean(value, &key_path).unwrap_or_default(),
+            "read_only" => options.read_only = reader.boolean(value, &key_path).unwrap_or_default(),
             "image" => image = reader.string(value, &key_path),
             "command" => spec.task.args = reader.command(value, &key_path).unwrap_or_default(),
             "environment" => environment = reader.key_values(value, &key_path),
@@ -141,9 +178,80 @@ pub fn convert(
             .map(|name| vec![attachment(name, short, Vec::new())])
             .unwrap_or_default()
     });
-    spec.labels
-        .insert(NAMESPACE_LABEL.to_string(), context.stack.to_string());
-    (reader.errors.len() == errors_before).then_some(spec)
+    // On the service and on its containers, as Docker labels them: `docker ps --filter
+    // label=com.docker.stack.namespace=NAME` finds a stack's containers.
+    for labels in [&mut spec.labels, &mut spec.task.container.labels] {
+        labels.insert(NAMESPACE_LABEL.to_string(), context.stack.to_string());
+    }
+    if reader.errors.len() > errors_before {
+        return None;
+    }
+    // What the leader would refuse, refused here, at the key's place: the whole file is
+    // checked before anything is written.
+    if let Err(error) = spec.validate() {
+        let key = compose_key(&error.field);
+        let at = key.and_then(|key| places.get(key)).unwrap_or(key_at);
+        let key_path = key.map_or(path.clone(), |key| join(&path, key));
+        reader.error(at, &key_path, error.message);
+        return None;
+    }
+    Some(spec)
+}
+
+/// The compose key of a flag that a spec's check names, where the key is the service's own.
+fn compose_key(flag: &str) -> Option<&'static str> {
+    Some(match flag {
+        "IMAGE" => "image",
+        "--env" => "environment",
+        "--entrypoint" => "entrypoint",
+        "--user" => "user",
+        "--workdir" => "working_dir",
+        "--hostname" => "hostname",
+        "--dns-search" => "dns_search",
+        "--dns-option" => "dns_opt",
+        "--host" => "extra_hosts",
+        "--container-label" => "labels",
+        "--stop-signal" => "stop_signal",
+        "--cap-add" => "cap_add",
+        "--cap-drop" => "cap_drop",
+        "--publish" => "ports",
+        "--constraint" | "--placement-pref" | "--reserve-memory" | "--reserve-cpu"
+        | "update_config" | "rollback_config" => "deploy",
+        _ => return None,
+    })
+}
+
+/// A list of values each read by `parse` at its own place, or one value alone.
+fn each<T>(
+    reader: &mut Reader,
+    node: &Node,
+    path: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Vec<T> {
+    match &node.value {
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(index, item)| reader.parsed(item, &format!("{path}[{index}]"), &parse))
+            .collect(),
+        _ => reader.parsed(node, path, &parse).into_iter().collect(),
+    }
+}
+
+/// `extra_hosts:` as a list of `HOST:IP` (or `HOST=IP`), or a mapping of host to address.
+fn extra_hosts(reader: &mut Reader, node: &Node, path: &str) -> Vec<HostMapping> {
+    match &node.value {
+        Value::Mapping(entries) => entries
+            .iter()
+            .filter_map(|entry| {
+                let key_path = join(path, &entry.key);
+                reader.parsed(&entry.value, &key_path, |address| {
+                    format!("{}:{address}", entry.key).parse::<HostMapping>()
+                })
+            })
+            .collect(),
+        _ => each(reader, node, path, |text| text.parse::<HostMapping>()),
+    }
 }
 
 /// Joins `network`, reachable there by the service's short compose name (and `aliases`), so

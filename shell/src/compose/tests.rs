@@ -293,6 +293,91 @@ fn errors_name_the_file_line_column_and_key_path() {
 }
 
 #[test]
+fn container_keys_become_the_task_s_container_options() {
+    let text = "services:
+  web:
+    image: app:1
+    entrypoint: /bin/app --verbose
+    command: [serve]
+    labels: [team=shop]
+    user: '1000:1000'
+    working_dir: /srv
+    hostname: web-host
+    dns: 10.9.9.9
+    dns_search: [example.org]
+    dns_opt: ['ndots:2']
+    extra_hosts: ['db.local:10.0.0.9', 'cache=10.0.0.8']
+    stop_signal: SIGQUIT
+    cap_add: [NET_ADMIN]
+    cap_drop: [ALL]
+    init: true
+    tty: yes
+    read_only: true
+    deploy:
+      labels: [tier=front]
+  other:
+    image: app:1
+    extra_hosts:
+      db.local: 10.0.0.9
+";
+    let stack = one(text).expect("valid");
+    let web = service(&stack, "shop_web");
+    let options = &web.task.container;
+    assert_eq!(options.entrypoint, ["/bin/app", "--verbose"]);
+    assert_eq!(web.task.args, ["serve"]);
+    assert_eq!(
+        options.labels["team"], "shop",
+        "labels: are the containers'"
+    );
+    assert_eq!(options.labels["com.docker.stack.namespace"], "shop");
+    assert_eq!(
+        web.labels["tier"], "front",
+        "deploy.labels: are the service's"
+    );
+    assert!(!web.labels.contains_key("team"));
+    assert_eq!(options.user, "1000:1000");
+    assert_eq!(options.workdir, "/srv");
+    assert_eq!(options.hostname, "web-host");
+    assert_eq!(
+        options.dns,
+        ["10.9.9.9".parse::<std::net::IpAddr>().expect("ip")]
+    );
+    assert_eq!(options.dns_search, ["example.org"]);
+    assert_eq!(options.dns_options, ["ndots:2"]);
+    let hosts: Vec<String> = options.hosts.iter().map(ToString::to_string).collect();
+    assert_eq!(hosts, ["db.local:10.0.0.9", "cache:10.0.0.8"]);
+    assert_eq!(options.stop_signal, "SIGQUIT");
+    assert_eq!(options.cap_add, ["NET_ADMIN"]);
+    assert_eq!(options.cap_drop, ["ALL"]);
+    assert!(options.init && options.tty && options.read_only);
+    let other = &service(&stack, "shop_other").task.container;
+    assert_eq!(other.hosts[0].to_string(), "db.local:10.0.0.9");
+}
+
+#[test]
+fn bad_container_values_are_refused_at_their_place() {
+    let text = "services:
+  web:
+    image: app:1
+    dns: [10.0.0.1, nope]
+    stop_signal: SIGNOPE
+    extra_hosts: [db]
+  api:
+    image: app:1
+    working_dir: srv
+";
+    assert_eq!(
+        errors(text),
+        vec![
+            "docker-compose.yml:4:21: services.web.dns[1]: 'nope' is not an IP address",
+            "docker-compose.yml:5:18: services.web.stop_signal: unknown signal 'SIGNOPE'",
+            "docker-compose.yml:6:19: services.web.extra_hosts[0]: \"db\" is not HOST:IP",
+            "docker-compose.yml:9:18: services.api.working_dir: \"srv\" is not an absolute path",
+        ]
+    );
+}
+
+#[test]
 fn broken_yaml_is_refused_with_its_place() {
     let found = errors("services:\n  web:\n    image: [nginx\n  db:\n");
     assert_eq!(found.len(), 1);

@@ -3,6 +3,7 @@
 //! object changed meanwhile.
 
 mod cluster;
+mod container;
 mod lease;
 mod network;
 mod node;
@@ -10,6 +11,7 @@ mod service;
 mod task;
 
 pub use cluster::{CaRotation, Cluster, ClusterConfig, JoinTokens, RootCa, TokenRecord};
+pub use container::{signal_number, ContainerOptions, HostMapping};
 pub use lease::{
     validate_lock_request, Lease, FORGET_EXPIRED_AFTER_MS, MAX_LEASE_MS, MAX_LOCK_HOLDER,
     MAX_LOCK_NAME, MIN_LEASE_MS,
@@ -21,7 +23,7 @@ pub use network::{
 };
 pub use node::{
     Availability, Node, NodeDescription, NodeResources, NodeSpec, NodeState, NodeStatus,
-    ParseEnumError, Role,
+    ParseEnumError, Role, PROCESS_RUNTIME,
 };
 pub use service::{
     is_current, Checkpoint, FailureAction, HealthCheck, PortConfig, Protocol, PublishMode,

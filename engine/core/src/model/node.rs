@@ -80,6 +80,9 @@ pub struct NodeDescription {
     pub runtime: String,
 }
 
+/// [`NodeDescription::runtime`] of a node that runs tasks as local processes.
+pub const PROCESS_RUNTIME: &str = "process";
+
 /// A node's capacity, as it reported it when it joined.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeResources {

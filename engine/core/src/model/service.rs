@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{word_enum, EndpointMode, NetworkAttachmentConfig, ObjectId, VirtualIp};
+use super::{
+    word_enum, ContainerOptions, EndpointMode, NetworkAttachmentConfig, ObjectId, VirtualIp,
+};
 use crate::time::Timestamp;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +97,8 @@ pub struct TaskSpec {
     pub networks: Vec<NetworkAttachmentConfig>,
     /// `--health-*`: `None` keeps what the image says; `Some` with an empty test disables it.
     pub healthcheck: Option<HealthCheck>,
+    /// `--user`, `--workdir`, `--entrypoint`, `--hostname`, `--stop-signal`...
+    pub container: ContainerOptions,
 }
 
 /// How the task's container is checked for health, as Docker's HEALTHCHECK says it.
@@ -513,6 +517,7 @@ impl ServiceSpec {
             crate::scheduler::Field::parse_spread(path)
                 .map_err(|e| spec_error("--placement-pref", e.to_string()))?;
         }
+        self.task.container.validate()?;
         let resources = &self.task.resources;
         if resources.limit_memory_bytes > 0
             && resources.reserve_memory_bytes > resources.limit_memory_bytes

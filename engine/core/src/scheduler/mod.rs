@@ -22,7 +22,7 @@ pub use constraint::{Constraint, ConstraintError, Field, Operator};
 
 use crate::model::{
     Availability, Node, NodeState, ObjectId, PortConfig, Protocol, PublishMode, Task, TaskSpec,
-    TaskState,
+    TaskState, PROCESS_RUNTIME,
 };
 use crate::state::ClusterState;
 use reason::{Tally, Unfit};
@@ -187,6 +187,9 @@ struct Filters {
     /// 0 means no limit.
     max_per_node: u64,
     host_ports: Vec<PortConfig>,
+    /// The options only a container can apply, joined (`--hostname, --read-only`); empty
+    /// when there are none.
+    container_only: String,
 }
 
 impl Filters {
@@ -206,6 +209,7 @@ impl Filters {
             memory_bytes: spec.resources.reserve_memory_bytes,
             max_per_node: spec.max_replicas_per_node,
             host_ports: host_ports(ports).copied().collect(),
+            container_only: spec.container.container_only().join(", "),
         })
     }
 
@@ -227,10 +231,13 @@ impl Filters {
             Availability::Drain => return Err(Unfit::Drained),
             Availability::Pause => return Err(Unfit::Paused),
         }
-        match self.constraints.iter().position(|c| !c.matches(node)) {
-            Some(index) => Err(Unfit::Constraint(index)),
-            None => Ok(()),
+        if let Some(index) = self.constraints.iter().position(|c| !c.matches(node)) {
+            return Err(Unfit::Constraint(index));
         }
+        if !self.container_only.is_empty() && node.description.runtime == PROCESS_RUNTIME {
+            return Err(Unfit::ProcessRuntime(self.container_only.clone()));
+        }
+        Ok(())
     }
 
     /// Whether the node has room for one more task: resources, then max replicas per node.

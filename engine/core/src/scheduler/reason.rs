@@ -23,6 +23,8 @@ pub(super) enum Unfit {
     MaxReplicas,
     /// Another task on the node publishes this host-mode port (`8080/tcp`).
     HostPort(String),
+    /// The node runs tasks as processes, which cannot apply these options (`--hostname`).
+    ProcessRuntime(String),
 }
 
 impl Unfit {
@@ -47,6 +49,9 @@ impl Unfit {
             }
             Unfit::MaxReplicas => format!("at max replicas per node ({max_per_node})"),
             Unfit::HostPort(port) => format!("host port {port} is in use there"),
+            Unfit::ProcessRuntime(flags) => {
+                format!("runs tasks as processes, which cannot apply {flags}")
+            }
         }
     }
 }
@@ -98,6 +103,8 @@ pub(super) struct Tally {
     at_max: usize,
     /// Nodes per host port in use there.
     host_ports: BTreeMap<String, usize>,
+    /// Nodes of the process runtime, and the options it cannot apply.
+    process_runtime: (usize, String),
 }
 
 impl Tally {
@@ -114,6 +121,10 @@ impl Tally {
             } => self.lacks(*nano_cpus, *memory_bytes),
             Unfit::MaxReplicas => self.at_max += 1,
             Unfit::HostPort(port) => *self.host_ports.entry(port.clone()).or_default() += 1,
+            Unfit::ProcessRuntime(flags) => {
+                self.process_runtime.0 += 1;
+                self.process_runtime.1.clone_from(flags);
+            }
         }
     }
 
@@ -199,6 +210,13 @@ impl Tally {
         for (port, count) in &self.host_ports {
             let verb = if *count == 1 { "has" } else { "have" };
             parts.push(format!("{count} {verb} host port {port} in use"));
+        }
+        let (processes, flags) = &self.process_runtime;
+        if *processes > 0 {
+            let verb = if *processes == 1 { "runs" } else { "run" };
+            parts.push(format!(
+                "{processes} {verb} tasks as processes, which cannot apply {flags}"
+            ));
         }
         if parts.is_empty() {
             return "no suitable node".to_string();

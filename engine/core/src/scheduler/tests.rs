@@ -495,6 +495,50 @@ fn the_wait_reason_counts_each_node_once_by_the_first_filter_it_fails() {
 }
 
 #[test]
+fn options_only_a_container_applies_keep_tasks_off_process_nodes_and_say_so() {
+    let spec = TaskSpec {
+        container: crate::model::ContainerOptions {
+            hostname: "web".to_string(),
+            cap_add: vec!["NET_ADMIN".to_string()],
+            // The process runtime applies these.
+            user: "app".to_string(),
+            workdir: "/srv".to_string(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let process = |id: &str| {
+        let mut n = node(id);
+        n.description.runtime = PROCESS_RUNTIME.to_string();
+        n
+    };
+    let state = cluster(vec![process("p1"), process("p2")], vec![]);
+    let placements = run(&state, &pending("web", &spec, 1));
+    assert_eq!(
+        waits(&placements),
+        ["no suitable node: 2 run tasks as processes, which cannot apply --hostname, --cap-add"]
+    );
+    let mut docker = node("d1");
+    docker.description.runtime = "docker".to_string();
+    let state = cluster(vec![process("p1"), docker], vec![]);
+    assert_eq!(
+        nodes_of(&run(&state, &pending("web", &spec, 2))),
+        ["d1", "d1"]
+    );
+    // What the process runtime applies goes anywhere.
+    let plain = TaskSpec {
+        container: crate::model::ContainerOptions {
+            hostname: String::new(),
+            cap_add: Vec::new(),
+            ..spec.container.clone()
+        },
+        ..Default::default()
+    };
+    let state = cluster(vec![process("p1")], vec![]);
+    assert_eq!(nodes_of(&run(&state, &pending("web", &plain, 1))), ["p1"]);
+}
+
+#[test]
 fn the_same_input_gives_the_same_placements() {
     let spec = TaskSpec {
         spread: vec!["node.labels.zone".to_string()],
