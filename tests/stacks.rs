@@ -422,3 +422,81 @@ networks:
     })?;
     Ok(())
 }
+
+#[test]
+fn scripts_list_plan_deploy_and_walk_stacks() -> Result<()> {
+    let cluster = Cluster::start(1, 0)?;
+    let m1 = cluster.node("m1");
+    let file = write(cluster.root(), "shop.yml", SEED)?;
+    let script = format!(
+        r#"
+let file = "{file}";
+let planned = deploy_stack(file, "shop", #{{dry_run: true}});
+if planned.applied || stacks().len() != 0 {{ throw "a dry run deployed" }}
+let done = deploy_stack([file], "shop");
+let services = stack("shop").services;
+#{{
+    planned: planned.lines,
+    first_step: planned.plan.services[0],
+    applied: done.applied,
+    stacks: stacks(),
+    services: services.map(|s| s.name),
+    running: services[0].running,
+    again: deploy_stack(file, "shop").lines,
+}}
+"#,
+        file = file.display()
+    );
+    let out = Command::new(essaim_path())
+        .arg("-H")
+        .arg(format!("unix://{}", m1.socket().display()))
+        .args(["run", "--format", "json", "-c", &script])
+        .stdin(Stdio::null())
+        .output()?;
+    let document: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("no JSON: {}", String::from_utf8_lossy(&out.stderr)))?;
+    assert_eq!(document["ok"], true, "{document}");
+    let result = &document["result"];
+    assert_eq!(
+        result["planned"],
+        serde_json::json!([
+            "+ network shop_default",
+            "+ service shop_web (sleep, 3 replicas)"
+        ])
+    );
+    assert_eq!(result["first_step"]["name"], "shop_web", "{result}");
+    assert_eq!(result["applied"], true);
+    assert_eq!(
+        result["stacks"],
+        serde_json::json!([{"name": "shop", "services": 1}])
+    );
+    assert_eq!(result["services"], serde_json::json!(["shop_web"]));
+    assert_eq!(result["running"], 3, "deploy_stack waits for the replicas");
+    assert_eq!(
+        result["again"],
+        serde_json::json!(["= service shop_web: unchanged"])
+    );
+
+    // Bad files fail the call with their places, and nothing is deployed.
+    let bad = write(
+        cluster.root(),
+        "bad.yml",
+        "services:\n  web:\n    image: [x\n",
+    )?;
+    let out = Command::new(essaim_path())
+        .arg("-H")
+        .arg(format!("unix://{}", m1.socket().display()))
+        .args([
+            "run",
+            "-c",
+            &format!("deploy_stack(\"{}\", \"other\")", bad.display()),
+        ])
+        .stdin(Stdio::null())
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad.yml:4:"), "{err}");
+    assert_eq!(service_names(m1)?, ["shop_web"]);
+    m1.ok(&["stack", "rm", "shop"])?;
+    Ok(())
+}

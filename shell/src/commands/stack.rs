@@ -126,28 +126,20 @@ async fn deploy(
         }
     };
     warn(&stack.warnings, output);
-    let services = client.service_list().await?;
-    let networks = client.network_list().await?;
-    let plan = stack_plan::plan(&stack, &services, &networks, args.prune)?;
-    if args.dry_run {
-        let text = match args.format {
-            Format::Json => render::json(&plan)?,
-            Format::Table => {
-                let mut text: String = plan
-                    .lines()
-                    .iter()
-                    .map(|line| format!("{line}\n"))
-                    .collect();
-                text.push_str("Dry run: nothing was changed.\n");
-                text
-            }
-        };
+    let how = Deploy {
+        prune: args.prune,
+        dry_run: args.dry_run,
+        format: args.format,
+    };
+    let (plan, waits) = deploy_stack(&stack, &how, client, output).await?;
+    if args.dry_run && args.format == Format::Table {
+        let mut text: String = plan
+            .lines()
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect();
+        text.push_str("Dry run: nothing was changed.\n");
         output.print(&text)?;
-        return Ok(());
-    }
-    let waits = apply(&plan, client, output, args.format).await?;
-    if args.format == Format::Json {
-        output.print(&render::json(&plan)?)?;
     }
     if args.wait.detach {
         return Ok(());
@@ -159,6 +151,41 @@ async fn deploy(
         }
     }
     failures.finish()
+}
+
+/// How `stack deploy` goes about it: its flags.
+pub struct Deploy {
+    pub prune: bool,
+    pub dry_run: bool,
+    /// With JSON, the plan is printed as data and the steps are not.
+    pub format: Format,
+}
+
+/// Plans `stack` against the cluster and, unless it is a dry run, carries the plan out,
+/// saying each step on `output`. Returns the plan and the services to wait for (none after
+/// a dry run). The same for the command line and for scripts' `deploy_stack`.
+///
+/// # Errors
+/// The plan is refused (a service of another stack, a missing external network), or the
+/// leader refused a step.
+pub async fn deploy_stack(
+    stack: &Stack,
+    how: &Deploy,
+    client: &mut Client,
+    output: &mut Output<'_>,
+) -> anyhow::Result<(Plan, Vec<(String, Operation)>)> {
+    let services = client.service_list().await?;
+    let networks = client.network_list().await?;
+    let plan = stack_plan::plan(stack, &services, &networks, how.prune)?;
+    let waits = if how.dry_run {
+        Vec::new()
+    } else {
+        apply(&plan, client, output, how.format).await?
+    };
+    if how.format == Format::Json {
+        output.print(&render::json(&plan)?)?;
+    }
+    Ok((plan, waits))
 }
 
 /// Prints each warning of the files on stderr.
@@ -237,13 +264,18 @@ fn stack_of(view: &ServiceView) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// A stack as `stack ls` shows it.
 #[derive(Debug, Serialize)]
-struct StackSummary {
-    name: String,
-    services: usize,
+pub struct StackSummary {
+    pub name: String,
+    pub services: usize,
 }
 
-async fn ls(args: StackLsArgs, client: &mut Client, output: &mut Output<'_>) -> anyhow::Result<()> {
+/// Every stack, by name: the stacks the services' labels name.
+///
+/// # Errors
+/// The daemon could not be reached.
+pub async fn stacks(client: &mut Client) -> anyhow::Result<Vec<StackSummary>> {
     let services = client.service_list().await?;
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for view in &services {
@@ -251,10 +283,14 @@ async fn ls(args: StackLsArgs, client: &mut Client, output: &mut Output<'_>) -> 
             *counts.entry(stack.to_string()).or_default() += 1;
         }
     }
-    let stacks: Vec<StackSummary> = counts
+    Ok(counts
         .into_iter()
         .map(|(name, services)| StackSummary { name, services })
-        .collect();
+        .collect())
+}
+
+async fn ls(args: StackLsArgs, client: &mut Client, output: &mut Output<'_>) -> anyhow::Result<()> {
+    let stacks = stacks(client).await?;
     let text = match args.format {
         Format::Json => render::json(&stacks)?,
         Format::Table => render::toned_columns(
@@ -274,7 +310,7 @@ async fn ls(args: StackLsArgs, client: &mut Client, output: &mut Output<'_>) -> 
 ///
 /// # Errors
 /// The stack has no services (Docker's "nothing found in stack").
-async fn stack_services(client: &mut Client, name: &str) -> anyhow::Result<Vec<ServiceView>> {
+pub async fn stack_services(client: &mut Client, name: &str) -> anyhow::Result<Vec<ServiceView>> {
     let mut services: Vec<ServiceView> = client
         .service_list()
         .await?

@@ -10,6 +10,7 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
 use super::objects::{failed, from_anyhow, Fallible, Node, Service, Task};
 use super::{flags, value};
 use crate::cli::{Cli, Command, Format, NodeCommand, ServiceCommand, SwarmCommand};
+use crate::compose;
 use crate::connection::Connection;
 use crate::render::Output;
 use crate::repl::cache::Managers;
@@ -50,6 +51,13 @@ pub const FUNCTIONS: &[&str] = &[
     "continue_update",
     "cpu",
     "memory",
+    "networks",
+    "network",
+    "create_network",
+    "remove_network",
+    "stacks",
+    "stack",
+    "deploy_stack",
 ];
 
 /// `exit(code)` / `exit(code, result)`: ends the script with this exit code (and result).
@@ -210,6 +218,49 @@ pub fn register_cluster(engine: &mut Engine, conn: &Rc<Connection>) {
         Ok(())
     });
     let c = Rc::clone(conn);
+    engine.register_fn("stacks", move || -> Fallible<Array> {
+        let stacks = c
+            .block_on(async |client| crate::commands::stack::stacks(client).await)
+            .map_err(from_anyhow)?;
+        Ok(stacks
+            .into_iter()
+            .map(|stack| {
+                let mut map = Map::new();
+                map.insert("name".into(), stack.name.into());
+                map.insert("services".into(), int(stack.services).into());
+                map.into()
+            })
+            .collect())
+    });
+    let c = Rc::clone(conn);
+    engine.register_fn("stack", move |name: &str| -> Fallible<Map> {
+        let services = c
+            .block_on(async |client| crate::commands::stack::stack_services(client, name).await)
+            .map_err(from_anyhow)?;
+        let services: Array = services
+            .into_iter()
+            .map(|view| Dynamic::from(Service::new(view, Rc::clone(&c))))
+            .collect();
+        let mut map = Map::new();
+        map.insert("name".into(), name.into());
+        map.insert("services".into(), services.into());
+        Ok(map)
+    });
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "deploy_stack",
+        move |files: Dynamic, name: &str| -> Fallible<Map> {
+            deploy_stack(&c, &files, name, &Map::new())
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "deploy_stack",
+        move |files: Dynamic, name: &str, options: Map| -> Fallible<Map> {
+            deploy_stack(&c, &files, name, &options)
+        },
+    );
+    let c = Rc::clone(conn);
     engine.register_fn("run", move |line: &str| -> Fallible<Dynamic> {
         run(&c, line)
     });
@@ -255,6 +306,95 @@ fn tasks(conn: &Rc<Connection>, filter: &Map) -> Fallible<Array> {
 }
 
 /// A network as scripts read it: `network("front").subnet`.
+fn int(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// `deploy_stack(files, name, #{prune, dry_run, detach})`: `stack deploy` for scripts. `files`
+/// is a path or an array of paths, merged in order. Returns the plan as data (`plan`), as
+/// `stack deploy --dry-run` prints it (`lines`), the files' `warnings`, and whether it was
+/// carried out (`applied`); unless `detach`, it returns once every changed service
+/// converged, and fails naming those that did not.
+fn deploy_stack(
+    conn: &Rc<Connection>,
+    files: &Dynamic,
+    name: &str,
+    options: &Map,
+) -> Fallible<Map> {
+    const OPTIONS: &[&str] = &["prune", "dry_run", "detach"];
+    let flag = |key: &str| -> Fallible<bool> {
+        match options.get(key) {
+            None => Ok(false),
+            Some(value) => value.as_bool().map_err(|kind| {
+                failed(format!(
+                    "deploy_stack: option {key}: expected true or false, found {kind}"
+                ))
+            }),
+        }
+    };
+    if let Some(key) = options.keys().find(|key| !OPTIONS.contains(&key.as_str())) {
+        return Err(failed(format!(
+            "deploy_stack: unknown option {key} (options: {})",
+            OPTIONS.join(", ")
+        )));
+    }
+    let (prune, dry_run, detach) = (flag("prune")?, flag("dry_run")?, flag("detach")?);
+    let paths: Vec<std::path::PathBuf> = match files.clone().into_array() {
+        Ok(items) => items.iter().map(|item| item.to_string().into()).collect(),
+        Err(_) => vec![files.to_string().into()],
+    };
+    if paths.is_empty() {
+        return Err(failed("deploy_stack: no compose file given"));
+    }
+    compose::check_stack_name(name).map_err(|e| failed(format!("deploy_stack: {e}")))?;
+    let stack = crate::commands::stack::load_files(&paths, name)
+        .map_err(|e| failed(format!("deploy_stack: {e}")))?;
+    let how = crate::commands::stack::Deploy {
+        prune,
+        dry_run,
+        format: Format::Table,
+    };
+    let plan = conn
+        .block_on(async |client| {
+            let (mut out, mut err) = (std::io::sink(), std::io::sink());
+            let mut quiet = Output::new(&mut out, &mut err);
+            let (plan, waits) =
+                crate::commands::stack::deploy_stack(&stack, &how, client, &mut quiet).await?;
+            if detach {
+                return Ok(plan);
+            }
+            let mut failures = Vec::new();
+            for (service, operation) in waits {
+                let waited =
+                    crate::converge::wait(client, &service, None, operation, &mut quiet).await;
+                if let Err(error) = waited {
+                    failures.push(format!("{error:#}"));
+                }
+            }
+            if !failures.is_empty() {
+                anyhow::bail!("{}", failures.join("; "));
+            }
+            Ok(plan)
+        })
+        .map_err(|e| failed(format!("deploy_stack: {e:#}")))?;
+    if !dry_run {
+        conn.record(format!("deployed stack {name}"));
+    }
+    let json = serde_json::to_string(&plan).map_err(failed)?;
+    let mut map = Map::new();
+    map.insert("plan".into(), value::from_json(&json).map_err(failed)?);
+    let lines: Array = plan.lines().into_iter().map(Dynamic::from).collect();
+    map.insert("lines".into(), lines.into());
+    let warnings: Array = stack
+        .warnings
+        .iter()
+        .map(|warning| Dynamic::from(warning.to_string()))
+        .collect();
+    map.insert("warnings".into(), warnings.into());
+    map.insert("applied".into(), (!dry_run).into());
+    Ok(map)
+}
+
 fn network_map(view: &essaim_api::control::NetworkView) -> Map {
     let network = &view.network;
     let mut map = Map::new();
