@@ -31,6 +31,24 @@ fn docker_node(test: &str) -> Result<Option<(Cluster, &'static str)>> {
     Ok(Some((cluster, image)))
 }
 
+/// `nodes` Docker nodes in network namespaces on an underlay (each with an address of its
+/// own, so the routing mesh runs), or `None` (and a line saying the test is skipped) without
+/// root or a Docker engine.
+fn docker_underlay(test: &str, nodes: usize) -> Result<Option<(Underlay, Cluster, &'static str)>> {
+    if !is_root() {
+        eprintln!("SKIPPED {test}: nodes in network namespaces need root");
+        return Ok(None);
+    }
+    let Some(image) = docker::test_image() else {
+        eprintln!("SKIPPED {test}: needs a Docker engine");
+        return Ok(None);
+    };
+    docker::install_test_deps()?;
+    let underlay = Underlay::new(nodes)?;
+    let cluster = underlay.swarm_with_env(&[("ESSAIM_RUNTIME", "docker")])?;
+    Ok(Some((underlay, cluster, image)))
+}
+
 /// `name` made unique to this test process.
 fn unique(name: &str) -> String {
     format!("{name}-{}", std::process::id())
@@ -949,22 +967,14 @@ fn page(address: std::net::SocketAddr) -> Result<String> {
 
 #[test]
 fn docker_a_published_port_answers_on_every_node_from_every_container() -> Result<()> {
-    if !is_root() {
-        eprintln!("SKIPPED docker_a_published_port: nodes in network namespaces need root");
-        return Ok(());
-    }
-    let Some(image) = docker::test_image() else {
-        eprintln!("SKIPPED docker_a_published_port: needs a Docker engine");
-        return Ok(());
-    };
-    docker::install_test_deps()?;
     let web = unique("meshweb");
     let _cleanup = Cleanup {
         services: vec![web.clone()],
         networks: vec![],
     };
-    let underlay = Underlay::new(3)?;
-    let cluster = underlay.swarm_with_env(&[("ESSAIM_RUNTIME", "docker")])?;
+    let Some((underlay, cluster, image)) = docker_underlay("docker_a_published_port", 3)? else {
+        return Ok(());
+    };
     let n1 = cluster.node("n1");
     n1.ok(&[
         "service",
@@ -1124,23 +1134,15 @@ fn docker_container_options_are_the_container_s() -> Result<()> {
 #[test]
 fn docker_the_seed_stack_runs_three_containers_behind_port_80_labelled_with_their_stack(
 ) -> Result<()> {
-    if !is_root() {
-        eprintln!("SKIPPED docker_the_seed_stack: nodes in network namespaces need root");
-        return Ok(());
-    }
-    let Some(image) = docker::test_image() else {
-        eprintln!("SKIPPED docker_the_seed_stack: needs a Docker engine");
-        return Ok(());
-    };
-    docker::install_test_deps()?;
     let stack = format!("my_stack{}", std::process::id());
     let web = format!("{stack}_web");
     let _cleanup = Cleanup {
         services: vec![web.clone()],
         networks: vec![format!("{stack}_default")],
     };
-    let underlay = Underlay::new(1)?;
-    let cluster = underlay.swarm_with_env(&[("ESSAIM_RUNTIME", "docker")])?;
+    let Some((underlay, cluster, image)) = docker_underlay("docker_the_seed_stack", 1)? else {
+        return Ok(());
+    };
     let n1 = cluster.node("n1");
     // The seed's file, with the test image for nginx and busybox's web server for nginx's.
     let text = format!(

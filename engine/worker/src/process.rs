@@ -441,13 +441,6 @@ impl JoinNetworks {
 
     /// Runs in the child between fork and exec: system calls only.
     fn enter(&self) -> std::io::Result<()> {
-        let check = |result: libc::c_int| {
-            if result == -1 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
         // SAFETY: plain system calls on valid descriptors and NUL-terminated paths.
         unsafe {
             check(libc::setns(self.netns, libc::CLONE_NEWNET))?;
@@ -518,13 +511,6 @@ impl Setup {
     /// Runs in the child between fork and exec: system calls only. Groups, then the group,
     /// then the user: after `setuid` nothing else may change.
     fn apply(&self) -> std::io::Result<()> {
-        let check = |result: libc::c_int| {
-            if result == -1 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
         // SAFETY: plain system calls on a NUL-terminated path and a live slice.
         unsafe {
             if let Some(dir) = &self.workdir {
@@ -539,6 +525,15 @@ impl Setup {
                 check(libc::setuid(identity.uid))?;
             }
         }
+        Ok(())
+    }
+}
+
+/// A system call's result as an error: -1 is the failure, with `errno`'s reason.
+fn check(result: libc::c_int) -> std::io::Result<()> {
+    if result == -1 {
+        Err(std::io::Error::last_os_error())
+    } else {
         Ok(())
     }
 }
