@@ -1195,3 +1195,86 @@ services:
     })?;
     Ok(())
 }
+
+/// Removes a named Docker volume when dropped, passed or failed.
+struct VolumeGone(String);
+
+impl Drop for VolumeGone {
+    fn drop(&mut self) {
+        docker::docker(&["volume", "rm", "-f", &self.0]);
+    }
+}
+
+#[test]
+fn docker_a_volume_outlives_its_task_and_a_read_only_bind_is_read_only() -> Result<()> {
+    let service = unique("mounts");
+    let volume = unique("essaim-test-data");
+    let _volume = VolumeGone(volume.clone());
+    let _cleanup = Cleanup {
+        services: vec![service.clone()],
+        networks: vec![],
+    };
+    let Some((cluster, image)) = docker_node("docker_a_volume_outlives_its_task")? else {
+        return Ok(());
+    };
+    let m1 = cluster.node("m1");
+    let site = cluster.root().join("site");
+    std::fs::create_dir_all(&site)?;
+    std::fs::write(site.join("page"), "from the node\n")?;
+    m1.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &service,
+        "--mount",
+        &format!("source={volume},target=/data,volume-label=team=shop"),
+        "--mount",
+        &format!("type=bind,source={},target=/www,readonly", site.display()),
+        "--stop-grace-period",
+        "1s",
+        image,
+        "sh",
+        "-c",
+        "echo $ESSAIM_TASK_ID >> /data/tasks; exec sleep 3600",
+    ])?;
+    let first = converged(m1, &service, 1)?[0].task.id.clone();
+    let exec = |task_id: &str, script: &str| -> Result<String> {
+        let container = docker::containers(&format!("essaim.task.id={task_id}"));
+        let output = docker::docker(&["exec", &container[0], "sh", "-c", script]);
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    assert_eq!(exec(&first, "cat /www/page")?, "from the node");
+    assert_eq!(
+        exec(
+            &first,
+            "touch /www/new 2>/dev/null && echo wrote || echo read-only"
+        )?,
+        "read-only"
+    );
+    // The volume is the engine's, labelled as essaim's and as asked.
+    let labels = docker::docker(&["volume", "inspect", "--format", "{{json .Labels}}", &volume]);
+    let labels = String::from_utf8_lossy(&labels.stdout);
+    assert!(labels.contains("\"essaim.volume\":\"true\""), "{labels}");
+    assert!(labels.contains("\"team\":\"shop\""), "{labels}");
+
+    // A new task (a forced update replaces the container) finds what the first one wrote.
+    m1.ok(&["service", "update", "--force", &service])?;
+    let second = converged(m1, &service, 1)?[0].task.id.clone();
+    assert_ne!(second, first);
+    assert_eq!(
+        exec(&second, "cat /data/tasks")?,
+        format!("{first}\n{second}")
+    );
+    m1.ok(&["service", "rm", &service])?;
+    wait_for("the service's containers gone", SETTLE, || {
+        let left = docker::containers(&format!("essaim.service.name={service}"));
+        Ok(left.is_empty().then_some(()))
+    })?;
+    let kept = docker::docker(&["volume", "inspect", &volume]);
+    assert!(
+        kept.status.success(),
+        "the named volume outlives the service"
+    );
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use essaim_api::transport::Host;
 use essaim_core::model::{
-    Availability, Checkpoint, EndpointMode, FailureAction, HealthCheck, Ipv4Subnet,
+    Availability, Checkpoint, EndpointMode, FailureAction, HealthCheck, Ipv4Subnet, Mount,
     NetworkAttachmentConfig, NetworkDriver, PortConfig, RestartCondition, Role, TaskState,
     UpdateConfig, UpdateOrder,
 };
@@ -716,6 +716,11 @@ pub struct ServiceCreateArgs {
     /// connections) or dnsrr (the tasks' own addresses)
     #[arg(long, value_name = "MODE", value_parser = |text: &str| text.parse::<EndpointMode>())]
     pub endpoint_mode: Option<EndpointMode>,
+    /// Mount a file system: type=bind|volume|tmpfs,source=S,target=T[,readonly]
+    /// [,volume-label=K=V][,tmpfs-size=N] (repeatable); a named volume is made on the node
+    /// when a task needs it, and outlives the task
+    #[arg(long, value_name = "MOUNT", value_parser = parse_mount)]
+    pub mount: Vec<Mount>,
     #[command(flatten)]
     pub health: HealthArgs,
     #[command(flatten)]
@@ -891,6 +896,12 @@ pub struct ServiceChanges {
     /// Disable any health check, the image's included
     #[arg(long, conflicts_with_all = ["health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period"])]
     pub no_healthcheck: bool,
+    /// Add a mount, as --mount takes it (replaces the mount at the same target)
+    #[arg(long, value_name = "MOUNT", value_parser = parse_mount)]
+    pub mount_add: Vec<Mount>,
+    /// Remove the mount at this target path
+    #[arg(long, value_name = "TARGET")]
+    pub mount_rm: Vec<String>,
     #[command(flatten)]
     pub container: container::ContainerChanges,
     /// Replace the tasks even if nothing else changes
@@ -1023,6 +1034,10 @@ pub fn parse_network_attachment(text: &str) -> Result<NetworkAttachmentConfig, S
 /// The arguments of a command, as `--args` reads them from one string.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CommandArgs(pub Vec<String>);
+
+fn parse_mount(text: &str) -> Result<Mount, String> {
+    text.parse()
+}
 
 /// Splits `--args` into words as a shell would in simple cases: at unquoted whitespace, with
 /// `'...'` taken literally, `"..."` keeping spaces (`\"` and `\\` escaped inside), and `\`

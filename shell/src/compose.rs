@@ -88,6 +88,17 @@ pub struct Inputs<'a> {
     pub lookup: &'a dyn Fn(&str) -> Option<String>,
     /// An `env_file:`, as the file names it.
     pub read_env_file: &'a dyn Fn(&str) -> Result<String, String>,
+    /// Where relative bind sources (`./site:/www`) are from: the first file's directory, as
+    /// Compose has it.
+    pub base_dir: &'a std::path::Path,
+}
+
+/// A named volume of the file, by its key under `volumes:`: the volume nodes make
+/// (`STACK_KEY`, or its `name:`), or an existing one (`external`), with its labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackVolume {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Checks a stack name as Docker does: it prefixes every service and network name.
@@ -170,13 +181,15 @@ fn top_level_key(key: &str) -> Option<Support> {
 fn stack(reader: &mut Reader, tree: &Node, name: &str, inputs: &Inputs<'_>) -> Option<Stack> {
     let mut services = None;
     let mut networks_node = None;
+    let mut volumes = BTreeMap::new();
     for entry in reader.mapping(tree, "", &top_level_key) {
         match entry.key.as_str() {
             "version" => version(reader, &entry.value),
             "services" => services = Some(&entry.value),
             "networks" => networks_node = Some(&entry.value),
+            "volumes" => volumes = stack_volumes(reader, &entry.value, name),
             // Declared but empty, they ask for nothing.
-            key @ ("volumes" | "secrets" | "configs")
+            key @ ("secrets" | "configs")
                 if entry
                     .value
                     .entries()
@@ -185,8 +198,8 @@ fn stack(reader: &mut Reader, tree: &Node, name: &str, inputs: &Inputs<'_>) -> O
                 reader.error(
                     &entry.key_at,
                     key,
-                    "not supported yet: volumes, secrets and configs come with «What real \
-                     services need»; until then a stack with them deploys nothing",
+                    "not supported yet: secrets and configs come with «What real services \
+                     need»; until then a stack with them deploys nothing",
                 );
             }
             _ => {}
@@ -222,6 +235,8 @@ fn stack(reader: &mut Reader, tree: &Node, name: &str, inputs: &Inputs<'_>) -> O
     let context = service::Context {
         stack: name,
         networks: &network_names,
+        volumes: &volumes,
+        base_dir: inputs.base_dir,
         lookup: inputs.lookup,
         read_env_file: inputs.read_env_file,
     };
@@ -284,6 +299,68 @@ fn network_spec(name: String, stack: &str) -> NetworkSpec {
         attachable: false,
         ingress: false,
     }
+}
+
+/// The top-level `volumes:`: `driver` (`local` only), `external`, `name`, `labels`.
+fn stack_volumes(reader: &mut Reader, node: &Node, stack: &str) -> BTreeMap<String, StackVolume> {
+    let support = |key: &str| match key {
+        "driver" | "external" | "name" | "labels" => Some(Support::Read),
+        "driver_opts" => Some(Support::NotYet(
+            "not supported yet: nodes would make the volume without them",
+        )),
+        _ => None,
+    };
+    let mut volumes = BTreeMap::new();
+    for entry in reader.mapping(node, "volumes", &|_| Some(Support::Read)) {
+        let path = join("volumes", &entry.key);
+        let mut volume = StackVolume {
+            name: format!("{stack}_{}", entry.key),
+            labels: BTreeMap::from([(NAMESPACE_LABEL.to_string(), stack.to_string())]),
+        };
+        let mut given_name = None;
+        let mut external = false;
+        for option in reader.mapping(&entry.value, &path, &support) {
+            let key_path = join(&path, &option.key);
+            let value = &option.value;
+            match option.key.as_str() {
+                "driver" => {
+                    if let Some(driver) = reader.string(value, &key_path) {
+                        if driver != "local" {
+                            reader.error(
+                                &value.at,
+                                &key_path,
+                                format!("not supported yet: the driver '{driver}' (nodes make local volumes)"),
+                            );
+                        }
+                    }
+                }
+                "external" => match &value.value {
+                    Value::Mapping(_) => {
+                        external = true;
+                        if let Some(name) = value.get("name") {
+                            given_name = reader.string(&name.value, &join(&key_path, "name"));
+                        }
+                    }
+                    _ => external = reader.boolean(value, &key_path).unwrap_or(false),
+                },
+                "name" => given_name = reader.string(value, &key_path),
+                "labels" => volume.labels.extend(reader.labels(value, &key_path)),
+                _ => {}
+            }
+        }
+        if external {
+            // Docker's: an external volume is used as it is, by its own name.
+            volume.name = given_name.unwrap_or_else(|| entry.key.clone());
+            volume.labels.clear();
+        } else if let Some(name) = given_name {
+            volume.name = name;
+        }
+        if let Err(message) = essaim_core::model::check_volume_name(&volume.name) {
+            reader.error(&entry.key_at, &path, message);
+        }
+        volumes.insert(entry.key.clone(), volume);
+    }
+    volumes
 }
 
 fn stack_networks(reader: &mut Reader, node: &Node, stack: &str) -> Vec<StackNetwork> {

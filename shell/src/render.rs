@@ -612,6 +612,10 @@ pub fn service_pretty(view: &ServiceView) -> String {
             .collect::<Vec<_>>()
     };
     container_entries(&task.container, &mut entries);
+    if !task.mounts.is_empty() {
+        entries.push(Entry::Section("Mounts"));
+        entries.extend(task.mounts.iter().map(|m| Entry::Item(m.to_string())));
+    }
     if !task.env.is_empty() {
         entries.push(Entry::Section("Env"));
         entries.extend(pairs(&task.env));

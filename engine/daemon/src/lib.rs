@@ -61,7 +61,7 @@ async fn host_sim_nodes(
     let executor = settings
         .node
         .runtime
-        .executor(&hosting.hostname_prefix)
+        .executor(&hosting.hostname_prefix, &settings.node.data_dir)
         .await?;
     let host = essaim_manager::sim_nodes::start(
         hosting.count,

@@ -70,7 +70,10 @@ impl Node {
         restrict_to_owner(&config.data_dir)?;
         let tls = Arc::new(TlsState::default());
         // One executor for the node's life: it outlives a swarm left and another joined.
-        let executor = config.runtime.executor(&config.hostname).await?;
+        let executor = config
+            .runtime
+            .executor(&config.hostname, &config.data_dir)
+            .await?;
         let swarm = match SwarmFile::load(&config.data_dir)? {
             Some(identity) => {
                 tracing::info!(node = %identity.node_id, cluster = %identity.cluster_id, "rejoining the swarm");

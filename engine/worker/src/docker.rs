@@ -32,7 +32,8 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCpuStats, ContainerCreateBody, ContainerInspectResponse, ContainerMemoryStats,
     ContainerStatsResponse, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    MountTmpfsOptions, MountType, MountVolumeOptions, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -42,7 +43,8 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use essaim_api::control::TaskUsage;
 use essaim_core::model::{
-    ContainerOptions, HealthCheck, NetworkAttachment, PortConfig, PublishMode, Task,
+    ContainerOptions, HealthCheck, Mount, MountKind, NetworkAttachment, PortConfig, PublishMode,
+    Task,
 };
 use essaim_core::netmap::NetworkMap;
 use essaim_core::Timestamp;
@@ -59,6 +61,8 @@ pub const LABEL_SERVICE_NAME: &str = "essaim.service.name";
 pub const LABEL_SLOT: &str = "essaim.task.slot";
 pub const LABEL_NODE: &str = "essaim.node.id";
 pub const LABEL_NETWORK: &str = "essaim.network";
+/// On the volumes a node made for a task's mount.
+pub const LABEL_VOLUME: &str = "essaim.volume";
 /// On a container attached to cluster networks: its [`Joined`], as JSON, so that an agent
 /// that restarts puts it back in its overlay as it was.
 pub const LABEL_JOINED: &str = "essaim.task.networks";
@@ -328,6 +332,9 @@ impl DockerExecutor {
 
     async fn create_and_start(&self, task: &Task) -> Result<Started, StartError> {
         let spec = &task.spec;
+        if let Some(problem) = crate::mounts::missing_bind_source(task, &self.node_name) {
+            return Err(StartError::rejected(problem));
+        }
         self.ensure_image(&spec.image).await?;
         let on_overlay = self.on_overlay(task).await?;
         let bridges = bridges_of(task, on_overlay.is_some());
@@ -973,6 +980,8 @@ fn container_body(
             readonly_rootfs: options.read_only.then_some(true),
             cap_add: list(&options.cap_add),
             cap_drop: list(&options.cap_drop),
+            mounts: (!spec.mounts.is_empty())
+                .then(|| spec.mounts.iter().map(engine_mount).collect()),
             ..Default::default()
         }),
         // Docker's own name for the service only where Docker's DNS answers for it.
@@ -985,6 +994,44 @@ fn container_body(
                 endpoints_config: Some(HashMap::from([(bridge.to_string(), endpoint)])),
             }
         }),
+        ..Default::default()
+    }
+}
+
+/// A mount as the engine takes it. A named volume the node does not have yet is made by the
+/// engine at create, with its labels and essaim's; it outlives the container, as in Swarm.
+fn engine_mount(mount: &Mount) -> bollard::models::Mount {
+    let (typ, volume_options, tmpfs_options) = match mount.kind {
+        MountKind::Bind => (MountType::BIND, None, None),
+        MountKind::Volume => {
+            let mut labels: HashMap<String, String> = mount
+                .volume_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            labels.insert(LABEL_VOLUME.to_string(), "true".to_string());
+            let options = MountVolumeOptions {
+                labels: Some(labels),
+                ..Default::default()
+            };
+            (MountType::VOLUME, Some(options), None)
+        }
+        MountKind::Tmpfs => {
+            let options = MountTmpfsOptions {
+                size_bytes: (mount.tmpfs_size > 0)
+                    .then(|| i64::try_from(mount.tmpfs_size).unwrap_or(i64::MAX)),
+                ..Default::default()
+            };
+            (MountType::TMPFS, None, Some(options))
+        }
+    };
+    bollard::models::Mount {
+        target: Some(mount.target.clone()),
+        source: (!mount.source.is_empty()).then(|| mount.source.clone()),
+        typ: Some(typ),
+        read_only: mount.read_only.then_some(true),
+        volume_options,
+        tmpfs_options,
         ..Default::default()
     }
 }
@@ -1268,6 +1315,42 @@ mod tests {
         assert_eq!(plain.stop_signal, None);
         let host = plain.host_config.expect("host config");
         assert_eq!((host.dns, host.dns_options, host.init), (None, None, None));
+    }
+
+    #[test]
+    fn mounts_become_the_engine_s_with_volumes_labelled_as_essaim_s() {
+        let mut task = task();
+        task.spec.mounts = [
+            "source=data,target=/db,volume-label=team=shop",
+            "type=tmpfs,target=/cache,tmpfs-size=1M",
+            "type=bind,source=/srv,target=/www,ro",
+        ]
+        .iter()
+        .map(|text| text.parse().expect("mount"))
+        .collect();
+        let mounts = container_body(&task, None, None)
+            .host_config
+            .and_then(|h| h.mounts)
+            .expect("mounts");
+        let volume = &mounts[0];
+        assert_eq!(volume.typ, Some(MountType::VOLUME));
+        assert_eq!(volume.source.as_deref(), Some("data"));
+        let labels = volume
+            .volume_options
+            .as_ref()
+            .and_then(|o| o.labels.clone())
+            .expect("labels");
+        assert_eq!(labels["team"], "shop");
+        assert_eq!(labels[LABEL_VOLUME], "true");
+        assert_eq!(
+            mounts[1].tmpfs_options.as_ref().and_then(|o| o.size_bytes),
+            Some(1 << 20)
+        );
+        assert_eq!(mounts[1].source, None);
+        assert_eq!(
+            (mounts[2].typ, mounts[2].read_only),
+            (Some(MountType::BIND), Some(true))
+        );
     }
 
     #[test]

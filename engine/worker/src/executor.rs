@@ -129,13 +129,21 @@ impl Runtime {
         }
     }
 
-    /// The runtime's executor, for the node named `node_name` (used in error messages).
+    /// The runtime's executor, for the node named `node_name` (used in error messages), whose
+    /// data directory is `data_dir` (the process runtime keeps its volumes there).
     ///
     /// # Errors
     /// The Docker engine does not answer.
-    pub async fn executor(&self, node_name: &str) -> anyhow::Result<Arc<dyn Executor>> {
+    pub async fn executor(
+        &self,
+        node_name: &str,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Arc<dyn Executor>> {
         Ok(match self {
-            Runtime::Process => Arc::new(crate::process::ProcessExecutor::new(node_name)),
+            Runtime::Process => Arc::new(
+                crate::process::ProcessExecutor::new(node_name)
+                    .with_volumes(data_dir.join("volumes")),
+            ),
             Runtime::Docker => Arc::new(crate::docker::DockerExecutor::connect(node_name).await?),
             Runtime::Sim { start_delay } => Arc::new(crate::sim::SimExecutor::new(*start_delay)),
         })

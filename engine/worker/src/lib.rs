@@ -27,6 +27,7 @@ pub mod executor;
 pub mod logs;
 pub mod machine;
 pub mod mesh;
+pub mod mounts;
 pub mod nft;
 pub mod overlay;
 pub mod process;

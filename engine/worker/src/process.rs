@@ -33,6 +33,7 @@ use crate::accounts::{self, Identity};
 use crate::dns;
 use crate::executor::{ExecFuture, Executor, Exit, LogStream, StartError, Started};
 use crate::logs::LogBuffer;
+use crate::mounts::Mounts;
 use crate::overlay::{LocalAttachment, Overlay};
 
 /// How long one pass over /proc may take before the sample is given up.
@@ -40,6 +41,8 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct ProcessExecutor {
     node_name: String,
+    /// Where named volumes live (see [`crate::mounts`]); `None`: this node keeps none.
+    volumes: Option<PathBuf>,
     tasks: Mutex<HashMap<String, Arc<ProcessTask>>>,
     overlay: Arc<Overlay>,
 }
@@ -76,9 +79,16 @@ impl ProcessExecutor {
     pub fn new(node_name: &str) -> Self {
         ProcessExecutor {
             node_name: node_name.to_string(),
+            volumes: None,
             tasks: Mutex::new(HashMap::new()),
             overlay: Overlay::new(),
         }
+    }
+
+    /// Keeps the tasks' volumes under `dir`.
+    pub fn with_volumes(mut self, dir: PathBuf) -> Self {
+        self.volumes = Some(dir);
+        self
     }
 
     /// A namespace of the task's own, on its networks; `None` when it has none, or when this
@@ -156,6 +166,7 @@ impl ProcessExecutor {
                 ))
             })?;
         let setup = Setup::new(task, &self.node_name)?;
+        let mounts = Mounts::prepare(task, self.volumes.as_deref(), &self.node_name)?;
         let stop_signal = match options.stop_signal.as_str() {
             "" => libc::SIGTERM,
             name => essaim_core::model::signal_number(name).ok_or_else(|| {
@@ -208,8 +219,9 @@ impl ProcessExecutor {
                 if let Some(joins) = &joins {
                     joins.enter()?;
                 }
-                // After the namespaces: entering a mount namespace moves to its root, and
-                // only root may enter them.
+                mounts.apply(joins.is_some())?;
+                // After the namespaces and mounts: entering a mount namespace moves to its
+                // root, and only root may enter them or mount.
                 setup.apply()?;
                 if libc::setsid() == -1 {
                     return Err(std::io::Error::last_os_error());
@@ -334,6 +346,10 @@ impl Executor for ProcessExecutor {
         Box::pin(async move {
             self.stop(task_id, Duration::ZERO).await;
             self.table().remove(task_id);
+            // The volumes the task had of its own go with it; named ones stay.
+            if let Some(volumes) = &self.volumes {
+                let _ = std::fs::remove_dir_all(crate::mounts::task_volumes(volumes, task_id));
+            }
         })
     }
 
@@ -530,7 +546,7 @@ impl Setup {
 }
 
 /// A system call's result as an error: -1 is the failure, with `errno`'s reason.
-fn check(result: libc::c_int) -> std::io::Result<()> {
+pub(crate) fn check(result: libc::c_int) -> std::io::Result<()> {
     if result == -1 {
         Err(std::io::Error::last_os_error())
     } else {
@@ -698,7 +714,7 @@ fn allocate_ports(wanted: &[PortConfig]) -> std::io::Result<Vec<PortConfig>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use essaim_core::model::{TaskSpec, TaskState, TaskStatus};
+    use essaim_core::model::{Mount, TaskSpec, TaskState, TaskStatus};
     use essaim_core::Timestamp;
     use futures::StreamExt;
 
@@ -811,6 +827,92 @@ mod tests {
         assert_eq!(executor.wait("t4").await.code, 0);
         let lines: Vec<String> = executor.logs("t4", 0, true).expect("kept").collect().await;
         assert_eq!(lines, ["65534", "65534", "/tmp", "65534 4242"]);
+    }
+
+    #[tokio::test]
+    async fn mounts_are_the_task_s_alone_and_named_volumes_outlive_it() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (source, target, volumes) = (
+            dir.path().join("source"),
+            dir.path().join("target"),
+            dir.path().join("volumes"),
+        );
+        std::fs::create_dir_all(&source).expect("source");
+        std::fs::create_dir_all(&target).expect("target");
+        std::fs::write(source.join("page"), "from the node\n").expect("page");
+        let executor = ProcessExecutor::new("n1").with_volumes(volumes.clone());
+        let mount = |text: String| text.parse::<Mount>().expect("mount");
+        let run = |id: &str, script: &str, mounts: Vec<Mount>| {
+            let mut task = task(id, "sh", &["-c", script]);
+            task.spec.mounts = mounts;
+            task
+        };
+        let (source, target) = (source.display(), target.display());
+        // A read-only bind: readable, not writable.
+        let bind = mount(format!(
+            "type=bind,source={source},target={target},readonly"
+        ));
+        let task = run(
+            "m1",
+            &format!(
+                "cat {target}/page; touch {target}/new 2>/dev/null && echo wrote || echo read-only"
+            ),
+            vec![bind],
+        );
+        executor.start(&task).await.expect("starts");
+        executor.wait("m1").await;
+        let lines: Vec<String> = executor.logs("m1", 0, true).expect("kept").collect().await;
+        assert_eq!(lines, ["from the node", "read-only"]);
+        // A named volume: what one task writes, the next one reads; the node's path is
+        // untouched.
+        let volume = || mount(format!("source=data,target={target}"));
+        let task = run("m2", &format!("echo kept > {target}/note"), vec![volume()]);
+        executor.start(&task).await.expect("starts");
+        assert_eq!(executor.wait("m2").await.code, 0);
+        executor.remove("m2").await;
+        let task = run("m3", &format!("cat {target}/note"), vec![volume()]);
+        executor.start(&task).await.expect("starts");
+        executor.wait("m3").await;
+        let lines: Vec<String> = executor.logs("m3", 0, true).expect("kept").collect().await;
+        assert_eq!(lines, ["kept"]);
+        assert!(volumes.join("data/note").exists());
+        assert!(
+            !Path::new(&format!("{target}/note")).exists(),
+            "the node's own path"
+        );
+        // A tmpfs of a given size.
+        let tmpfs = mount(format!("type=tmpfs,target={target},tmpfs-size=1M"));
+        let task = run("m4", &format!("df -k {target} | tail -1"), vec![tmpfs]);
+        executor.start(&task).await.expect("starts");
+        executor.wait("m4").await;
+        let lines: Vec<String> = executor.logs("m4", 0, true).expect("kept").collect().await;
+        assert!(
+            lines[0].starts_with("tmpfs") && lines[0].contains(" 1024 "),
+            "{lines:?}"
+        );
+        // What the node does not have rejects the task, naming it.
+        let missing = mount("type=bind,source=/no/such/source,target=/tmp".to_string());
+        let error = executor
+            .start(&run("m5", "true", vec![missing]))
+            .await
+            .expect_err("rejected");
+        assert!(error.rejected);
+        assert_eq!(
+            error.message,
+            "--mount: bind source /no/such/source does not exist on node n1"
+        );
+        let nowhere = mount("type=tmpfs,target=/no/such/target".to_string());
+        let error = executor
+            .start(&run("m6", "true", vec![nowhere]))
+            .await
+            .expect_err("rejected");
+        assert!(error
+            .message
+            .starts_with("--mount: target /no/such/target does not exist"));
     }
 
     #[tokio::test]

@@ -114,6 +114,7 @@ pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
             networks: args.network,
             healthcheck: args.health.apply(None),
             container: args.container.options(),
+            mounts: args.mount,
         },
         ports: args.publish,
         update_config,
@@ -894,6 +895,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn mounts_come_from_docker_s_long_form() {
+        let args = create_args(&[
+            "--mount",
+            "type=bind,source=/srv,target=/www,readonly",
+            "--mount",
+            "source=data,target=/db",
+            "app:1",
+        ])
+        .expect("valid flags");
+        let mounts = build_spec(args).expect("valid").task.mounts;
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[1].to_string(), "type=volume,source=data,target=/db");
+        let error = create_args(&["--mount", "source=data", "app:1"])
+            .expect_err("no target")
+            .to_string();
+        assert!(
+            error.contains("--mount") && error.contains("no target"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn container_options_come_from_docker_s_flags() {
         let args = create_args(&[
             "--entrypoint",
@@ -968,9 +991,14 @@ pub(crate) mod tests {
         view.service.spec.task.env = BTreeMap::from([("A".to_string(), "1".to_string())]);
         view.service.spec.task.container.user = "app".to_string();
         view.service.spec.task.container.dns_search = vec!["example.org".to_string()];
+        view.service.spec.task.mounts = vec!["type=tmpfs,target=/cache".parse().expect("mount")];
         let text = render::service_pretty(&view);
         assert!(text.contains("User:"), "{text}");
         assert!(text.contains("DNS:\n Search:"), "{text}");
+        assert!(
+            text.contains("Mounts:\n - type=tmpfs,target=/cache\n"),
+            "{text}"
+        );
         assert!(text.starts_with("ID:"), "{text}");
         assert!(text.contains("Env:\n - A=1\n"), "{text}");
         assert!(

@@ -242,6 +242,22 @@ pub fn apply(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<ServiceSpec
         task.networks.push(network.clone());
     }
     task.healthcheck = changes.health().apply(task.healthcheck.take());
+    for target in &changes.mount_rm {
+        let before = task.mounts.len();
+        let bare = target.trim_end_matches('/');
+        task.mounts
+            .retain(|m| m.target.trim_end_matches('/') != bare);
+        if task.mounts.len() == before {
+            return Err(absent("--mount-rm", "mount at", target));
+        }
+    }
+    for mount in &changes.mount_add {
+        // One mount per target: adding one again replaces it.
+        let bare = mount.target.trim_end_matches('/');
+        task.mounts
+            .retain(|m| m.target.trim_end_matches('/') != bare);
+        task.mounts.push(mount.clone());
+    }
     changes
         .container
         .apply(&mut task.container)
@@ -392,6 +408,42 @@ pub(crate) mod tests {
             Some(vec!["NONE".to_string()])
         );
         assert!(update_args(&["--no-healthcheck", "--health-cmd", "true"]).is_err());
+    }
+
+    #[test]
+    fn mounts_are_added_replaced_by_target_and_removed() {
+        let spec = updated(&[
+            "--mount-add",
+            "source=data,target=/db",
+            "--mount-add",
+            "type=tmpfs,target=/cache",
+        ])
+        .expect("valid");
+        assert_eq!(spec.task.mounts.len(), 2);
+        let changes = update_args(&[
+            "--mount-rm",
+            "/cache",
+            "--mount-add",
+            "source=other,target=/db/",
+        ])
+        .expect("valid")
+        .changes;
+        let next = apply(&spec, &changes).expect("valid");
+        assert_eq!(
+            next.task
+                .mounts
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["type=volume,source=other,target=/db/"]
+        );
+        let changes = update_args(&["--mount-rm", "/nowhere"])
+            .expect("valid")
+            .changes;
+        assert_eq!(
+            apply(&next, &changes).expect_err("absent").to_string(),
+            "--mount-rm /nowhere: service web has no mount at /nowhere"
+        );
     }
 
     #[test]

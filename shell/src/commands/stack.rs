@@ -92,6 +92,7 @@ pub fn load_files(files: &[PathBuf], name: &str) -> anyhow::Result<Stack> {
         &Inputs {
             lookup: &lookup,
             read_env_file: &read_env_file,
+            base_dir: &std::path::absolute(&base).unwrap_or(base.clone()),
         },
     )?;
     Ok(stack)

@@ -276,6 +276,7 @@ fn readable(path: &str) -> String {
     match path {
         "mode.replicated.replicas" => "replicas".to_string(),
         "args" => "command".to_string(),
+        "mounts" => "volumes".to_string(),
         other => other.to_string(),
     }
 }
@@ -348,6 +349,7 @@ mod tests {
             &Inputs {
                 lookup: &lookup,
                 read_env_file: &read,
+                base_dir: std::path::Path::new("/project"),
             },
         )
         .expect("valid file")

@@ -4,15 +4,15 @@
 use std::collections::BTreeMap;
 
 use essaim_core::model::{
-    signal_number, Checkpoint, EndpointMode, FailureAction, HealthCheck, HostMapping,
-    NetworkAttachmentConfig, PortConfig, Protocol, PublishMode, Resources, RestartCondition,
-    RestartPolicy, ServiceMode, ServiceSpec, TaskSpec, UpdateConfig, UpdateOrder,
+    signal_number, Checkpoint, EndpointMode, FailureAction, HealthCheck, HostMapping, Mount,
+    MountKind, NetworkAttachmentConfig, PortConfig, Protocol, PublishMode, Resources,
+    RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec, UpdateConfig, UpdateOrder,
 };
 use essaim_core::units::{parse_cpus, parse_memory};
 
 use super::read::{join, Reader, Support};
 use super::yaml::{Node, Position, Value};
-use super::{env_file, NAMESPACE_LABEL};
+use super::{env_file, StackVolume, NAMESPACE_LABEL};
 
 /// What the conversion of a service needs from the rest of the file.
 pub struct Context<'a> {
@@ -23,12 +23,16 @@ pub struct Context<'a> {
     pub lookup: &'a dyn Fn(&str) -> Option<String>,
     /// Reads an `env_file:`, as given (relative to the first compose file's directory).
     pub read_env_file: &'a dyn Fn(&str) -> Result<String, String>,
+    /// The file's named volumes, by their key.
+    pub volumes: &'a BTreeMap<String, StackVolume>,
+    /// Where relative bind sources are from.
+    pub base_dir: &'a std::path::Path,
 }
 
 /// What the keys of a service do in a stack.
 fn service_key(key: &str) -> Option<Support> {
     const DOCKER_IGNORES: &str = "ignored: stack deploy does not use it, as Docker's does not";
-    const VOLUMES: &str = "not supported yet: volumes, secrets and configs come with «What real \
+    const SECRETS: &str = "not supported yet: secrets and configs come with «What real \
                            services need»; until then a stack with them deploys nothing";
     Some(match key {
         "image" | "command" | "environment" | "env_file" | "deploy" | "ports" | "networks"
@@ -39,7 +43,8 @@ fn service_key(key: &str) -> Option<Support> {
         "build" | "container_name" | "depends_on" | "links" | "external_links" | "expose"
         | "restart" | "cgroup_parent" | "cgroupns_mode" | "domainname" | "mac_address"
         | "profiles" | "platform" | "pull_policy" => Support::Ignored(DOCKER_IGNORES),
-        "volumes" | "secrets" | "configs" | "tmpfs" => Support::NotYet(VOLUMES),
+        "volumes" | "tmpfs" => Support::Read,
+        "secrets" | "configs" => Support::NotYet(SECRETS),
         "sysctls" | "ulimits" | "stdin_open" | "logging" | "isolation" | "shm_size"
         | "privileged" | "devices" | "network_mode" | "pid" | "ipc" | "security_opt"
         | "userns_mode" | "oom_score_adj" | "group_add" | "scale" => Support::NotYet(
@@ -118,6 +123,22 @@ pub fn convert(
             "init" => options.init = reader.boolean(value, &key_path).unwrap_or_default(),
             "tty" => options.tty = reader.boolean(value, &key_path).unwrap_or_default(),
             "read_only" => options.read_only = reader.boolean(value, &key_path).unwrap_or_default(),
+            "volumes" => spec
+                .task
+                .mounts
+                .extend(mounts(reader, value, &key_path, context)),
+            "tmpfs" => {
+                for target in reader.strings(value, &key_path).unwrap_or_default() {
+                    spec.task.mounts.push(Mount {
+                        kind: MountKind::Tmpfs,
+                        source: String::new(),
+                        target,
+                        read_only: false,
+                        volume_labels: BTreeMap::new(),
+                        tmpfs_size: 0,
+                    });
+                }
+            }
             "image" => image = reader.string(value, &key_path),
             "command" => spec.task.args = reader.command(value, &key_path).unwrap_or_default(),
             "environment" => environment = reader.key_values(value, &key_path),
@@ -215,10 +236,200 @@ fn compose_key(flag: &str) -> Option<&'static str> {
         "--cap-add" => "cap_add",
         "--cap-drop" => "cap_drop",
         "--publish" => "ports",
+        "--mount" => "volumes",
         "--constraint" | "--placement-pref" | "--reserve-memory" | "--reserve-cpu"
         | "update_config" | "rollback_config" => "deploy",
         _ => return None,
     })
+}
+
+/// A service's `volumes:`: the short syntax (`data:/var/lib/db`, `./site:/www:ro`, `/cache`)
+/// and the long one (`type`, `source`, `target`, `read_only`, `volume`, `tmpfs`). A named
+/// volume must be declared under the file's `volumes:`, and is the stack's (`STACK_KEY`);
+/// a relative bind source is from the first file's directory.
+fn mounts(reader: &mut Reader, node: &Node, path: &str, context: &Context<'_>) -> Vec<Mount> {
+    let Value::Sequence(items) = &node.value else {
+        reader.error(&node.at, path, "expected a list of volumes");
+        return Vec::new();
+    };
+    let mut mounts = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{index}]");
+        let mount = match &item.value {
+            Value::Mapping(_) => long_mount(reader, item, &item_path, context),
+            _ => reader
+                .parsed(item, &item_path, |text| short_mount(text, context))
+                .flatten(),
+        };
+        mounts.extend(mount);
+    }
+    mounts
+}
+
+fn empty_mount(kind: MountKind) -> Mount {
+    Mount {
+        kind,
+        source: String::new(),
+        target: String::new(),
+        read_only: false,
+        volume_labels: BTreeMap::new(),
+        tmpfs_size: 0,
+    }
+}
+
+/// A source as a mount: a path (`/`, `.`, `~` first) is a bind, anything else a volume of
+/// the file's.
+fn mount_source(mount: &mut Mount, source: &str, context: &Context<'_>) -> Result<(), String> {
+    if source.starts_with(['/', '.', '~']) {
+        mount.kind = MountKind::Bind;
+        let path = match source.strip_prefix('~') {
+            Some(rest) => {
+                let home = std::env::var("HOME").map_err(|_| "~: HOME is not set".to_string())?;
+                format!("{home}{rest}")
+            }
+            None => source.to_string(),
+        };
+        let path = std::path::Path::new(&path);
+        let full = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            context
+                .base_dir
+                .join(path.strip_prefix(".").unwrap_or(path))
+        };
+        mount.source = full
+            .display()
+            .to_string()
+            .trim_end_matches("/.")
+            .to_string();
+        return Ok(());
+    }
+    let volume = context.volumes.get(source).ok_or_else(|| {
+        format!("the volume '{source}' is not declared under the file's 'volumes:'")
+    })?;
+    mount.kind = MountKind::Volume;
+    mount.source.clone_from(&volume.name);
+    mount.volume_labels.clone_from(&volume.labels);
+    Ok(())
+}
+
+/// `SOURCE:TARGET[:MODE]` or `TARGET` alone (a volume of the task's own).
+fn short_mount(text: &str, context: &Context<'_>) -> Result<Option<Mount>, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let mut mount = empty_mount(MountKind::Volume);
+    let (source, target, mode) = match parts.as_slice() {
+        [target] => (None, *target, None),
+        [source, target] => (Some(*source), *target, None),
+        [source, target, mode] => (Some(*source), *target, Some(*mode)),
+        _ => return Err(format!("'{text}' is not SOURCE:TARGET[:MODE]")),
+    };
+    mount.target = target.to_string();
+    if let Some(source) = source {
+        mount_source(&mut mount, source, context)?;
+    }
+    for flag in mode
+        .unwrap_or_default()
+        .split(',')
+        .filter(|f| !f.is_empty())
+    {
+        match flag {
+            "ro" => mount.read_only = true,
+            "rw" => mount.read_only = false,
+            // Docker for Mac's consistency hints; nothing on Linux.
+            "cached" | "delegated" | "consistent" => {}
+            other => return Err(format!("not supported yet: the mode '{other}' in '{text}'")),
+        }
+    }
+    Ok(Some(mount))
+}
+
+fn long_mount(
+    reader: &mut Reader,
+    node: &Node,
+    path: &str,
+    context: &Context<'_>,
+) -> Option<Mount> {
+    let support = |key: &str| match key {
+        "type" | "source" | "target" | "read_only" | "volume" | "tmpfs" => Some(Support::Read),
+        "consistency" => Some(Support::Ignored("ignored: it means nothing on Linux")),
+        "bind" => Some(Support::NotYet(
+            "not supported yet: bind options (propagation, create_host_path)",
+        )),
+        _ => None,
+    };
+    let mut mount = empty_mount(MountKind::Volume);
+    let mut typed = false;
+    let mut source = None;
+    let mut at = node.at.clone();
+    for entry in reader.mapping(node, path, &support) {
+        let key_path = join(path, &entry.key);
+        let value = &entry.value;
+        match entry.key.as_str() {
+            "type" => {
+                if let Some(kind) = reader.parsed(value, &key_path, |text| {
+                    text.parse::<MountKind>().map_err(|e| e.to_string())
+                }) {
+                    mount.kind = kind;
+                    typed = true;
+                }
+            }
+            "source" => {
+                source = reader.string(value, &key_path);
+                at = value.at.clone();
+            }
+            "target" => mount.target = reader.string(value, &key_path).unwrap_or_default(),
+            "read_only" => mount.read_only = reader.boolean(value, &key_path).unwrap_or_default(),
+            "volume" => {
+                let support = |key: &str| match key {
+                    "nocopy" => Some(Support::NotYet(
+                        "not supported yet: a new volume gets the image's files at the target",
+                    )),
+                    "subpath" => Some(Support::NotYet("not supported yet")),
+                    _ => None,
+                };
+                reader.mapping(value, &key_path, &support);
+            }
+            "tmpfs" => {
+                let support = |key: &str| match key {
+                    "size" => Some(Support::Read),
+                    "mode" => Some(Support::NotYet("not supported yet")),
+                    _ => None,
+                };
+                for option in reader.mapping(value, &key_path, &support) {
+                    let option_path = join(&key_path, &option.key);
+                    if let Some(size) = reader.parsed(&option.value, &option_path, parse_memory) {
+                        mount.tmpfs_size = size;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if mount.target.is_empty() {
+        reader.error(&node.at, path, "a volume needs a target");
+        return None;
+    }
+    if let Some(source) = source {
+        let kind = mount.kind;
+        if kind == MountKind::Tmpfs {
+            reader.error(&at, &join(path, "source"), "a tmpfs has no source");
+            return None;
+        }
+        if let Err(message) = mount_source(&mut mount, &source, context) {
+            reader.error(&at, &join(path, "source"), message);
+            return None;
+        }
+        // Without a type, the source says what it is, as in the short syntax.
+        if typed && mount.kind != kind {
+            let message = format!(
+                "'{source}' is a {} source, and the type says {kind}",
+                mount.kind
+            );
+            reader.error(&at, &join(path, "source"), message);
+            return None;
+        }
+    }
+    Some(mount)
 }
 
 /// A list of values each read by `parse` at its own place, or one value alone.

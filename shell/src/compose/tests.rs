@@ -43,6 +43,7 @@ fn load_with(
         &Inputs {
             lookup: &lookup,
             read_env_file: &read_env_file,
+            base_dir: std::path::Path::new("/project"),
         },
     )
 }
@@ -286,7 +287,7 @@ fn errors_name_the_file_line_column_and_key_path() {
             "docker-compose.yml:5:17: services.web.deploy.replicas: expected a whole number of 0 or more, found '-1'",
             "docker-compose.yml:8:19: services.web.deploy.resources.limits.memory: invalid memory size \"lots\": expected a number with an optional unit, like 512M or 2G",
             "docker-compose.yml:9:11: services.web.deploy.resources.limits.pids: not supported yet: essaim would run the task without it, so the stack is refused",
-            "docker-compose.yml:10:5: services.web.volumes: not supported yet: volumes, secrets and configs come with «What real services need»; until then a stack with them deploys nothing",
+            "docker-compose.yml:11:9: services.web.volumes[0]: the volume 'data' is not declared under the file's 'volumes:'",
             "docker-compose.yml:12:5: services.web.flavour: unknown key",
         ]
     );
@@ -374,6 +375,90 @@ fn bad_container_values_are_refused_at_their_place() {
             "docker-compose.yml:6:19: services.web.extra_hosts[0]: \"db\" is not HOST:IP",
             "docker-compose.yml:9:18: services.api.working_dir: \"srv\" is not an absolute path",
         ]
+    );
+}
+
+#[test]
+fn volumes_become_mounts_named_for_the_stack() {
+    let text = "services:
+  db:
+    image: postgres
+    volumes:
+      - data:/var/lib/db
+      - ./site:/www:ro
+      - /srv/logs:/logs
+      - /scratch
+      - type: tmpfs
+        target: /cache
+        tmpfs:
+          size: 64M
+      - type: volume
+        source: shared
+        target: /shared
+        read_only: true
+    tmpfs: /run
+volumes:
+  data:
+    labels: [backup=daily]
+  shared:
+    external: true
+";
+    let stack = one(text).expect("valid");
+    let mounts: Vec<String> = service(&stack, "shop_db")
+        .task
+        .mounts
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            "type=volume,source=shop_data,target=/var/lib/db,volume-label=backup=daily,volume-label=com.docker.stack.namespace=shop",
+            "type=bind,source=/project/site,target=/www,readonly",
+            "type=bind,source=/srv/logs,target=/logs",
+            "type=volume,target=/scratch",
+            "type=tmpfs,target=/cache,tmpfs-size=67108864",
+            "type=volume,source=shared,target=/shared,readonly",
+            "type=tmpfs,target=/run",
+        ]
+    );
+}
+
+#[test]
+fn bad_volumes_are_refused_at_their_place() {
+    let text = "services:
+  db:
+    image: postgres
+    volumes:
+      - data:/a:z
+      - a:b:c:d
+      - type: tmpfs
+        source: x
+        target: /t
+      - type: bind
+        source: named
+        target: /n
+      - source: /abs
+        target: relative
+volumes:
+  data:
+  named:
+    driver: nfs
+";
+    assert_eq!(
+        errors(text),
+        vec![
+            "docker-compose.yml:5:9: services.db.volumes[0]: not supported yet: the mode 'z' in 'data:/a:z'",
+            "docker-compose.yml:6:9: services.db.volumes[1]: 'a:b:c:d' is not SOURCE:TARGET[:MODE]",
+            "docker-compose.yml:8:17: services.db.volumes[2].source: a tmpfs has no source",
+            "docker-compose.yml:11:17: services.db.volumes[3].source: 'named' is a volume source, and the type says bind",
+            "docker-compose.yml:18:13: volumes.named.driver: not supported yet: the driver 'nfs' (nodes make local volumes)",
+        ]
+    );
+    // What the leader would refuse is refused at the service's key.
+    assert_eq!(
+        errors("services:\n  db:\n    image: x\n    volumes:\n      - source: /abs\n        target: relative\n"),
+        vec!["docker-compose.yml:5:9: services.db.volumes: target \"relative\" is not an absolute path"]
     );
 }
 

@@ -5,6 +5,7 @@
 mod cluster;
 mod container;
 mod lease;
+mod mount;
 mod network;
 mod node;
 mod service;
@@ -16,6 +17,7 @@ pub use lease::{
     validate_lock_request, Lease, FORGET_EXPIRED_AFTER_MS, MAX_LEASE_MS, MAX_LOCK_HOLDER,
     MAX_LOCK_NAME, MIN_LEASE_MS,
 };
+pub use mount::{check_volume_name, validate_mounts, Mount, MountKind};
 pub use network::{
     AddressPool, EndpointMode, IngressAddress, Ipv4Subnet, Network, NetworkAllocation,
     NetworkAttachment, NetworkAttachmentConfig, NetworkDriver, NetworkSpec, VirtualIp,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    word_enum, ContainerOptions, EndpointMode, NetworkAttachmentConfig, ObjectId, VirtualIp,
+    word_enum, ContainerOptions, EndpointMode, Mount, NetworkAttachmentConfig, ObjectId, VirtualIp,
 };
 use crate::time::Timestamp;
 
@@ -99,6 +99,8 @@ pub struct TaskSpec {
     pub healthcheck: Option<HealthCheck>,
     /// `--user`, `--workdir`, `--entrypoint`, `--hostname`, `--stop-signal`...
     pub container: ContainerOptions,
+    /// `--mount`: binds, volumes and tmpfs, in order.
+    pub mounts: Vec<Mount>,
 }
 
 /// How the task's container is checked for health, as Docker's HEALTHCHECK says it.
@@ -518,6 +520,7 @@ impl ServiceSpec {
                 .map_err(|e| spec_error("--placement-pref", e.to_string()))?;
         }
         self.task.container.validate()?;
+        super::validate_mounts(&self.task.mounts)?;
         let resources = &self.task.resources;
         if resources.limit_memory_bytes > 0
             && resources.reserve_memory_bytes > resources.limit_memory_bytes
