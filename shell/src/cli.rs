@@ -647,6 +647,10 @@ pub struct ServiceWaitArgs {
 pub enum ModeArg {
     Replicated,
     Global,
+    /// Tasks that run to completion: --replicas of them, --max-concurrent at once
+    ReplicatedJob,
+    /// One task to completion on every eligible node
+    GlobalJob,
 }
 
 #[derive(Debug, Args)]
@@ -654,12 +658,16 @@ pub struct ServiceCreateArgs {
     /// Service name (default: the image's name, without registry path or tag)
     #[arg(long)]
     pub name: Option<String>,
-    /// Number of tasks (default 1)
+    /// Number of tasks (default 1); for a replicated job, the completions wanted
     #[arg(long, value_name = "N")]
     pub replicas: Option<u64>,
-    /// Service mode: replicated or global (one task on every eligible node)
+    /// Service mode: replicated, global (one task on every eligible node), replicated-job or
+    /// global-job (tasks that run to completion, not restarted once they exit 0)
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
+    /// A replicated job's tasks at work at once (default: all of --replicas)
+    #[arg(long, value_name = "N")]
+    pub max_concurrent: Option<u64>,
     /// Set an environment variable (KEY=VALUE)
     #[arg(short, long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
@@ -804,7 +812,8 @@ pub struct ServiceChanges {
     /// Replace the arguments of the tasks' command (split at spaces; quote with ' or ")
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true, value_parser = parse_command_args)]
     pub args: Option<CommandArgs>,
-    /// Number of tasks (replicated services only)
+    /// Number of tasks (replicated services only); a replicated job's completions, which
+    /// runs it again
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub replicas: Option<u64>,
     /// Add or replace an environment variable (KEY=VALUE)

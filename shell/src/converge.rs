@@ -120,10 +120,16 @@ async fn wait_quietly_interruptible(
             output.note(&format!(
                 "{}\n",
                 style::paint(
-                    &format!(
-                        "{}: converged ({} out of {} tasks running)",
-                        view.service.spec.name, progress.running, progress.desired
-                    ),
+                    &match progress.completed {
+                        Some(completed) => format!(
+                            "{}: job complete ({completed} out of {} tasks completed)",
+                            view.service.spec.name, progress.desired
+                        ),
+                        None => format!(
+                            "{}: converged ({} out of {} tasks running)",
+                            view.service.spec.name, progress.running, progress.desired
+                        ),
+                    },
                     Tone::Good
                 )
             ));
@@ -214,6 +220,8 @@ pub struct Progress {
     pub desired: u64,
     /// Tasks meant to run that run the current spec.
     pub running: u64,
+    /// A job's completions; `None` for other services.
+    pub completed: Option<u64>,
     pub converged: bool,
     pub slots: Vec<Slot>,
     /// Per slot: failures since the wait began, and the last one's words.
@@ -253,8 +261,13 @@ impl Progress {
                 UpdateState::Completed | UpdateState::RollbackCompleted
             )
         });
-        let converged =
-            running == view.desired && live.len() as u64 == view.desired && !leaving && update_done;
+        let job = view.service.spec.mode.is_job();
+        // A job is done when every place completed; it has no rolling update.
+        let converged = if job {
+            view.completed >= view.desired
+        } else {
+            running == view.desired && live.len() as u64 == view.desired && !leaving && update_done
+        };
         let update = view.service.update_status.as_ref().map(|status| {
             let mut line = format!(
                 "{}: {} of {} tasks updated",
@@ -303,7 +316,19 @@ impl Progress {
                     }
                     _ => None,
                 });
-        let mut slots: Vec<Slot> = live
+        // A job's places that completed show as complete.
+        let shown: Vec<&TaskView> = if job {
+            let mut shown = live.clone();
+            shown.extend(tasks.iter().filter(|task| {
+                task.task.status.state == TaskState::Complete
+                    && current(task)
+                    && !live.iter().any(|l| key(l) == key(task))
+            }));
+            shown
+        } else {
+            live.clone()
+        };
+        let mut slots: Vec<Slot> = shown
             .iter()
             .map(|task| {
                 let status = &task.task.status;
@@ -336,10 +361,7 @@ impl Progress {
             })
             .collect();
         // Replicated slots not yet given a task show as new.
-        if matches!(
-            view.service.spec.mode,
-            essaim_core::model::ServiceMode::Replicated { .. }
-        ) {
+        if view.service.spec.mode.slots().is_some() {
             for slot in 1..=view.desired {
                 let label = format!("{slot}");
                 if !slots.iter().any(|s| s.label == label) {
@@ -361,6 +383,7 @@ impl Progress {
         Progress {
             desired: view.desired,
             running,
+            completed: job.then_some(view.completed),
             converged,
             slots,
             failures,
@@ -380,10 +403,16 @@ impl Progress {
 
     /// The lines the progress shows.
     pub fn lines(&self) -> Vec<String> {
-        let mut lines = vec![format!(
-            "overall progress: {} out of {} tasks",
-            self.running, self.desired
-        )];
+        let mut lines = vec![match self.completed {
+            Some(completed) => format!(
+                "overall progress: {completed} out of {} tasks completed",
+                self.desired
+            ),
+            None => format!(
+                "overall progress: {} out of {} tasks",
+                self.running, self.desired
+            ),
+        }];
         if let Some(update) = &self.update {
             lines.push(update.clone());
         }

@@ -344,19 +344,16 @@ pub fn ports(ports: &[PortConfig]) -> String {
         .join(", ")
 }
 
-fn mode_word(mode: ServiceMode) -> &'static str {
-    match mode {
-        ServiceMode::Replicated { .. } => "replicated",
-        ServiceMode::Global => "global",
-    }
-}
-
 /// The most of a service's problem `service ls` shows; `service ps` shows it whole.
 const PROBLEM_WIDTH: usize = 80;
 
-/// `running/desired`, and why not all run when a task says so: `0/1 (rejected: ...)`.
+/// `running/desired`, and why not all run when a task says so: `0/1 (rejected: ...)`; a
+/// job's completions too, as Docker shows them: `2/5 (3/5 completed)`.
 fn replicas(view: &ServiceView) -> String {
-    let counts = format!("{}/{}", view.running, view.desired);
+    let mut counts = format!("{}/{}", view.running, view.desired);
+    if view.service.spec.mode.is_job() {
+        counts = format!("{counts} ({}/{} completed)", view.completed, view.desired);
+    }
     match &view.problem {
         None => counts,
         Some(problem) if problem.chars().count() > PROBLEM_WIDTH => {
@@ -376,7 +373,7 @@ pub fn service_table(services: &[ServiceView]) -> String {
             vec![
                 short_id(&view.service.id),
                 spec.name.clone(),
-                mode_word(spec.mode).to_string(),
+                spec.mode.word().to_string(),
                 replicas(view),
                 spec.task.image.clone(),
                 ports(&spec.ports),
@@ -388,6 +385,7 @@ pub fn service_table(services: &[ServiceView]) -> String {
         rows,
         |column, text| match (column, text.split_once('/')) {
             (3, Some((running, desired))) if running == desired => Tone::Good,
+            (3, _) if text.ends_with(" completed)") => Tone::Busy,
             (3, _) if text.contains('(') => Tone::Bad,
             (3, _) => Tone::Busy,
             _ => Tone::Plain,
@@ -589,10 +587,33 @@ pub fn service_pretty(view: &ServiceView) -> String {
         Entry::field(0, "ID", &service.id),
         Entry::field(0, "Name", &spec.name),
         Entry::field(0, "Created", rfc3339(service.created_at)),
-        Entry::field(0, "Mode", capitalize(mode_word(spec.mode))),
+        Entry::field(0, "Mode", capitalize(spec.mode.word())),
     ];
-    if let ServiceMode::Replicated { replicas } = spec.mode {
-        entries.push(Entry::field(1, "Replicas", replicas.to_string()));
+    match spec.mode {
+        ServiceMode::Replicated { replicas } => {
+            entries.push(Entry::field(1, "Replicas", replicas.to_string()));
+        }
+        ServiceMode::ReplicatedJob {
+            completions,
+            max_concurrent,
+        } => {
+            entries.push(Entry::field(1, "Completions", completions.to_string()));
+            if max_concurrent > 0 {
+                entries.push(Entry::field(
+                    1,
+                    "Max concurrent",
+                    max_concurrent.to_string(),
+                ));
+            }
+        }
+        ServiceMode::Global | ServiceMode::GlobalJob => {}
+    }
+    if spec.mode.is_job() {
+        entries.push(Entry::field(
+            0,
+            "Completed",
+            format!("{}/{}", view.completed, view.desired),
+        ));
     }
     entries.push(Entry::field(
         0,

@@ -207,6 +207,11 @@ impl Daemon {
         self.dir.join("essaim.sock")
     }
 
+    /// The node's data directory (`--data-dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     /// Where the node keeps its certificate, key and trusted roots.
     pub fn certificates(&self) -> PathBuf {
         self.dir.join("data").join("certificates")

@@ -273,8 +273,12 @@ pub struct ServiceView {
     pub service: Service,
     /// Tasks whose observed state is running.
     pub running: u64,
-    /// Tasks wanted: the replicas, or the eligible nodes of a global service.
+    /// Tasks wanted: the replicas, or the eligible nodes of a global service (for a job, the
+    /// completions wanted).
     pub desired: u64,
+    /// A job's completions so far, of its current spec; 0 for other services.
+    #[serde(default)]
+    pub completed: u64,
     /// The tasks meant to run, counted by observed state: how far a deployment has got.
     #[serde(default)]
     pub live_by_state: BTreeMap<TaskState, u64>,

@@ -70,9 +70,9 @@ pub(crate) fn wanted_places(
     spec: &ServiceSpec,
     eligible: &dyn Fn(&Node) -> bool,
 ) -> Vec<Place> {
-    match spec.mode {
-        ServiceMode::Replicated { replicas } => (1..=replicas).map(Place::Slot).collect(),
-        ServiceMode::Global => state
+    match spec.mode.slots() {
+        Some(slots) => (1..=slots).map(Place::Slot).collect(),
+        None => state
             .nodes()
             .filter(|n| eligible(n))
             .map(|n| Place::Node(n.id.clone()))
@@ -88,10 +88,10 @@ pub const NEW_TASK_MESSAGE: &str = "waiting to be scheduled";
 /// count of [`wanted_places`] with the scheduler's filters as `eligible`, which is what the
 /// manager passes to [`reconcile`] and [`crate::updater::advance`].
 pub fn wanted_tasks(state: &ClusterState, spec: &ServiceSpec) -> u64 {
-    match spec.mode {
+    match spec.mode.slots() {
         // Counted, not listed: the slots are 1..=replicas.
-        ServiceMode::Replicated { replicas } => replicas,
-        ServiceMode::Global => {
+        Some(slots) => slots,
+        None => {
             let eligible = |n: &Node| crate::scheduler::accepts(n, &spec.task);
             wanted_places(state, spec, &eligible).len() as u64
         }
@@ -146,6 +146,14 @@ pub fn reconcile(
         }
     }
 
+    if service.spec.mode.is_job() {
+        reconcile_job(state, service, &wanted, &places, now, new_id, &mut plan);
+        for place in &wanted {
+            let tasks = places.get(place).map(Vec::as_slice).unwrap_or(&[]);
+            reap(tasks, history_limit, &mut plan);
+        }
+        return plan;
+    }
     let updating = service
         .update_status
         .as_ref()
@@ -201,6 +209,77 @@ fn keep_place(
         Restart::Now => plan.commands.push(create(service, place, now, new_id)),
         Restart::At(at) => plan.wake(at),
         Restart::Never => {}
+    }
+}
+
+/// A job: each wanted place runs the current spec until a task completes (exits 0); a
+/// failure is retried as the restart policy says; a replicated job has at most
+/// `max_concurrent` places at work at once, the lowest slots first. An update (a new spec,
+/// `--force` included) is no rolling update for a job: the tasks of the old spec stop, and
+/// every place runs again.
+fn reconcile_job(
+    state: &ClusterState,
+    service: &Service,
+    wanted: &[Place],
+    places: &BTreeMap<Place, Vec<&Task>>,
+    now: Timestamp,
+    new_id: &mut dyn FnMut() -> ObjectId,
+    plan: &mut Plan,
+) {
+    let current = |task: &&Task| is_current(task, service);
+    let tasks_of = |place: &Place| places.get(place).map(Vec::as_slice).unwrap_or(&[]);
+    let at_work = |task: &Task| {
+        task.desired_state == TaskState::Running
+            && !task.status.state.is_terminal()
+            && is_current(task, service)
+            && !on_lost_node(state, task)
+    };
+    let mut busy = wanted
+        .iter()
+        .filter(|place| tasks_of(place).iter().any(|t| at_work(t)))
+        .count() as u64;
+    let limit = match service.spec.mode {
+        ServiceMode::ReplicatedJob { max_concurrent, .. } if max_concurrent > 0 => max_concurrent,
+        _ => u64::MAX,
+    };
+    for place in wanted {
+        let tasks = tasks_of(place);
+        let mut working = false;
+        for task in tasks
+            .iter()
+            .filter(|t| t.desired_state == TaskState::Running)
+        {
+            if at_work(task) && !working {
+                working = true;
+                continue;
+            }
+            // Ended (completed or failed), outdated, lost, or a duplicate.
+            plan.commands.push(shut_down(task));
+        }
+        let done = tasks
+            .iter()
+            .any(|t| current(t) && t.status.state == TaskState::Complete);
+        if working || done {
+            continue;
+        }
+        // The place's history under the current spec: an update starts it afresh.
+        let history: Vec<&Task> = tasks.iter().copied().filter(current).collect();
+        let lost_last = history.last().is_some_and(|t| on_lost_node(state, t));
+        let decision = if lost_last {
+            Restart::Now
+        } else {
+            restart_decision(service, &history, now)
+        };
+        match decision {
+            Restart::Now if busy < limit => {
+                plan.commands.push(create(service, place, now, new_id));
+                busy += 1;
+            }
+            // Its turn comes when a place at work completes: that change wakes the loop.
+            Restart::Now => {}
+            Restart::At(at) => plan.wake(at),
+            Restart::Never => {}
+        }
     }
 }
 

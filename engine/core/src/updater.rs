@@ -30,8 +30,8 @@
 
 use crate::command::Command;
 use crate::model::{
-    is_current, FailureAction, Node, ObjectId, Service, ServiceMode, Task, TaskState, UpdateConfig,
-    UpdateOrder, UpdateState, UpdateStatus,
+    is_current, FailureAction, Node, ObjectId, Service, Task, TaskState, UpdateConfig, UpdateOrder,
+    UpdateState, UpdateStatus,
 };
 use crate::orchestrator::{
     create, on_lost_node, places_of, restart_decision, shut_down, wanted_places, Place, Plan,
@@ -164,11 +164,8 @@ fn decide(
         match (action, &service.previous_spec) {
             (FailureAction::Continue, _) => {}
             (FailureAction::Rollback, Some(previous)) => {
-                let wanted = match previous.mode {
-                    ServiceMode::Replicated { replicas } => replicas,
-                    // The nodes the failing spec may use: near enough for a checkpoint.
-                    ServiceMode::Global => wanted,
-                };
+                // The nodes the failing spec may use: near enough for a checkpoint.
+                let wanted = previous.mode.slots().unwrap_or(wanted);
                 return Decision::RollBack(Box::new(Command::UpdateService {
                     id: service.id.clone(),
                     expected_version: Some(service.version),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use essaim_api::control::{LogEvent, ServiceLogs, TaskView};
 use essaim_core::model::{
-    Resources, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec, UpdateConfig,
+    Resources, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec, UpdateConfig,
 };
 
 use super::Failures;
@@ -68,20 +68,37 @@ async fn create(
 /// `--replicas` with `--mode global`.
 pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
     let mode = match (args.mode, args.replicas) {
-        (Some(ModeArg::Global), Some(_)) => {
+        (Some(ModeArg::Global | ModeArg::GlobalJob), Some(_)) => {
             return Err(UsageError(
-                "--replicas can only be used with --mode replicated, not with --mode global"
+                "--replicas can only be used with --mode replicated or replicated-job, not \
+                 with a global mode"
                     .to_string(),
             ))
         }
         (Some(ModeArg::Global), None) => ServiceMode::Global,
+        (Some(ModeArg::GlobalJob), None) => ServiceMode::GlobalJob,
+        (Some(ModeArg::ReplicatedJob), replicas) => ServiceMode::ReplicatedJob {
+            completions: replicas.unwrap_or(1),
+            max_concurrent: args.max_concurrent.unwrap_or(0),
+        },
         (_, replicas) => ServiceMode::Replicated {
             replicas: replicas.unwrap_or(1),
         },
     };
+    if args.max_concurrent.is_some() && !matches!(mode, ServiceMode::ReplicatedJob { .. }) {
+        return Err(UsageError(
+            "--max-concurrent is for --mode replicated-job".to_string(),
+        ));
+    }
+    // A job that completed is done: only failures are retried (Swarm's default for jobs).
+    let default_condition = if mode.is_job() {
+        RestartCondition::OnFailure
+    } else {
+        RestartPolicy::default().condition
+    };
     let defaults = RestartPolicy::default();
     let restart_policy = RestartPolicy {
-        condition: args.restart_condition.unwrap_or(defaults.condition),
+        condition: args.restart_condition.unwrap_or(default_condition),
         delay_ms: args.restart_delay.unwrap_or(defaults.delay_ms),
         max_attempts: args.restart_max_attempts.unwrap_or(defaults.max_attempts),
         window_ms: args.restart_window.unwrap_or(defaults.window_ms),
@@ -391,6 +408,7 @@ pub(crate) mod tests {
                 virtual_ips: Vec::new(),
             },
             running,
+            completed: 0,
             desired,
             live_by_state: Default::default(),
             problem: None,
@@ -630,7 +648,36 @@ pub(crate) mod tests {
         assert_eq!(Exit::of(&error), Exit::Usage);
         let message = error.to_string();
         assert!(message.contains("--replicas"), "{message}");
-        assert!(message.contains("--mode global"), "{message}");
+        assert!(message.contains("a global mode"), "{message}");
+        let args = create_args(&["--max-concurrent", "2", "app"]).expect("parses");
+        let message = build_spec(args).expect_err("not a job").to_string();
+        assert!(
+            message.contains("--max-concurrent is for --mode replicated-job"),
+            "{message}"
+        );
+        let args = create_args(&[
+            "--mode",
+            "replicated-job",
+            "--replicas",
+            "5",
+            "--max-concurrent",
+            "2",
+            "app",
+        ])
+        .expect("parses");
+        let job = build_spec(args).expect("valid");
+        assert_eq!(
+            job.mode,
+            ServiceMode::ReplicatedJob {
+                completions: 5,
+                max_concurrent: 2
+            }
+        );
+        assert_eq!(
+            job.task.restart_policy.condition,
+            RestartCondition::OnFailure,
+            "a job's default: completed tasks are not run again"
+        );
     }
 
     #[test]

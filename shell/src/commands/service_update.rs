@@ -149,7 +149,13 @@ pub fn apply(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<ServiceSpec
     if let Some(replicas) = changes.replicas {
         match new.mode {
             ServiceMode::Replicated { .. } => new.mode = ServiceMode::Replicated { replicas },
-            ServiceMode::Global => {
+            ServiceMode::ReplicatedJob { max_concurrent, .. } => {
+                new.mode = ServiceMode::ReplicatedJob {
+                    completions: replicas,
+                    max_concurrent,
+                }
+            }
+            ServiceMode::Global | ServiceMode::GlobalJob => {
                 return Err(UpdateError::ReplicasOfGlobal {
                     service: spec.name.clone(),
                 })
@@ -806,6 +812,7 @@ pub(crate) mod tests {
                 virtual_ips: Vec::new(),
             },
             running: 2,
+            completed: 0,
             desired: 2,
             live_by_state: Default::default(),
             problem: None,

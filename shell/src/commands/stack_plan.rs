@@ -9,7 +9,7 @@ use serde_json::Value as Json;
 
 use essaim_api::control::{NetworkView, ServiceView};
 use essaim_core::allocator::ports::join_ingress;
-use essaim_core::model::{NetworkSpec, PublishMode, ServiceMode, ServiceSpec};
+use essaim_core::model::{NetworkSpec, PublishMode, ServiceSpec};
 
 use crate::compose::{Stack, NAMESPACE_LABEL};
 
@@ -120,10 +120,7 @@ pub fn plan(
             steps.push(ServiceStep::Create {
                 name: spec.name.clone(),
                 image: spec.task.image.clone(),
-                replicas: match spec.mode {
-                    ServiceMode::Replicated { replicas } => Some(replicas),
-                    ServiceMode::Global => None,
-                },
+                replicas: spec.mode.slots(),
                 spec: Box::new(spec.clone()),
             });
             continue;

@@ -199,6 +199,11 @@ pub fn convert(
             .map(|name| vec![attachment(name, short, Vec::new())])
             .unwrap_or_default()
     });
+    // A job's tasks that completed are done: only failures are retried, unless the file
+    // says otherwise (Swarm's default for jobs).
+    if spec.mode.is_job() && spec.task.restart_policy == RestartPolicy::default() {
+        spec.task.restart_policy.condition = RestartCondition::OnFailure;
+    }
     // On the service and on its containers, as Docker labels them: `docker ps --filter
     // label=com.docker.stack.namespace=NAME` finds a stack's containers.
     for labels in [&mut spec.labels, &mut spec.task.container.labels] {
@@ -596,29 +601,35 @@ fn deploy(reader: &mut Reader, node: &Node, path: &str, spec: &mut ServiceSpec) 
             "replicated" => ServiceMode::Replicated {
                 replicas: replicas.map_or(1, |(replicas, _)| replicas),
             },
-            "global" => {
+            "replicated-job" => ServiceMode::ReplicatedJob {
+                completions: replicas.map_or(1, |(replicas, _)| replicas),
+                max_concurrent: 0,
+            },
+            global @ ("global" | "global-job") => {
                 if let Some((_, at)) = replicas {
                     reader.error(
                         &at.at,
                         &join(path, "replicas"),
-                        "replicas can only be used with mode replicated, not with mode global",
+                        format!(
+                            "replicas can only be used with mode replicated or \
+                             replicated-job, not with mode {global}"
+                        ),
                     );
                 }
-                ServiceMode::Global
-            }
-            "replicated-job" | "global-job" => {
-                reader.error(
-                    &at.at,
-                    &mode_path,
-                    "not supported yet: jobs come with «What real services need»",
-                );
-                spec.mode
+                if global == "global" {
+                    ServiceMode::Global
+                } else {
+                    ServiceMode::GlobalJob
+                }
             }
             other => {
                 reader.error(
                     &at.at,
                     &mode_path,
-                    format!("'{other}' is not a mode: use replicated or global"),
+                    format!(
+                        "'{other}' is not a mode: use replicated, global, replicated-job or \
+                         global-job"
+                    ),
                 );
                 spec.mode
             }

@@ -509,10 +509,21 @@ fn a_service_needs_an_image_and_declared_networks() {
 }
 
 #[test]
-fn version_two_files_and_jobs_are_refused() {
+fn version_two_files_are_refused_and_jobs_read() {
     assert!(errors("version: '2.4'\nservices:\n  a:\n    image: x\n")[0].contains("version '2.4'"));
-    let jobs = errors("services:\n  a:\n    image: x\n    deploy:\n      mode: replicated-job\n");
-    assert!(jobs[0].contains("jobs come with"), "{jobs:?}");
+    let jobs = one("services:\n  a:\n    image: x\n    deploy:\n      mode: replicated-job\n      replicas: 3\n  b:\n    image: x\n    deploy:\n      mode: global-job\n").expect("valid");
+    assert_eq!(
+        service(&jobs, "shop_a").mode,
+        ServiceMode::ReplicatedJob {
+            completions: 3,
+            max_concurrent: 0
+        }
+    );
+    assert_eq!(service(&jobs, "shop_b").mode, ServiceMode::GlobalJob);
+    assert_eq!(
+        service(&jobs, "shop_b").task.restart_policy.condition,
+        RestartCondition::OnFailure
+    );
     let global = errors(
         "services:\n  a:\n    image: x\n    deploy:\n      mode: global\n      replicas: 2\n",
     );

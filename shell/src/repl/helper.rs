@@ -313,7 +313,10 @@ mod tests {
 
     #[test]
     fn flag_values_come_from_the_flag() {
-        assert_eq!(at_end("service create --mode g"), vec!["global "]);
+        assert_eq!(
+            at_end("service create --mode g"),
+            vec!["global ", "global-job "]
+        );
         assert_eq!(at_end("service ls --format "), vec!["json ", "table "]);
     }
 

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use essaim_api::control::{NodeView, ServiceView, TaskView};
-use essaim_core::model::{Availability, Role, ServiceMode, TaskState};
+use essaim_core::model::{Availability, Role, TaskState};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
 
 use super::{flags, value};
@@ -206,7 +206,7 @@ impl Service {
         vec![
             ("ID", render::short_id(&view.service.id)),
             ("NAME", spec.name.clone()),
-            ("MODE", mode_word(spec.mode).to_string()),
+            ("MODE", spec.mode.word().to_string()),
             ("REPLICAS", format!("{}/{}", view.running, view.desired)),
             ("IMAGE", spec.task.image.clone()),
         ]
@@ -258,13 +258,6 @@ fn update_status(view: &ServiceView) -> Map {
         status.pause_at.map_or(Dynamic::UNIT, |at| int(at).into()),
     );
     map
-}
-
-fn mode_word(mode: ServiceMode) -> &'static str {
-    match mode {
-        ServiceMode::Replicated { .. } => "replicated",
-        ServiceMode::Global => "global",
-    }
 }
 
 fn int(value: u64) -> i64 {
@@ -453,7 +446,7 @@ fn register_service(engine: &mut Engine) {
             s.view.service.spec.task.image.clone()
         })
         .register_get("mode", |s: &mut Service| {
-            mode_word(s.view.service.spec.mode).to_string()
+            s.view.service.spec.mode.word().to_string()
         })
         .register_get("replicas", |s: &mut Service| int(s.view.desired))
         .register_get("running", |s: &mut Service| int(s.view.running))

@@ -73,6 +73,46 @@ pub enum ServiceMode {
     Replicated { replicas: u64 },
     /// One task on every eligible node.
     Global,
+    /// A job: `completions` tasks run until each exits 0, in slots 1..=completions, at most
+    /// `max_concurrent` at once (0: all at once). A task that completed is not run again,
+    /// until an update (`--force` included) runs the job again.
+    #[serde(rename = "replicated-job")]
+    ReplicatedJob {
+        completions: u64,
+        max_concurrent: u64,
+    },
+    /// A job of one task on every eligible node.
+    #[serde(rename = "global-job")]
+    GlobalJob,
+}
+
+impl ServiceMode {
+    /// A job's tasks run to completion, and are not restarted once they completed.
+    pub fn is_job(self) -> bool {
+        matches!(
+            self,
+            ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob
+        )
+    }
+
+    /// Slots 1..=N, rather than one task per node.
+    pub fn slots(self) -> Option<u64> {
+        match self {
+            ServiceMode::Replicated { replicas } => Some(replicas),
+            ServiceMode::ReplicatedJob { completions, .. } => Some(completions),
+            ServiceMode::Global | ServiceMode::GlobalJob => None,
+        }
+    }
+
+    /// The word users type: `replicated`, `global`, `replicated-job`, `global-job`.
+    pub fn word(self) -> &'static str {
+        match self {
+            ServiceMode::Replicated { .. } => "replicated",
+            ServiceMode::Global => "global",
+            ServiceMode::ReplicatedJob { .. } => "replicated-job",
+            ServiceMode::GlobalJob => "global-job",
+        }
+    }
 }
 
 /// What every task of a service runs. A change here replaces the tasks.

@@ -442,3 +442,111 @@ fn a_global_service_wants_a_task_on_each_node_the_scheduler_accepts() {
 
     assert_eq!(wanted_tasks(&world.state, &replicated(7).spec), 7);
 }
+
+fn job(completions: u64, max_concurrent: u64) -> Service {
+    service(
+        ServiceMode::ReplicatedJob {
+            completions,
+            max_concurrent,
+        },
+        RestartPolicy {
+            condition: RestartCondition::OnFailure,
+            delay_ms: 0,
+            ..RestartPolicy::default()
+        },
+    )
+}
+
+/// Moves every live task that is still pending onto n1, running.
+fn run_pending(world: &mut World, now: u64) -> Vec<String> {
+    let pending: Vec<String> = world
+        .state
+        .tasks()
+        .filter(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Pending)
+        .map(|t| t.id.clone())
+        .collect();
+    for id in &pending {
+        world.assign(id, "n1");
+        world.set_state(id, TaskState::Running, now);
+    }
+    pending
+}
+
+fn completed(world: &World) -> usize {
+    world
+        .state
+        .tasks()
+        .filter(|t| t.status.state == TaskState::Complete)
+        .count()
+}
+
+#[test]
+fn a_job_runs_its_completions_at_most_max_concurrent_at_once_and_stops() {
+    let mut world = World::new(&["n1"]);
+    world.add_service(job(5, 2));
+    world.reconcile(0);
+    assert_eq!(world.live().keys().copied().collect::<Vec<_>>(), [1, 2]);
+    let mut most_at_once = 0;
+    for step in 1..10 {
+        let running = run_pending(&mut world, step);
+        most_at_once = most_at_once.max(
+            world
+                .state
+                .tasks()
+                .filter(|t| t.status.state == TaskState::Running)
+                .count(),
+        );
+        for id in running {
+            world.set_state(&id, TaskState::Complete, step);
+        }
+        world.reconcile(step);
+    }
+    assert_eq!(most_at_once, 2);
+    assert_eq!(completed(&world), 5);
+    assert!(world.live().is_empty(), "a completed job runs nothing");
+    // Nothing more on another pass: completions are not restarted.
+    world.reconcile(20);
+    assert_eq!(world.state.tasks().count(), 5);
+}
+
+#[test]
+fn a_failed_job_task_is_retried_and_an_update_runs_the_job_again() {
+    let mut world = World::new(&["n1"]);
+    world.add_service(job(1, 0));
+    world.reconcile(0);
+    let first = run_pending(&mut world, 1);
+    world.set_state(&first[0], TaskState::Failed, 2);
+    world.reconcile(3);
+    let retry = run_pending(&mut world, 4);
+    assert_eq!(retry.len(), 1, "a failure is retried (on-failure)");
+    world.set_state(&retry[0], TaskState::Complete, 5);
+    world.reconcile(6);
+    assert!(world.live().is_empty());
+    // `service update --force`: the same job again.
+    world.update(7, |spec| spec.task.force_update += 1);
+    world.reconcile(8);
+    assert_eq!(
+        run_pending(&mut world, 9).len(),
+        1,
+        "runs again after an update"
+    );
+}
+
+#[test]
+fn a_global_job_runs_once_on_every_node() {
+    let mut world = World::new(&["n1", "n2"]);
+    world.add_service(service(ServiceMode::GlobalJob, RestartPolicy::default()));
+    world.reconcile(0);
+    let tasks: Vec<(String, Option<String>)> = world
+        .state
+        .tasks()
+        .map(|t| (t.id.clone(), t.node_id.clone()))
+        .collect();
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    for (id, _) in &tasks {
+        world.set_state(id, TaskState::Running, 1);
+        world.set_state(id, TaskState::Complete, 2);
+    }
+    world.reconcile(3);
+    assert_eq!(world.state.tasks().count(), 2, "not run again");
+}

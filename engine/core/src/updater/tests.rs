@@ -3,7 +3,8 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::command::Request;
 use crate::model::{
-    Checkpoint, RestartCondition, RestartPolicy, ServiceSpec, TaskSpec, TaskStatus, UpdateConfig,
+    Checkpoint, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec, TaskStatus,
+    UpdateConfig,
 };
 use crate::orchestrator;
 
@@ -166,10 +167,10 @@ impl World {
         let mut spec = service.spec.clone();
         edit(&mut spec);
         let starts = spec.task != service.spec.task || spec.ports != service.spec.ports;
-        let wanted = match spec.mode {
-            ServiceMode::Replicated { replicas } => replicas,
-            ServiceMode::Global => self.state.nodes().count() as u64,
-        };
+        let wanted = spec
+            .mode
+            .slots()
+            .unwrap_or(self.state.nodes().count() as u64);
         let update_status = starts.then(|| {
             UpdateStatus::start(
                 UpdateState::Updating,

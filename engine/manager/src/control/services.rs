@@ -90,10 +90,20 @@ pub async fn scale(swarm: &Swarm, name: &str, replicas: u64) -> Result<ControlRe
         let service = state.service(name)?;
         (service.id.clone(), service.version, service.spec.clone())
     };
-    if spec.mode == ServiceMode::Global {
-        return Err(ControlError::InvalidArgument(format!(
-            "service {name} is global: it runs one task per node and cannot be scaled"
-        )));
+    match spec.mode {
+        ServiceMode::Replicated { .. } => {}
+        ServiceMode::Global | ServiceMode::GlobalJob => {
+            return Err(ControlError::InvalidArgument(format!(
+                "service {name} is {}: it runs one task per node and cannot be scaled",
+                spec.mode.word()
+            )))
+        }
+        ServiceMode::ReplicatedJob { .. } => {
+            return Err(ControlError::InvalidArgument(format!(
+                "service {name} is a job: change its completions with service update \
+                 --replicas, which runs the job again"
+            )))
+        }
     }
     spec.mode = ServiceMode::Replicated { replicas };
     {
@@ -133,7 +143,9 @@ pub async fn update(
         check_update(service, &spec)?;
         allocator::check_room(&state, &spec, Some(service))?;
         allocator::ports::assign(&state, Some(&service.id), &mut spec)?;
-        let update_status = service.spec.changes_tasks(&spec).then(|| {
+        // A job has no rolling update: a new spec runs the job again (see the orchestrator).
+        let rolls = service.spec.changes_tasks(&spec) && !spec.mode.is_job();
+        let update_status = rolls.then(|| {
             UpdateStatus::start(
                 UpdateState::Updating,
                 swarm.replica.clock().now(),
@@ -261,7 +273,7 @@ fn check_update(current: &Service, spec: &ServiceSpec) -> Result<(), ControlErro
     spec.validate()
         .map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
     let name = &current.spec.name;
-    let (from, to) = (mode_word(current.spec.mode), mode_word(spec.mode));
+    let (from, to) = (current.spec.mode.word(), spec.mode.word());
     if from != to {
         return Err(ControlError::InvalidArgument(format!(
             "cannot change the mode of service {name} from {from} to {to}; remove and create \
@@ -275,13 +287,6 @@ fn check_update(current: &Service, spec: &ServiceSpec) -> Result<(), ControlErro
         )));
     }
     Ok(())
-}
-
-fn mode_word(mode: ServiceMode) -> &'static str {
-    match mode {
-        ServiceMode::Replicated { .. } => "replicated",
-        ServiceMode::Global => "global",
-    }
 }
 
 /// Removes the service and its tasks in one write.
@@ -356,23 +361,33 @@ pub fn task_name(state: &ClusterState, task: &Task) -> String {
 
 fn view(state: &ClusterState, service: &Service) -> ServiceView {
     let mut running = 0;
+    let mut completed = std::collections::BTreeSet::new();
     let mut live_by_state = std::collections::BTreeMap::new();
     for task in state.tasks_of_service(&service.id) {
         if counts_as_running(task.status.state, task.desired_state) {
             running += 1;
+        }
+        // A job's places done: one completion of the current spec each.
+        if service.spec.mode.is_job()
+            && task.status.state == TaskState::Complete
+            && essaim_core::is_current(task, service)
+        {
+            completed.insert((task.slot, task.node_id.clone()));
         }
         if task.desired_state == TaskState::Running {
             *live_by_state.entry(task.status.state).or_insert(0) += 1;
         }
     }
     let desired = wanted_tasks(state, &service.spec);
-    let problem = (running < desired)
+    let completed = completed.len() as u64;
+    let problem = (running + completed < desired)
         .then(|| problem(state, service))
         .flatten();
     ServiceView {
         service: service.clone(),
         running,
         desired,
+        completed,
         live_by_state,
         problem,
     }
