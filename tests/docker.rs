@@ -1278,3 +1278,54 @@ fn docker_a_volume_outlives_its_task_and_a_read_only_bind_is_read_only() -> Resu
     );
     Ok(())
 }
+
+#[test]
+fn docker_a_job_of_five_runs_two_containers_at_most_and_completes() -> Result<()> {
+    let service = unique("job");
+    let _cleanup = Cleanup {
+        services: vec![service.clone()],
+        networks: vec![],
+    };
+    let Some((cluster, image)) = docker_node("docker_a_job_of_five")? else {
+        return Ok(());
+    };
+    let m1 = cluster.node("m1");
+    let probe = cluster.root().join("job");
+    std::fs::create_dir_all(&probe)?;
+    // Each container marks itself at work in a directory of the node, counts who else is,
+    // and leaves before it exits.
+    // As for any service, create waits: here until the job completed.
+    m1.ok(&[
+        "service",
+        "create",
+        "--name",
+        &service,
+        "--mode",
+        "replicated-job",
+        "--replicas",
+        "5",
+        "--max-concurrent",
+        "2",
+        "--mount",
+        &format!("type=bind,source={},target=/probe", probe.display()),
+        image,
+        "sh",
+        "-c",
+        "touch /probe/at-work.$ESSAIM_TASK_ID; ls /probe | grep -c at-work >> /probe/counts; \
+         sleep 0.5; rm /probe/at-work.$ESSAIM_TASK_ID",
+    ])?;
+    let counts = std::fs::read_to_string(probe.join("counts"))?;
+    let counts: Vec<u32> = counts
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 5, "{counts:?}");
+    assert!(
+        counts.iter().all(|&n| n <= 2),
+        "at most 2 at once: {counts:?}"
+    );
+    let services = m1.ok(&["service", "ls"])?;
+    assert!(services.contains("0/5 (5/5 completed)"), "{services}");
+    m1.ok(&["service", "rm", &service])?;
+    Ok(())
+}
