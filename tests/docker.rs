@@ -1064,7 +1064,7 @@ fn docker_container_options_are_the_container_s() -> Result<()> {
         "--workdir",
         "/tmp",
         "--hostname",
-        "web-host",
+        "{{.Service.Name}}-{{.Task.Slot}}",
         "--add-host",
         "db.local:10.0.0.9",
         "--dns",
@@ -1092,8 +1092,11 @@ fn docker_container_options_are_the_container_s() -> Result<()> {
     )?;
     assert_eq!(
         shown,
-        "[\"sleep\"] [\"3600\"] 1000:1000 /tmp web-host [\"db.local:10.0.0.9\"] \
-         [\"10.9.9.9\"] shop SIGINT true [\"NET_ADMIN\"]"
+        format!(
+            "[\"sleep\"] [\"3600\"] 1000:1000 /tmp {service}-1 [\"db.local:10.0.0.9\"] \
+             [\"10.9.9.9\"] shop SIGINT true [\"NET_ADMIN\"]"
+        ),
+        "the hostname's placeholders filled in for the task"
     );
     // The user and the directory are the program's own, as docker exec shows.
     let container = docker::containers(&format!("essaim.task.id={task_id}"));
@@ -1124,7 +1127,7 @@ fn docker_container_options_are_the_container_s() -> Result<()> {
         &replaced[0].task.id,
         "{{.Config.User}}|{{.Config.WorkingDir}}|{{.Config.Hostname}}",
     )?;
-    assert_eq!(shown, "|/|web-host");
+    assert_eq!(shown, format!("|/|{service}-1"));
     m1.ok(&["service", "rm", &service])?;
     Ok(())
 }

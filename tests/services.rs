@@ -157,3 +157,38 @@ fn a_named_volume_outlives_its_task_and_a_read_only_bind_is_read_only() -> Resul
     assert!(m1.data_dir().join("volumes/shared/note").exists());
     Ok(())
 }
+
+#[test]
+fn placeholders_take_each_task_s_values() -> Result<()> {
+    let cluster = Cluster::start(1, 0)?;
+    let m1 = cluster.node("m1");
+    let dir = cluster.root().join("env");
+    std::fs::create_dir_all(&dir)?;
+    m1.ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--env",
+        "ME={{.Service.Name}}-{{.Task.Slot}}@{{.Node.Hostname}}",
+        "sh",
+        "-c",
+        &format!(
+            "echo $ME > {}/$ESSAIM_TASK_SLOT; exec sleep 600",
+            dir.display()
+        ),
+    ])?;
+    let read = |slot: &str| std::fs::read_to_string(dir.join(slot)).unwrap_or_default();
+    assert_eq!(read("1").trim(), "web-1@m1");
+    assert_eq!(read("2").trim(), "web-2@m1");
+    let bad = m1.essaim(&["service", "create", "--env", "X={{.Service.Labels}}", "sh"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--env: unknown placeholder {{.Service.Labels}}"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -37,6 +37,7 @@ pub mod orchestrator;
 pub mod scheduler;
 pub mod state;
 pub mod suggest;
+pub mod template;
 pub mod time;
 pub mod units;
 pub mod updater;

@@ -100,6 +100,7 @@ async fn join_one(
     }
     Ok(Worker::start(WorkerSetup {
         node_id: reply.node_id,
+        hostname,
         tls,
         managers: Arc::new(move || managers.clone()),
         executor,

@@ -85,7 +85,7 @@ impl Swarm {
             data_dir,
             identity,
             addr,
-            hostname,
+            hostname.clone(),
             timings,
             tls.clone(),
             clock,
@@ -96,6 +96,7 @@ impl Swarm {
         let session_targets = managers.clone();
         let worker = Worker::start(WorkerSetup {
             node_id: replica.node_id().clone(),
+            hostname,
             tls: tls.clone(),
             managers: Arc::new(move || session_targets.leader_first()),
             executor,

@@ -47,6 +47,8 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// What a worker agent needs from its node.
 pub struct WorkerSetup {
     pub node_id: ObjectId,
+    /// The node's hostname, for `{{.Node.Hostname}}` (see [`essaim_core::template`]).
+    pub hostname: String,
     /// The node's certificate, which names it to the leader.
     pub tls: Arc<TlsState>,
     /// The managers to try when no leader is known; asked again at every reconnection.
@@ -478,6 +480,34 @@ impl Worker {
         });
     }
 
+    /// `task` with Swarm's placeholders filled in for it on this node: in `--hostname`, the
+    /// `--env` values and the `--mount` sources.
+    fn fill_placeholders(&self, task: &Task) -> Result<Task, String> {
+        use essaim_core::template::{expand, TemplateValues};
+        let values = TemplateValues {
+            service_id: task.service_id.clone(),
+            service_name: task.service_name.clone(),
+            task_id: task.id.clone(),
+            task_name: task.name(&task.service_name),
+            task_slot: task.slot.map(|slot| slot.to_string()).unwrap_or_default(),
+            node_id: self.setup.node_id.clone(),
+            node_hostname: self.setup.hostname.clone(),
+            node_os: std::env::consts::OS.to_string(),
+            node_arch: std::env::consts::ARCH.to_string(),
+        };
+        let mut task = task.clone();
+        let spec = &mut task.spec;
+        spec.container.hostname =
+            expand(&spec.container.hostname, &values).map_err(|e| format!("--hostname: {e}"))?;
+        for value in spec.env.values_mut() {
+            *value = expand(value, &values).map_err(|e| format!("--env: {e}"))?;
+        }
+        for mount in &mut spec.mounts {
+            mount.source = expand(&mount.source, &values).map_err(|e| format!("--mount: {e}"))?;
+        }
+        Ok(task)
+    }
+
     /// Runs one task from start (unless `task` is `None`: adopted, already running) to end.
     async fn supervise(
         self: Arc<Self>,
@@ -493,7 +523,16 @@ impl Worker {
                 self.report(&task_id, shutdown("stopped before it started"));
                 return;
             }
-            match executor.start(task).await {
+            let task = match self.fill_placeholders(task) {
+                Ok(task) => task,
+                Err(message) => {
+                    let mut status = TaskStatus::new(TaskState::Rejected, now(), "rejected");
+                    status.error = Some(message);
+                    self.report(&task_id, status);
+                    return;
+                }
+            };
+            match executor.start(&task).await {
                 Ok(started) => {
                     let mut status = TaskStatus::new(TaskState::Running, now(), "started");
                     status.ports = started.ports;

@@ -181,7 +181,10 @@ impl ContainerOptions {
                 format!("{:?} is not an absolute path", self.workdir),
             ));
         }
-        if !self.hostname.is_empty() {
+        if crate::template::has_placeholders(&self.hostname) {
+            // Checked as a name once filled in, on the node (see `crate::template`).
+            crate::template::check(&self.hostname).map_err(|e| error("--hostname", e))?;
+        } else if !self.hostname.is_empty() {
             check_host_name(&self.hostname).map_err(|e| error("--hostname", e))?;
         }
         for domain in &self.dns_search {

@@ -148,6 +148,9 @@ impl Mount {
                 "a bind mount's source must be an absolute path on the node, not {:?}",
                 self.source
             ))),
+            _ if crate::template::has_placeholders(&self.source) => {
+                crate::template::check(&self.source).map_err(error)
+            }
             MountKind::Volume if !self.source.is_empty() => {
                 check_volume_name(&self.source).map_err(error)
             }

@@ -543,13 +543,14 @@ impl ServiceSpec {
         if self.task.image.trim().is_empty() {
             return Err(spec_error("IMAGE", "an image (or program) is required"));
         }
-        for key in self.task.env.keys() {
+        for (key, value) in &self.task.env {
             if key.is_empty() || key.contains('=') {
                 return Err(spec_error(
                     "--env",
                     format!("invalid variable name {key:?}: expected KEY=VALUE"),
                 ));
             }
+            crate::template::check(value).map_err(|e| spec_error("--env", e))?;
         }
         for constraint in &self.task.constraints {
             crate::scheduler::Constraint::parse(constraint)
