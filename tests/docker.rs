@@ -1076,6 +1076,10 @@ fn docker_container_options_are_the_container_s() -> Result<()> {
         "--read-only",
         "--cap-add",
         "NET_ADMIN",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--limit-pids",
+        "100",
         "--stop-grace-period",
         "1s",
         image,
@@ -1098,6 +1102,11 @@ fn docker_container_options_are_the_container_s() -> Result<()> {
         ),
         "the hostname's placeholders filled in for the task"
     );
+    let limits = inspect_task(
+        task_id,
+        "{{.HostConfig.PidsLimit}} {{range .HostConfig.Ulimits}}{{.Name}}={{.Soft}}:{{.Hard}}{{end}}",
+    )?;
+    assert_eq!(limits, "100 nofile=1024:2048");
     // The user and the directory are the program's own, as docker exec shows.
     let container = docker::containers(&format!("essaim.task.id={task_id}"));
     let exec = docker::docker(&[

@@ -695,6 +695,12 @@ pub struct ServiceCreateArgs {
     /// Limit memory (like 1G)
     #[arg(long, value_name = "BYTES", value_parser = parse_memory)]
     pub limit_memory: Option<u64>,
+    /// Limit the processes and threads of a task (default 0: no limit)
+    #[arg(long, value_name = "N")]
+    pub limit_pids: Option<u64>,
+    /// Read environment variables from a file of KEY=VALUE lines (repeatable; --env wins)
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
     /// Restart when: any, on-failure or none (default any)
     #[arg(long, value_name = "CONDITION", value_parser = |text: &str| text.parse::<RestartCondition>())]
     pub restart_condition: Option<RestartCondition>,
@@ -855,6 +861,9 @@ pub struct ServiceChanges {
     /// Limit memory (like 1G; 0: no limit)
     #[arg(long, value_name = "BYTES", value_parser = parse_memory)]
     pub limit_memory: Option<u64>,
+    /// Limit the processes and threads of a task (0: no limit)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub limit_pids: Option<u64>,
     /// Restart when: any, on-failure or none
     #[arg(long, value_name = "CONDITION", value_parser = |text: &str| text.parse::<RestartCondition>())]
     pub restart_condition: Option<RestartCondition>,
@@ -902,8 +911,11 @@ pub struct ServiceChanges {
     /// Time for the task to initialize before failed checks count
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     pub health_start_period: Option<u64>,
+    /// Time between checks during the start period (default: the interval)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub health_start_interval: Option<u64>,
     /// Disable any health check, the image's included
-    #[arg(long, conflicts_with_all = ["health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period"])]
+    #[arg(long, conflicts_with_all = ["health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period", "health_start_interval"])]
     pub no_healthcheck: bool,
     /// Add a mount, as --mount takes it (replaces the mount at the same target)
     #[arg(long, value_name = "MOUNT", value_parser = parse_mount)]
@@ -927,6 +939,7 @@ impl ServiceChanges {
             health_timeout: self.health_timeout,
             health_retries: self.health_retries,
             health_start_period: self.health_start_period,
+            health_start_interval: self.health_start_interval,
             no_healthcheck: self.no_healthcheck,
         }
     }
@@ -950,8 +963,11 @@ pub struct HealthArgs {
     /// Time for the task to initialize before failed checks count (default 0s)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     pub health_start_period: Option<u64>,
+    /// Time between checks during the start period (default: the interval)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub health_start_interval: Option<u64>,
     /// Disable any health check, the image's included
-    #[arg(long, conflicts_with_all = ["health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period"])]
+    #[arg(long, conflicts_with_all = ["health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period", "health_start_interval"])]
     pub no_healthcheck: bool,
 }
 
@@ -968,7 +984,8 @@ impl HealthArgs {
             || self.health_interval.is_some()
             || self.health_timeout.is_some()
             || self.health_retries.is_some()
-            || self.health_start_period.is_some();
+            || self.health_start_period.is_some()
+            || self.health_start_interval.is_some();
         if !touched {
             return current;
         }
@@ -987,6 +1004,7 @@ impl HealthArgs {
         set(&mut check.timeout_ms, self.health_timeout);
         set(&mut check.retries, self.health_retries);
         set(&mut check.start_period_ms, self.health_start_period);
+        set(&mut check.start_interval_ms, self.health_start_interval);
         Some(check)
     }
 }

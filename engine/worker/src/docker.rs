@@ -32,8 +32,8 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCpuStats, ContainerCreateBody, ContainerInspectResponse, ContainerMemoryStats,
     ContainerStatsResponse, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig,
-    MountTmpfsOptions, MountType, MountVolumeOptions, NetworkConnectRequest, NetworkCreateRequest,
-    NetworkingConfig, PortBinding,
+    HostConfigLogConfig, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -982,6 +982,24 @@ fn container_body(
             cap_drop: list(&options.cap_drop),
             mounts: (!spec.mounts.is_empty())
                 .then(|| spec.mounts.iter().map(engine_mount).collect()),
+            pids_limit: limit(spec.resources.limit_pids),
+            ulimits: (!options.ulimits.is_empty()).then(|| {
+                options
+                    .ulimits
+                    .iter()
+                    .map(|u| ResourcesUlimits {
+                        name: Some(u.name.clone()),
+                        soft: Some(u.soft),
+                        hard: Some(u.hard),
+                    })
+                    .collect()
+            }),
+            sysctls: (!options.sysctls.is_empty())
+                .then(|| options.sysctls.clone().into_iter().collect()),
+            log_config: (!options.log_driver.is_empty()).then(|| HostConfigLogConfig {
+                typ: Some(options.log_driver.clone()),
+                config: Some(options.log_options.clone().into_iter().collect()),
+            }),
             ..Default::default()
         }),
         // Docker's own name for the service only where Docker's DNS answers for it.
@@ -1065,8 +1083,8 @@ fn health_config(check: &HealthCheck) -> HealthConfig {
         interval: nanos(check.interval_ms),
         timeout: nanos(check.timeout_ms),
         start_period: nanos(check.start_period_ms),
+        start_interval: nanos(check.start_interval_ms),
         retries: (check.retries > 0).then(|| i64::try_from(check.retries).unwrap_or(i64::MAX)),
-        ..Default::default()
     }
 }
 
@@ -1275,7 +1293,18 @@ mod tests {
             tty: true,
             cap_add: vec!["NET_ADMIN".to_string()],
             cap_drop: vec!["ALL".to_string()],
+            ulimits: vec!["nofile=1024:2048".parse().expect("ulimit")],
+            sysctls: std::collections::BTreeMap::from([(
+                "net.core.somaxconn".to_string(),
+                "1024".to_string(),
+            )]),
+            log_driver: "json-file".to_string(),
+            log_options: std::collections::BTreeMap::from([(
+                "max-size".to_string(),
+                "10m".to_string(),
+            )]),
         };
+        task.spec.resources.limit_pids = 100;
         let body = container_body(&task, Some("web_default"), None);
         assert_eq!(
             body.entrypoint,
@@ -1307,6 +1336,13 @@ mod tests {
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.cap_add, Some(vec!["NET_ADMIN".to_string()]));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(host.pids_limit, Some(100));
+        let ulimit = &host.ulimits.as_ref().expect("ulimits")[0];
+        assert_eq!((ulimit.soft, ulimit.hard), (Some(1024), Some(2048)));
+        assert_eq!(host.sysctls.expect("sysctls")["net.core.somaxconn"], "1024");
+        let log = host.log_config.expect("log config");
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        assert_eq!(log.config.expect("options")["max-size"], "10m");
 
         // None of them set: the image's own, and nothing sent.
         let plain = container_body(&self::task(), Some("web_default"), None);

@@ -144,7 +144,7 @@ impl ProcessExecutor {
         let options = &task.spec.container;
         // The scheduler keeps such tasks off process nodes; a task placed before it knew
         // the node's runtime is turned down here, whole.
-        let container_only = options.container_only();
+        let container_only = task.spec.container_only();
         if !container_only.is_empty() {
             return Err(StartError::rejected(format!(
                 "the process runtime of node {} cannot apply {}",
@@ -486,6 +486,30 @@ impl JoinNetworks {
 struct Setup {
     workdir: Option<CString>,
     identity: Option<Identity>,
+    /// `--ulimit`s, as `setrlimit` takes them.
+    limits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+}
+
+/// A `--ulimit` name as the kernel numbers it.
+fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match name {
+        "core" => libc::RLIMIT_CORE,
+        "cpu" => libc::RLIMIT_CPU,
+        "data" => libc::RLIMIT_DATA,
+        "fsize" => libc::RLIMIT_FSIZE,
+        "locks" => libc::RLIMIT_LOCKS,
+        "memlock" => libc::RLIMIT_MEMLOCK,
+        "msgqueue" => libc::RLIMIT_MSGQUEUE,
+        "nice" => libc::RLIMIT_NICE,
+        "nofile" => libc::RLIMIT_NOFILE,
+        "nproc" => libc::RLIMIT_NPROC,
+        "rss" => libc::RLIMIT_RSS,
+        "rtprio" => libc::RLIMIT_RTPRIO,
+        "rttime" => libc::RLIMIT_RTTIME,
+        "sigpending" => libc::RLIMIT_SIGPENDING,
+        "stack" => libc::RLIMIT_STACK,
+        _ => return None,
+    })
 }
 
 impl Setup {
@@ -521,7 +545,24 @@ impl Setup {
             .map_err(|e| StartError::rejected(format!("--user: {e} on node {node_name}")))?;
             Some(identity)
         };
-        Ok(Setup { workdir, identity })
+        let mut limits = Vec::new();
+        for ulimit in &options.ulimits {
+            let resource = rlimit_resource(&ulimit.name).ok_or_else(|| {
+                StartError::rejected(format!("--ulimit: unknown limit {}", ulimit.name))
+            })?;
+            // -1 is unlimited, as Docker takes it.
+            let value = |v: i64| u64::try_from(v).unwrap_or(libc::RLIM_INFINITY);
+            let limit = libc::rlimit {
+                rlim_cur: value(ulimit.soft),
+                rlim_max: value(ulimit.hard),
+            };
+            limits.push((resource, limit));
+        }
+        Ok(Setup {
+            workdir,
+            identity,
+            limits,
+        })
     }
 
     /// Runs in the child between fork and exec: system calls only. Groups, then the group,
@@ -531,6 +572,10 @@ impl Setup {
         unsafe {
             if let Some(dir) = &self.workdir {
                 check(libc::chdir(dir.as_ptr()))?;
+            }
+            // Before the user changes: raising a hard limit needs root.
+            for (resource, limit) in &self.limits {
+                check(libc::setrlimit(*resource, limit))?;
             }
             if let Some(identity) = &self.identity {
                 check(libc::setgroups(
@@ -788,6 +833,17 @@ mod tests {
         executor.stop("t2", Duration::from_millis(200)).await;
         let exit = executor.wait("t2").await;
         assert_eq!(exit.code, 128 + libc::SIGKILL, "{exit:?}");
+    }
+
+    #[tokio::test]
+    async fn ulimits_apply_to_the_program() {
+        let executor = ProcessExecutor::new("n1");
+        let mut task = task("u1", "sh", &["-c", "ulimit -n; ulimit -Hn"]);
+        task.spec.container.ulimits = vec!["nofile=64:128".parse().expect("ulimit")];
+        executor.start(&task).await.expect("starts");
+        executor.wait("u1").await;
+        let lines: Vec<String> = executor.logs("u1", 0, true).expect("kept").collect().await;
+        assert_eq!(lines, ["64", "128"]);
     }
 
     #[tokio::test]

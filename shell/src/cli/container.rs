@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use clap::Args;
-use essaim_core::model::{ContainerOptions, HostMapping};
+use essaim_core::model::{ContainerOptions, HostMapping, Ulimit};
 use essaim_core::units::parse_key_value;
 
 use super::{parse_command_args, CommandArgs};
@@ -75,6 +75,22 @@ pub struct ContainerArgs {
     /// Drop a Linux capability, or ALL (repeatable)
     #[arg(long, value_name = "CAPABILITY")]
     pub cap_drop: Vec<String>,
+    /// A resource limit: NAME=SOFT[:HARD], like nofile=1024:2048 (repeatable)
+    #[arg(long, value_name = "NAME=SOFT[:HARD]", value_parser = parse_ulimit)]
+    pub ulimit: Vec<Ulimit>,
+    /// A kernel setting of the container, like net.core.somaxconn=1024 (repeatable)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub sysctl: Vec<(String, String)>,
+    /// Where the engine sends the containers' output (the engine's default when not given)
+    #[arg(long, value_name = "DRIVER")]
+    pub log_driver: Option<String>,
+    /// An option of the log driver (KEY=VALUE, repeatable)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub log_opt: Vec<(String, String)>,
+}
+
+fn parse_ulimit(text: &str) -> Result<Ulimit, String> {
+    text.parse()
 }
 
 impl ContainerArgs {
@@ -96,6 +112,10 @@ impl ContainerArgs {
             tty: self.tty,
             cap_add: self.cap_add,
             cap_drop: self.cap_drop,
+            ulimits: self.ulimit,
+            sysctls: self.sysctl.into_iter().collect(),
+            log_driver: self.log_driver.unwrap_or_default(),
+            log_options: self.log_opt.into_iter().collect(),
         }
     }
 }
@@ -170,6 +190,24 @@ pub struct ContainerChanges {
     /// Drop a Linux capability
     #[arg(long, value_name = "CAPABILITY")]
     pub cap_drop: Vec<String>,
+    /// Add or replace a resource limit: NAME=SOFT[:HARD]
+    #[arg(long, value_name = "NAME=SOFT[:HARD]", value_parser = parse_ulimit)]
+    pub ulimit_add: Vec<Ulimit>,
+    /// Remove a resource limit, by name
+    #[arg(long, value_name = "NAME")]
+    pub ulimit_rm: Vec<String>,
+    /// Add or replace a kernel setting (KEY=VALUE)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub sysctl_add: Vec<(String, String)>,
+    /// Remove a kernel setting
+    #[arg(long, value_name = "KEY")]
+    pub sysctl_rm: Vec<String>,
+    /// Where the engine sends the output ("" for the engine's default); replaces the options
+    #[arg(long, value_name = "DRIVER")]
+    pub log_driver: Option<String>,
+    /// The log driver's options (KEY=VALUE, repeatable): they replace the current ones
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub log_opt: Vec<(String, String)>,
 }
 
 /// A list flag's removal that finds nothing: `(flag, what, value)`.
@@ -289,6 +327,31 @@ impl ContainerChanges {
         }
         add(&mut options.cap_add, &self.cap_add);
         add(&mut options.cap_drop, &self.cap_drop);
+        for name in &self.ulimit_rm {
+            let before = options.ulimits.len();
+            options.ulimits.retain(|u| u.name != *name);
+            if options.ulimits.len() == before {
+                return Err(("--ulimit-rm", "ulimit", name.clone()));
+            }
+        }
+        for ulimit in &self.ulimit_add {
+            options.ulimits.retain(|u| u.name != ulimit.name);
+            options.ulimits.push(ulimit.clone());
+        }
+        for key in &self.sysctl_rm {
+            if options.sysctls.remove(key).is_none() {
+                return Err(("--sysctl-rm", "sysctl", key.clone()));
+            }
+        }
+        options.sysctls.extend(self.sysctl_add.iter().cloned());
+        // As Docker's update: a new driver starts with no options, new options replace all.
+        if let Some(driver) = &self.log_driver {
+            options.log_driver.clone_from(driver);
+            options.log_options.clear();
+        }
+        if !self.log_opt.is_empty() {
+            options.log_options = self.log_opt.iter().cloned().collect();
+        }
         Ok(())
     }
 }

@@ -108,7 +108,14 @@ pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
         reserve_memory_bytes: args.reserve_memory.unwrap_or(0),
         limit_nano_cpus: args.limit_cpu.unwrap_or(0),
         limit_memory_bytes: args.limit_memory.unwrap_or(0),
+        limit_pids: args.limit_pids.unwrap_or(0),
     };
+    // The files first, in order, then --env over them, as docker reads them.
+    let mut env = BTreeMap::new();
+    for file in &args.env_file {
+        env.extend(read_env_file(file)?);
+    }
+    env.extend(args.env);
     let name = args.name.unwrap_or_else(|| name_from_image(&args.image));
     let mut update_config = UpdateConfig::default();
     let mut rollback_config = UpdateConfig::default();
@@ -120,7 +127,7 @@ pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
         task: TaskSpec {
             image: args.image,
             args: args.args,
-            env: args.env.into_iter().collect(),
+            env,
             resources,
             restart_policy,
             constraints: args.constraint,
@@ -138,6 +145,23 @@ pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
         rollback_config,
         endpoint_mode: args.endpoint_mode.unwrap_or_default(),
     })
+}
+
+/// The variables of an `--env-file`: `KEY=VALUE` lines, `#` comments; a `KEY` alone takes
+/// its value from this shell's environment (and is left out when it has none), as docker's.
+fn read_env_file(path: &std::path::Path) -> Result<Vec<(String, String)>, UsageError> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("--env-file {shown}: cannot read it: {e}")))?;
+    let variables = crate::compose::env_file::parse(&text)
+        .map_err(|e| UsageError(format!("--env-file {shown}:{}: {}", e.line, e.message)))?;
+    Ok(variables
+        .into_iter()
+        .filter_map(|v| {
+            let value = v.value.or_else(|| std::env::var(&v.name).ok())?;
+            Some((v.name, value))
+        })
+        .collect())
 }
 
 /// The name a service gets when `--name` is not given: the image's last path component,
@@ -598,6 +622,7 @@ pub(crate) mod tests {
                 reserve_memory_bytes: 256 * 1024 * 1024,
                 limit_nano_cpus: 2_000_000_000,
                 limit_memory_bytes: 1024 * 1024 * 1024,
+                limit_pids: 0,
             }
         );
         assert_eq!(
@@ -939,6 +964,54 @@ pub(crate) mod tests {
         let (out, _, result) = run_line(&mut client, &["essaim", "service", "rm", "web"]);
         assert!(result.is_ok());
         assert_eq!(out, "web\n");
+    }
+
+    #[test]
+    fn limits_logging_and_env_files_come_from_docker_s_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("app.env");
+        std::fs::write(&file, "# settings\nA=from-file\nB=from-file\n").expect("env file");
+        let file = file.display().to_string();
+        let args = create_args(&[
+            "--env-file",
+            &file,
+            "-e",
+            "B=from-flag",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--sysctl",
+            "net.core.somaxconn=1024",
+            "--log-driver",
+            "json-file",
+            "--log-opt",
+            "max-size=10m",
+            "--limit-pids",
+            "100",
+            "--health-cmd",
+            "true",
+            "--health-start-interval",
+            "1s",
+            "app:1",
+        ])
+        .expect("valid flags");
+        let task = build_spec(args).expect("valid").task;
+        assert_eq!(task.env["A"], "from-file");
+        assert_eq!(task.env["B"], "from-flag", "--env wins over the file");
+        assert_eq!(task.container.ulimits[0].to_string(), "nofile=1024:2048");
+        assert_eq!(task.container.sysctls["net.core.somaxconn"], "1024");
+        assert_eq!(task.container.log_options["max-size"], "10m");
+        assert_eq!(task.resources.limit_pids, 100);
+        assert_eq!(task.healthcheck.expect("check").start_interval_ms, 1000);
+        let missing = create_args(&["--env-file", "/no/such.env", "app:1"]).expect("parses");
+        let error = build_spec(missing).expect_err("unreadable").to_string();
+        assert!(
+            error.starts_with("--env-file /no/such.env: cannot read it"),
+            "{error}"
+        );
+        let error = create_args(&["--ulimit", "files=1", "app:1"])
+            .expect_err("unknown")
+            .to_string();
+        assert!(error.contains("unknown limit \"files\""), "{error}");
     }
 
     #[test]

@@ -229,6 +229,7 @@ pub fn apply(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<ServiceSpec
     set(&mut resources.reserve_memory_bytes, changes.reserve_memory);
     set(&mut resources.limit_nano_cpus, changes.limit_cpu);
     set(&mut resources.limit_memory_bytes, changes.limit_memory);
+    set(&mut resources.limit_pids, changes.limit_pids);
     let restart = &mut task.restart_policy;
     set(&mut restart.condition, changes.restart_condition);
     set(&mut restart.delay_ms, changes.restart_delay);
@@ -414,6 +415,45 @@ pub(crate) mod tests {
             Some(vec!["NONE".to_string()])
         );
         assert!(update_args(&["--no-healthcheck", "--health-cmd", "true"]).is_err());
+    }
+
+    #[test]
+    fn ulimits_sysctls_and_log_options_are_added_removed_and_replaced() {
+        let spec = updated(&[
+            "--ulimit-add",
+            "nofile=10:20",
+            "--sysctl-add",
+            "a.b=1",
+            "--log-driver",
+            "json-file",
+            "--log-opt",
+            "max-size=1m",
+            "--limit-pids",
+            "50",
+        ])
+        .expect("valid");
+        let changes = update_args(&[
+            "--ulimit-add",
+            "nofile=30:40",
+            "--sysctl-rm",
+            "a.b",
+            "--log-opt",
+            "max-file=2",
+        ])
+        .expect("valid")
+        .changes;
+        let next = apply(&spec, &changes).expect("valid");
+        let options = &next.task.container;
+        assert_eq!(options.ulimits.len(), 1);
+        assert_eq!(options.ulimits[0].to_string(), "nofile=30:40");
+        assert!(options.sysctls.is_empty());
+        assert_eq!(options.log_driver, "json-file");
+        assert_eq!(
+            options.log_options.keys().collect::<Vec<_>>(),
+            ["max-file"],
+            "new options replace the old"
+        );
+        assert_eq!(next.task.resources.limit_pids, 50);
     }
 
     #[test]
@@ -667,6 +707,7 @@ pub(crate) mod tests {
                 reserve_memory_bytes: 128 * 1024 * 1024,
                 limit_nano_cpus: 1_000_000_000,
                 limit_memory_bytes: 256 * 1024 * 1024,
+                limit_pids: 0,
             }
         );
         assert_eq!(

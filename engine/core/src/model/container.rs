@@ -44,6 +44,79 @@ pub struct ContainerOptions {
     /// `--cap-add` and `--cap-drop`: Linux capabilities, as Docker names them (`NET_ADMIN`).
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    /// `--ulimit nofile=1024:2048`: resource limits of the program.
+    pub ulimits: Vec<Ulimit>,
+    /// `--sysctl net.core.somaxconn=1024`: kernel settings of the container's namespaces.
+    pub sysctls: BTreeMap<String, String>,
+    /// `--log-driver` and `--log-opt`: where the engine sends the output (its default when
+    /// empty).
+    pub log_driver: String,
+    pub log_options: BTreeMap<String, String>,
+}
+
+/// One `--ulimit`: `NAME=SOFT[:HARD]` (the hard limit is the soft one when left out).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+/// The limits `--ulimit` knows, as Docker names them.
+pub const ULIMITS: &[&str] = &[
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+impl std::fmt::Display for Ulimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}:{}", self.name, self.soft, self.hard)
+    }
+}
+
+impl std::str::FromStr for Ulimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (name, limits) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not NAME=SOFT[:HARD]"))?;
+        if !ULIMITS.contains(&name) {
+            return Err(format!(
+                "unknown limit {name:?} (limits: {})",
+                ULIMITS.join(", ")
+            ));
+        }
+        let number = |part: &str| {
+            part.parse::<i64>()
+                .map_err(|_| format!("{part:?} in {text:?} is not a number (-1: unlimited)"))
+        };
+        let (soft, hard) = match limits.split_once(':') {
+            Some((soft, hard)) => (number(soft)?, number(hard)?),
+            None => (number(limits)?, number(limits)?),
+        };
+        if hard >= 0 && (soft < 0 || soft > hard) {
+            return Err(format!("{text:?}: the soft limit is above the hard one"));
+        }
+        Ok(Ulimit {
+            name: name.to_string(),
+            soft,
+            hard,
+        })
+    }
 }
 
 /// One `/etc/hosts` line: `--host db.local:10.0.0.9`.
@@ -212,6 +285,22 @@ impl ContainerOptions {
                 format!("unknown signal {:?}", self.stop_signal),
             ));
         }
+        for ulimit in &self.ulimits {
+            ulimit
+                .to_string()
+                .parse::<Ulimit>()
+                .map_err(|e| error("--ulimit", e))?;
+        }
+        for key in self.sysctls.keys() {
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                return Err(error("--sysctl", format!("invalid setting {key:?}")));
+            }
+        }
+        if self.log_driver.is_empty() && !self.log_options.is_empty() {
+            // Docker's options are the driver's: without one they would meet the engine's
+            // default driver, which may not take them.
+            return Err(error("--log-opt", "options need a --log-driver"));
+        }
         for (field, capabilities) in [("--cap-add", &self.cap_add), ("--cap-drop", &self.cap_drop)]
         {
             for capability in capabilities {
@@ -244,6 +333,8 @@ impl ContainerOptions {
             ("--tty", self.tty),
             ("--cap-add", !self.cap_add.is_empty()),
             ("--cap-drop", !self.cap_drop.is_empty()),
+            ("--sysctl", !self.sysctls.is_empty()),
+            ("--log-driver", !self.log_driver.is_empty()),
         ];
         set.into_iter()
             .filter_map(|(flag, on)| on.then_some(flag))

@@ -12,7 +12,7 @@ mod service;
 mod task;
 
 pub use cluster::{CaRotation, Cluster, ClusterConfig, JoinTokens, RootCa, TokenRecord};
-pub use container::{signal_number, ContainerOptions, HostMapping};
+pub use container::{signal_number, ContainerOptions, HostMapping, Ulimit, ULIMITS};
 pub use lease::{
     validate_lock_request, Lease, FORGET_EXPIRED_AFTER_MS, MAX_LEASE_MS, MAX_LOCK_HOLDER,
     MAX_LOCK_NAME, MIN_LEASE_MS,

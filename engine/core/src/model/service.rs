@@ -143,6 +143,19 @@ pub struct TaskSpec {
     pub mounts: Vec<Mount>,
 }
 
+impl TaskSpec {
+    /// The options only a container runtime can apply, by flag (see
+    /// [`ContainerOptions::container_only`]); `--limit-pids` too, which the process runtime
+    /// would need cgroup v2 for.
+    pub fn container_only(&self) -> Vec<&'static str> {
+        let mut flags = self.container.container_only();
+        if self.resources.limit_pids > 0 {
+            flags.push("--limit-pids");
+        }
+        flags
+    }
+}
+
 /// How the task's container is checked for health, as Docker's HEALTHCHECK says it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthCheck {
@@ -154,6 +167,9 @@ pub struct HealthCheck {
     pub timeout_ms: u64,
     pub start_period_ms: u64,
     pub retries: u64,
+    /// `--health-start-interval`: how often checks run during the start period (Docker's
+    /// `interval` when 0).
+    pub start_interval_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +179,8 @@ pub struct Resources {
     pub reserve_memory_bytes: u64,
     pub limit_nano_cpus: u64,
     pub limit_memory_bytes: u64,
+    /// `--limit-pids`: processes and threads at most; 0 means no limit.
+    pub limit_pids: u64,
 }
 
 word_enum! {

@@ -209,7 +209,7 @@ impl Filters {
             memory_bytes: spec.resources.reserve_memory_bytes,
             max_per_node: spec.max_replicas_per_node,
             host_ports: host_ports(ports).copied().collect(),
-            container_only: spec.container.container_only().join(", "),
+            container_only: spec.container_only().join(", "),
         })
     }
 
