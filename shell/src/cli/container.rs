@@ -175,14 +175,14 @@ pub struct ContainerChanges {
     /// The signal that asks a task to stop ("" for SIGTERM)
     #[arg(long, value_name = "SIGNAL")]
     pub stop_signal: Option<String>,
-    /// Run an init in the container (true or false)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    /// Run an init in the container (--init, or --init=false)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
     pub init: Option<bool>,
-    /// Mount the root file system read-only (true or false)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    /// Mount the root file system read-only (--read-only, or --read-only=false)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
     pub read_only: Option<bool>,
-    /// Allocate a pseudo-TTY (true or false)
-    #[arg(short, long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    /// Allocate a pseudo-TTY (--tty, or --tty=false)
+    #[arg(short, long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool)]
     pub tty: Option<bool>,
     /// Add a Linux capability
     #[arg(long, value_name = "CAPABILITY")]

@@ -457,6 +457,15 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_boolean_option_just_before_the_service_does_not_take_its_name() {
+        let args = update_args(&["--tty"]).expect("valid");
+        assert_eq!(args.service, "web");
+        assert_eq!(args.changes.container.tty, Some(true));
+        let args = update_args(&["--read-only=false"]).expect("valid");
+        assert_eq!(args.changes.container.read_only, Some(false));
+    }
+
+    #[test]
     fn mounts_are_added_replaced_by_target_and_removed() {
         let spec = updated(&[
             "--mount-add",
