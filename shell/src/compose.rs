@@ -301,6 +301,36 @@ fn network_spec(name: String, stack: &str) -> NetworkSpec {
     }
 }
 
+/// A network's or volume's `driver:`, which may only be `wanted`; `refusal` says why another
+/// is not.
+fn only_driver(
+    reader: &mut Reader,
+    node: &Node,
+    path: &str,
+    wanted: &str,
+    refusal: impl Fn(&str) -> String,
+) {
+    if let Some(driver) = reader.string(node, path) {
+        if driver != wanted {
+            reader.error(&node.at, path, refusal(&driver));
+        }
+    }
+}
+
+/// `external: true`, or Compose 3.3's `external: {name: N}`: whether the object is an
+/// existing one, and the name it gives it there.
+fn read_external(reader: &mut Reader, node: &Node, path: &str) -> (bool, Option<String>) {
+    match &node.value {
+        Value::Mapping(_) => {
+            let name = node
+                .get("name")
+                .and_then(|name| reader.string(&name.value, &join(path, "name")));
+            (true, name)
+        }
+        _ => (reader.boolean(node, path).unwrap_or(false), None),
+    }
+}
+
 /// The top-level `volumes:`: `driver` (`local` only), `external`, `name`, `labels`.
 fn stack_volumes(reader: &mut Reader, node: &Node, stack: &str) -> BTreeMap<String, StackVolume> {
     let support = |key: &str| match key {
@@ -323,26 +353,14 @@ fn stack_volumes(reader: &mut Reader, node: &Node, stack: &str) -> BTreeMap<Stri
             let key_path = join(&path, &option.key);
             let value = &option.value;
             match option.key.as_str() {
-                "driver" => {
-                    if let Some(driver) = reader.string(value, &key_path) {
-                        if driver != "local" {
-                            reader.error(
-                                &value.at,
-                                &key_path,
-                                format!("not supported yet: the driver '{driver}' (nodes make local volumes)"),
-                            );
-                        }
-                    }
+                "driver" => only_driver(reader, value, &key_path, "local", |driver| {
+                    format!("not supported yet: the driver '{driver}' (nodes make local volumes)")
+                }),
+                "external" => {
+                    let name;
+                    (external, name) = read_external(reader, value, &key_path);
+                    given_name = name.or(given_name);
                 }
-                "external" => match &value.value {
-                    Value::Mapping(_) => {
-                        external = true;
-                        if let Some(name) = value.get("name") {
-                            given_name = reader.string(&name.value, &join(&key_path, "name"));
-                        }
-                    }
-                    _ => external = reader.boolean(value, &key_path).unwrap_or(false),
-                },
                 "name" => given_name = reader.string(value, &key_path),
                 "labels" => volume.labels.extend(reader.labels(value, &key_path)),
                 _ => {}
@@ -386,30 +404,17 @@ fn stack_networks(reader: &mut Reader, node: &Node, stack: &str) -> Vec<StackNet
             let key_path = join(&path, &option.key);
             let value = &option.value;
             match option.key.as_str() {
-                "driver" => {
-                    if let Some(driver) = reader.string(value, &key_path) {
-                        if driver != "overlay" {
-                            reader.error(
-                                &value.at,
-                                &key_path,
-                                format!(
-                                    "the driver '{driver}' is not for stacks: their networks \
-                                     span the cluster (overlay)"
-                                ),
-                            );
-                        }
-                    }
+                "driver" => only_driver(reader, value, &key_path, "overlay", |driver| {
+                    format!(
+                        "the driver '{driver}' is not for stacks: their networks span the \
+                         cluster (overlay)"
+                    )
+                }),
+                "external" => {
+                    let name;
+                    (network.external, name) = read_external(reader, value, &key_path);
+                    given_name = name.or(given_name);
                 }
-                "external" => match &value.value {
-                    // Compose 3.3's `external: {name: N}`.
-                    Value::Mapping(_) => {
-                        network.external = true;
-                        if let Some(name) = value.get("name") {
-                            given_name = reader.string(&name.value, &join(&key_path, "name"));
-                        }
-                    }
-                    _ => network.external = reader.boolean(value, &key_path).unwrap_or(false),
-                },
                 "name" => given_name = reader.string(value, &key_path),
                 "labels" => network.spec.labels.extend(reader.labels(value, &key_path)),
                 "attachable" => {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use essaim_core::model::{MountKind, Task};
 
 use crate::executor::StartError;
-use crate::process::check;
+use crate::process::{check, private_mount_namespace};
 
 /// Why the task cannot start on this node: a bind source it does not have.
 pub fn missing_bind_source(task: &Task, node_name: &str) -> Option<String> {
@@ -124,17 +124,7 @@ impl Mounts {
             return Ok(());
         }
         if !in_own_namespace {
-            // SAFETY: plain system calls with static strings.
-            unsafe {
-                check(libc::unshare(libc::CLONE_NEWNS))?;
-                check(libc::mount(
-                    std::ptr::null(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ))?;
-            }
+            private_mount_namespace()?;
         }
         for mount in &self.prepared {
             // SAFETY: plain system calls on NUL-terminated strings that live through them.

@@ -460,15 +460,8 @@ impl JoinNetworks {
         // SAFETY: plain system calls on valid descriptors and NUL-terminated paths.
         unsafe {
             check(libc::setns(self.netns, libc::CLONE_NEWNET))?;
-            check(libc::unshare(libc::CLONE_NEWNS))?;
             // Private, so that the bind mount below stays in the task's namespace.
-            check(libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ))?;
+            private_mount_namespace()?;
             check(libc::mount(
                 self.resolv_conf.as_ptr(),
                 self.target.as_ptr(),
@@ -587,6 +580,22 @@ impl Setup {
             }
         }
         Ok(())
+    }
+}
+
+/// Moves the calling process (a task's child, between fork and exec) into a mount namespace
+/// of its own whose mounts never reach the node's: what it mounts stays the task's.
+pub(crate) fn private_mount_namespace() -> std::io::Result<()> {
+    // SAFETY: plain system calls with a static path.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))
     }
 }
 

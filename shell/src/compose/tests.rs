@@ -425,6 +425,30 @@ volumes:
 }
 
 #[test]
+fn external_volumes_keep_the_name_they_are_given_either_way() {
+    let text = "services:
+  db:
+    image: postgres
+    volumes: ['a:/a', 'b:/b']
+volumes:
+  a:
+    name: kept_a
+    external: true
+  b:
+    external:
+      name: kept_b
+";
+    let stack = one(text).expect("valid");
+    let sources: Vec<&str> = service(&stack, "shop_db")
+        .task
+        .mounts
+        .iter()
+        .map(|m| m.source.as_str())
+        .collect();
+    assert_eq!(sources, ["kept_a", "kept_b"]);
+}
+
+#[test]
 fn bad_volumes_are_refused_at_their_place() {
     let text = "services:
   db:
