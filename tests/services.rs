@@ -192,3 +192,173 @@ fn placeholders_take_each_task_s_values() -> Result<()> {
     );
     Ok(())
 }
+
+/// Every file under `dir` that holds `needle`, by path.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                pending.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_secret_reaches_only_its_task_as_a_file_and_rotates_like_any_update() -> Result<()> {
+    let mut cluster = Cluster::start(3, 1)?;
+    let root = cluster.root().to_path_buf();
+    let out = root.join("out");
+    std::fs::create_dir_all(&out)?;
+    let (secret_v1, secret_v2, config) = (
+        "s3cr3t-pw-0001-never-on-disk",
+        "s3cr3t-pw-0002-never-on-disk",
+        "listen=8080-from-a-config",
+    );
+    for (name, text) in [("v1", secret_v1), ("v2", secret_v2), ("conf", config)] {
+        std::fs::write(root.join(name), text)?;
+    }
+    let m1 = cluster.node("m1");
+    let path = |name: &str| root.join(name).display().to_string();
+    m1.ok(&[
+        "secret",
+        "create",
+        "--label",
+        "team=db",
+        "db_pw",
+        &path("v1"),
+    ])?;
+    m1.ok(&["config", "create", "app_conf", &path("conf")])?;
+    let missing = m1.essaim(&["secret", "create", "empty", "/dev/null"]);
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("/dev/null is empty"),
+        "{missing:?}"
+    );
+
+    // Each task copies what it sees to OUT/<task id>.{secret,mode,config}.
+    let script = format!(
+        "cat $ESSAIM_SECRETS_DIR/db_pw > {out}/$ESSAIM_TASK_ID.secret; \
+         stat -c %a $ESSAIM_SECRETS_DIR/db_pw > {out}/$ESSAIM_TASK_ID.mode; \
+         cat $ESSAIM_CONFIGS_DIR/etc/app.conf > {out}/$ESSAIM_TASK_ID.config; exec sleep 600",
+        out = out.display()
+    );
+    m1.ok(&[
+        "service",
+        "create",
+        "--name",
+        "api",
+        "--constraint",
+        "node.hostname==w1",
+        "--secret",
+        "source=db_pw,mode=0400",
+        "--config",
+        "source=app_conf,target=/etc/app.conf",
+        "sh",
+        "-c",
+        &script,
+    ])?;
+    let read = |task: &str, what: &str| {
+        std::fs::read_to_string(out.join(format!("{task}.{what}"))).unwrap_or_default()
+    };
+    let seen = |task: &str, what: &str| {
+        let task = task.to_string();
+        let what = what.to_string();
+        wait_for(&format!("{task}.{what}"), SETTLE, || {
+            let text = read(&task, &what);
+            Ok((!text.is_empty()).then_some(text))
+        })
+    };
+    let first = m1.tasks("api")?[0].task.id.clone();
+    assert_eq!(seen(&first, "secret")?, secret_v1);
+    assert_eq!(seen(&first, "mode")?.trim(), "400");
+    assert_eq!(seen(&first, "config")?, config);
+
+    // The secret is nowhere on the managers' disks, sealed in their logs; the config, which
+    // is not sealed, is found there, so the search does look into the logs.
+    for manager in ["m1", "m2", "m3"] {
+        let dir = cluster.node(manager).data_dir();
+        assert_eq!(
+            files_holding(&dir, secret_v1.as_bytes()),
+            Vec::<String>::new()
+        );
+        assert!(
+            !files_holding(&dir, config.as_bytes()).is_empty(),
+            "{manager}'s log holds the config"
+        );
+    }
+    // Only w1, which runs the task, has its files, in memory.
+    let w1_files = essaim_tests::task_files_of(&cluster.node("w1").data_dir());
+    assert!(w1_files.join(&first).join("secrets/db_pw").exists());
+    for manager in ["m1", "m2", "m3"] {
+        let files = essaim_tests::task_files_of(&cluster.node(manager).data_dir());
+        assert!(files_holding(&files, secret_v1.as_bytes()).is_empty());
+    }
+
+    // Inspect names the users and never shows the data; a secret in use stays.
+    let inspected = m1.ok(&["secret", "inspect", "db_pw"])?;
+    assert!(
+        inspected.contains("\"api\"") && inspected.contains("team"),
+        "{inspected}"
+    );
+    assert!(!inspected.contains(secret_v1) && !inspected.contains("czNjcjN0"));
+    let config_shown = m1.ok(&["config", "inspect", "--pretty", "app_conf"])?;
+    assert!(config_shown.contains(config), "{config_shown}");
+    let refused = m1.essaim(&["secret", "rm", "db_pw"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("secret db_pw is in use by service api"),
+        "{refused:?}"
+    );
+
+    // Rotation, as in Swarm: a new secret at the old path, rolled out as an update.
+    m1.ok(&["secret", "create", "db_pw_v2", &path("v2")])?;
+    m1.ok(&[
+        "service",
+        "update",
+        "--secret-rm",
+        "db_pw",
+        "--secret-add",
+        "source=db_pw_v2,target=db_pw",
+        "api",
+    ])?;
+    let second = wait_for("the replacement task", SETTLE, || {
+        Ok(essaim_tests::running(&m1.tasks("api")?)
+            .first()
+            .map(|t| t.task.id.clone())
+            .filter(|id| *id != first))
+    })?;
+    assert_eq!(seen(&second, "secret")?, secret_v2);
+    wait_for("the old task's files to go", SETTLE, || {
+        Ok((!w1_files.join(&first).exists()).then_some(()))
+    })?;
+    m1.ok(&["secret", "rm", "db_pw"])?;
+
+    // Another manager, leading once the first is gone, opens secrets with the key it got
+    // when it joined.
+    cluster.node_mut("m1").kill9();
+    let leader = wait_for("a new leader", SETTLE, || {
+        Ok(cluster.leader("m2").ok().filter(|l| l != "m1"))
+    })?;
+    let m2 = cluster.node("m2");
+    wait_for("scaling through the new leader", SETTLE, || {
+        Ok(m2
+            .essaim(&["service", "scale", "--detach", "api=2"])
+            .status
+            .success()
+            .then_some(()))
+    })?;
+    let third = wait_for("a second replica", SETTLE, || {
+        Ok(essaim_tests::running(&m2.tasks("api")?)
+            .iter()
+            .map(|t| t.task.id.clone())
+            .find(|id| *id != second))
+    })?;
+    assert_eq!(seen(&third, "secret")?, secret_v2, "led by {leader}");
+    Ok(())
+}

@@ -410,6 +410,8 @@ fn examples(path: &mut Vec<String>, found: &mut Vec<String>) -> Result<()> {
 
 #[test]
 fn help_examples_run() -> Result<()> {
+    // Some examples run busybox, as Docker's examples do.
+    essaim_tests::docker::install_test_deps()?;
     let mut found = Vec::new();
     examples(&mut Vec::new(), &mut found)?;
     assert!(found.len() > 20, "too few examples: {found:?}");

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use essaim_api::transport::Host;
 use essaim_core::model::{
-    Availability, Checkpoint, EndpointMode, FailureAction, HealthCheck, Ipv4Subnet, Mount,
-    NetworkAttachmentConfig, NetworkDriver, PortConfig, RestartCondition, Role, TaskState,
+    Availability, Checkpoint, EndpointMode, FailureAction, FileReference, HealthCheck, Ipv4Subnet,
+    Mount, NetworkAttachmentConfig, NetworkDriver, PortConfig, RestartCondition, Role, TaskState,
     UpdateConfig, UpdateOrder,
 };
 use essaim_core::time::parse_duration_ms;
@@ -103,6 +103,16 @@ pub enum Command {
     Network {
         #[command(subcommand)]
         command: NetworkCommand,
+    },
+    /// Manage the swarm's secrets: data given to services as files, kept encrypted
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+    /// Manage the swarm's configs: data given to services as files
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Manage the services of the swarm
     Service {
@@ -289,6 +299,113 @@ pub struct NetworkRmArgs {
     /// Network ID, ID prefix or name
     #[arg(value_name = "NETWORK", required = true)]
     pub networks: Vec<String>,
+}
+
+/// `secret ...`: the same four commands as `config ...`, each with its own examples.
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create a secret from a file, or from standard input with -
+    #[command(after_long_help = examples::SECRET_CREATE)]
+    Create(FileCreateArgs),
+    /// List the secrets
+    #[command(visible_alias = "list", after_long_help = examples::SECRET_LS)]
+    Ls(FileLsArgs),
+    /// Show one or more secrets in detail, never their data
+    #[command(after_long_help = examples::SECRET_INSPECT)]
+    Inspect(FileInspectArgs),
+    /// Remove one or more secrets (refused while a service uses one)
+    #[command(visible_alias = "remove", after_long_help = examples::SECRET_RM)]
+    Rm(FileRmArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Create a config from a file, or from standard input with -
+    #[command(after_long_help = examples::CONFIG_CREATE)]
+    Create(FileCreateArgs),
+    /// List the configs
+    #[command(visible_alias = "list", after_long_help = examples::CONFIG_LS)]
+    Ls(FileLsArgs),
+    /// Show one or more configs in detail, with their data
+    #[command(after_long_help = examples::CONFIG_INSPECT)]
+    Inspect(FileInspectArgs),
+    /// Remove one or more configs (refused while a service uses one)
+    #[command(visible_alias = "remove", after_long_help = examples::CONFIG_RM)]
+    Rm(FileRmArgs),
+}
+
+/// What `secret ...` and `config ...` ask, whichever the kind.
+#[derive(Debug)]
+pub enum FileCommand {
+    Create(FileCreateArgs),
+    Ls(FileLsArgs),
+    Inspect(FileInspectArgs),
+    Rm(FileRmArgs),
+}
+
+impl From<SecretCommand> for FileCommand {
+    fn from(command: SecretCommand) -> Self {
+        match command {
+            SecretCommand::Create(args) => FileCommand::Create(args),
+            SecretCommand::Ls(args) => FileCommand::Ls(args),
+            SecretCommand::Inspect(args) => FileCommand::Inspect(args),
+            SecretCommand::Rm(args) => FileCommand::Rm(args),
+        }
+    }
+}
+
+impl From<ConfigCommand> for FileCommand {
+    fn from(command: ConfigCommand) -> Self {
+        match command {
+            ConfigCommand::Create(args) => FileCommand::Create(args),
+            ConfigCommand::Ls(args) => FileCommand::Ls(args),
+            ConfigCommand::Inspect(args) => FileCommand::Inspect(args),
+            ConfigCommand::Rm(args) => FileCommand::Rm(args),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct FileCreateArgs {
+    /// A label (repeatable)
+    #[arg(short, long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub label: Vec<(String, String)>,
+    /// Its name: letters, digits, '_', '.' and '-'
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The file that holds the data, or - for standard input
+    #[arg(value_name = "FILE")]
+    pub file: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FileLsArgs {
+    /// Only display IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct FileInspectArgs {
+    /// Print the information in a human friendly format (same as --format table)
+    #[arg(long, conflicts_with = "format")]
+    pub pretty: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+    /// ID, ID prefix or name
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FileRmArgs {
+    /// ID, ID prefix or name
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -735,6 +852,14 @@ pub struct ServiceCreateArgs {
     /// when a task needs it, and outlives the task
     #[arg(long, value_name = "MOUNT", value_parser = parse_mount)]
     pub mount: Vec<Mount>,
+    /// Give the tasks a secret as a file: NAME (at /run/secrets/NAME), or
+    /// source=NAME,target=T,uid=U,gid=G,mode=0400 (repeatable)
+    #[arg(long, value_name = "SECRET", value_parser = parse_file_reference)]
+    pub secret: Vec<FileReference>,
+    /// Give the tasks a config as a file: NAME (at /NAME), or
+    /// source=NAME,target=/PATH,uid=U,gid=G,mode=0444 (repeatable)
+    #[arg(long, value_name = "CONFIG", value_parser = parse_file_reference)]
+    pub config: Vec<FileReference>,
     #[command(flatten)]
     pub health: HealthArgs,
     #[command(flatten)]
@@ -923,6 +1048,18 @@ pub struct ServiceChanges {
     /// Remove the mount at this target path
     #[arg(long, value_name = "TARGET")]
     pub mount_rm: Vec<String>,
+    /// Add a secret, as --secret takes it (replaces the one at the same target)
+    #[arg(long, value_name = "SECRET", value_parser = parse_file_reference)]
+    pub secret_add: Vec<FileReference>,
+    /// Remove a secret, by its name
+    #[arg(long, value_name = "NAME")]
+    pub secret_rm: Vec<String>,
+    /// Add a config, as --config takes it (replaces the one at the same target)
+    #[arg(long, value_name = "CONFIG", value_parser = parse_file_reference)]
+    pub config_add: Vec<FileReference>,
+    /// Remove a config, by its name
+    #[arg(long, value_name = "NAME")]
+    pub config_rm: Vec<String>,
     #[command(flatten)]
     pub container: container::ContainerChanges,
     /// Replace the tasks even if nothing else changes
@@ -1064,6 +1201,10 @@ pub struct CommandArgs(pub Vec<String>);
 
 fn parse_mount(text: &str) -> Result<Mount, String> {
     text.parse()
+}
+
+fn parse_file_reference(text: &str) -> Result<FileReference, String> {
+    FileReference::parse(text)
 }
 
 /// Splits `--args` into words as a shell would in simple cases: at unquoted whitespace, with

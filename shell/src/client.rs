@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use essaim_api::control::{
-    LogEvent, NetworkView, NodeInfo, NodeView, ServiceLogs, ServiceView, SwarmView, TaskView,
+    FileView, LogEvent, NetworkView, NodeInfo, NodeView, ServiceLogs, ServiceView, SwarmView,
+    TaskView,
 };
 use essaim_api::tls::Credentials;
 use essaim_api::transport::{self, ClientTls, Host};
 use essaim_api::{ControlError, ControlReply, ControlRequest};
-use essaim_core::model::{Availability, NetworkSpec, Role, ServiceSpec};
+use essaim_core::model::{Availability, FileKind, FileSpec, NetworkSpec, Role, ServiceSpec};
 
 use crate::{bundle, render, UsageError};
 
@@ -288,6 +289,61 @@ impl Client {
         };
         match self.call(&request).await? {
             ControlReply::Done | ControlReply::Node(_) => Ok(()),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`]; the leader refuses a bad or taken name, or too much data.
+    pub async fn file_create(
+        &mut self,
+        kind: FileKind,
+        spec: FileSpec,
+        data: Vec<u8>,
+    ) -> Result<FileView, ControlError> {
+        let request = ControlRequest::FileCreate { kind, spec, data };
+        match self.call(&request).await? {
+            ControlReply::File(view) => Ok(view),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn file_list(&mut self, kind: FileKind) -> Result<Vec<FileView>, ControlError> {
+        let request = ControlRequest::FileList { kind };
+        match self.call(&request).await? {
+            ControlReply::Files(files) => Ok(files),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`].
+    pub async fn file_inspect(
+        &mut self,
+        kind: FileKind,
+        name: &str,
+    ) -> Result<FileView, ControlError> {
+        let request = ControlRequest::FileInspect {
+            kind,
+            name: name.to_string(),
+        };
+        match self.call(&request).await? {
+            ControlReply::File(view) => Ok(view),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// # Errors
+    /// See [`Client::call`]; refused while services use it.
+    pub async fn file_remove(&mut self, kind: FileKind, name: &str) -> Result<(), ControlError> {
+        let request = ControlRequest::FileRemove {
+            kind,
+            name: name.to_string(),
+        };
+        match self.call(&request).await? {
+            ControlReply::Done => Ok(()),
             other => Err(unexpected(&request, &other)),
         }
     }

@@ -6,8 +6,8 @@ use std::io::{self, Write};
 
 use comfy_table::{presets, Cell, ContentArrangement, Table};
 use essaim_api::control::{
-    LocalSwarmState, NetworkView, NodeInfo, NodeView, Reachability, ServiceView, SwarmView,
-    TaskView,
+    FileView, LocalSwarmState, NetworkView, NodeInfo, NodeView, Reachability, ServiceView,
+    SwarmView, TaskView,
 };
 use essaim_core::model::{ContainerOptions, PortConfig, Role, ServiceMode, TaskState};
 use essaim_core::time::format_duration_ms;
@@ -544,6 +544,63 @@ pub fn network_table(networks: &[NetworkView]) -> String {
     )
 }
 
+/// `secret ls`, `config ls`.
+pub fn file_table(files: &[FileView]) -> String {
+    let rows = files
+        .iter()
+        .map(|view| {
+            vec![
+                short_id(&view.id),
+                view.spec.name.clone(),
+                rfc3339(view.created_at),
+                rfc3339(view.updated_at),
+            ]
+        })
+        .collect();
+    toned_columns(&["ID", "NAME", "CREATED", "UPDATED"], rows, |_, _| {
+        Tone::Plain
+    })
+}
+
+/// `secret inspect --pretty`, `config inspect --pretty`, for one: a config's data as text,
+/// a secret's never.
+pub fn file_pretty(view: &FileView) -> String {
+    let mut entries = vec![
+        Entry::field(0, "ID", &view.id),
+        Entry::field(0, "Name", &view.spec.name),
+        Entry::field(0, "Created at", rfc3339(view.created_at)),
+        Entry::field(0, "Updated at", rfc3339(view.updated_at)),
+        Entry::field(0, "Size", format!("{} bytes", view.size)),
+    ];
+    if !view.spec.labels.is_empty() {
+        entries.push(Entry::Section("Labels"));
+        entries.extend(
+            view.spec
+                .labels
+                .iter()
+                .map(|(key, value)| Entry::Item(format!("{key}={value}"))),
+        );
+    }
+    if !view.services.is_empty() {
+        entries.push(Entry::Section("Services"));
+        entries.extend(view.services.iter().cloned().map(Entry::Item));
+    }
+    let mut text = listing(&entries);
+    if let Some(data) = &view.data {
+        text.push_str("Data:\n");
+        match std::str::from_utf8(data) {
+            Ok(data) => {
+                text.push_str(data);
+                if !data.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+            Err(_) => text.push_str(&format!("({} bytes that are not text)\n", data.len())),
+        }
+    }
+    text
+}
+
 /// `network inspect --format table`, for one network.
 pub fn network_pretty(view: &NetworkView) -> String {
     let network = &view.network;
@@ -636,6 +693,14 @@ pub fn service_pretty(view: &ServiceView) -> String {
     if !task.mounts.is_empty() {
         entries.push(Entry::Section("Mounts"));
         entries.extend(task.mounts.iter().map(|m| Entry::Item(m.to_string())));
+    }
+    if !task.secrets.is_empty() {
+        entries.push(Entry::Section("Secrets"));
+        entries.extend(task.secrets.iter().map(|s| Entry::Item(s.to_string())));
+    }
+    if !task.configs.is_empty() {
+        entries.push(Entry::Section("Configs"));
+        entries.extend(task.configs.iter().map(|c| Entry::Item(c.to_string())));
     }
     if !task.env.is_empty() {
         entries.push(Entry::Section("Env"));

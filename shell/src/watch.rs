@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::cli::{
-    Cli, Command, NetworkCommand, NodeCommand, ServiceCommand, StackCommand, SwarmCommand,
-    WatchArgs,
+    Cli, Command, ConfigCommand, NetworkCommand, NodeCommand, SecretCommand, ServiceCommand,
+    StackCommand, SwarmCommand, WatchArgs,
 };
 use crate::client::Client;
 use crate::render::Output;
@@ -97,6 +97,12 @@ fn watched(line: &[String]) -> anyhow::Result<Command> {
         ),
         Command::Network { command } => {
             matches!(command, NetworkCommand::Ls(_) | NetworkCommand::Inspect(_))
+        }
+        Command::Secret { command } => {
+            matches!(command, SecretCommand::Ls(_) | SecretCommand::Inspect(_))
+        }
+        Command::Config { command } => {
+            matches!(command, ConfigCommand::Ls(_) | ConfigCommand::Inspect(_))
         }
         Command::Swarm { command } => matches!(command, SwarmCommand::Inspect(_)),
         Command::Stack { command } => matches!(

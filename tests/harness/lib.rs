@@ -714,5 +714,14 @@ impl Drop for Cluster {
         for node in &mut self.nodes {
             node.kill9();
         }
+        // The secrets and configs the nodes' tasks had, in memory, which a killed daemon
+        // leaves behind.
+        let _ = std::fs::remove_dir_all(task_files_of(self.root.path()));
     }
+}
+
+/// Where the daemons whose directories are under `dir` keep their tasks' secrets and configs:
+/// the path under `/dev/shm/essaim`, as `essaim_worker::task_files::root_for` makes it.
+pub fn task_files_of(dir: &Path) -> PathBuf {
+    Path::new("/dev/shm/essaim").join(dir.strip_prefix("/").unwrap_or(dir))
 }

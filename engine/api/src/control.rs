@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use essaim_core::model::{
-    AddressPool, Availability, Checkpoint, Cluster, ClusterConfig, Network, NetworkSpec, Node,
-    ObjectId, Role, Service, ServiceSpec, Task, TaskState,
+    base64_bytes, AddressPool, Availability, Checkpoint, Cluster, ClusterConfig, FileKind,
+    FileSpec, Network, NetworkSpec, Node, ObjectId, Role, Service, ServiceSpec, Task, TaskState,
 };
+use essaim_core::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ControlError;
@@ -178,6 +179,26 @@ pub enum ControlRequest {
     NetworkRemove {
         network: String,
     },
+    /// `secret create` / `config create`: the leader seals a secret's data before it is
+    /// written.
+    FileCreate {
+        kind: FileKind,
+        spec: FileSpec,
+        #[serde(with = "base64_bytes")]
+        data: Vec<u8>,
+    },
+    FileList {
+        kind: FileKind,
+    },
+    FileInspect {
+        kind: FileKind,
+        name: String,
+    },
+    /// Refused (failed precondition, naming them) while services use it.
+    FileRemove {
+        kind: FileKind,
+        name: String,
+    },
 }
 
 /// The longest a [`ControlRequest::WaitChange`] waits; a longer `timeout_ms` is cut to it.
@@ -248,6 +269,8 @@ pub enum ControlReply {
     Tasks(Vec<TaskView>),
     Network(NetworkView),
     Networks(Vec<NetworkView>),
+    File(FileView),
+    Files(Vec<FileView>),
     /// The answer to [`ControlRequest::LockAcquire`] and [`ControlRequest::LockRenew`].
     Lock(LockView),
     Locks(Vec<LockView>),
@@ -299,6 +322,40 @@ pub struct NetworkView {
     pub tasks: u64,
     /// The addresses nobody holds.
     pub free_addresses: u64,
+}
+
+/// A secret or config as `secret ls` and `inspect` show it: never a secret's data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileView {
+    pub id: ObjectId,
+    pub kind: FileKind,
+    pub version: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub spec: FileSpec,
+    /// The data's length in bytes.
+    pub size: u64,
+    /// A config's data; `None` for a secret.
+    #[serde(default, with = "optional_data")]
+    pub data: Option<Vec<u8>>,
+    /// The services that use it, by name.
+    pub services: Vec<String>,
+}
+
+/// A config's data as base64, or nothing.
+mod optional_data {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Data(#[serde(with = "essaim_core::model::base64_bytes")] Vec<u8>);
+
+    pub fn serialize<S: Serializer>(data: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        data.as_ref().map(|d| Data(d.clone())).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<Data>::deserialize(d)?.map(|Data(data)| data))
+    }
 }
 
 /// A task as `service ps` shows it.

@@ -191,7 +191,9 @@ impl From<StateError> for ControlError {
             // Not retryable: the holder lets go of the lock when it chooses, or when it dies.
             StateError::LockHeld { .. } => ControlError::FailedPrecondition(message),
             StateError::LockNotHeld { .. } => ControlError::NotFound(message),
-            StateError::NetworkInUse { .. } => ControlError::FailedPrecondition(message),
+            StateError::NetworkInUse { .. } | StateError::FileInUse { .. } => {
+                ControlError::FailedPrecondition(message)
+            }
         }
     }
 }

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StateError;
 use crate::model::{
-    CaRotation, Cluster, ClusterConfig, IngressAddress, JoinTokens, Network, NetworkAttachment,
-    Node, NodeSpec, NodeStatus, ObjectId, Role, RootCa, Service, ServiceSpec, Task, TaskState,
-    TaskStatus, TokenRecord, UpdateStatus, VirtualIp,
+    CaRotation, Cluster, ClusterConfig, FileKind, IngressAddress, JoinTokens, Network,
+    NetworkAttachment, Node, NodeSpec, NodeStatus, ObjectId, Role, RootCa, Service, ServiceSpec,
+    StoredFile, Task, TaskState, TaskStatus, TokenRecord, UpdateStatus, VirtualIp,
 };
 use crate::time::Timestamp;
 
@@ -179,6 +179,15 @@ pub enum Command {
     /// Refused while a service names the network or a task or virtual IP holds an address
     /// on it.
     RemoveNetwork {
+        id: ObjectId,
+    },
+    /// A secret (its data sealed by the leader) or a config; refused if its kind has the name.
+    CreateFile {
+        file: StoredFile,
+    },
+    /// Refused while a service uses the secret or config.
+    RemoveFile {
+        kind: FileKind,
         id: ObjectId,
     },
     /// Frees the lock `name`; only its holder may.

@@ -54,6 +54,14 @@ pub enum StateError {
     #[error("network {network} is in use by {}", users.join(", "))]
     NetworkInUse { network: String, users: Vec<String> },
 
+    /// A secret or config that services use cannot go.
+    #[error("{kind} {name} is in use by service {}", services.join(", "))]
+    FileInUse {
+        kind: crate::model::FileKind,
+        name: String,
+        services: Vec<String>,
+    },
+
     /// Renewing or releasing a lock that nobody holds.
     #[error("lock {name:?} is not held by anyone: it was released, or never acquired")]
     LockNotHeld { name: String },

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Cluster, Lease, Network, Node, ObjectId, Service, Task};
+use crate::model::{Cluster, Lease, Network, Node, ObjectId, Service, StoredFile, Task};
 
 /// One change, with the Raft log index of the entry that made it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +34,11 @@ pub enum Change {
     },
     Network(Network),
     NetworkRemoved {
+        id: ObjectId,
+    },
+    /// A secret or config created (a secret's data sealed).
+    File(StoredFile),
+    FileRemoved {
         id: ObjectId,
     },
     /// A lock taken, renewed or passed to another holder.

@@ -4,6 +4,7 @@
 //!
 //! - [`clock`]: the one clock the manager reads time from.
 //! - [`identity`]: the node's IDs and swarm file, its credentials on disk; ID generation.
+//! - [`data_key`]: the managers' key that seals secrets before they reach the Raft log.
 //! - [`replica`]: Raft (storage, network, election watch) and the applied state: writes,
 //!   linearizable reads, who leads and who votes.
 //! - [`forward`]: the one path of a request to the leader.
@@ -22,6 +23,7 @@
 
 pub mod clock;
 pub mod control;
+pub mod data_key;
 pub mod dispatcher;
 pub mod forward;
 pub mod identity;

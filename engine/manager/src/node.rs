@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::control;
+use crate::data_key::DataKey;
 use crate::forward::{self, LogEvents, Route};
 use crate::identity::{credentials, new_object_id, new_raft_id, SwarmFile};
 use crate::replica::raft::{LeaderContact, Raft, RaftTimings};
@@ -332,6 +333,14 @@ impl Node {
             key_pem,
             roots_pem: root_ca.cert_pem.clone(),
         })?;
+        // The key that seals secrets: made here, with the cluster, and never written to Raft.
+        if let Err(e) = DataKey::load(&self.config.data_dir)
+            .map_err(|e| ControlError::Internal(format!("cannot read the data key: {e}")))
+            .and_then(|key| key.generate())
+        {
+            self.forget_swarm_files();
+            return Err(e);
+        }
         let swarm = match self.create_swarm(identity.clone(), addr.clone()).await {
             Ok(swarm) => swarm,
             Err(e) => {
@@ -461,6 +470,15 @@ impl Node {
             key_pem,
             roots_pem: reply.roots_pem,
         })?;
+        if !reply.data_key.is_empty() {
+            if let Err(e) = DataKey::load(&self.config.data_dir)
+                .map_err(|e| ControlError::Internal(format!("cannot read the data key: {e}")))
+                .and_then(|key| key.install(&reply.data_key))
+            {
+                self.forget_swarm_files();
+                return Err(e);
+            }
+        }
         let swarm = match self.create_swarm(identity, addr).await {
             Ok(swarm) => swarm,
             Err(e) => {

@@ -4,6 +4,7 @@
 //! does; only its tasks are simulated. Nothing is kept on disk: a restarted host joins as new
 //! nodes.
 
+use essaim_worker::task_files::TaskFiles;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,8 +99,15 @@ async fn join_one(
     if managers.is_empty() {
         managers.push(manager_addr.to_string());
     }
+    // A simulated node has no data directory: its files, if a task had any, under a name
+    // of its own.
+    let task_files = TaskFiles::new(
+        &std::env::temp_dir().join("essaim-sim").join(&hostname),
+        &hostname,
+    );
     Ok(Worker::start(WorkerSetup {
         node_id: reply.node_id,
+        task_files: Arc::new(task_files),
         hostname,
         tls,
         managers: Arc::new(move || managers.clone()),

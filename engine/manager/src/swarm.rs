@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use essaim_api::tls::TlsState;
+use essaim_worker::task_files::TaskFiles;
 use essaim_worker::{Executor, Worker, WorkerSetup};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
@@ -96,6 +97,7 @@ impl Swarm {
         let session_targets = managers.clone();
         let worker = Worker::start(WorkerSetup {
             node_id: replica.node_id().clone(),
+            task_files: Arc::new(TaskFiles::new(data_dir, &hostname)),
             hostname,
             tls: tls.clone(),
             managers: Arc::new(move || session_targets.leader_first()),

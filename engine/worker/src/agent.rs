@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use essaim_api::pb::{self, SessionAssignments, SessionReport};
 use essaim_api::tls::TlsState;
 use essaim_api::transport::{self, ClientTls};
-use essaim_core::model::{ObjectId, Task, TaskReport, TaskState, TaskStatus};
+use essaim_core::model::{ObjectId, Task, TaskFileData, TaskReport, TaskState, TaskStatus};
 use essaim_core::netmap::NetworkMap;
 use essaim_core::Timestamp;
 use futures::future::BoxFuture;
@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::executor::{Executor, LogStream};
+use crate::task_files::TaskFiles;
 
 /// The report period until the leader says otherwise.
 const DEFAULT_PERIOD: Duration = Duration::from_millis(500);
@@ -54,6 +55,8 @@ pub struct WorkerSetup {
     /// The managers to try when no leader is known; asked again at every reconnection.
     pub managers: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
     pub executor: Arc<dyn Executor>,
+    /// The secrets and configs of the node's tasks (see [`crate::task_files`]).
+    pub task_files: Arc<TaskFiles>,
 }
 
 pub struct Worker {
@@ -164,6 +167,7 @@ impl Worker {
     pub async fn leave(&self) {
         self.shutdown().await;
         self.setup.executor.leave_networks().await;
+        self.setup.task_files.remove_all();
     }
 
     /// The output of a task of this node.
@@ -359,6 +363,11 @@ impl Worker {
             let map: NetworkMap = serde_json::from_slice(&message.network_map_json)?;
             self.setup.executor.network_map(map);
         }
+        // So do the secrets and configs.
+        if !message.files_json.is_empty() {
+            let files: Vec<TaskFileData> = serde_json::from_slice(&message.files_json)?;
+            self.setup.task_files.replace(files);
+        }
         let tasks: Vec<Task> = if message.tasks_json.is_empty() {
             Vec::new()
         } else {
@@ -460,12 +469,14 @@ impl Worker {
         };
         let _ = local.stop.send(true);
         let executor = self.setup.executor.clone();
+        let task_files = self.setup.task_files.clone();
         let task_id = task_id.to_string();
         tokio::spawn(async move {
             if let Some(supervisor) = local.supervisor.take() {
                 let _ = supervisor.await;
             }
             executor.remove(&task_id).await;
+            task_files.remove(&task_id);
         });
     }
 
@@ -532,7 +543,11 @@ impl Worker {
                     return;
                 }
             };
-            match executor.start(&task).await {
+            let started = match self.setup.task_files.write(&task) {
+                Ok(()) => executor.start(&task).await,
+                Err(error) => Err(error),
+            };
+            match started {
                 Ok(started) => {
                     let mut status = TaskStatus::new(TaskState::Running, now(), "started");
                     status.ports = started.ports;
@@ -547,6 +562,7 @@ impl Worker {
                     };
                     let mut status = TaskStatus::new(state, now(), error.message.clone());
                     status.error = Some(error.message);
+                    self.setup.task_files.remove(&task_id);
                     self.report(&task_id, status);
                     return;
                 }
@@ -565,6 +581,7 @@ impl Worker {
                 } else {
                     failed(exit.message, Some(exit.code))
                 };
+                self.setup.task_files.remove(&task_id);
                 self.report(&task_id, status);
             }
             None => {
@@ -578,6 +595,7 @@ impl Worker {
                     }
                 }
                 executor.stop(&task_id, grace).await;
+                self.setup.task_files.remove(&task_id);
                 self.report(&task_id, shutdown("stopped"));
             }
         }

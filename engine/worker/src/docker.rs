@@ -25,6 +25,7 @@
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +93,8 @@ pub struct DockerExecutor {
     networks: tokio::sync::Mutex<()>,
     /// Puts containers on cluster networks.
     overlay: Arc<Overlay>,
+    /// Where the agent writes the tasks' secrets and configs (see [`crate::task_files`]).
+    task_files: std::path::PathBuf,
 }
 
 /// How a container is on its cluster networks: its interfaces from `first_interface` on,
@@ -126,7 +129,7 @@ impl DockerExecutor {
     ///
     /// # Errors
     /// No engine answers.
-    pub async fn connect(node_name: &str) -> anyhow::Result<DockerExecutor> {
+    pub async fn connect(node_name: &str, data_dir: &Path) -> anyhow::Result<DockerExecutor> {
         let docker = connect().await?;
         Ok(DockerExecutor {
             docker,
@@ -135,6 +138,7 @@ impl DockerExecutor {
             last_cpu: Mutex::new(HashMap::new()),
             networks: tokio::sync::Mutex::new(()),
             overlay: Overlay::new(),
+            task_files: crate::task_files::root_for(data_dir),
         })
     }
 
@@ -343,11 +347,17 @@ impl DockerExecutor {
             network_ids.push(self.ensure_network(network).await?);
         }
         let name = container_name(task);
-        let body = container_body(
+        let mut body = container_body(
             task,
             network_ids.first().map(String::as_str),
             on_overlay.as_ref(),
         );
+        let files = crate::task_files::placed(&self.task_files, task);
+        if let Some(host) = body.host_config.as_mut().filter(|_| !files.is_empty()) {
+            host.mounts
+                .get_or_insert_with(Vec::new)
+                .extend(files.iter().map(file_mount));
+        }
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = match self
             .docker
@@ -1050,6 +1060,17 @@ fn engine_mount(mount: &Mount) -> bollard::models::Mount {
         read_only: mount.read_only.then_some(true),
         volume_options,
         tmpfs_options,
+        ..Default::default()
+    }
+}
+
+/// A secret or config, written by the agent in memory, bound read-only at its path.
+fn file_mount(file: &crate::task_files::PlacedFile) -> bollard::models::Mount {
+    bollard::models::Mount {
+        target: Some(file.path_in_task.clone()),
+        source: Some(file.host_path.display().to_string()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
         ..Default::default()
     }
 }

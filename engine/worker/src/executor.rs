@@ -142,9 +142,12 @@ impl Runtime {
         Ok(match self {
             Runtime::Process => Arc::new(
                 crate::process::ProcessExecutor::new(node_name)
-                    .with_volumes(data_dir.join("volumes")),
+                    .with_volumes(data_dir.join("volumes"))
+                    .with_task_files(crate::task_files::root_for(data_dir)),
             ),
-            Runtime::Docker => Arc::new(crate::docker::DockerExecutor::connect(node_name).await?),
+            Runtime::Docker => {
+                Arc::new(crate::docker::DockerExecutor::connect(node_name, data_dir).await?)
+            }
             Runtime::Sim { start_delay } => Arc::new(crate::sim::SimExecutor::new(*start_delay)),
         })
     }

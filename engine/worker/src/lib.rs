@@ -16,6 +16,7 @@
 //! - [`mesh`]: the routing mesh: published ports open on the node, balanced over the tasks.
 //! - [`nft`]: the rules of both, written into a namespace.
 //! - [`overlay`]: the node's share of the cluster networks, made in the kernel for its tasks.
+//! - [`task_files`]: the secrets and configs of the node's tasks, in memory and as files.
 //! - [`logs`]: the output kept of each task.
 //! - [`machine`]: the CPUs and memory a node reports.
 
@@ -32,6 +33,7 @@ pub mod nft;
 pub mod overlay;
 pub mod process;
 pub mod sim;
+pub mod task_files;
 pub mod vip;
 
 pub use agent::{Worker, WorkerSetup};

@@ -43,6 +43,8 @@ pub struct ProcessExecutor {
     node_name: String,
     /// Where named volumes live (see [`crate::mounts`]); `None`: this node keeps none.
     volumes: Option<PathBuf>,
+    /// Where the agent writes the tasks' secrets and configs (see [`crate::task_files`]).
+    task_files: Option<PathBuf>,
     tasks: Mutex<HashMap<String, Arc<ProcessTask>>>,
     overlay: Arc<Overlay>,
 }
@@ -80,6 +82,7 @@ impl ProcessExecutor {
         ProcessExecutor {
             node_name: node_name.to_string(),
             volumes: None,
+            task_files: None,
             tasks: Mutex::new(HashMap::new()),
             overlay: Overlay::new(),
         }
@@ -88,6 +91,12 @@ impl ProcessExecutor {
     /// Keeps the tasks' volumes under `dir`.
     pub fn with_volumes(mut self, dir: PathBuf) -> Self {
         self.volumes = Some(dir);
+        self
+    }
+
+    /// Finds the tasks' secrets and configs under `root`, where the agent writes them.
+    pub fn with_task_files(mut self, root: PathBuf) -> Self {
+        self.task_files = Some(root);
         self
     }
 
@@ -207,6 +216,19 @@ impl ProcessExecutor {
         }
         for (target, port) in &listen {
             command.env(format!("ESSAIM_PORT_{target}"), port.to_string());
+        }
+        // No file system of its own to mount them in: the task is told where they are.
+        if let Some(root) = &self.task_files {
+            use crate::task_files::{task_dir, CONFIGS_DIR_VAR, SECRETS_DIR_VAR};
+            use essaim_core::model::FileKind;
+            for (kind, var) in [
+                (FileKind::Secret, SECRETS_DIR_VAR),
+                (FileKind::Config, CONFIGS_DIR_VAR),
+            ] {
+                if !task.spec.files(kind).is_empty() {
+                    command.env(var, task_dir(root, &task.id, kind));
+                }
+            }
         }
         // Made before the fork: the child may only make system calls.
         let joins = match &networked {

@@ -86,6 +86,50 @@ Examples:
   $ essaim network rm back
   Refused while a service uses the network, naming the services.";
 
+pub const SECRET_CREATE: &str = "\
+Examples:
+  printf '%s' \"$DB_PASSWORD\" | essaim secret create db_pw -
+  $ essaim secret create --label team=shop site_name /etc/hostname
+  The data is encrypted in the managers' log and reaches only the nodes that run a task using
+  it, which keep it in memory. It never changes: to rotate, create a new secret and move the
+  services to it (see service update).";
+
+pub const SECRET_LS: &str = "\
+Examples:
+  $ essaim secret ls
+  $ essaim secret ls --format json";
+
+pub const SECRET_INSPECT: &str = "\
+Examples:
+  $ essaim secret inspect site_name
+  $ essaim secret inspect --pretty site_name
+  Shows its labels, size and the services that use it, never its data.";
+
+pub const SECRET_RM: &str = "\
+Examples:
+  $ essaim secret rm site_name
+  Refused while a service uses it, naming the services.";
+
+pub const CONFIG_CREATE: &str = "\
+Examples:
+  $ essaim config create --label app=shop os_release /etc/os-release
+  essaim config create nginx_conf ./nginx.conf
+  A task sees a config at /NAME unless the service gives a target.";
+
+pub const CONFIG_LS: &str = "\
+Examples:
+  $ essaim config ls";
+
+pub const CONFIG_INSPECT: &str = "\
+Examples:
+  $ essaim config inspect --pretty os_release
+  The data is in the JSON form as base64, shown as text by --pretty.";
+
+pub const CONFIG_RM: &str = "\
+Examples:
+  $ essaim config rm os_release
+  Refused while a service uses it, naming the services.";
+
 pub const STACK_DEPLOY: &str = "\
 Examples:
   essaim stack deploy -c docker-compose.yml shop
@@ -146,7 +190,10 @@ Examples:
   $ essaim service update --continue web
   essaim service update --image app:2 --update-order start-first --update-failure-action rollback web
   An update replaces tasks in batches (--update-parallelism), each watched for --update-monitor;
-  --update-pause-after stops at a checkpoint until --continue.";
+  --update-pause-after stops at a checkpoint until --continue.
+  essaim service update --secret-rm db_pw --secret-add source=db_pw_v2,target=db_pw api
+  Rotates a secret: the tasks are replaced, as by any update, and see the new one at the old
+  path.";
 
 pub const SERVICE_ROLLBACK: &str = "\
 Examples:

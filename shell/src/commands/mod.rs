@@ -5,12 +5,14 @@
 //!   `swarm ca issue-client`.
 //! - [`node`]: `node ls`, `inspect`, `update`, `promote`, `demote`, `rm`, `ps`.
 //! - [`network`]: `network create`, `ls`, `inspect`, `rm`.
+//! - [`file`]: `secret` and `config`: `create`, `ls`, `inspect`, `rm`.
 //! - [`service`]: `service create`, `ls`, `ps`, `inspect`, `scale`, `rm`.
 //! - [`service_update`]: `service update`, which edits a spec flag by flag.
 //! - [`stack`]: `stack deploy`, `ls`, `ps`, `services`, `rm`; [`stack_plan`] works out what a
 //!   deploy changes before it changes anything.
 //! - [`info`]: `info`, the node's view of itself.
 
+pub mod file;
 pub mod info;
 pub mod network;
 pub mod node;
@@ -20,6 +22,7 @@ pub mod stack;
 pub mod stack_plan;
 pub mod swarm;
 
+use essaim_core::model::FileKind;
 use serde::Serialize;
 
 use crate::cli::Command;
@@ -41,6 +44,12 @@ pub async fn run(
         Command::Swarm { command } => swarm::run(command, client, output).await,
         Command::Node { command } => node::run(command, client, output).await,
         Command::Network { command } => network::run(command, client, output).await,
+        Command::Secret { command } => {
+            file::run(FileKind::Secret, command.into(), client, output).await
+        }
+        Command::Config { command } => {
+            file::run(FileKind::Config, command.into(), client, output).await
+        }
         Command::Service { command } => service::run(command, client, output).await,
         Command::Stack { command } => stack::run(command, client, output).await,
         Command::Info(args) => info::run(args, client, output).await,

@@ -139,6 +139,8 @@ pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
             healthcheck: args.health.apply(None),
             container: args.container.options(),
             mounts: args.mount,
+            secrets: args.secret,
+            configs: args.config,
         },
         ports: args.publish,
         update_config,

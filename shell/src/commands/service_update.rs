@@ -3,7 +3,7 @@
 //! refused, not lost; then follow the rolling update it starts. `--continue` goes on with a
 //! paused update, `--rollback` goes back.
 
-use essaim_core::model::{Protocol, ServiceMode, ServiceSpec, UpdateState};
+use essaim_core::model::{FileKind, Protocol, ServiceMode, ServiceSpec, UpdateState};
 
 use crate::cli::{ServiceChanges, ServiceRollbackArgs, ServiceUpdateArgs};
 use crate::client::Client;
@@ -264,6 +264,33 @@ pub fn apply(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<ServiceSpec
         task.mounts
             .retain(|m| m.target.trim_end_matches('/') != bare);
         task.mounts.push(mount.clone());
+    }
+    for (kind, removed, added) in [
+        (FileKind::Secret, &changes.secret_rm, &changes.secret_add),
+        (FileKind::Config, &changes.config_rm, &changes.config_add),
+    ] {
+        let files = match kind {
+            FileKind::Secret => &mut task.secrets,
+            FileKind::Config => &mut task.configs,
+        };
+        for name in removed {
+            let before = files.len();
+            files.retain(|f| f.source != *name);
+            if files.len() == before {
+                let flag = if kind == FileKind::Secret {
+                    "--secret-rm"
+                } else {
+                    "--config-rm"
+                };
+                return Err(absent(flag, kind.as_str(), name));
+            }
+        }
+        for reference in added {
+            // One file per path in the task: adding one there again replaces it.
+            let path = reference.path_in_task(kind);
+            files.retain(|f| f.path_in_task(kind) != path);
+            files.push(reference.clone());
+        }
     }
     changes
         .container

@@ -8,6 +8,7 @@ mod lease;
 mod mount;
 mod network;
 mod node;
+mod secret;
 mod service;
 mod task;
 
@@ -26,6 +27,10 @@ pub use network::{
 pub use node::{
     Availability, Node, NodeDescription, NodeResources, NodeSpec, NodeState, NodeStatus,
     ParseEnumError, Role, PROCESS_RUNTIME,
+};
+pub use secret::{
+    base64_bytes, check_file_name, validate_file_references, FileData, FileKind, FileReference,
+    FileSpec, StoredFile, TaskFileData, DEFAULT_FILE_MODE, MAX_FILE_DATA,
 };
 pub use service::{
     is_current, Checkpoint, FailureAction, HealthCheck, PortConfig, Protocol, PublishMode,
@@ -47,6 +52,8 @@ pub enum Kind {
     Service,
     Task,
     Network,
+    Secret,
+    Config,
 }
 
 impl std::fmt::Display for Kind {
@@ -57,6 +64,8 @@ impl std::fmt::Display for Kind {
             Kind::Service => "service",
             Kind::Task => "task",
             Kind::Network => "network",
+            Kind::Secret => "secret",
+            Kind::Config => "config",
         })
     }
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    word_enum, ContainerOptions, EndpointMode, Mount, NetworkAttachmentConfig, ObjectId, VirtualIp,
+    word_enum, ContainerOptions, EndpointMode, FileKind, FileReference, Mount,
+    NetworkAttachmentConfig, ObjectId, VirtualIp,
 };
 use crate::time::Timestamp;
 
@@ -141,9 +142,21 @@ pub struct TaskSpec {
     pub container: ContainerOptions,
     /// `--mount`: binds, volumes and tmpfs, in order.
     pub mounts: Vec<Mount>,
+    /// `--secret`: the secrets the task sees as files, under `/run/secrets` by default.
+    pub secrets: Vec<FileReference>,
+    /// `--config`: the configs the task sees as files, at `/NAME` by default.
+    pub configs: Vec<FileReference>,
 }
 
 impl TaskSpec {
+    /// The secrets or configs the task uses.
+    pub fn files(&self, kind: FileKind) -> &[FileReference] {
+        match kind {
+            FileKind::Secret => &self.secrets,
+            FileKind::Config => &self.configs,
+        }
+    }
+
     /// The options only a container runtime can apply, by flag (see
     /// [`ContainerOptions::container_only`]); `--limit-pids` too, which the process runtime
     /// would need cgroup v2 for.
@@ -580,6 +593,8 @@ impl ServiceSpec {
         }
         self.task.container.validate()?;
         super::validate_mounts(&self.task.mounts)?;
+        super::validate_file_references(FileKind::Secret, &self.task.secrets)?;
+        super::validate_file_references(FileKind::Config, &self.task.configs)?;
         let resources = &self.task.resources;
         if resources.limit_memory_bytes > 0
             && resources.reserve_memory_bytes > resources.limit_memory_bytes

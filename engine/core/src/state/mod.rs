@@ -9,10 +9,12 @@ use crate::command::{Command, Request, Response};
 use crate::error::{LookupError, StateError};
 use crate::event::{Change, Event};
 use crate::model::{
-    Cluster, Kind, Lease, Network, Node, ObjectId, Role, Service, Task, TaskState, TaskStatus,
+    Cluster, FileKind, Kind, Lease, Network, Node, ObjectId, Role, Service, StoredFile, Task,
+    TaskState, TaskStatus,
 };
 use crate::time::Timestamp;
 
+mod files;
 mod locks;
 mod networks;
 
@@ -35,6 +37,9 @@ pub struct ClusterState {
     /// Cluster networks, with what the leader allocated for them.
     #[serde(default)]
     networks: BTreeMap<ObjectId, Network>,
+    /// Secrets (their data sealed) and configs.
+    #[serde(default)]
+    files: BTreeMap<ObjectId, StoredFile>,
     /// Derived from the tables above; rebuilt after a snapshot is loaded.
     #[serde(skip)]
     index: Indexes,
@@ -48,6 +53,7 @@ struct Indexes {
     network_by_name: HashMap<String, ObjectId>,
     /// The addresses held on each network, by whom.
     addresses: HashMap<ObjectId, HashMap<std::net::Ipv4Addr, AddressHolder>>,
+    file_by_name: HashMap<(FileKind, String), ObjectId>,
 }
 
 impl PartialEq for ClusterState {
@@ -59,6 +65,7 @@ impl PartialEq for ClusterState {
             && self.removed_nodes == other.removed_nodes
             && self.locks == other.locks
             && self.networks == other.networks
+            && self.files == other.files
     }
 }
 
@@ -93,7 +100,7 @@ macro_rules! versioned {
     )*};
 }
 
-versioned!(Cluster, Node, Service, Task, Network);
+versioned!(Cluster, Node, Service, Task, Network, StoredFile);
 
 impl ClusterState {
     /// Applies one Raft entry at log `index`, appending what changed to `events`.
@@ -122,6 +129,11 @@ impl ClusterState {
         }
         for network in self.networks.values() {
             networks::index_network(&mut index, network);
+        }
+        for file in self.files.values() {
+            index
+                .file_by_name
+                .insert((file.kind, file.spec.name.clone()), file.id.clone());
         }
         let tasks: Vec<&Task> = self.tasks.values().collect();
         let services: Vec<&Service> = self.services.values().collect();
@@ -249,6 +261,7 @@ impl ClusterState {
                     });
                 }
                 self.check_service_networks(service)?;
+                self.check_service_files(service)?;
                 crate::allocator::ports::check(self, None, &service.spec)
                     .map_err(|e| StateError::Invalid(e.to_string()))?;
                 self.hold_virtual_ips(&service.id, &[], &service.virtual_ips)?;
@@ -277,6 +290,7 @@ impl ClusterState {
                 let mut checked = service.clone();
                 checked.spec = spec.clone();
                 self.check_service_networks(&checked)?;
+                self.check_service_files(&checked)?;
                 crate::allocator::ports::check(self, Some(id), spec)
                     .map_err(|e| StateError::Invalid(e.to_string()))?;
                 let service = get_mut(&mut self.services, Kind::Service, id)?;
@@ -463,6 +477,12 @@ impl ClusterState {
                 self.create_network(network, &mut emit)?;
             }
             Command::RemoveNetwork { id } => self.remove_network(id, &mut emit)?,
+            Command::CreateFile { file } => {
+                let mut file = file.clone();
+                file.created(index, now);
+                self.create_file(file, &mut emit)?;
+            }
+            Command::RemoveFile { kind, id } => self.remove_file(*kind, id, &mut emit)?,
         }
         Ok(())
     }

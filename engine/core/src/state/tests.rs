@@ -679,3 +679,110 @@ fn an_update_status_is_set_only_over_the_one_it_was_decided_on() {
     assert_eq!(web.update_status, Some(done));
     assert_eq!(web.version, 4);
 }
+
+fn stored_file(id: &str, kind: crate::model::FileKind, name: &str) -> StoredFile {
+    StoredFile {
+        id: id.to_string(),
+        version: 0,
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+        kind,
+        spec: crate::model::FileSpec {
+            name: name.to_string(),
+            labels: BTreeMap::new(),
+        },
+        data: crate::model::FileData::Plain(b"x".to_vec()),
+        size: 1,
+    }
+}
+
+#[test]
+fn a_secret_in_use_stays_and_a_service_names_only_existing_ones() {
+    use crate::model::{FileKind, FileReference};
+    let mut state = ClusterState::default();
+    let create = |id: &str, kind, name: &str| Command::CreateFile {
+        file: stored_file(id, kind, name),
+    };
+    apply(&mut state, 1, create("s1", FileKind::Secret, "db_pw")).expect("secret");
+    // A config may share a secret's name, as in Swarm; a second secret may not.
+    apply(&mut state, 2, create("c1", FileKind::Config, "db_pw")).expect("config");
+    let taken = apply(&mut state, 3, create("s2", FileKind::Secret, "db_pw"));
+    assert!(
+        matches!(taken, Err(StateError::AlreadyExists { .. })),
+        "{taken:?}"
+    );
+
+    let mut web = service("svc1", "web");
+    web.spec.task.secrets = vec![FileReference::parse("db_pw").expect("ref")];
+    web.spec.task.configs = vec![FileReference::parse("nginx").expect("ref")];
+    let missing = apply(
+        &mut state,
+        4,
+        Command::CreateService {
+            service: web.clone(),
+        },
+    );
+    assert_eq!(
+        missing,
+        Err(StateError::NotFound {
+            kind: Kind::Config,
+            id: "nginx".to_string()
+        })
+    );
+    web.spec.task.configs.clear();
+    apply(&mut state, 5, Command::CreateService { service: web }).expect("service");
+
+    let refused = apply(
+        &mut state,
+        6,
+        Command::RemoveFile {
+            kind: FileKind::Secret,
+            id: "s1".to_string(),
+        },
+    );
+    assert_eq!(
+        refused.expect_err("in use").to_string(),
+        "secret db_pw is in use by service web"
+    );
+    // The config of the same name is not in use, and goes.
+    apply(
+        &mut state,
+        7,
+        Command::RemoveFile {
+            kind: FileKind::Config,
+            id: "c1".to_string(),
+        },
+    )
+    .expect("config removed");
+    apply(
+        &mut state,
+        8,
+        Command::RemoveService {
+            id: "svc1".to_string(),
+            expected_version: None,
+        },
+    )
+    .expect("service removed");
+    apply(
+        &mut state,
+        9,
+        Command::RemoveFile {
+            kind: FileKind::Secret,
+            id: "s1".to_string(),
+        },
+    )
+    .expect("secret removed once unused");
+    assert!(state.file_by_name(FileKind::Secret, "db_pw").is_none());
+
+    // The name index comes back with a snapshot.
+    apply(&mut state, 10, create("s3", FileKind::Secret, "api_key")).expect("secret");
+    let mut restored: ClusterState =
+        serde_json::from_str(&serde_json::to_string(&state).expect("json")).expect("back");
+    restored.rebuild_indexes();
+    assert_eq!(
+        restored
+            .file(FileKind::Secret, "api_key")
+            .map(|f| f.id.clone()),
+        Ok("s3".to_string())
+    );
+}

@@ -5,6 +5,7 @@
 //! - [`cluster`]: `swarm inspect`, `update`, `join-token`, `ca`; client certificates.
 //! - [`services`]: services and their tasks.
 //! - [`networks`]: cluster networks: create (the leader allocates), list, inspect, remove.
+//! - [`files`]: secrets (sealed here) and configs: create, list, inspect, remove.
 //! - [`locks`]: cluster-wide leases for scripts.
 //! - [`logs`]: `service logs`, gathered from every node that runs the service's tasks.
 
@@ -13,6 +14,7 @@ use essaim_api::{ControlError, ControlReply, ControlRequest};
 use crate::swarm::Swarm;
 
 pub mod cluster;
+pub mod files;
 pub mod locks;
 pub mod logs;
 pub mod networks;
@@ -107,6 +109,12 @@ pub async fn handle(swarm: &Swarm, request: ControlRequest) -> Result<ControlRep
         ControlRequest::NetworkList => networks::list(swarm).await,
         ControlRequest::NetworkInspect { network } => networks::inspect(swarm, &network).await,
         ControlRequest::NetworkRemove { network } => networks::remove(swarm, &network).await,
+        ControlRequest::FileCreate { kind, spec, data } => {
+            files::create(swarm, kind, spec, data).await
+        }
+        ControlRequest::FileList { kind } => files::list(swarm, kind).await,
+        ControlRequest::FileInspect { kind, name } => files::inspect(swarm, kind, &name).await,
+        ControlRequest::FileRemove { kind, name } => files::remove(swarm, kind, &name).await,
         ControlRequest::Info
         | ControlRequest::SwarmInit { .. }
         | ControlRequest::SwarmJoin { .. }

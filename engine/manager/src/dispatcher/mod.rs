@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  committed changes ──> route: the tasks of each connected node ──> its session stream
+//!                           (with the network map and the secrets and configs they need)
 //!  session reports ──> liveness (memory only)
 //!                  ├─> tasks' CPU and memory (Usages, memory only)
 //!                  └─> status batch ──> one Raft write for many reports
@@ -27,8 +28,9 @@ use parking_lot::Mutex;
 use essaim_api::pb::{SessionAssignments, SessionReport};
 use essaim_api::ControlError;
 use essaim_core::event::{Change, Event};
-use essaim_core::model::{ObjectId, Task, TaskState};
+use essaim_core::model::{FileKind, ObjectId, Task, TaskFileData, TaskState};
 use essaim_core::netmap::{may_change_maps, NetworkMap, NetworkMaps};
+use std::collections::BTreeSet;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -90,6 +92,32 @@ struct Session {
     sent: HashMap<ObjectId, Sent>,
     /// The network map the node was last sent.
     network_map: NetworkMap,
+    /// The secrets and configs the node was last sent, by kind and name.
+    files: NodeFiles,
+}
+
+/// The secrets and configs a node's live tasks use.
+type NodeFiles = BTreeSet<(FileKind, String)>;
+
+/// What the node's tasks that are assigned and not yet ended use: a node holds a secret only
+/// while it has such a task.
+fn files_needed(state: &essaim_core::ClusterState, node_id: &str) -> NodeFiles {
+    state
+        .tasks_on_node(node_id)
+        .filter(|t| t.status.state >= TaskState::Assigned && !t.status.state.is_terminal())
+        .flat_map(|t| {
+            FileKind::ALL.iter().flat_map(move |kind| {
+                t.spec
+                    .files(*kind)
+                    .iter()
+                    .map(move |r| (*kind, r.source.clone()))
+            })
+        })
+        .collect()
+}
+
+fn uses_files(task: &Task) -> bool {
+    !task.spec.secrets.is_empty() || !task.spec.configs.is_empty()
 }
 
 impl Dispatcher {
@@ -156,7 +184,11 @@ impl Dispatcher {
             let sent = tasks.iter().map(|t| (t.id.clone(), Sent::of(t))).collect();
             // The map goes first: a task on a network starts only once its node knows it.
             let network_map = NetworkMaps::of(&state).for_node(node_id);
+            let files = files_needed(&state, node_id);
             let mut messages = vec![map_message(&network_map)];
+            if !files.is_empty() {
+                messages.push(self.files_message(&state, node_id, &files));
+            }
             messages.extend(full_set(&tasks, heartbeat_period_ms(&state)));
             let (outbound, receiver) = mpsc::channel(SESSION_BACKLOG.max(messages.len() + 1));
             for message in messages {
@@ -168,6 +200,7 @@ impl Dispatcher {
                 outbound,
                 sent,
                 network_map,
+                files,
             };
             sessions.insert(node_id.to_string(), session);
             receiver
@@ -237,6 +270,12 @@ impl Dispatcher {
                 _ => {}
             }
         }
+        // Nodes whose tasks that use secrets or configs changed: their set may have too.
+        let files_may_change: BTreeSet<&str> = latest
+            .values()
+            .filter(|t| uses_files(t))
+            .filter_map(|t| t.node_id.as_deref())
+            .collect();
         let mut changed: HashMap<&str, (Vec<&Task>, Vec<String>)> = HashMap::new();
         for task in latest.into_values() {
             let Some(node) = task.node_id.as_deref() else {
@@ -270,6 +309,23 @@ impl Dispatcher {
                 }
             }
         }
+        if !files_may_change.is_empty() {
+            // Before the tasks, so that a task finds its files on its node.
+            let state = self.replica.state();
+            for node in files_may_change {
+                let Some(session) = sessions.get_mut(node) else {
+                    continue;
+                };
+                let files = files_needed(&state, node);
+                if files != session.files {
+                    let message = self.files_message(&state, node, &files);
+                    if session.outbound.try_send(Ok(message)).is_err() {
+                        too_slow.push(node.to_string());
+                    }
+                    session.files = files;
+                }
+            }
+        }
         for (node, (tasks, removed)) in changed {
             let Some(session) = sessions.get(node) else {
                 continue;
@@ -295,6 +351,41 @@ impl Dispatcher {
         for node in too_slow {
             tracing::warn!(%node, "node fell behind its task session: it will start over");
             sessions.remove(&node);
+        }
+    }
+}
+
+impl Dispatcher {
+    /// The secrets and configs a node needs, opened: the complete set, which replaces what
+    /// the node held. Only over the node's session, which is mutual TLS.
+    fn files_message(
+        &self,
+        state: &essaim_core::ClusterState,
+        node_id: &str,
+        files: &NodeFiles,
+    ) -> SessionAssignments {
+        let opened: Vec<TaskFileData> = files
+            .iter()
+            .filter_map(|(kind, name)| {
+                let file = state.file_by_name(*kind, name)?;
+                match self.replica.data_key().open(&file.id, &file.data) {
+                    Ok(data) => Some(TaskFileData {
+                        kind: *kind,
+                        name: name.clone(),
+                        data,
+                    }),
+                    Err(e) => {
+                        // The node rejects the tasks that need it, saying which is missing.
+                        tracing::error!(node = node_id, %kind, %name, "cannot send {kind}: {e}");
+                        None
+                    }
+                }
+            })
+            .collect();
+        SessionAssignments {
+            // Serializing plain data structures cannot fail.
+            files_json: serde_json::to_vec(&opened).unwrap_or_default(),
+            ..Default::default()
         }
     }
 }

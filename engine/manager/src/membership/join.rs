@@ -109,6 +109,12 @@ impl Membership {
             manager_addrs,
             certificate_pem,
             roots_pem: trusted,
+            // Over this TLS session only: a manager needs it to seal and open secrets.
+            data_key: if role == Role::Manager {
+                self.replica.data_key().export().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
         })
     }
 

@@ -51,6 +51,8 @@ pub struct Replica {
     pub addr: String,
     pub hostname: String,
     data_dir: PathBuf,
+    /// The key that seals secrets, on a manager.
+    data_key: crate::data_key::DataKey,
     raft: Raft,
     shared: Arc<SharedState>,
     timings: RaftTimings,
@@ -113,6 +115,7 @@ impl Replica {
             addr,
             hostname,
             data_dir: data_dir.to_path_buf(),
+            data_key: crate::data_key::DataKey::load(data_dir)?,
             raft,
             shared,
             timings,
@@ -137,6 +140,11 @@ impl Replica {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The key that seals secrets in the log; empty on a worker.
+    pub fn data_key(&self) -> &crate::data_key::DataKey {
+        &self.data_key
     }
 
     pub fn raft(&self) -> &Raft {

@@ -54,6 +54,12 @@ pub async fn sign(
     Ok(RenewResponse {
         certificate_pem,
         roots_pem: trusted,
+        // A worker just promoted needs the key that seals secrets to be a manager.
+        data_key: if role == Role::Manager {
+            replica.data_key().export().unwrap_or_default()
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -123,8 +129,14 @@ impl Renewal {
         None
     }
 
-    fn settle(&mut self, result: Result<(String, String, String), String>) {
-        match result.and_then(|(cert_pem, key_pem, roots_pem)| {
+    fn settle(&mut self, result: Result<(String, String, String, Vec<u8>), String>) {
+        match result.and_then(|(cert_pem, key_pem, roots_pem, data_key)| {
+            if !data_key.is_empty() {
+                self.replica
+                    .data_key()
+                    .install(&data_key)
+                    .map_err(|e| e.to_string())?;
+            }
             credentials::install(
                 self.replica.data_dir(),
                 &self.tls,
@@ -170,7 +182,12 @@ impl Renewal {
                 .await
                 .map_err(|s| s.message().to_string())?
                 .into_inner();
-            Ok((reply.certificate_pem, key_pem, reply.roots_pem))
+            Ok((
+                reply.certificate_pem,
+                key_pem,
+                reply.roots_pem,
+                reply.data_key,
+            ))
         }
         .await;
         self.settle(result);
@@ -210,7 +227,8 @@ impl Renewal {
             let reply = sign(&self.replica, self.replica.node_id(), &csr_pem)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok((reply.certificate_pem, key_pem, reply.roots_pem))
+            // The leader has the data key already.
+            Ok((reply.certificate_pem, key_pem, reply.roots_pem, Vec::new()))
         }
         .await;
         self.settle(result);
