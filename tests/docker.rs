@@ -1341,3 +1341,82 @@ fn docker_a_job_of_five_runs_two_containers_at_most_and_completes() -> Result<()
     m1.ok(&["service", "rm", &service])?;
     Ok(())
 }
+
+#[test]
+fn docker_a_secret_is_a_read_only_file_in_memory_at_run_secrets_and_on_no_disk() -> Result<()> {
+    let service = unique("secrets");
+    let (secret, config) = (unique("db_pw"), unique("app_conf"));
+    let _cleanup = Cleanup {
+        services: vec![service.clone()],
+        networks: vec![],
+    };
+    let Some((cluster, image)) = docker_node("docker_a_secret_is_a_read_only_file")? else {
+        return Ok(());
+    };
+    let m1 = cluster.node("m1");
+    let password = "s3cr3t-in-a-container-0001";
+    let data = cluster.root().join("secret-data");
+    std::fs::write(&data, password)?;
+    m1.ok(&["secret", "create", &secret, &data.display().to_string()])?;
+    std::fs::write(&data, "port=8080\n")?;
+    m1.ok(&["config", "create", &config, &data.display().to_string()])?;
+    std::fs::remove_file(&data)?;
+    m1.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &service,
+        "--secret",
+        &format!("source={secret},target=db_pw,uid=70,mode=0400"),
+        "--config",
+        &format!("source={config},target=/etc/app.conf"),
+        "--stop-grace-period",
+        "1s",
+        image,
+        "sleep",
+        "3600",
+    ])?;
+    let task = converged(m1, &service, 1)?[0].task.id.clone();
+    let container = docker::containers(&format!("essaim.task.id={task}"))[0].clone();
+    let exec = |script: &str| -> String {
+        let output = docker::docker(&["exec", &container, "sh", "-c", script]);
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    assert_eq!(exec("cat /run/secrets/db_pw"), password);
+    assert_eq!(exec("stat -c '%a %u' /run/secrets/db_pw"), "400 70");
+    assert_eq!(exec("cat /etc/app.conf"), "port=8080");
+    assert_eq!(
+        exec("echo x > /run/secrets/db_pw 2>/dev/null && echo wrote || echo read-only"),
+        "read-only"
+    );
+    // Not in the container's own layer, not in the node's data directory: only in memory.
+    let upper = docker::docker(&[
+        "inspect",
+        "--format",
+        "{{.GraphDriver.Data.UpperDir}}",
+        &container,
+    ]);
+    let upper = String::from_utf8_lossy(&upper.stdout).trim().to_string();
+    let mut searched = vec![m1.data_dir()];
+    if !upper.is_empty() && upper != "<no value>" {
+        searched.push(upper.into());
+    }
+    for dir in &searched {
+        let found = essaim_tests::files_holding(dir, password.as_bytes());
+        assert!(found.is_empty(), "the secret is on disk: {found:?}");
+    }
+    let refused = m1.essaim(&["secret", "rm", &secret]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is in use by service"),
+        "{refused:?}"
+    );
+    m1.ok(&["service", "rm", &service])?;
+    wait_for("the service's containers gone", SETTLE, || {
+        let left = docker::containers(&format!("essaim.service.name={service}"));
+        Ok(left.is_empty().then_some(()))
+    })?;
+    m1.ok(&["secret", "rm", &secret])?;
+    m1.ok(&["config", "rm", &config])?;
+    Ok(())
+}

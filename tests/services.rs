@@ -193,24 +193,6 @@ fn placeholders_take_each_task_s_values() -> Result<()> {
     Ok(())
 }
 
-/// Every file under `dir` that holds `needle`, by path.
-fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(path) = pending.pop() {
-        if path.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&path) {
-                pending.extend(entries.flatten().map(|e| e.path()));
-            }
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.windows(needle.len()).any(|w| w == needle) {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn a_secret_reaches_only_its_task_as_a_file_and_rotates_like_any_update() -> Result<()> {
     let mut cluster = Cluster::start(3, 1)?;
@@ -285,11 +267,11 @@ fn a_secret_reaches_only_its_task_as_a_file_and_rotates_like_any_update() -> Res
     for manager in ["m1", "m2", "m3"] {
         let dir = cluster.node(manager).data_dir();
         assert_eq!(
-            files_holding(&dir, secret_v1.as_bytes()),
+            essaim_tests::files_holding(&dir, secret_v1.as_bytes()),
             Vec::<String>::new()
         );
         assert!(
-            !files_holding(&dir, config.as_bytes()).is_empty(),
+            !essaim_tests::files_holding(&dir, config.as_bytes()).is_empty(),
             "{manager}'s log holds the config"
         );
     }
@@ -298,7 +280,7 @@ fn a_secret_reaches_only_its_task_as_a_file_and_rotates_like_any_update() -> Res
     assert!(w1_files.join(&first).join("secrets/db_pw").exists());
     for manager in ["m1", "m2", "m3"] {
         let files = essaim_tests::task_files_of(&cluster.node(manager).data_dir());
-        assert!(files_holding(&files, secret_v1.as_bytes()).is_empty());
+        assert!(essaim_tests::files_holding(&files, secret_v1.as_bytes()).is_empty());
     }
 
     // Inspect names the users and never shows the data; a secret in use stays.

@@ -725,3 +725,21 @@ impl Drop for Cluster {
 pub fn task_files_of(dir: &Path) -> PathBuf {
     Path::new("/dev/shm/essaim").join(dir.strip_prefix("/").unwrap_or(dir))
 }
+
+/// Every file under `dir` that holds `needle`, by path: where a secret must not be.
+pub fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                pending.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
