@@ -1420,3 +1420,93 @@ fn docker_a_secret_is_a_read_only_file_in_memory_at_run_secrets_and_on_no_disk()
     m1.ok(&["config", "rm", &config])?;
     Ok(())
 }
+
+#[test]
+fn docker_with_registry_auth_a_private_image_is_pulled_and_without_it_rejected() -> Result<()> {
+    let (with, without) = (unique("private"), unique("no-auth"));
+    let _cleanup = Cleanup {
+        services: vec![with.clone(), without.clone()],
+        networks: vec![],
+    };
+    let Some((cluster, image)) = docker_node("docker_with_registry_auth")? else {
+        return Ok(());
+    };
+    let registry = docker::Registry::start()?;
+    let private = format!("{}/essaim-private:{}", registry.address, std::process::id());
+    let _untag = ImageGone(private.clone());
+    assert!(docker::docker(&["tag", image, &private]).status.success());
+    let pushed = registry.docker(&["push", &private]);
+    assert!(pushed.status.success(), "{pushed:?}");
+    // The engine must pull it: only the registry has it now.
+    assert!(docker::docker(&["rmi", &private]).status.success());
+
+    let m1 = cluster.node("m1");
+    let essaim = |args: &[&str]| {
+        std::process::Command::new(essaim_tests::essaim_path())
+            .arg("-H")
+            .arg(format!("unix://{}", m1.socket().display()))
+            .args(args)
+            .env("DOCKER_CONFIG", registry.client_config.path())
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    let created = essaim(&[
+        "service",
+        "create",
+        "--detach",
+        "--with-registry-auth",
+        "--name",
+        &with,
+        "--stop-grace-period",
+        "1s",
+        &private,
+        "sleep",
+        "3600",
+    ])?;
+    assert!(created.status.success(), "{created:?}");
+    converged(m1, &with, 1)?;
+
+    // The credentials are shown nowhere and written nowhere in the clear.
+    let inspected = m1.ok(&["service", "inspect", &with])?;
+    assert!(!inspected.contains(&registry.password), "{inspected}");
+    let pretty = m1.ok(&["service", "inspect", "--pretty", &with])?;
+    assert!(pretty.contains("Registry auth"), "{pretty}");
+    assert!(
+        essaim_tests::files_holding(&m1.data_dir(), registry.password.as_bytes()).is_empty(),
+        "the password is on the manager's disk"
+    );
+    assert!(!m1.logs().contains(&registry.password));
+
+    // Without credentials, the registry's refusal is the task's error.
+    m1.ok(&["service", "rm", &with])?;
+    wait_for("the first service's containers gone", SETTLE, || {
+        Ok(docker::containers(&format!("essaim.service.name={with}"))
+            .is_empty()
+            .then_some(()))
+    })?;
+    let _ = docker::docker(&["rmi", &private]);
+    m1.ok(&[
+        "service", "create", "--detach", "--name", &without, &private, "sleep", "3600",
+    ])?;
+    let error = wait_for("the pull to be refused", SETTLE, || {
+        Ok(m1
+            .tasks(&without)?
+            .iter()
+            .find_map(|t| t.task.status.error.clone()))
+    })?;
+    assert!(
+        error.contains("pull failed") && error.to_lowercase().contains("auth"),
+        "{error}"
+    );
+    Ok(())
+}
+
+/// Removes an image tag when dropped, even when the test fails.
+struct ImageGone(String);
+
+impl Drop for ImageGone {
+    fn drop(&mut self) {
+        let _ = docker::docker(&["rmi", "--force", &self.0]);
+    }
+}

@@ -775,6 +775,10 @@ pub struct ServiceCreateArgs {
     /// Service name (default: the image's name, without registry path or tag)
     #[arg(long)]
     pub name: Option<String>,
+    /// Send this client's credentials for the image's registry (from ~/.docker/config.json,
+    /// as docker login keeps them) for the nodes to pull with
+    #[arg(long)]
+    pub with_registry_auth: bool,
     /// Number of tasks (default 1); for a replicated job, the completions wanted
     #[arg(long, value_name = "N")]
     pub replicas: Option<u64>,
@@ -1065,6 +1069,10 @@ pub struct ServiceChanges {
     /// Replace the tasks even if nothing else changes
     #[arg(long)]
     pub force: bool,
+    /// Send this client's credentials for the image's registry (from ~/.docker/config.json,
+    /// as docker login keeps them) for the nodes to pull with
+    #[arg(long)]
+    pub with_registry_auth: bool,
 }
 
 impl ServiceChanges {

@@ -42,6 +42,7 @@ mod connection;
 mod converge;
 mod embedded;
 mod render;
+mod registry_auth;
 mod repl;
 mod script;
 mod style;

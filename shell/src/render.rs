@@ -698,6 +698,13 @@ pub fn service_pretty(view: &ServiceView) -> String {
         entries.push(Entry::Section("Secrets"));
         entries.extend(task.secrets.iter().map(|s| Entry::Item(s.to_string())));
     }
+    if task.registry_auth.is_some() {
+        entries.push(Entry::field(
+            0,
+            "Registry auth",
+            "sent with the service (sealed)",
+        ));
+    }
     if !task.configs.is_empty() {
         entries.push(Entry::Section("Configs"));
         entries.extend(task.configs.iter().map(|c| Entry::Item(c.to_string())));

@@ -97,7 +97,132 @@ fn make_test_image() -> Result<()> {
 
 /// What the tests run beyond Rust: Debian's static busybox (the test image, the web servers
 /// of the network tests) and nftables (the VIPs' rules).
-const TEST_PROGRAMS: &[&str] = &[BUSYBOX, "/usr/sbin/nft"];
+const TEST_PROGRAMS: &[&str] = &[
+    BUSYBOX,
+    "/usr/sbin/nft",
+    REGISTRY_PROGRAM,
+    "/usr/bin/htpasswd",
+];
+/// Debian's docker-registry (the CNCF distribution registry).
+const REGISTRY_PROGRAM: &str = "/usr/bin/docker-registry";
+
+/// An image registry on loopback that wants a password, as a private registry does: Debian's
+/// docker-registry with htpasswd authentication, its storage in a temporary directory. It
+/// stops when dropped.
+pub struct Registry {
+    /// `127.0.0.1:PORT`, as image names and `docker login` take it.
+    pub address: String,
+    pub username: String,
+    pub password: String,
+    /// A docker client configuration (`docker --config`) logged in to it.
+    pub client_config: tempfile::TempDir,
+    child: std::process::Child,
+    _storage: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts one, and logs a docker client configuration in to it.
+    ///
+    /// # Errors
+    /// The programs are missing and cannot be installed, or the registry does not answer.
+    pub fn start() -> Result<Registry> {
+        install_test_deps()?;
+        let storage = tempfile::Builder::new()
+            .prefix("essaim-registry-")
+            .tempdir()?;
+        let (username, password) = (
+            "essaim-ci".to_string(),
+            format!("pw-{}", std::process::id()),
+        );
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", &username, &password])
+            .output()
+            .context("htpasswd")?;
+        if !htpasswd.status.success() {
+            bail!("htpasswd: {}", String::from_utf8_lossy(&htpasswd.stderr));
+        }
+        std::fs::write(storage.path().join("htpasswd"), &htpasswd.stdout)?;
+        let port = crate::free_port();
+        let address = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n\
+             http:\n  addr: {address}\nauth:\n  htpasswd:\n    realm: essaim-test\n    \
+             path: {root}/htpasswd\n",
+            root = storage.path().display()
+        );
+        let config_path = storage.path().join("config.yml");
+        std::fs::write(&config_path, config)?;
+        let mut command = Command::new(REGISTRY_PROGRAM);
+        command
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(storage.path().join("registry.log"))?);
+        let child = crate::die_with_parent(&mut command).spawn()?;
+        let client_config = tempfile::Builder::new()
+            .prefix("essaim-docker-config-")
+            .tempdir()?;
+        let registry = Registry {
+            address,
+            username,
+            password,
+            client_config,
+            child,
+            _storage: storage,
+        };
+        crate::wait_for(
+            "the registry to answer",
+            std::time::Duration::from_secs(20),
+            || {
+                Ok(std::net::TcpStream::connect(&registry.address)
+                    .is_ok()
+                    .then_some(()))
+            },
+        )?;
+        let mut login = Command::new("docker")
+            .arg("--config")
+            .arg(registry.client_config.path())
+            .args([
+                "login",
+                "--username",
+                &registry.username,
+                "--password-stdin",
+            ])
+            .arg(&registry.address)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = login.stdin.take() {
+            use std::io::Write;
+            stdin.write_all(registry.password.as_bytes())?;
+        }
+        let login = login.wait_with_output()?;
+        if !login.status.success() {
+            bail!("docker login: {}", String::from_utf8_lossy(&login.stderr));
+        }
+        Ok(registry)
+    }
+
+    /// Runs the docker command line as the logged-in client.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("--config")
+            .arg(self.client_config.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("the docker command line runs")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// Installs the test programs that are missing, through the project's one install script.
 /// Test processes may run side by side (nextest), and two apt-get runs at once fail on dpkg's

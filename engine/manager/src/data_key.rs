@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use essaim_api::ControlError;
-use essaim_core::model::FileData;
+use essaim_core::model::{FileData, RegistryAuth, RegistryCredentials, ServiceSpec};
 use parking_lot::RwLock;
 use rand::RngCore;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -132,6 +132,64 @@ impl DataKey {
                 ))
             })?;
         Ok(plain.to_vec())
+    }
+}
+
+impl DataKey {
+    /// Seals the registry credentials the client gave with `spec`, if it gave any. When the
+    /// service's current credentials are the same, the sealed copy it has is kept: giving the
+    /// same credentials again changes nothing, and replaces no task.
+    ///
+    /// # Errors
+    /// This manager has no key.
+    pub fn seal_registry_auth(
+        &self,
+        spec: &mut ServiceSpec,
+        current: Option<&ServiceSpec>,
+    ) -> Result<(), ControlError> {
+        let Some(RegistryAuth::Given(given)) = &spec.task.registry_auth else {
+            return Ok(());
+        };
+        let associated = RegistryAuth::associated_data(&spec.name);
+        let kept = current
+            .and_then(|c| c.task.registry_auth.as_ref())
+            .filter(|sealed| self.open_registry_auth(&spec.name, sealed).as_ref() == Some(given));
+        let sealed = match kept {
+            Some(sealed) => sealed.clone(),
+            None => {
+                // Serializing plain data structures cannot fail.
+                let json = serde_json::to_vec(given).unwrap_or_default();
+                match self.seal(&associated, &json)? {
+                    FileData::Sealed { nonce, ciphertext } => {
+                        RegistryAuth::Sealed { nonce, ciphertext }
+                    }
+                    FileData::Plain(_) => unreachable!("seal always seals"),
+                }
+            }
+        };
+        spec.task.registry_auth = Some(sealed);
+        Ok(())
+    }
+
+    /// The credentials of service `service_name`, opened; `None` if they do not open here.
+    pub fn open_registry_auth(
+        &self,
+        service_name: &str,
+        auth: &RegistryAuth,
+    ) -> Option<RegistryCredentials> {
+        match auth {
+            RegistryAuth::Given(credentials) => Some(credentials.clone()),
+            RegistryAuth::Sealed { nonce, ciphertext } => {
+                let sealed = FileData::Sealed {
+                    nonce: nonce.clone(),
+                    ciphertext: ciphertext.clone(),
+                };
+                let json = self
+                    .open(&RegistryAuth::associated_data(service_name), &sealed)
+                    .ok()?;
+                serde_json::from_slice(&json).ok()
+            }
+        }
     }
 }
 

@@ -45,7 +45,7 @@ use bollard::Docker;
 use essaim_api::control::TaskUsage;
 use essaim_core::model::{
     ContainerOptions, HealthCheck, Mount, MountKind, NetworkAttachment, PortConfig, PublishMode,
-    Task,
+    RegistryAuth, Task,
 };
 use essaim_core::netmap::NetworkMap;
 use essaim_core::Timestamp;
@@ -229,7 +229,13 @@ impl DockerExecutor {
     }
 
     /// The image, pulled if it is not here and a registry answers.
-    async fn ensure_image(&self, image: &str) -> Result<(), StartError> {
+    /// Pulls `image` unless the engine has it, with the service's registry credentials if it
+    /// has any.
+    async fn ensure_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<(), StartError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(()),
             Err(e) if status_of(&e) == Some(404) => {}
@@ -245,8 +251,21 @@ impl DockerExecutor {
             .from_image(repository)
             .tag(tag)
             .build();
+        let credentials = match auth {
+            Some(RegistryAuth::Given(given)) => Some(bollard::auth::DockerCredentials {
+                username: (!given.username.is_empty()).then(|| given.username.clone()),
+                password: (!given.password.is_empty()).then(|| given.password.clone()),
+                serveraddress: Some(given.server_address.clone()),
+                identitytoken: (!given.identity_token.is_empty())
+                    .then(|| given.identity_token.clone()),
+                ..Default::default()
+            }),
+            // The leader could not open them: pull as anyone, and fail with the registry's
+            // reason if it wants credentials.
+            _ => None,
+        };
         let pull = async {
-            let mut progress = self.docker.create_image(Some(options), None, None);
+            let mut progress = self.docker.create_image(Some(options), None, credentials);
             while let Some(step) = progress.next().await {
                 step?;
             }
@@ -339,7 +358,8 @@ impl DockerExecutor {
         if let Some(problem) = crate::mounts::missing_bind_source(task, &self.node_name) {
             return Err(StartError::rejected(problem));
         }
-        self.ensure_image(&spec.image).await?;
+        self.ensure_image(&spec.image, spec.registry_auth.as_ref())
+            .await?;
         let on_overlay = self.on_overlay(task).await?;
         let bridges = bridges_of(task, on_overlay.is_some());
         let mut network_ids = Vec::new();

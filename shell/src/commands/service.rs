@@ -117,6 +117,12 @@ pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
     }
     env.extend(args.env);
     let name = args.name.unwrap_or_else(|| name_from_image(&args.image));
+    let registry_auth = if args.with_registry_auth {
+        let credentials = crate::registry_auth::credentials_for(&args.image).map_err(UsageError)?;
+        Some(essaim_core::model::RegistryAuth::Given(credentials))
+    } else {
+        None
+    };
     let mut update_config = UpdateConfig::default();
     let mut rollback_config = UpdateConfig::default();
     args.update.apply(&mut update_config, &mut rollback_config);
@@ -141,6 +147,7 @@ pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
             mounts: args.mount,
             secrets: args.secret,
             configs: args.config,
+            registry_auth,
         },
         ports: args.publish,
         update_config,

@@ -109,6 +109,8 @@ pub enum UpdateError {
     },
     /// `--replicas` for a global service.
     ReplicasOfGlobal { service: String },
+    /// `--with-registry-auth` found no credentials to send.
+    RegistryAuth(String),
 }
 
 impl std::fmt::Display for UpdateError {
@@ -125,6 +127,7 @@ impl std::fmt::Display for UpdateError {
                 "--replicas: service {service} is global: it runs one task per node and has \
                  no replicas to set"
             ),
+            UpdateError::RegistryAuth(why) => f.write_str(why),
         }
     }
 }
@@ -296,6 +299,11 @@ pub fn apply(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<ServiceSpec
         .container
         .apply(&mut task.container)
         .map_err(|(flag, what, value)| absent(flag, what, &value))?;
+    if changes.with_registry_auth {
+        let credentials = crate::registry_auth::credentials_for(&task.image)
+            .map_err(UpdateError::RegistryAuth)?;
+        task.registry_auth = Some(essaim_core::model::RegistryAuth::Given(credentials));
+    }
     if changes.force {
         // Any change of the task spec replaces the tasks; this one changes nothing else.
         task.force_update = task.force_update.wrapping_add(1);

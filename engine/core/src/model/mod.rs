@@ -8,6 +8,7 @@ mod lease;
 mod mount;
 mod network;
 mod node;
+mod registry;
 mod secret;
 mod service;
 mod task;
@@ -28,6 +29,7 @@ pub use node::{
     Availability, Node, NodeDescription, NodeResources, NodeSpec, NodeState, NodeStatus,
     ParseEnumError, Role, PROCESS_RUNTIME,
 };
+pub use registry::{RegistryAuth, RegistryCredentials};
 pub use secret::{
     base64_bytes, check_file_name, validate_file_references, FileData, FileKind, FileReference,
     FileSpec, StoredFile, TaskFileData, DEFAULT_FILE_MODE, MAX_FILE_DATA,

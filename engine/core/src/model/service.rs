@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    word_enum, ContainerOptions, EndpointMode, FileKind, FileReference, Mount,
+    word_enum, ContainerOptions, EndpointMode, FileKind, FileReference, Mount, RegistryAuth,
     NetworkAttachmentConfig, ObjectId, VirtualIp,
 };
 use crate::time::Timestamp;
@@ -146,6 +146,8 @@ pub struct TaskSpec {
     pub secrets: Vec<FileReference>,
     /// `--config`: the configs the task sees as files, at `/NAME` by default.
     pub configs: Vec<FileReference>,
+    /// `--with-registry-auth`: what the node pulls the image with; sealed in the state.
+    pub registry_auth: Option<RegistryAuth>,
 }
 
 impl TaskSpec {

@@ -262,6 +262,7 @@ impl ClusterState {
                 }
                 self.check_service_networks(service)?;
                 self.check_service_files(service)?;
+                check_sealed(&service.spec)?;
                 crate::allocator::ports::check(self, None, &service.spec)
                     .map_err(|e| StateError::Invalid(e.to_string()))?;
                 self.hold_virtual_ips(&service.id, &[], &service.virtual_ips)?;
@@ -291,6 +292,7 @@ impl ClusterState {
                 checked.spec = spec.clone();
                 self.check_service_networks(&checked)?;
                 self.check_service_files(&checked)?;
+                check_sealed(spec)?;
                 crate::allocator::ports::check(self, Some(id), spec)
                     .map_err(|e| StateError::Invalid(e.to_string()))?;
                 let service = get_mut(&mut self.services, Kind::Service, id)?;
@@ -655,6 +657,17 @@ fn check_version(
 /// The one object among `candidates`, or why there is not one. `known_names` are the names
 /// users give objects of this kind: when nothing answers, the closest is suggested. The
 /// iterator is only walked then.
+/// Registry credentials are written sealed, never as given: the leader seals them first.
+fn check_sealed(spec: &crate::model::ServiceSpec) -> Result<(), StateError> {
+    match spec.task.registry_auth {
+        Some(crate::model::RegistryAuth::Given(_)) => Err(StateError::Invalid(format!(
+            "service {}: registry credentials must be sealed before they are written",
+            spec.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn pick_one<'a, 'n, T: 'a>(
     kind: Kind,
     name: &str,

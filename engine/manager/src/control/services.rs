@@ -22,6 +22,10 @@ pub async fn create(swarm: &Swarm, mut spec: ServiceSpec) -> Result<ControlReply
         .map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
     swarm.replica.linearize().await?;
     join_mesh(swarm, &mut spec).await?;
+    swarm
+        .replica
+        .data_key()
+        .seal_registry_auth(&mut spec, None)?;
     {
         let state = swarm.replica.state();
         allocator::check_room(&state, &spec, None)?;
@@ -140,6 +144,10 @@ pub async fn update(
     let (id, version, update_status) = {
         let state = swarm.replica.state();
         let service = state.service(name)?;
+        swarm
+            .replica
+            .data_key()
+            .seal_registry_auth(&mut spec, Some(&service.spec))?;
         check_update(service, &spec)?;
         allocator::check_room(&state, &spec, Some(service))?;
         allocator::ports::assign(&state, Some(&service.id), &mut spec)?;

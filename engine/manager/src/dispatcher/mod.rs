@@ -28,7 +28,9 @@ use parking_lot::Mutex;
 use essaim_api::pb::{SessionAssignments, SessionReport};
 use essaim_api::ControlError;
 use essaim_core::event::{Change, Event};
-use essaim_core::model::{FileKind, ObjectId, Task, TaskFileData, TaskState};
+use essaim_core::model::{FileKind, ObjectId, RegistryAuth, Task, TaskFileData, TaskState};
+
+use crate::data_key::DataKey;
 use essaim_core::netmap::{may_change_maps, NetworkMap, NetworkMaps};
 use std::collections::BTreeSet;
 use tokio::sync::broadcast::error::RecvError;
@@ -189,7 +191,11 @@ impl Dispatcher {
             if !files.is_empty() {
                 messages.push(self.files_message(&state, node_id, &files));
             }
-            messages.extend(full_set(&tasks, heartbeat_period_ms(&state)));
+            messages.extend(full_set(
+                self.replica.data_key(),
+                &tasks,
+                heartbeat_period_ms(&state),
+            ));
             let (outbound, receiver) = mpsc::channel(SESSION_BACKLOG.max(messages.len() + 1));
             for message in messages {
                 // Cannot fail: the channel was made large enough.
@@ -330,7 +336,7 @@ impl Dispatcher {
             let Some(session) = sessions.get(node) else {
                 continue;
             };
-            for message in changes(&tasks, removed) {
+            for message in changes(self.replica.data_key(), &tasks, removed) {
                 if session.outbound.try_send(Ok(message)).is_err() {
                     too_slow.push(node.to_string());
                     break;
@@ -391,7 +397,7 @@ impl Dispatcher {
 }
 
 /// The node's tasks, cut into messages.
-fn full_set(tasks: &[&Task], heartbeat_period_ms: u64) -> Vec<SessionAssignments> {
+fn full_set(key: &DataKey, tasks: &[&Task], heartbeat_period_ms: u64) -> Vec<SessionAssignments> {
     let chunks: Vec<&[&Task]> = if tasks.is_empty() {
         vec![&[]]
     } else {
@@ -403,7 +409,7 @@ fn full_set(tasks: &[&Task], heartbeat_period_ms: u64) -> Vec<SessionAssignments
         .enumerate()
         .map(|(i, chunk)| SessionAssignments {
             full: i == 0,
-            tasks_json: encode(chunk),
+            tasks_json: encode(key, chunk),
             removed: Vec::new(),
             heartbeat_period_ms,
             more: i < last,
@@ -412,11 +418,11 @@ fn full_set(tasks: &[&Task], heartbeat_period_ms: u64) -> Vec<SessionAssignments
         .collect()
 }
 
-fn changes(tasks: &[&Task], removed: Vec<String>) -> Vec<SessionAssignments> {
+fn changes(key: &DataKey, tasks: &[&Task], removed: Vec<String>) -> Vec<SessionAssignments> {
     let mut messages: Vec<SessionAssignments> = tasks
         .chunks(TASKS_PER_MESSAGE)
         .map(|chunk| SessionAssignments {
-            tasks_json: encode(chunk),
+            tasks_json: encode(key, chunk),
             ..Default::default()
         })
         .collect();
@@ -437,12 +443,37 @@ fn map_message(map: &NetworkMap) -> SessionAssignments {
     }
 }
 
-fn encode(tasks: &[&Task]) -> Vec<u8> {
+fn encode(key: &DataKey, tasks: &[&Task]) -> Vec<u8> {
     if tasks.is_empty() {
         return Vec::new();
     }
     // Serializing plain data structures cannot fail.
-    serde_json::to_vec(tasks).unwrap_or_default()
+    if tasks.iter().all(|t| t.spec.registry_auth.is_none()) {
+        return serde_json::to_vec(tasks).unwrap_or_default();
+    }
+    let opened: Vec<Task> = tasks
+        .iter()
+        .map(|t| with_registry_auth_opened(key, t))
+        .collect();
+    serde_json::to_vec(&opened).unwrap_or_default()
+}
+
+/// The task as its node gets it: registry credentials opened, for its engine to pull with.
+/// Only over the node's session, which is mutual TLS, and only to the node the task is on.
+fn with_registry_auth_opened(key: &DataKey, task: &Task) -> Task {
+    let mut task = task.clone();
+    if let Some(auth) = task.spec.registry_auth.take() {
+        match key.open_registry_auth(&task.service_name, &auth) {
+            Some(credentials) => {
+                task.spec.registry_auth = Some(RegistryAuth::Given(credentials));
+            }
+            None => tracing::error!(
+                task = %task.id,
+                "the service's registry credentials do not open with this manager's data key"
+            ),
+        }
+    }
+    task
 }
 
 fn heartbeat_period_ms(state: &essaim_core::ClusterState) -> u64 {
@@ -500,7 +531,9 @@ mod tests {
             .map(|i| task(i, TaskState::Assigned, TaskState::Running))
             .collect();
         let refs: Vec<&Task> = tasks.iter().collect();
-        let messages = full_set(&refs, 500);
+        let dir = tempfile::tempdir().expect("dir");
+        let key = DataKey::load(dir.path()).expect("key");
+        let messages = full_set(&key, &refs, 500);
         assert_eq!(messages.len(), 3);
         assert!(messages[0].full && messages[0].more);
         assert!(!messages[1].full && messages[1].more);
@@ -515,7 +548,7 @@ mod tests {
             .sum();
         assert_eq!(sent, tasks.len());
         // A node with no tasks still learns that it has none.
-        let empty = full_set(&[], 500);
+        let empty = full_set(&key, &[], 500);
         assert_eq!(empty.len(), 1);
         assert!(empty[0].full && !empty[0].more && empty[0].tasks_json.is_empty());
     }
