@@ -258,7 +258,7 @@ pub fn install_test_deps() -> Result<()> {
     if !install.status.success() || !missing().is_empty() {
         bail!(
             "{} missing and scripts/install-test-deps.sh could not install them \
-             (Debian's busybox-static and nftables; it needs root or sudo and Debian's package \
+             (Debian's busybox-static, nftables, docker-registry and apache2-utils; it needs root or sudo and Debian's package \
              archive): {}{}",
             missing().join(", "),
             String::from_utf8_lossy(&install.stdout),
