@@ -344,3 +344,98 @@ fn a_secret_reaches_only_its_task_as_a_file_and_rotates_like_any_update() -> Res
     assert_eq!(seen(&third, "secret")?, secret_v2, "led by {leader}");
     Ok(())
 }
+
+#[test]
+fn the_process_runtime_holds_a_task_to_its_limits_in_a_cgroup_of_its_own() -> Result<()> {
+    if !is_root() {
+        eprintln!("skipped: the process runtime makes cgroups as root");
+        return Ok(());
+    }
+    let cluster = Cluster::start(1, 0)?;
+    let m1 = cluster.node("m1");
+    let out = cluster.root().join("out");
+    std::fs::create_dir_all(&out)?;
+    // Six sleepers in a group of at most four processes: some cannot start (the subshell
+    // that tries ends at the first fork refused, as sh does).
+    let script = format!(
+        "cat /proc/self/cgroup > {out}/cgroup; (for i in 1 2 3 4 5 6; do sleep 600 & done); \
+         echo tried > {out}/tried; exec sleep 600",
+        out = out.display()
+    );
+    m1.ok(&[
+        "service",
+        "create",
+        "--name",
+        "few",
+        "--limit-pids",
+        "4",
+        "--limit-cpu",
+        "0.5",
+        "sh",
+        "-c",
+        &script,
+    ])?;
+    wait_for("the task to try its sleepers", SETTLE, || {
+        Ok(out.join("tried").exists().then_some(()))
+    })?;
+    let task = m1.tasks("few")?[0].task.id.clone();
+    let groups = std::fs::read_to_string(out.join("cgroup"))?;
+    assert!(groups.contains(&format!("essaim/{task}")), "{groups}");
+    // The node's own view of the group: the limit as asked, and no more processes in it.
+    let cgroup = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+        .iter()
+        .map(|root| std::path::Path::new(root).join("essaim").join(&task))
+        .find(|dir| dir.join("pids.max").exists())
+        .ok_or_else(|| anyhow::anyhow!("no pids group for {task}: {groups}"))?;
+    assert_eq!(
+        std::fs::read_to_string(cgroup.join("pids.max"))?.trim(),
+        "4"
+    );
+    let members = std::fs::read_to_string(cgroup.join("cgroup.procs"))?;
+    assert!(
+        members.lines().count() <= 4,
+        "more processes than --limit-pids 4: {members}"
+    );
+
+    // A task that needs more memory than its limit is killed, and says why.
+    m1.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "hungry",
+        "--limit-memory",
+        "32M",
+        "--restart-condition",
+        "none",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=256M",
+        "count=1",
+    ])?;
+    let error = wait_for("the out-of-memory kill", SETTLE, || {
+        Ok(m1
+            .tasks("hungry")?
+            .iter()
+            .find_map(|t| t.task.status.error.clone()))
+    })?;
+    assert!(error.contains("out of memory: --limit-memory"), "{error}");
+
+    // Its group goes with the task.
+    m1.ok(&["service", "rm", "few"])?;
+    wait_for("the task's cgroup gone", SETTLE, || {
+        let left = ["pids", "cpu", "unified"]
+            .iter()
+            .map(|c| {
+                std::path::Path::new("/sys/fs/cgroup")
+                    .join(c)
+                    .join("essaim")
+                    .join(&task)
+            })
+            .chain([std::path::Path::new("/sys/fs/cgroup/essaim").join(&task)])
+            .any(|dir| dir.exists());
+        Ok((!left).then_some(()))
+    })?;
+    Ok(())
+}

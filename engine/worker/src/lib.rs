@@ -9,7 +9,7 @@
 //! - [`agent`]: one session with the leader, one supervisor per task.
 //! - [`executor`]: the one trait every runtime implements, and the choice of runtime.
 //! - [`docker`]: tasks as containers on the machine's Docker engine.
-//! - [`process`]: tasks as OS processes.
+//! - [`process`]: tasks as OS processes; [`cgroups`], their resource limits.
 //! - [`sim`]: simulated tasks, for scale tests.
 //! - [`dns`]: the name server of each network on the node, for its tasks.
 //! - [`vip`]: each service's virtual IP, balanced in the namespace of the task that connects.
@@ -22,6 +22,7 @@
 
 pub mod accounts;
 pub mod agent;
+pub mod cgroups;
 pub mod dns;
 pub mod docker;
 pub mod executor;

@@ -30,6 +30,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
 use crate::accounts::{self, Identity};
+use crate::cgroups::TaskCgroup;
 use crate::dns;
 use crate::executor::{ExecFuture, Executor, Exit, LogStream, StartError, Started};
 use crate::logs::LogBuffer;
@@ -176,6 +177,7 @@ impl ProcessExecutor {
             })?;
         let setup = Setup::new(task, &self.node_name)?;
         let mounts = Mounts::prepare(task, self.volumes.as_deref(), &self.node_name)?;
+        let cgroup = TaskCgroup::create(&task.id, &task.spec.resources, &self.node_name)?;
         let stop_signal = match options.stop_signal.as_str() {
             "" => libc::SIGTERM,
             name => essaim_core::model::signal_number(name).ok_or_else(|| {
@@ -237,7 +239,12 @@ impl ProcessExecutor {
         };
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
+            let limits = cgroup.as_ref().map(TaskCgroup::join_in_child);
             command.pre_exec(move || {
+                // First, while the child is still root and sees the node's /sys.
+                if let Some(limits) = &limits {
+                    limits.join()?;
+                }
                 if let Some(joins) = &joins {
                     joins.enter()?;
                 }
@@ -254,9 +261,18 @@ impl ProcessExecutor {
                 Ok(())
             });
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| StartError::failed(format!("cannot start {}: {e}", program.display())))?;
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(cgroup) = &cgroup {
+                    cgroup.remove();
+                }
+                return Err(StartError::failed(format!(
+                    "cannot start {}: {e}",
+                    program.display()
+                )));
+            }
+        };
         let pid = child
             .id()
             .and_then(|pid| i32::try_from(pid).ok())
@@ -272,7 +288,7 @@ impl ProcessExecutor {
             .is_some()
             .then(|| (self.overlay.clone(), task.id.clone()));
         tokio::spawn(async move {
-            let exit = match child.wait().await {
+            let mut exit = match child.wait().await {
                 Ok(status) => exit_of(status),
                 Err(e) => Exit {
                     code: -1,
@@ -282,6 +298,12 @@ impl ProcessExecutor {
             // As in a container, the task ends with its main process: whatever it started
             // goes too, at once, before the group's ID could ever be reused.
             signal_group(pid, libc::SIGKILL);
+            if let Some(cgroup) = cgroup {
+                if exit.code != 0 && cgroup.out_of_memory() {
+                    exit.message = format!("{} (out of memory: --limit-memory)", exit.message);
+                }
+                cgroup.remove_when_empty().await;
+            }
             // The exit counts now, even if a leftover still held the output open.
             // Off its networks before anyone hears of the exit: `remove` then closes its
             // namespace, which the data plane must no longer be looking at.

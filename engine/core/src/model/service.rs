@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    word_enum, ContainerOptions, EndpointMode, FileKind, FileReference, Mount, RegistryAuth,
-    NetworkAttachmentConfig, ObjectId, VirtualIp,
+    word_enum, ContainerOptions, EndpointMode, FileKind, FileReference, Mount,
+    NetworkAttachmentConfig, ObjectId, RegistryAuth, VirtualIp,
 };
 use crate::time::Timestamp;
 
@@ -160,14 +160,10 @@ impl TaskSpec {
     }
 
     /// The options only a container runtime can apply, by flag (see
-    /// [`ContainerOptions::container_only`]); `--limit-pids` too, which the process runtime
-    /// would need cgroup v2 for.
+    /// [`ContainerOptions::container_only`]). Resource limits are not among them: the process
+    /// runtime applies them through cgroups.
     pub fn container_only(&self) -> Vec<&'static str> {
-        let mut flags = self.container.container_only();
-        if self.resources.limit_pids > 0 {
-            flags.push("--limit-pids");
-        }
-        flags
+        self.container.container_only()
     }
 }
 
