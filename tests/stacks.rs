@@ -2,7 +2,8 @@
 //! the process runtime (an image is a program on the node), driven by the real `essaim`
 //! binary. The seed's example; a stack of three services on two networks redeployed, dry-run,
 //! pruned and removed; variables, `.env`, merged files and standard input; errors that deploy
-//! nothing. With root, the services of a stack reach each other by their short names over the
+//! nothing; a stack's own secret and config, seen by its task as files, rotated by a rename
+//! and removed with it. With root, the services of a stack reach each other by their short names over the
 //! cluster network.
 
 use std::collections::BTreeMap;
@@ -346,6 +347,136 @@ fn a_file_with_one_bad_service_deploys_nothing_and_says_where() -> Result<()> {
     assert_eq!(code, 1);
     assert!(err.contains("stdin:4:"), "{err}");
     assert_eq!(service_names(m1)?, Vec::<String>::new());
+    Ok(())
+}
+
+/// A stack whose service copies the secret and config it sees, with the mode of the
+/// config's file, to OUT/<task id>.{secret,config,mode}, then sleeps.
+fn files_stack(out: &Path, config_key: &str) -> String {
+    format!(
+        "services:
+  api:
+    image: sh
+    command:
+      - -c
+      - cat $$ESSAIM_SECRETS_DIR/db_pw > {out}/$$ESSAIM_TASK_ID.secret;
+        cat $$ESSAIM_CONFIGS_DIR/etc/app.conf > {out}/$$ESSAIM_TASK_ID.config;
+        stat -c %a $$ESSAIM_CONFIGS_DIR/etc/app.conf > {out}/$$ESSAIM_TASK_ID.mode;
+        exec sleep 600
+    secrets: [db_pw]
+    configs:
+      - source: {config_key}
+        target: /etc/app.conf
+        mode: 0440
+secrets:
+  db_pw:
+    file: ./secrets/db_pw.txt
+configs:
+  {config_key}:
+    file: app.conf
+",
+        out = out.display()
+    )
+}
+
+/// The names in `essaim secret|config ls`.
+fn file_names(node: &Daemon, kind: &str) -> Result<Vec<String>> {
+    Ok(names(&node.json(&[kind, "ls"])?))
+}
+
+#[test]
+fn a_stack_s_secret_and_config_reach_its_task_as_files_and_go_with_the_stack() -> Result<()> {
+    let cluster = Cluster::start(1, 0)?;
+    let m1 = cluster.node("m1");
+    let dir = cluster.root();
+    let out = dir.join("out");
+    std::fs::create_dir_all(dir.join("secrets"))?;
+    std::fs::create_dir_all(&out)?;
+    let (secret, config_v1, config_v2) = ("pw-from-a-stack-file", "listen=8080", "listen=9090");
+    write(&dir.join("secrets"), "db_pw.txt", secret)?;
+    write(dir, "app.conf", config_v1)?;
+    let file = write(dir, "docker-compose.yml", &files_stack(&out, "app"))?;
+    let file = file.to_string_lossy().into_owned();
+    let seen = |task: &str, what: &str| {
+        let path = out.join(format!("{task}.{what}"));
+        wait_for(&path.display().to_string(), SETTLE, || {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            Ok((!text.is_empty()).then_some(text))
+        })
+    };
+
+    // The dry run names the secret and config it would make, and makes nothing.
+    let plan = m1.ok(&["stack", "deploy", "-c", &file, "--dry-run", "s"])?;
+    assert_eq!(
+        plan,
+        "+ network s_default\n\
+         + secret s_db_pw\n\
+         + config s_app\n\
+         + service s_api (sh, 1 replica)\n\
+         Dry run: nothing was changed.\n"
+    );
+    assert_eq!(file_names(m1, "secret")?, Vec::<String>::new());
+
+    // Made before the service, as STACK_KEY, labelled with the stack; the task sees them by
+    // their keys.
+    let deployed = m1.ok(&["stack", "deploy", "-c", &file, "s"])?;
+    let (made, service) = (
+        deployed.find("Creating secret s_db_pw"),
+        deployed.find("Creating service s_api"),
+    );
+    assert!(made.is_some() && made < service, "{deployed}");
+    assert_eq!(file_names(m1, "secret")?, ["s_db_pw"]);
+    assert_eq!(file_names(m1, "config")?, ["s_app"]);
+    let inspected = m1.json(&["secret", "inspect", "s_db_pw"])?;
+    assert_eq!(
+        inspected[0]["spec"]["labels"]["com.docker.stack.namespace"], "s",
+        "{inspected}"
+    );
+    let first = m1.tasks("s_api")?[0].task.id.clone();
+    assert_eq!(seen(&first, "secret")?, secret);
+    assert_eq!(seen(&first, "config")?, config_v1);
+    assert_eq!(seen(&first, "mode")?.trim(), "440");
+
+    // New data under the same key is refused before any change: a config never changes.
+    write(dir, "app.conf", config_v2)?;
+    let refused = m1.essaim(&["stack", "deploy", "-c", &file, "s"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the config s_app exists with other data"),
+        "{err}"
+    );
+    assert_eq!(
+        task_ids(m1, &["s_api"])?["s_api"],
+        std::slice::from_ref(&first)
+    );
+
+    // Renamed, it is rolled out as an update; --prune removes the old one.
+    let renamed = write(dir, "docker-compose.yml", &files_stack(&out, "app_v2"))?;
+    let deployed = m1.ok(&[
+        "stack",
+        "deploy",
+        "--prune",
+        "-c",
+        &renamed.to_string_lossy(),
+        "s",
+    ])?;
+    assert!(deployed.contains("Creating config s_app_v2"), "{deployed}");
+    assert!(deployed.contains("Removing config s_app"), "{deployed}");
+    assert!(!deployed.contains("Creating secret"), "{deployed}");
+    let second = wait_for("the updated task", SETTLE, || {
+        Ok(running(&m1.tasks("s_api")?)
+            .first()
+            .map(|view| view.task.id.clone())
+            .filter(|id| *id != first))
+    })?;
+    assert_eq!(seen(&second, "config")?, config_v2);
+    assert_eq!(seen(&second, "secret")?, secret);
+    assert_eq!(file_names(m1, "config")?, ["s_app_v2"]);
+
+    m1.ok(&["stack", "rm", "s"])?;
+    assert_eq!(file_names(m1, "secret")?, Vec::<String>::new());
+    assert_eq!(file_names(m1, "config")?, Vec::<String>::new());
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! Compose files as `stack deploy` reads them: YAML with a place for every node, variables
-//! substituted, several files merged, then each service and network as the spec essaim
-//! creates. The whole file is checked before anything is deployed: [`load`] gives either a
+//! substituted, several files merged, then each service, network, secret and config as the
+//! spec essaim creates. The whole file is checked before anything is deployed: [`load`] gives either a
 //! [`Stack`] or every error found, each at its `file:line:column` and key path.
 //!
 //! # Layout
@@ -21,7 +21,7 @@ pub mod yaml;
 
 use std::collections::BTreeMap;
 
-use essaim_core::model::{NetworkDriver, NetworkSpec, ServiceSpec};
+use essaim_core::model::{FileKind, FileSpec, NetworkDriver, NetworkSpec, ServiceSpec};
 
 use read::{join, Problem, Reader, Support};
 use yaml::{Node, Value};
@@ -39,13 +39,45 @@ pub struct Source {
     pub text: String,
 }
 
-/// What the files ask for: every service and network of the stack, in the files' order.
+/// What the files ask for: every service, network, secret and config of the stack, in the
+/// files' order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stack {
     pub name: String,
     pub services: Vec<ServiceSpec>,
     pub networks: Vec<StackNetwork>,
+    /// The top-level `secrets:` and `configs:`, each with its data already read.
+    pub files: Vec<StackFile>,
     pub warnings: Vec<Problem>,
+}
+
+/// A secret or config of the file, by its key under `secrets:` or `configs:`: one the stack
+/// makes (`STACK_KEY`, or its `name:`), or an existing one it uses (`external`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StackFile {
+    pub kind: FileKind,
+    /// The key under `secrets:` / `configs:`: the file's name in the task by default.
+    pub key: String,
+    /// `external: true`: it exists already; the stack neither makes nor removes it.
+    pub external: bool,
+    /// The name in the cluster, and the labels the stack makes it with.
+    pub spec: FileSpec,
+    /// What it holds, read when the files are loaded, so that a file that cannot be read
+    /// stops the deploy before any change; empty for an external one.
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for StackFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A secret's data must never reach a log or a test's failure message.
+        f.debug_struct("StackFile")
+            .field("kind", &self.kind)
+            .field("key", &self.key)
+            .field("external", &self.external)
+            .field("spec", &self.spec)
+            .field("size", &self.data.len())
+            .finish()
+    }
 }
 
 /// A network of the file: one the stack creates (`NAME_KEY`), or an existing one it uses.
@@ -88,9 +120,25 @@ pub struct Inputs<'a> {
     pub lookup: &'a dyn Fn(&str) -> Option<String>,
     /// An `env_file:`, as the file names it.
     pub read_env_file: &'a dyn Fn(&str) -> Result<String, String>,
-    /// Where relative bind sources (`./site:/www`) are from: the first file's directory, as
-    /// Compose has it.
+    /// Where relative bind sources (`./site:/www`) and secret files are from: the first
+    /// file's directory, as Compose has it.
     pub base_dir: &'a std::path::Path,
+    /// The data of a secret's or config's `file:`, by its full path, checked as `secret
+    /// create` checks it (not empty, not too large).
+    pub read_data: &'a ReadData<'a>,
+}
+
+/// How [`Inputs`] reads a secret's or config's file: its data, or why not, in words.
+pub type ReadData<'a> = dyn Fn(FileKind, &std::path::Path) -> Result<Vec<u8>, String> + 'a;
+
+/// `path` as given in a compose file: relative ones are from `base` (the first file's
+/// directory), a leading `./` left out.
+pub fn in_base_dir(base: &std::path::Path, path: &std::path::Path) -> std::path::PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path.strip_prefix(".").unwrap_or(path))
+    }
 }
 
 /// A named volume of the file, by its key under `volumes:`: the volume nodes make
@@ -182,26 +230,27 @@ fn stack(reader: &mut Reader, tree: &Node, name: &str, inputs: &Inputs<'_>) -> O
     let mut services = None;
     let mut networks_node = None;
     let mut volumes = BTreeMap::new();
+    let mut files = Vec::new();
     for entry in reader.mapping(tree, "", &top_level_key) {
         match entry.key.as_str() {
             "version" => version(reader, &entry.value),
             "services" => services = Some(&entry.value),
             "networks" => networks_node = Some(&entry.value),
             "volumes" => volumes = stack_volumes(reader, &entry.value, name),
-            // Declared but empty, they ask for nothing.
-            key @ ("secrets" | "configs")
-                if entry
-                    .value
-                    .entries()
-                    .is_some_and(|entries| !entries.is_empty()) =>
-            {
-                reader.error(
-                    &entry.key_at,
-                    key,
-                    "not supported yet: secrets and configs come with «What real services \
-                     need»; until then a stack with them deploys nothing",
-                );
-            }
+            "secrets" => files.extend(stack_files(
+                reader,
+                &entry.value,
+                FileKind::Secret,
+                name,
+                inputs,
+            )),
+            "configs" => files.extend(stack_files(
+                reader,
+                &entry.value,
+                FileKind::Config,
+                name,
+                inputs,
+            )),
             _ => {}
         }
     }
@@ -232,10 +281,20 @@ fn stack(reader: &mut Reader, tree: &Node, name: &str, inputs: &Inputs<'_>) -> O
         .iter()
         .map(|network| (network.key.clone(), network.spec.name.clone()))
         .collect();
+    let declared = |kind: FileKind| -> BTreeMap<String, String> {
+        files
+            .iter()
+            .filter(|file| file.kind == kind)
+            .map(|file| (file.key.clone(), file.spec.name.clone()))
+            .collect()
+    };
+    let (secrets, configs) = (declared(FileKind::Secret), declared(FileKind::Config));
     let context = service::Context {
         stack: name,
         networks: &network_names,
         volumes: &volumes,
+        secrets: &secrets,
+        configs: &configs,
         base_dir: inputs.base_dir,
         lookup: inputs.lookup,
         read_env_file: inputs.read_env_file,
@@ -268,6 +327,7 @@ fn stack(reader: &mut Reader, tree: &Node, name: &str, inputs: &Inputs<'_>) -> O
         name: name.to_string(),
         services: specs,
         networks,
+        files,
         warnings: Vec::new(),
     })
 }
@@ -317,6 +377,34 @@ fn only_driver(
     }
 }
 
+/// What the keys every top-level object (network, volume, secret, config) takes say:
+/// `external`, `name`, `labels`.
+#[derive(Default)]
+struct Naming {
+    external: bool,
+    /// `name:`, or the one `external: {name: N}` gives.
+    name: Option<String>,
+    labels: BTreeMap<String, String>,
+}
+
+impl Naming {
+    /// Reads `option` when it is one of those keys; false when it is another.
+    fn read(&mut self, reader: &mut Reader, option: &yaml::Entry, key_path: &str) -> bool {
+        let value = &option.value;
+        match option.key.as_str() {
+            "external" => {
+                let name;
+                (self.external, name) = read_external(reader, value, key_path);
+                self.name = name.or(self.name.take());
+            }
+            "name" => self.name = reader.string(value, key_path),
+            "labels" => self.labels.extend(reader.labels(value, key_path)),
+            _ => return false,
+        }
+        true
+    }
+}
+
 /// `external: true`, or Compose 3.3's `external: {name: N}`: whether the object is an
 /// existing one, and the name it gives it there.
 fn read_external(reader: &mut Reader, node: &Node, path: &str) -> (bool, Option<String>) {
@@ -347,30 +435,22 @@ fn stack_volumes(reader: &mut Reader, node: &Node, stack: &str) -> BTreeMap<Stri
             name: format!("{stack}_{}", entry.key),
             labels: BTreeMap::from([(NAMESPACE_LABEL.to_string(), stack.to_string())]),
         };
-        let mut given_name = None;
-        let mut external = false;
+        let mut naming = Naming::default();
         for option in reader.mapping(&entry.value, &path, &support) {
             let key_path = join(&path, &option.key);
-            let value = &option.value;
-            match option.key.as_str() {
-                "driver" => only_driver(reader, value, &key_path, "local", |driver| {
+            if !naming.read(reader, option, &key_path) {
+                // The one other key.
+                only_driver(reader, &option.value, &key_path, "local", |driver| {
                     format!("not supported yet: the driver '{driver}' (nodes make local volumes)")
-                }),
-                "external" => {
-                    let name;
-                    (external, name) = read_external(reader, value, &key_path);
-                    given_name = name.or(given_name);
-                }
-                "name" => given_name = reader.string(value, &key_path),
-                "labels" => volume.labels.extend(reader.labels(value, &key_path)),
-                _ => {}
+                });
             }
         }
-        if external {
+        volume.labels.extend(naming.labels);
+        if naming.external {
             // Docker's: an external volume is used as it is, by its own name.
-            volume.name = given_name.unwrap_or_else(|| entry.key.clone());
+            volume.name = naming.name.unwrap_or_else(|| entry.key.clone());
             volume.labels.clear();
-        } else if let Some(name) = given_name {
+        } else if let Some(name) = naming.name {
             volume.name = name;
         }
         if let Err(message) = essaim_core::model::check_volume_name(&volume.name) {
@@ -379,6 +459,138 @@ fn stack_volumes(reader: &mut Reader, node: &Node, stack: &str) -> BTreeMap<Stri
         volumes.insert(entry.key.clone(), volume);
     }
     volumes
+}
+
+/// The key a file's secrets or configs are under.
+pub fn section(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::Secret => "secrets",
+        FileKind::Config => "configs",
+    }
+}
+
+/// The top-level `secrets:` or `configs:`: each entry's data from `file` (from the first
+/// file's directory), `environment` (a variable's value) or, for a config, `content`; or
+/// `external` (with its `name`), an existing one; `name`, `labels`. All data is read here,
+/// so that nothing is deployed when one cannot be.
+fn stack_files(
+    reader: &mut Reader,
+    node: &Node,
+    kind: FileKind,
+    stack: &str,
+    inputs: &Inputs<'_>,
+) -> Vec<StackFile> {
+    let section = section(kind);
+    let support = |key: &str| match key {
+        "file" | "environment" | "external" | "name" | "labels" => Some(Support::Read),
+        "content" if kind == FileKind::Config => Some(Support::Read),
+        "content" => Some(Support::NotYet(
+            "a secret's data comes from 'file' or 'environment': 'content' is for configs, \
+             as in the Compose Specification",
+        )),
+        "driver" | "driver_opts" | "template_driver" => Some(Support::NotYet(
+            "not supported yet: the data is the one given, as it is",
+        )),
+        _ => None,
+    };
+    let mut files = Vec::new();
+    for entry in reader.mapping(node, section, &|_| Some(Support::Read)) {
+        let path = join(section, &entry.key);
+        let mut file = StackFile {
+            kind,
+            key: entry.key.clone(),
+            external: false,
+            spec: FileSpec {
+                name: format!("{stack}_{}", entry.key),
+                labels: BTreeMap::from([(NAMESPACE_LABEL.to_string(), stack.to_string())]),
+            },
+            data: Vec::new(),
+        };
+        let mut naming = Naming::default();
+        // The keys that give the data: one, unless external.
+        let mut sources = Vec::new();
+        let errors_before = reader.errors.len();
+        for option in reader.mapping(&entry.value, &path, &support) {
+            let key_path = join(&path, &option.key);
+            if !naming.read(reader, option, &key_path) {
+                sources.push((option, key_path));
+            }
+        }
+        file.external = naming.external;
+        file.spec.labels.extend(naming.labels);
+        let what = match kind {
+            FileKind::Secret => "'file: PATH' or 'environment: VARIABLE'",
+            FileKind::Config => "'file: PATH', 'environment: VARIABLE' or 'content: TEXT'",
+        };
+        match (file.external, sources.as_slice()) {
+            (true, [(first, key_path), ..]) => reader.error(
+                &first.key_at,
+                key_path,
+                format!(
+                    "an external {kind} exists already, with its data: '{}' has no place \
+                     beside 'external: true'",
+                    first.key
+                ),
+            ),
+            (true, []) => {}
+            (false, []) if reader.errors.len() == errors_before => reader.error(
+                &entry.key_at,
+                &path,
+                format!("no data: give {what}, or 'external: true' for an existing {kind}"),
+            ),
+            (false, []) => {}
+            (false, [(source, key_path)]) => {
+                if let Some(data) = file_data(reader, source, key_path, kind, inputs) {
+                    file.data = data;
+                }
+            }
+            (false, [_, (second, key_path), ..]) => reader.error(
+                &second.key_at,
+                key_path,
+                format!("the {kind}'s data is given twice: give one of {what}"),
+            ),
+        }
+        if file.external {
+            // Used as it is, by its own name, as Docker does.
+            file.spec.name = naming.name.unwrap_or_else(|| entry.key.clone());
+            file.spec.labels.clear();
+        } else if let Some(name) = naming.name {
+            file.spec.name = name;
+        }
+        if let Err(message) = essaim_core::model::check_file_name(&file.spec.name) {
+            reader.error(&entry.key_at, &path, message);
+        }
+        files.push(file);
+    }
+    files
+}
+
+/// The data an entry of `secrets:` or `configs:` gives with `source` (`file`, `environment`
+/// or `content`), or None with the error in `reader`.
+fn file_data(
+    reader: &mut Reader,
+    source: &yaml::Entry,
+    path: &str,
+    kind: FileKind,
+    inputs: &Inputs<'_>,
+) -> Option<Vec<u8>> {
+    let text = reader.string(&source.value, path)?;
+    let checked = |what: &str, data: String| {
+        crate::commands::file::check_data(kind, what, data.as_bytes()).map(|()| data.into_bytes())
+    };
+    let data = match source.key.as_str() {
+        "file" => (inputs.read_data)(
+            kind,
+            &in_base_dir(inputs.base_dir, std::path::Path::new(&text)),
+        ),
+        "environment" => match (inputs.lookup)(&text) {
+            Some(value) => checked(&format!("the variable {text}"), value),
+            None => Err(format!("the variable {text} is not set")),
+        },
+        _ => checked("the content", text),
+    };
+    data.map_err(|message| reader.error(&source.value.at, path, message))
+        .ok()
 }
 
 fn stack_networks(reader: &mut Reader, node: &Node, stack: &str) -> Vec<StackNetwork> {
@@ -390,7 +602,7 @@ fn stack_networks(reader: &mut Reader, node: &Node, stack: &str) -> Vec<StackNet
             external: false,
             spec: network_spec(format!("{stack}_{}", entry.key), stack),
         };
-        let mut given_name = None;
+        let mut naming = Naming::default();
         let support = |key: &str| match key {
             "driver" | "external" | "name" | "labels" | "attachable" | "ipam" => {
                 Some(Support::Read)
@@ -402,6 +614,9 @@ fn stack_networks(reader: &mut Reader, node: &Node, stack: &str) -> Vec<StackNet
         };
         for option in reader.mapping(&entry.value, &path, &support) {
             let key_path = join(&path, &option.key);
+            if naming.read(reader, option, &key_path) {
+                continue;
+            }
             let value = &option.value;
             match option.key.as_str() {
                 "driver" => only_driver(reader, value, &key_path, "overlay", |driver| {
@@ -410,13 +625,6 @@ fn stack_networks(reader: &mut Reader, node: &Node, stack: &str) -> Vec<StackNet
                          cluster (overlay)"
                     )
                 }),
-                "external" => {
-                    let name;
-                    (network.external, name) = read_external(reader, value, &key_path);
-                    given_name = name.or(given_name);
-                }
-                "name" => given_name = reader.string(value, &key_path),
-                "labels" => network.spec.labels.extend(reader.labels(value, &key_path)),
                 "attachable" => {
                     network.spec.attachable = reader.boolean(value, &key_path).unwrap_or(false);
                 }
@@ -424,7 +632,9 @@ fn stack_networks(reader: &mut Reader, node: &Node, stack: &str) -> Vec<StackNet
                 _ => {}
             }
         }
-        if let Some(name) = given_name {
+        network.external = naming.external;
+        network.spec.labels.extend(naming.labels);
+        if let Some(name) = naming.name {
             network.spec.name = name;
         } else if network.external {
             // An external network is named by its key.

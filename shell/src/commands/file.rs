@@ -49,6 +49,15 @@ async fn create(
 /// # Errors
 /// It cannot be read, is empty, or is larger than a secret or config may be.
 pub fn read_data(kind: FileKind, file: &str) -> anyhow::Result<Vec<u8>> {
+    read_file_data(kind, file).map_err(|e| anyhow::anyhow!("{kind} create: {e}"))
+}
+
+/// The data of a file for a secret or config, with the checks of [`read_data`], its errors
+/// in words that name the file (a compose file's reader says where the file was named).
+///
+/// # Errors
+/// See [`read_data`].
+pub fn read_file_data(kind: FileKind, file: &str) -> Result<Vec<u8>, String> {
     let mut data = Vec::new();
     let limit = MAX_FILE_DATA as u64 + 1;
     let read = if file == "-" {
@@ -61,16 +70,26 @@ pub fn read_data(kind: FileKind, file: &str) -> anyhow::Result<Vec<u8>> {
     } else {
         file.to_string()
     };
-    read.map_err(|e| anyhow::anyhow!("{kind} create: cannot read {source}: {e}"))?;
+    read.map_err(|e| format!("cannot read {source}: {e}"))?;
+    check_data(kind, &source, &data)?;
+    Ok(data)
+}
+
+/// What the leader would refuse of a secret's or config's data, said before anything is
+/// sent: none, or too much. `source` names where it came from.
+///
+/// # Errors
+/// The data is empty or larger than [`MAX_FILE_DATA`].
+pub fn check_data(kind: FileKind, source: &str, data: &[u8]) -> Result<(), String> {
     if data.is_empty() {
-        anyhow::bail!("{kind} create: {source} is empty: a {kind} needs data");
+        return Err(format!("{source} is empty: a {kind} needs data"));
     }
     if data.len() > MAX_FILE_DATA {
-        anyhow::bail!(
-            "{kind} create: {source} holds more than the {MAX_FILE_DATA} bytes a {kind} may"
-        );
+        return Err(format!(
+            "{source} holds more than the {MAX_FILE_DATA} bytes a {kind} may"
+        ));
     }
-    Ok(data)
+    Ok(())
 }
 
 async fn ls(

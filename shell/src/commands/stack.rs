@@ -1,5 +1,6 @@
 //! `essaim stack ...`: deploy compose files as a stack, list stacks, their services and
-//! tasks, and remove them. A stack is the services and networks labelled with its name
+//! tasks, and remove them. A stack is the services, networks, secrets and configs labelled
+//! with its name
 //! (`com.docker.stack.namespace`, as Docker labels them); there is no stack object in the
 //! cluster, so a stack made by one shell is seen by every other.
 
@@ -7,10 +8,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use essaim_api::control::ServiceView;
+use essaim_api::control::{FileView, ServiceView};
+use essaim_core::model::FileKind;
 use serde::Serialize;
 
-use super::stack_plan::{self, Plan, ServiceStep};
+use super::stack_plan::{self, FileStep, Plan, ServiceStep};
 use super::Failures;
 use crate::cli::{
     Format, StackCommand, StackDeployArgs, StackLsArgs, StackPsArgs, StackRmArgs, StackServicesArgs,
@@ -86,6 +88,9 @@ pub fn load_files(files: &[PathBuf], name: &str) -> anyhow::Result<Stack> {
         std::fs::read_to_string(&full)
             .map_err(|error| format!("cannot read the env_file {}: {error}", full.display()))
     };
+    let read_data = |kind: FileKind, path: &Path| {
+        super::file::read_file_data(kind, &path.display().to_string())
+    };
     let stack = compose::load(
         &sources,
         name,
@@ -93,6 +98,7 @@ pub fn load_files(files: &[PathBuf], name: &str) -> anyhow::Result<Stack> {
             lookup: &lookup,
             read_env_file: &read_env_file,
             base_dir: &std::path::absolute(&base).unwrap_or(base.clone()),
+            read_data: &read_data,
         },
     )?;
     Ok(stack)
@@ -167,8 +173,8 @@ pub struct Deploy {
 /// a dry run). The same for the command line and for scripts' `deploy_stack`.
 ///
 /// # Errors
-/// The plan is refused (a service of another stack, a missing external network), or the
-/// leader refused a step.
+/// The plan is refused (a service of another stack, a missing external network, secret or
+/// config, a config of the stack's with other data), or the leader refused a step.
 pub async fn deploy_stack(
     stack: &Stack,
     how: &Deploy,
@@ -177,7 +183,8 @@ pub async fn deploy_stack(
 ) -> anyhow::Result<(Plan, Vec<(String, Operation)>)> {
     let services = client.service_list().await?;
     let networks = client.network_list().await?;
-    let plan = stack_plan::plan(stack, &services, &networks, how.prune)?;
+    let files = cluster_files(client).await?;
+    let plan = stack_plan::plan(stack, &services, &networks, &files, how.prune)?;
     let waits = if how.dry_run {
         Vec::new()
     } else {
@@ -187,6 +194,13 @@ pub async fn deploy_stack(
         output.print(&render::json(&plan)?)?;
     }
     Ok((plan, waits))
+}
+
+/// The cluster's secrets and configs (a config's data with it).
+async fn cluster_files(client: &mut Client) -> anyhow::Result<Vec<FileView>> {
+    let mut files = client.file_list(FileKind::Secret).await?;
+    files.extend(client.file_list(FileKind::Config).await?);
+    Ok(files)
 }
 
 /// Prints each warning of the files on stderr.
@@ -199,7 +213,8 @@ fn warn(warnings: &[compose::read::Problem], output: &mut Output<'_>) {
     }
 }
 
-/// Carries out `plan`: the networks first, then the services, then what `--prune` removes.
+/// Carries out `plan`: the networks, secrets and configs first, then the services, then
+/// what `--prune` removes (the services, then the secrets and configs they no longer use).
 /// Returns the services to wait for.
 async fn apply(
     plan: &Plan,
@@ -217,6 +232,14 @@ async fn apply(
     for network in &plan.networks {
         say(output, format!("Creating network {}", network.name))?;
         client.network_create(network.spec.clone()).await?;
+    }
+    for (kind, step) in plan.file_steps() {
+        if let FileStep::Create { name, file } = step {
+            say(output, format!("Creating {kind} {name}"))?;
+            client
+                .file_create(kind, file.spec.clone(), file.data.clone())
+                .await?;
+        }
     }
     let mut waits = Vec::new();
     for step in &plan.services {
@@ -249,6 +272,21 @@ async fn apply(
                     format!(
                         "Service {name} is no longer in the files: left alone (--prune removes it)"
                     ),
+                )?;
+            }
+        }
+    }
+    for (kind, step) in plan.file_steps() {
+        match step {
+            FileStep::Create { .. } => {}
+            FileStep::Remove { name } => {
+                say(output, format!("Removing {kind} {name}"))?;
+                client.file_remove(kind, name).await?;
+            }
+            FileStep::LeaveAlone { name, why } => {
+                say(
+                    output,
+                    format!("The {kind} {name} is no longer in the files: left alone ({why})"),
                 )?;
             }
         }
@@ -385,7 +423,7 @@ async fn rm(args: StackRmArgs, client: &mut Client, output: &mut Output<'_>) -> 
 }
 
 /// Removes the services of the stack `name`, waits until their tasks are gone (unless
-/// `detach`), then removes the networks the stack made.
+/// `detach`), then removes the networks, secrets and configs the stack made.
 async fn remove_stack(
     client: &mut Client,
     name: &str,
@@ -394,6 +432,11 @@ async fn remove_stack(
 ) -> anyhow::Result<()> {
     let services = client.service_list().await?;
     let networks = client.network_list().await?;
+    let files = cluster_files(client).await?;
+    let files: Vec<&FileView> = files
+        .iter()
+        .filter(|view| view.spec.labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(name))
+        .collect();
     let ours: Vec<&ServiceView> = services
         .iter()
         .filter(|view| stack_of(view) == Some(name))
@@ -410,7 +453,7 @@ async fn remove_stack(
         })
         .map(|view| view.network.spec.name.clone())
         .collect();
-    if ours.is_empty() && made.is_empty() {
+    if ours.is_empty() && made.is_empty() && files.is_empty() {
         anyhow::bail!("nothing found in stack: {name}");
     }
     for view in &ours {
@@ -433,7 +476,7 @@ async fn remove_stack(
             if started.elapsed() > REMOVAL_WAIT {
                 anyhow::bail!(
                     "{left} tasks of the stack {name} are still there after {}s; their \
-                     networks were kept",
+                     networks, secrets and configs were kept",
                     REMOVAL_WAIT.as_secs()
                 );
             }
@@ -443,6 +486,10 @@ async fn remove_stack(
     for network in made {
         output.print(&format!("Removing network {network}\n"))?;
         client.network_remove(&network).await?;
+    }
+    for file in files {
+        output.print(&format!("Removing {} {}\n", file.kind, file.spec.name))?;
+        client.file_remove(file.kind, &file.spec.name).await?;
     }
     Ok(())
 }

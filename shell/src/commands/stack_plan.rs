@@ -1,24 +1,47 @@
-//! What a `stack deploy` will do, worked out before it does anything: the networks to make,
-//! each service to create, update (with its changes, field by field) or leave as it is, and
-//! the stack's services no longer in the files (removed with `--prune`, else left alone).
+//! What a `stack deploy` will do, worked out before it does anything: the networks, secrets
+//! and configs to make, each service to create, update (with its changes, field by field) or
+//! leave as it is, and the stack's services, secrets and configs no longer in the files
+//! (removed with `--prune`, else left alone).
 //! Pure logic over what the cluster has and what the files ask; `stack deploy --dry-run`
 //! prints it, and the deploy carries it out.
 
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use essaim_api::control::{NetworkView, ServiceView};
+use essaim_api::control::{FileView, NetworkView, ServiceView};
 use essaim_core::allocator::ports::join_ingress;
-use essaim_core::model::{NetworkSpec, PublishMode, ServiceSpec};
+use essaim_core::model::{FileKind, NetworkSpec, PublishMode, ServiceSpec};
 
-use crate::compose::{Stack, NAMESPACE_LABEL};
+use crate::compose::{Stack, StackFile, NAMESPACE_LABEL};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub stack: String,
     /// The stack's networks that do not exist yet.
     pub networks: Vec<NetworkStep>,
+    /// The stack's secrets that do not exist yet, made before the services that use them,
+    /// and those no longer in the files.
+    pub secrets: Vec<FileStep>,
+    /// The same for configs.
+    pub configs: Vec<FileStep>,
     pub services: Vec<ServiceStep>,
+}
+
+/// A secret or config of the stack to make, or one no longer in the files. One that exists
+/// is used as it is: its data never changes (see [`plan`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum FileStep {
+    Create {
+        name: String,
+        #[serde(skip)]
+        file: Box<StackFile>,
+    },
+    /// The stack's, not in the files, and `--prune` given: removed after the services.
+    Remove { name: String },
+    /// The stack's, not in the files: without `--prune`, or used by a service of no stack
+    /// or of another one (`why`).
+    LeaveAlone { name: String, why: String },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,15 +103,24 @@ impl std::fmt::Display for Unplannable {
 
 impl std::error::Error for Unplannable {}
 
-/// The plan that takes the cluster's `services` and `networks` to `stack`.
+/// The plan that takes the cluster's `services`, `networks` and `files` (its secrets and
+/// configs) to `stack`.
 ///
 /// # Errors
-/// An external network that does not exist; a service of the stack's name that belongs to
-/// no stack or to another one (it would be taken over).
+/// An external network, secret or config that does not exist; a service of the stack's name
+/// that belongs to no stack or to another one (it would be taken over); a config of the
+/// stack's that exists with other data (a config's data never changes: the entry is renamed
+/// to roll out new data, as in Swarm).
+///
+/// # Caveats
+/// No answer carries a secret's data, so a secret of the stack that exists is taken as it
+/// is, whatever its file now holds: new data needs a new name, as for a config. Docker's
+/// leader refuses the change instead; here the deploy goes on with the secret it has.
 pub fn plan(
     stack: &Stack,
     services: &[ServiceView],
     networks: &[NetworkView],
+    files: &[FileView],
     prune: bool,
 ) -> Result<Plan, Unplannable> {
     let mut network_steps = Vec::new();
@@ -111,6 +143,8 @@ pub fn plan(
             });
         }
     }
+    let secrets = file_steps(stack, FileKind::Secret, files, services, prune)?;
+    let configs = file_steps(stack, FileKind::Config, files, services, prune)?;
     let mut steps = Vec::new();
     for spec in &stack.services {
         let current = services
@@ -174,8 +208,93 @@ pub fn plan(
     Ok(Plan {
         stack: stack.name.clone(),
         networks: network_steps,
+        secrets,
+        configs,
         services: steps,
     })
+}
+
+/// The steps for the stack's secrets or configs (`kind`), against the cluster's `files`.
+fn file_steps(
+    stack: &Stack,
+    kind: FileKind,
+    files: &[FileView],
+    services: &[ServiceView],
+    prune: bool,
+) -> Result<Vec<FileStep>, Unplannable> {
+    let files: Vec<&FileView> = files.iter().filter(|view| view.kind == kind).collect();
+    let mut steps = Vec::new();
+    for file in stack.files.iter().filter(|file| file.kind == kind) {
+        let name = &file.spec.name;
+        let Some(current) = files.iter().find(|view| view.spec.name == *name) else {
+            if file.external {
+                return Err(Unplannable(format!(
+                    "the {kind} '{name}' is declared external, but the cluster has no such \
+                     {kind}: create it with 'essaim {kind} create {name} FILE'"
+                )));
+            }
+            steps.push(FileStep::Create {
+                name: name.clone(),
+                file: Box::new(file.clone()),
+            });
+            continue;
+        };
+        // A secret's data is never shown: it cannot be compared (see `plan`).
+        let changed = current.data.as_ref().is_some_and(|data| *data != file.data);
+        if !file.external && changed {
+            return Err(Unplannable(format!(
+                "the {kind} {name} exists with other data than the files give ({}.{}), and \
+                 a {kind}'s data never changes: rename the entry (say {}_v2, keeping its \
+                 target in the services that use it) so that the deploy makes a new {kind} \
+                 and rolls the services over to it",
+                crate::compose::section(kind),
+                file.key,
+                file.key
+            )));
+        }
+    }
+    let in_files = |name: &str| {
+        stack
+            .files
+            .iter()
+            .any(|file| file.kind == kind && file.spec.name == name)
+    };
+    let mut gone: Vec<&&FileView> = files
+        .iter()
+        .filter(|view| view.spec.labels.get(NAMESPACE_LABEL) == Some(&stack.name))
+        .filter(|view| !in_files(&view.spec.name))
+        .collect();
+    gone.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    for view in gone {
+        let name = view.spec.name.clone();
+        // Services outside the stack keep using it after the deploy; the leader would
+        // refuse its removal once the stack's services are changed.
+        let outside: Vec<&str> = view
+            .services
+            .iter()
+            .filter(|user| {
+                !services.iter().any(|service| {
+                    service.service.spec.name == **user
+                        && service.service.spec.labels.get(NAMESPACE_LABEL) == Some(&stack.name)
+                })
+            })
+            .map(String::as_str)
+            .collect();
+        steps.push(if !prune {
+            FileStep::LeaveAlone {
+                name,
+                why: "--prune removes it".to_string(),
+            }
+        } else if !outside.is_empty() {
+            FileStep::LeaveAlone {
+                name,
+                why: format!("in use by {}, outside the stack", outside.join(", ")),
+            }
+        } else {
+            FileStep::Remove { name }
+        });
+    }
+    Ok(steps)
 }
 
 /// `spec` as the leader would store it for a service that has `current`: on the ingress
@@ -287,12 +406,23 @@ fn shown(value: &Json) -> String {
 }
 
 impl Plan {
+    /// The secrets' steps, then the configs', each with its kind.
+    pub fn file_steps(&self) -> impl Iterator<Item = (FileKind, &FileStep)> {
+        let secrets = self.secrets.iter().map(|step| (FileKind::Secret, step));
+        secrets.chain(self.configs.iter().map(|step| (FileKind::Config, step)))
+    }
+
     /// The plan as `stack deploy` prints it, one line a step:
     /// `+ service shop_cache (redis:7, 1 replica)`, `~ service shop_web: image a -> b`.
     pub fn lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         for network in &self.networks {
             lines.push(format!("+ network {}", network.name));
+        }
+        for (kind, step) in self.file_steps() {
+            if let FileStep::Create { name, .. } = step {
+                lines.push(format!("+ {kind} {name}"));
+            }
         }
         for step in &self.services {
             lines.push(match step {
@@ -319,6 +449,15 @@ impl Plan {
                     "  service {name}: no longer in the files, left alone (--prune removes it)"
                 ),
             });
+        }
+        for (kind, step) in self.file_steps() {
+            match step {
+                FileStep::Create { .. } => {}
+                FileStep::Remove { name } => lines.push(format!("- {kind} {name}")),
+                FileStep::LeaveAlone { name, why } => lines.push(format!(
+                    "  {kind} {name}: no longer in the files, left alone ({why})"
+                )),
+            }
         }
         lines
     }
@@ -347,6 +486,7 @@ mod tests {
                 lookup: &lookup,
                 read_env_file: &read,
                 base_dir: std::path::Path::new("/project"),
+                read_data: &|_, path| Ok(format!("the data of {}", path.display()).into_bytes()),
             },
         )
         .expect("valid file")
@@ -373,7 +513,7 @@ mod tests {
 
     #[test]
     fn a_new_stack_creates_every_service_and_its_network() {
-        let plan = plan(&stack(FILE), &[], &[], false).expect("plan");
+        let plan = plan(&stack(FILE), &[], &[], &[], false).expect("plan");
         assert_eq!(
             plan.lines(),
             vec![
@@ -388,7 +528,7 @@ mod tests {
     fn a_redeploy_of_the_same_file_changes_nothing() {
         let desired = stack(FILE);
         let cluster = deployed(&desired, 30_001);
-        let plan = plan(&desired, &cluster, &[], false).expect("plan");
+        let plan = plan(&desired, &cluster, &[], &[], false).expect("plan");
         let unchanged = plan
             .services
             .iter()
@@ -405,7 +545,7 @@ mod tests {
                 .replace("nginx:1.25", "nginx:1.27")
                 .replace("replicas: 3", "replicas: 5"),
         );
-        let plan = plan(&after, &cluster, &[], false).expect("plan");
+        let plan = plan(&after, &cluster, &[], &[], false).expect("plan");
         assert_eq!(
             plan.lines(),
             vec![
@@ -426,12 +566,12 @@ mod tests {
         let before = stack(FILE);
         let cluster = deployed(&before, 30_001);
         let only_web = stack("services:\n  web:\n    image: nginx:1.25\n    ports: ['80']\n    deploy:\n      replicas: 3\n");
-        let kept = plan(&only_web, &cluster, &[], false).expect("plan");
+        let kept = plan(&only_web, &cluster, &[], &[], false).expect("plan");
         assert!(kept.lines().contains(
             &"  service shop_api: no longer in the files, left alone (--prune removes it)"
                 .to_string()
         ));
-        let pruned = plan(&only_web, &cluster, &[], true).expect("plan");
+        let pruned = plan(&only_web, &cluster, &[], &[], true).expect("plan");
         assert!(pruned.lines().contains(&"- service shop_api".to_string()));
     }
 
@@ -440,15 +580,125 @@ mod tests {
         let desired = stack(FILE);
         let mut foreign = deployed(&desired, 30_001).remove(0);
         foreign.service.spec.labels = BTreeMap::new();
-        let error = plan(&desired, &[foreign], &[], false).expect_err("refused");
+        let error = plan(&desired, &[foreign], &[], &[], false).expect_err("refused");
         assert!(error.0.contains("not part of the stack shop"), "{error}");
     }
 
     #[test]
     fn a_missing_external_network_is_refused_before_anything() {
         let desired = stack("services:\n  a:\n    image: x\n    networks: [edge]\nnetworks:\n  edge:\n    external: true\n");
-        let error = plan(&desired, &[], &[], false).expect_err("refused");
+        let error = plan(&desired, &[], &[], &[], false).expect_err("refused");
         assert!(error.0.contains("'edge' is declared external"), "{error}");
+    }
+
+    const WITH_FILES: &str = "services:\n  api:\n    image: api:1\n    secrets: [db_pw, ca]\n    configs: [app]\nsecrets:\n  db_pw:\n    file: db_pw.txt\n  ca:\n    external: true\nconfigs:\n  app:\n    content: port=80\n";
+
+    /// A secret or config of the cluster, as `file_list` gives it (a config with its data).
+    fn file_view(kind: FileKind, name: &str, stack: Option<&str>, data: &str) -> FileView {
+        FileView {
+            id: format!("id-{name}"),
+            kind,
+            version: 1,
+            created_at: Default::default(),
+            updated_at: Default::default(),
+            spec: essaim_core::model::FileSpec {
+                name: name.to_string(),
+                labels: stack
+                    .map(|stack| BTreeMap::from([(NAMESPACE_LABEL.to_string(), stack.into())]))
+                    .unwrap_or_default(),
+            },
+            size: data.len() as u64,
+            data: (kind == FileKind::Config).then(|| data.as_bytes().to_vec()),
+            services: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_stack_s_secrets_and_configs_are_made_before_its_services_and_reused_after() {
+        let desired = stack(WITH_FILES);
+        let ca = file_view(FileKind::Secret, "ca", None, "x");
+        let first = plan(&desired, &[], &[], std::slice::from_ref(&ca), false).expect("plan");
+        assert_eq!(
+            first.lines(),
+            vec![
+                "+ network shop_default",
+                "+ secret shop_db_pw",
+                "+ config shop_app",
+                "+ service shop_api (api:1, 1 replica)",
+            ]
+        );
+        let FileStep::Create { file, .. } = &first.secrets[0] else {
+            panic!("a creation");
+        };
+        assert_eq!(file.data, b"the data of /project/db_pw.txt");
+        assert_eq!(file.spec.labels[NAMESPACE_LABEL], "shop");
+        let json = serde_json::to_value(&first).expect("json");
+        assert_eq!(
+            json["configs"],
+            serde_json::json!([{"action": "create", "name": "shop_app"}])
+        );
+        // Deployed once, they are there: a redeploy makes nothing (a secret's data is not
+        // compared: no answer carries it).
+        let cluster = [
+            ca,
+            file_view(FileKind::Secret, "shop_db_pw", Some("shop"), "other"),
+            file_view(FileKind::Config, "shop_app", Some("shop"), "port=80"),
+        ];
+        let again = plan(&desired, &[], &[], &cluster, false).expect("plan");
+        assert!(
+            again.secrets.is_empty() && again.configs.is_empty(),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn a_config_with_other_data_or_a_missing_external_secret_is_refused_before_anything() {
+        let desired = stack(WITH_FILES);
+        let ca = file_view(FileKind::Secret, "ca", None, "x");
+        let changed = file_view(FileKind::Config, "shop_app", Some("shop"), "port=81");
+        let error = plan(&desired, &[], &[], &[ca, changed], false).expect_err("refused");
+        assert!(
+            error
+                .0
+                .contains("the config shop_app exists with other data")
+                && error.0.contains("rename the entry (say app_v2"),
+            "{error}"
+        );
+        let error = plan(&desired, &[], &[], &[], false).expect_err("refused");
+        assert!(
+            error.0.contains("the secret 'ca' is declared external"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn secrets_no_longer_in_the_files_are_pruned_unless_another_service_uses_them() {
+        let desired = stack(FILE);
+        let old = file_view(FileKind::Secret, "shop_old", Some("shop"), "x");
+        let mut shared = file_view(FileKind::Config, "shop_shared", Some("shop"), "x");
+        shared.services = vec!["other_app".into()];
+        let foreign = file_view(FileKind::Secret, "mine", None, "x");
+        let files = [old, shared, foreign];
+        let kept = plan(&desired, &[], &[], &files, false).expect("plan");
+        assert!(kept.lines().contains(
+            &"  secret shop_old: no longer in the files, left alone (--prune removes it)"
+                .to_string()
+        ));
+        let pruned = plan(&desired, &[], &[], &files, true).expect("plan");
+        let lines = pruned.lines();
+        assert!(
+            lines.contains(&"- secret shop_old".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(
+                &"  config shop_shared: no longer in the files, left alone (in use by \
+                  other_app, outside the stack)"
+                    .to_string()
+            ),
+            "{lines:?}"
+        );
+        assert!(!lines.iter().any(|line| line.contains("mine")), "{lines:?}");
     }
 
     #[test]

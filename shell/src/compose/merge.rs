@@ -2,7 +2,8 @@
 //! keys go over an earlier one's, key by key and level by level; a later list replaces an
 //! earlier one, except the lists that name things by key (a service's `environment`,
 //! `labels`, `deploy.labels` and `networks`, merged by name; its `ports`, merged by the
-//! container's port and protocol). Every node keeps the place of the file that gave it.
+//! container's port and protocol; its `secrets` and `configs`, merged by source). Every node
+//! keeps the place of the file that gave it.
 
 use super::yaml::{Entry, Node, Value};
 
@@ -14,7 +15,8 @@ pub fn merge(base: Node, over: Node) -> Node {
 fn merge_at(base: Node, over: Node, path: &[&str]) -> Node {
     match list_rule(path) {
         ListRule::ByName => return merge_at_mappings(by_name(base), by_name(over), path),
-        ListRule::Ports => return merge_ports(base, over),
+        ListRule::Ports => return merge_keyed(base, over, port_key),
+        ListRule::BySource => return merge_keyed(base, over, source_key),
         ListRule::Replace => {}
     }
     merge_at_mappings(base, over, path)
@@ -58,6 +60,7 @@ enum ListRule {
     Replace,
     ByName,
     Ports,
+    BySource,
 }
 
 fn list_rule(path: &[&str]) -> ListRule {
@@ -65,6 +68,7 @@ fn list_rule(path: &[&str]) -> ListRule {
         ["services", _, "environment" | "labels" | "networks"]
         | ["services", _, "deploy", "labels"] => ListRule::ByName,
         ["services", _, "ports"] => ListRule::Ports,
+        ["services", _, "secrets" | "configs"] => ListRule::BySource,
         _ => ListRule::Replace,
     }
 }
@@ -105,45 +109,60 @@ fn by_name(node: Node) -> Node {
     }
 }
 
-/// The earlier file's ports, each replaced by a later port for the same container port and
-/// protocol, then the later file's new ones.
-fn merge_ports(base: Node, over: Node) -> Node {
-    let (Value::Sequence(mut ports), Value::Sequence(over_ports)) =
+/// The earlier file's items, each replaced by a later item of the same `key` (a port's
+/// container port and protocol, a secret's source), then the later file's new ones.
+fn merge_keyed(base: Node, over: Node, key: fn(&Node) -> Option<String>) -> Node {
+    let (Value::Sequence(mut items), Value::Sequence(over_items)) =
         (base.value.clone(), over.value.clone())
     else {
         return merge_at_mappings(base, over, &[]);
     };
-    for port in over_ports {
-        let key = port_key(&port);
-        match ports
+    for item in over_items {
+        let wanted = key(&item);
+        match items
             .iter_mut()
-            .find(|earlier| key.is_some() && port_key(earlier) == key)
+            .find(|earlier| wanted.is_some() && key(earlier) == wanted)
         {
-            Some(earlier) => *earlier = port,
-            None => ports.push(port),
+            Some(earlier) => *earlier = item,
+            None => items.push(item),
         }
     }
     Node {
         at: base.at,
-        value: Value::Sequence(ports),
+        value: Value::Sequence(items),
+    }
+}
+
+/// A field of a long-syntax item, when it is a single value.
+fn field(item: &Node, key: &str) -> Option<String> {
+    match item.get(key).map(|entry| &entry.value.value) {
+        Some(Value::Scalar { text, .. }) => Some(text.clone()),
+        _ => None,
     }
 }
 
 /// A port's container port and protocol, from the short (`8080:80/udp`) or long form.
-fn port_key(port: &Node) -> Option<(String, String)> {
+fn port_key(port: &Node) -> Option<String> {
     match &port.value {
         Value::Scalar { text, .. } => {
             let (ports, protocol) = text.split_once('/').unwrap_or((text, "tcp"));
             let target = ports.rsplit(':').next().unwrap_or(ports);
-            Some((target.to_string(), protocol.to_string()))
+            Some(format!("{target}/{protocol}"))
         }
-        Value::Mapping(_) => {
-            let field = |key: &str| match port.get(key).map(|entry| &entry.value.value) {
-                Some(Value::Scalar { text, .. }) => Some(text.clone()),
-                _ => None,
-            };
-            Some((field("target")?, field("protocol").unwrap_or("tcp".into())))
-        }
+        Value::Mapping(_) => Some(format!(
+            "{}/{}",
+            field(port, "target")?,
+            field(port, "protocol").unwrap_or("tcp".into())
+        )),
+        _ => None,
+    }
+}
+
+/// A service's secret or config, by the key it names: the short form's or `source`.
+fn source_key(item: &Node) -> Option<String> {
+    match &item.value {
+        Value::Scalar { text, .. } => Some(text.clone()),
+        Value::Mapping(_) => field(item, "source"),
         _ => None,
     }
 }

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use essaim_core::model::{
-    signal_number, Checkpoint, EndpointMode, FailureAction, HealthCheck, HostMapping, Mount,
-    MountKind, NetworkAttachmentConfig, PortConfig, Protocol, PublishMode, Resources,
-    RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec, UpdateConfig, UpdateOrder,
+    signal_number, Checkpoint, EndpointMode, FailureAction, FileKind, FileReference, HealthCheck,
+    HostMapping, Mount, MountKind, NetworkAttachmentConfig, PortConfig, Protocol, PublishMode,
+    Resources, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec, UpdateConfig,
+    UpdateOrder, DEFAULT_FILE_MODE,
 };
 use essaim_core::units::{parse_cpus, parse_memory};
 
@@ -25,6 +26,9 @@ pub struct Context<'a> {
     pub read_env_file: &'a dyn Fn(&str) -> Result<String, String>,
     /// The file's named volumes, by their key.
     pub volumes: &'a BTreeMap<String, StackVolume>,
+    /// The file's secrets and configs: the key services name them by, and the cluster's name.
+    pub secrets: &'a BTreeMap<String, String>,
+    pub configs: &'a BTreeMap<String, String>,
     /// Where relative bind sources are from.
     pub base_dir: &'a std::path::Path,
 }
@@ -32,8 +36,6 @@ pub struct Context<'a> {
 /// What the keys of a service do in a stack.
 fn service_key(key: &str) -> Option<Support> {
     const DOCKER_IGNORES: &str = "ignored: stack deploy does not use it, as Docker's does not";
-    const SECRETS: &str = "not supported yet: secrets and configs come with «What real \
-                           services need»; until then a stack with them deploys nothing";
     Some(match key {
         "image" | "command" | "environment" | "env_file" | "deploy" | "ports" | "networks"
         | "healthcheck" | "stop_grace_period" => Support::Read,
@@ -43,8 +45,7 @@ fn service_key(key: &str) -> Option<Support> {
         "build" | "container_name" | "depends_on" | "links" | "external_links" | "expose"
         | "restart" | "cgroup_parent" | "cgroupns_mode" | "domainname" | "mac_address"
         | "profiles" | "platform" | "pull_policy" => Support::Ignored(DOCKER_IGNORES),
-        "volumes" | "tmpfs" => Support::Read,
-        "secrets" | "configs" => Support::NotYet(SECRETS),
+        "volumes" | "tmpfs" | "secrets" | "configs" => Support::Read,
         "sysctls" | "ulimits" | "stdin_open" | "logging" | "isolation" | "shm_size"
         | "privileged" | "devices" | "network_mode" | "pid" | "ipc" | "security_opt"
         | "userns_mode" | "oom_score_adj" | "group_add" | "scale" => Support::NotYet(
@@ -138,6 +139,14 @@ pub fn convert(
                         tmpfs_size: 0,
                     });
                 }
+            }
+            "secrets" => {
+                spec.task.secrets =
+                    file_references(reader, value, &key_path, FileKind::Secret, context.secrets);
+            }
+            "configs" => {
+                spec.task.configs =
+                    file_references(reader, value, &key_path, FileKind::Config, context.configs);
             }
             "image" => image = reader.string(value, &key_path),
             "command" => spec.task.args = reader.command(value, &key_path).unwrap_or_default(),
@@ -242,10 +251,127 @@ fn compose_key(flag: &str) -> Option<&'static str> {
         "--cap-drop" => "cap_drop",
         "--publish" => "ports",
         "--mount" => "volumes",
+        "--secret" => "secrets",
+        "--config" => "configs",
         "--constraint" | "--placement-pref" | "--reserve-memory" | "--reserve-cpu"
         | "update_config" | "rollback_config" => "deploy",
         _ => return None,
     })
+}
+
+/// A service's `secrets:` or `configs:`: the short syntax (keys of the file's top-level
+/// section) and the long one (`source`, `target`, `uid`, `gid`, `mode`). Each names the
+/// cluster's object (`STACK_KEY` for the stack's own, as `declared` maps them) and is seen at
+/// its key (`/run/secrets/KEY`, `/KEY`) unless `target` says otherwise, as in Docker.
+fn file_references(
+    reader: &mut Reader,
+    node: &Node,
+    path: &str,
+    kind: FileKind,
+    declared: &BTreeMap<String, String>,
+) -> Vec<FileReference> {
+    let Value::Sequence(items) = &node.value else {
+        reader.error(
+            &node.at,
+            path,
+            format!("expected a list of {kind}s, found {}", node.kind()),
+        );
+        return Vec::new();
+    };
+    let support = |key: &str| match key {
+        "source" | "target" | "uid" | "gid" | "mode" => Some(Support::Read),
+        _ => None,
+    };
+    let id = |text: &str| {
+        text.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("expected a numeric ID, found '{text}'"))
+    };
+    let mut references = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{index}]");
+        let mut reference = FileReference::new(String::new());
+        // The key it names, where, and the path to say.
+        let mut key = None;
+        if let Value::Mapping(_) = &item.value {
+            for option in reader.mapping(item, &item_path, &support) {
+                let option_path = join(&item_path, &option.key);
+                let value = &option.value;
+                match option.key.as_str() {
+                    "source" => {
+                        key = reader
+                            .string(value, &option_path)
+                            .map(|source| (source, &value.at, option_path));
+                    }
+                    "target" => {
+                        reference.target = reader.string(value, &option_path).unwrap_or_default();
+                    }
+                    "uid" => reference.uid = reader.parsed(value, &option_path, id).unwrap_or(0),
+                    "gid" => reference.gid = reader.parsed(value, &option_path, id).unwrap_or(0),
+                    _ => {
+                        reference.mode = reader
+                            .parsed(value, &option_path, file_mode)
+                            .unwrap_or(DEFAULT_FILE_MODE);
+                    }
+                }
+            }
+            if key.is_none() && item.get("source").is_none() {
+                reader.error(
+                    &item.at,
+                    &item_path,
+                    format!("no source: name the {kind}, as 'source: KEY'"),
+                );
+            }
+        } else {
+            key = reader
+                .string(item, &item_path)
+                .map(|source| (source, &item.at, item_path.clone()));
+        }
+        let Some((key, at, key_path)) = key else {
+            continue;
+        };
+        let Some(name) = declared.get(&key) else {
+            reader.error(
+                at,
+                &key_path,
+                format!(
+                    "the {kind} '{key}' is not declared under the file's '{}:'",
+                    super::section(kind)
+                ),
+            );
+            continue;
+        };
+        reference.source.clone_from(name);
+        if reference.target.is_empty() {
+            // The key, not the cluster's STACK_KEY: /run/secrets/KEY, as Docker has it.
+            reference.target = match kind {
+                FileKind::Secret => key,
+                FileKind::Config => format!("/{key}"),
+            };
+        }
+        references.push(reference);
+    }
+    references
+}
+
+/// A secret's or config's `mode:` as Docker's compose reads it: `0440` is octal (YAML 1.1's
+/// leading zero, and `0o440`), `288` decimal.
+fn file_mode(text: &str) -> Result<u32, String> {
+    let text = text.trim();
+    let (digits, radix) = match text.strip_prefix("0o") {
+        Some(octal) => (octal, 8),
+        None if text.len() > 1 && text.starts_with('0') => (&text[1..], 8),
+        None => (text, 10),
+    };
+    match u32::from_str_radix(digits, radix) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        Ok(_) => Err(format!(
+            "'{text}' is beyond the permission bits (0777): write the mode in octal, as 0440"
+        )),
+        Err(_) => Err(format!(
+            "'{text}' is not a file mode: write it in octal, as 0440"
+        )),
+    }
 }
 
 /// A service's `volumes:`: the short syntax (`data:/var/lib/db`, `./site:/www:ro`, `/cache`)
@@ -294,14 +420,7 @@ fn mount_source(mount: &mut Mount, source: &str, context: &Context<'_>) -> Resul
             }
             None => source.to_string(),
         };
-        let path = std::path::Path::new(&path);
-        let full = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            context
-                .base_dir
-                .join(path.strip_prefix(".").unwrap_or(path))
-        };
+        let full = super::in_base_dir(context.base_dir, std::path::Path::new(&path));
         mount.source = full
             .display()
             .to_string()

@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
 
 use essaim_core::model::{
-    EndpointMode, PortConfig, Protocol, PublishMode, RestartCondition, ServiceMode, ServiceSpec,
-    UpdateOrder,
+    EndpointMode, FileKind, FileReference, PortConfig, Protocol, PublishMode, RestartCondition,
+    ServiceMode, ServiceSpec, UpdateOrder,
 };
 
 use super::*;
@@ -37,6 +37,15 @@ fn load_with(
             .cloned()
             .ok_or_else(|| format!("{path}: no such file"))
     };
+    // A secret's or config's file, by its full path, among the same files.
+    let read_data = |kind: FileKind, path: &std::path::Path| {
+        let path = path.display().to_string();
+        let data = env_files
+            .get(&path)
+            .ok_or_else(|| format!("cannot read {path}: no such file"))?;
+        crate::commands::file::check_data(kind, &path, data.as_bytes())?;
+        Ok(data.clone().into_bytes())
+    };
     load(
         &sources,
         "shop",
@@ -44,6 +53,7 @@ fn load_with(
             lookup: &lookup,
             read_env_file: &read_env_file,
             base_dir: std::path::Path::new("/project"),
+            read_data: &read_data,
         },
     )
 }
@@ -483,6 +493,204 @@ volumes:
     assert_eq!(
         errors("services:\n  db:\n    image: x\n    volumes:\n      - source: /abs\n        target: relative\n"),
         vec!["docker-compose.yml:5:9: services.db.volumes: target \"relative\" is not an absolute path"]
+    );
+}
+
+/// A stack with each way of giving a secret or config, and a service that uses them all.
+const FILES: &str = "services:
+  api:
+    image: api:1
+    secrets:
+      - db_pw
+      - source: tls_key
+        target: server.key
+        uid: '70'
+        gid: '71'
+        mode: 0400
+      - source: shared
+        mode: 288
+    configs:
+      - app
+      - source: motd
+        target: /etc/motd
+secrets:
+  db_pw:
+    file: ./secrets/db_pw.txt
+    labels: [team=db]
+  tls_key:
+    name: tls_key_2026
+    environment: TLS_KEY
+  shared:
+    external: true
+    name: company_ca
+configs:
+  app:
+    file: /etc/shop/app.conf
+    labels:
+      tier: back
+  motd:
+    content: welcome to ${SHOP}
+";
+
+fn load_files() -> Result<Stack, Refused> {
+    load_with(
+        &[("docker-compose.yml", FILES)],
+        &[("TLS_KEY", "-----BEGIN KEY-----"), ("SHOP", "shop")],
+        &[
+            ("/project/secrets/db_pw.txt", "hunter2"),
+            ("/etc/shop/app.conf", "port=80\n"),
+        ],
+    )
+}
+
+#[test]
+fn secrets_and_configs_are_the_stack_s_own_or_external_ones_as_docker_names_them() {
+    let stack = load_files().expect("valid");
+    let file = |kind: FileKind, key: &str| {
+        stack
+            .files
+            .iter()
+            .find(|file| file.kind == kind && file.key == key)
+            .unwrap_or_else(|| panic!("no {kind} {key} in {:?}", stack.files))
+    };
+    let db_pw = file(FileKind::Secret, "db_pw");
+    assert_eq!(db_pw.spec.name, "shop_db_pw");
+    assert!(!db_pw.external);
+    assert_eq!(db_pw.data, b"hunter2");
+    assert_eq!(
+        db_pw.spec.labels,
+        BTreeMap::from([
+            (NAMESPACE_LABEL.to_string(), "shop".to_string()),
+            ("team".to_string(), String::new() + "db"),
+        ])
+    );
+    // name: replaces STACK_KEY; the data may come from a variable.
+    let tls = file(FileKind::Secret, "tls_key");
+    assert_eq!(tls.spec.name, "tls_key_2026");
+    assert_eq!(tls.data, b"-----BEGIN KEY-----");
+    let shared = file(FileKind::Secret, "shared");
+    assert!(shared.external && shared.data.is_empty() && shared.spec.labels.is_empty());
+    assert_eq!(shared.spec.name, "company_ca");
+    let app = file(FileKind::Config, "app");
+    assert_eq!(
+        (app.spec.name.as_str(), app.data.as_slice()),
+        ("shop_app", &b"port=80\n"[..])
+    );
+    assert_eq!(app.spec.labels["tier"], "back");
+    assert_eq!(file(FileKind::Config, "motd").data, b"welcome to shop");
+    // The data never shows in a debug print.
+    assert!(!format!("{stack:?}").contains("hunter2"));
+
+    let api = service(&stack, "shop_api");
+    let reference = |source: &str, target: &str, uid, gid, mode| FileReference {
+        source: source.to_string(),
+        target: target.to_string(),
+        uid,
+        gid,
+        mode,
+    };
+    // The task sees a file by its key, not by the cluster's STACK_KEY.
+    assert_eq!(
+        api.task.secrets,
+        vec![
+            reference("shop_db_pw", "db_pw", 0, 0, 0o444),
+            reference("tls_key_2026", "server.key", 70, 71, 0o400),
+            reference("company_ca", "shared", 0, 0, 0o440),
+        ]
+    );
+    assert_eq!(
+        api.task.secrets[0].path_in_task(FileKind::Secret),
+        "/run/secrets/db_pw"
+    );
+    assert_eq!(
+        api.task.configs,
+        vec![
+            reference("shop_app", "/app", 0, 0, 0o444),
+            reference("shop_motd", "/etc/motd", 0, 0, 0o444),
+        ]
+    );
+}
+
+#[test]
+fn a_later_file_s_secrets_merge_by_source() {
+    let over = "services:\n  api:\n    secrets:\n      - source: db_pw\n        target: pw\n      - shared\n";
+    let stack = load_with(
+        &[("docker-compose.yml", FILES), ("prod.yml", over)],
+        &[("TLS_KEY", "k"), ("SHOP", "shop")],
+        &[
+            ("/project/secrets/db_pw.txt", "hunter2"),
+            ("/etc/shop/app.conf", "port=80\n"),
+        ],
+    )
+    .expect("valid");
+    let targets: Vec<&str> = service(&stack, "shop_api")
+        .task
+        .secrets
+        .iter()
+        .map(|reference| reference.target.as_str())
+        .collect();
+    assert_eq!(targets, ["pw", "server.key", "shared"]);
+}
+
+#[test]
+fn bad_secrets_and_configs_are_refused_at_their_place() {
+    let text = "services:
+  api:
+    image: api:1
+    secrets:
+      - nope
+      - source: db_pw
+        mode: 0999
+        colour: red
+      - target: x
+    configs: app
+secrets:
+  db_pw:
+    file: missing.txt
+    driver: vault
+  empty:
+    environment: UNSET
+  none: {}
+  both:
+    file: a
+    environment: B
+  ext:
+    external: true
+    file: a
+  inline:
+    content: hi
+  bad name:
+    external: true
+configs:
+  app:
+    contents: x
+";
+    assert_eq!(
+        errors(text),
+        vec![
+            "docker-compose.yml:5:9: services.api.secrets[0]: the secret 'nope' is not declared under the file's 'secrets:'",
+            "docker-compose.yml:7:15: services.api.secrets[1].mode: '0999' is not a file mode: write it in octal, as 0440",
+            "docker-compose.yml:8:9: services.api.secrets[1].colour: unknown key",
+            "docker-compose.yml:9:9: services.api.secrets[2]: no source: name the secret, as 'source: KEY'",
+            "docker-compose.yml:10:14: services.api.configs: expected a list of configs, found a single value",
+            "docker-compose.yml:13:11: secrets.db_pw.file: cannot read /project/missing.txt: no such file",
+            "docker-compose.yml:14:5: secrets.db_pw.driver: not supported yet: the data is the one given, as it is",
+            "docker-compose.yml:16:18: secrets.empty.environment: the variable UNSET is not set",
+            "docker-compose.yml:17:3: secrets.none: no data: give 'file: PATH' or 'environment: VARIABLE', or 'external: true' for an existing secret",
+            "docker-compose.yml:20:5: secrets.both.environment: the secret's data is given twice: give one of 'file: PATH' or 'environment: VARIABLE'",
+            "docker-compose.yml:23:5: secrets.ext.file: an external secret exists already, with its data: 'file' has no place beside 'external: true'",
+            "docker-compose.yml:25:5: secrets.inline.content: a secret's data comes from 'file' or 'environment': 'content' is for configs, as in the Compose Specification",
+            "docker-compose.yml:26:3: secrets.bad name: invalid name \"bad name\": use up to 64 letters, digits, '_', '.' and '-', starting and ending with a letter or digit",
+            "docker-compose.yml:30:5: configs.app.contents: unknown key",
+        ]
+    );
+    // Two files at one path in the task: what the leader would refuse, at the service's key.
+    let twice = "services:\n  api:\n    image: x\n    secrets:\n      - a\n      - source: b\n        target: a\nsecrets:\n  a: {environment: A}\n  b: {environment: A}\n";
+    let refused =
+        load_with(&[("docker-compose.yml", twice)], &[("A", "1")], &[]).expect_err("refused");
+    assert_eq!(
+        refused.errors[0].to_string(),
+        "docker-compose.yml:5:9: services.api.secrets: two secrets at /run/secrets/a"
     );
 }
 

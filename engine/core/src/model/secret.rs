@@ -144,18 +144,24 @@ pub struct FileReference {
 pub const DEFAULT_FILE_MODE: u32 = 0o444;
 
 impl FileReference {
+    /// `source` as Docker gives it when nothing else is said: at its name, owned by root,
+    /// mode 0444.
+    pub fn new(source: impl Into<String>) -> FileReference {
+        FileReference {
+            source: source.into(),
+            target: String::new(),
+            uid: 0,
+            gid: 0,
+            mode: DEFAULT_FILE_MODE,
+        }
+    }
+
     /// The short form `NAME` or the long form `source=S[,target=T][,uid=U][,gid=G][,mode=M]`.
     ///
     /// # Errors
     /// An unknown option, a bad number, or no source; in words that name the option.
     pub fn parse(text: &str) -> Result<FileReference, String> {
-        let mut reference = FileReference {
-            source: String::new(),
-            target: String::new(),
-            uid: 0,
-            gid: 0,
-            mode: DEFAULT_FILE_MODE,
-        };
+        let mut reference = FileReference::new(String::new());
         if !text.contains('=') {
             reference.source = text.trim().to_string();
         } else {
