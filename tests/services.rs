@@ -439,3 +439,63 @@ fn the_process_runtime_holds_a_task_to_its_limits_in_a_cgroup_of_its_own() -> Re
     })?;
     Ok(())
 }
+
+#[test]
+fn generic_resources_go_where_the_node_has_them_one_named_unit_per_task() -> Result<()> {
+    let mut cluster = Cluster::start(1, 0)?;
+    let (token, manager) = {
+        let m1 = cluster.node("m1");
+        (m1.ok(&["swarm", "join-token", "-q", "worker"])?, m1.addr())
+    };
+    cluster
+        .add_with_env("w1", &[("ESSAIM_GENERIC_RESOURCES", "gpu=GPU-a,gpu=GPU-b")])?
+        .join(&token, &manager)?;
+    let m1 = cluster.node("m1");
+    let shown = m1.ok(&["node", "inspect", "--pretty", "w1"])?;
+    assert!(shown.contains("gpu=2"), "{shown}");
+    let out = cluster.root().join("gpus");
+    std::fs::create_dir_all(&out)?;
+    m1.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "train",
+        "--replicas",
+        "3",
+        "--generic-resource",
+        "gpu=1",
+        "sh",
+        "-c",
+        &format!(
+            "echo $DOCKER_RESOURCE_GPU > {}/$ESSAIM_TASK_SLOT; exec sleep 600",
+            out.display()
+        ),
+    ])?;
+    // Two replicas on w1, each with a GPU of its own; m1 has none, so the third waits.
+    let given = wait_for("two replicas with a GPU each", SETTLE, || {
+        let mut gpus: Vec<String> = (1..=3)
+            .filter_map(|slot| std::fs::read_to_string(out.join(slot.to_string())).ok())
+            .map(|text| text.trim().to_string())
+            .filter(|text| !text.is_empty())
+            .collect();
+        gpus.sort();
+        Ok((gpus.len() == 2).then_some(gpus))
+    })?;
+    assert_eq!(given, ["GPU-a", "GPU-b"]);
+    let waiting = wait_for("the third replica's reason", SETTLE, || {
+        Ok(m1
+            .tasks("train")?
+            .iter()
+            .map(|t| t.task.status.message.clone())
+            .find(|m| m.contains("generic resource")))
+    })?;
+    assert!(
+        waiting.contains("lack generic resource gpu")
+            || waiting.contains("lacks generic resource gpu"),
+        "{waiting}"
+    );
+    let bad = m1.essaim(&["service", "create", "--generic-resource", "gpu=0", "sleep"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    Ok(())
+}

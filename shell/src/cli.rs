@@ -819,6 +819,10 @@ pub struct ServiceCreateArgs {
     /// Limit the processes and threads of a task (default 0: no limit)
     #[arg(long, value_name = "N")]
     pub limit_pids: Option<u64>,
+    /// Reserve so many of a node's generic resource, as essaimd --generic-resource declares
+    /// them (like gpu=1; repeatable)
+    #[arg(long, value_name = "KIND=N", value_parser = parse_generic_resource)]
+    pub generic_resource: Vec<(String, u64)>,
     /// Read environment variables from a file of KEY=VALUE lines (repeatable; --env wins)
     #[arg(long, value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
@@ -993,6 +997,12 @@ pub struct ServiceChanges {
     /// Limit the processes and threads of a task (0: no limit)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub limit_pids: Option<u64>,
+    /// Reserve a generic resource, as --generic-resource takes it (replaces that kind's)
+    #[arg(long, value_name = "KIND=N", value_parser = parse_generic_resource)]
+    pub generic_resource_add: Vec<(String, u64)>,
+    /// Reserve no more of this generic resource kind
+    #[arg(long, value_name = "KIND")]
+    pub generic_resource_rm: Vec<String>,
     /// Restart when: any, on-failure or none
     #[arg(long, value_name = "CONDITION", value_parser = |text: &str| text.parse::<RestartCondition>())]
     pub restart_condition: Option<RestartCondition>,
@@ -1211,6 +1221,19 @@ fn parse_mount(text: &str) -> Result<Mount, String> {
     text.parse()
 }
 
+fn parse_generic_resource(text: &str) -> Result<(String, u64), String> {
+    let (kind, count) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected KIND=N, like gpu=1"))?;
+    essaim_core::model::check_generic_kind(kind)?;
+    let count = count
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?}: the count must be a whole number above 0"))?;
+    Ok((kind.to_string(), count))
+}
+
 fn parse_file_reference(text: &str) -> Result<FileReference, String> {
     FileReference::parse(text)
 }
@@ -1314,7 +1337,8 @@ pub enum StackCommand {
     /// List the services of a stack
     #[command(after_long_help = examples::STACK_SERVICES)]
     Services(StackServicesArgs),
-    /// Remove one or more stacks: their services and the networks they made
+    /// Remove one or more stacks: their services, and the networks, secrets and configs they
+    /// made
     #[command(visible_alias = "remove", after_long_help = examples::STACK_RM)]
     Rm(StackRmArgs),
 }

@@ -238,9 +238,29 @@ pub fn node_pretty(view: &NodeView) -> String {
         Entry::Section("Platform"),
         Entry::field(1, "Operating System", &node.description.os),
         Entry::field(1, "Architecture", &node.description.arch),
-        Entry::field(0, "Runtime", &node.description.runtime),
     ]);
+    let resources = &node.description.resources;
+    entries.push(Entry::Section("Resources"));
+    entries.push(Entry::field(1, "CPUs", format_cpus(resources.nano_cpus)));
+    entries.push(Entry::field(
+        1,
+        "Memory",
+        format_memory(resources.memory_bytes),
+    ));
+    if !resources.generic.is_empty() {
+        entries.push(Entry::field(1, "Generic", generic_list(&resources.generic)));
+    }
+    entries.push(Entry::field(0, "Runtime", &node.description.runtime));
     listing(&entries)
+}
+
+/// `gpu=1, ssd=2`.
+fn generic_list(generic: &std::collections::BTreeMap<String, u64>) -> String {
+    generic
+        .iter()
+        .map(|(kind, count)| format!("{kind}={count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `info`, as `key: value` lines. Values the node does not have (no swarm yet) are left out.
@@ -733,8 +753,12 @@ pub fn service_pretty(view: &ServiceView) -> String {
         ));
     }
     let resources = &task.resources;
-    let reserved = resources.reserve_nano_cpus > 0 || resources.reserve_memory_bytes > 0;
-    let limited = resources.limit_nano_cpus > 0 || resources.limit_memory_bytes > 0;
+    let reserved = resources.reserve_nano_cpus > 0
+        || resources.reserve_memory_bytes > 0
+        || !resources.generic.is_empty();
+    let limited = resources.limit_nano_cpus > 0
+        || resources.limit_memory_bytes > 0
+        || resources.limit_pids > 0;
     if reserved || limited {
         entries.push(Entry::Section("Resources"));
         for (shown, title, cpus, memory) in [
@@ -760,6 +784,11 @@ pub fn service_pretty(view: &ServiceView) -> String {
             }
             if memory > 0 {
                 entries.push(Entry::field(2, "Memory", format_memory(memory)));
+            }
+            if title == "Reservations" && !resources.generic.is_empty() {
+                entries.push(Entry::field(2, "Generic", generic_list(&resources.generic)));
+            } else if title == "Limits" && resources.limit_pids > 0 {
+                entries.push(Entry::field(2, "PIDs", resources.limit_pids.to_string()));
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The daemon's flags. Every flag has a default that works on one machine, so plain
 //! `essaimd` starts a node.
 
+use essaim_core::model::GenericResources;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,6 +65,17 @@ pub struct Args {
     /// else process
     #[arg(long, env = "ESSAIM_RUNTIME", value_enum, default_value_t = RuntimeArg::Auto)]
     pub runtime: RuntimeArg,
+
+    /// What else this node has to give tasks, as Swarm's --node-generic-resource: KIND=COUNT
+    /// (`ssd=2`), or one named unit per flag (`gpu=GPU-3a1f`), which a task reserving it is
+    /// told of in DOCKER_RESOURCE_GPU (repeatable; ESSAIM_GENERIC_RESOURCES: comma-separated)
+    #[arg(
+        long,
+        env = "ESSAIM_GENERIC_RESOURCES",
+        value_name = "KIND=VALUE",
+        value_delimiter = ','
+    )]
+    pub generic_resource: Vec<String>,
 
     /// With --runtime sim: how long a simulated task takes to start
     #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = duration)]
@@ -186,6 +198,10 @@ impl Args {
                     snapshot_interval: self.raft_snapshot_interval,
                 },
                 runtime,
+                generic_resources: GenericResources::parse(
+                    self.generic_resource.iter().map(String::as_str),
+                )
+                .map_err(|e| anyhow::anyhow!("--generic-resource: {e}"))?,
                 clock: essaim_manager::clock::Clock::system(),
             },
         })

@@ -12,8 +12,8 @@ use essaim_api::tls::{self, CertRole, Credentials, PeerIdentity, TlsState};
 use essaim_api::transport::{self, ClientTls};
 use essaim_api::{ControlError, ControlReply, ControlRequest};
 use essaim_core::model::{
-    AddressPool, Availability, Cluster, ClusterConfig, JoinTokens, Node as NodeRecord,
-    NodeDescription, NodeSpec, NodeState, NodeStatus, Role, RootCa,
+    AddressPool, Availability, Cluster, ClusterConfig, GenericResources, JoinTokens,
+    Node as NodeRecord, NodeDescription, NodeSpec, NodeState, NodeStatus, Role, RootCa,
 };
 use essaim_core::Command;
 use essaim_worker::{Executor, Runtime};
@@ -47,6 +47,8 @@ pub struct NodeConfig {
     pub raft_timings: RaftTimings,
     /// How this node runs tasks.
     pub runtime: Runtime,
+    /// `--generic-resource`: what else this node has to give tasks (GPUs...).
+    pub generic_resources: GenericResources,
     /// What the manager keeps time with: the system's, or tokio's paused time in tests.
     pub clock: Clock,
 }
@@ -355,6 +357,7 @@ impl Node {
             &self.config.hostname,
             root_ca,
             address_pool,
+            &self.config.generic_resources,
         )
         .await;
         match bootstrapped {
@@ -433,7 +436,7 @@ impl Node {
         let channel =
             transport::cluster_channel(&remote.to_string(), ClientTls::Fixed(Arc::new(pinned)))?;
         let (key_pem, csr_pem) = ca::new_key_and_request()?;
-        let resources = essaim_worker::machine::resources();
+        let resources = essaim_worker::machine::resources(&self.config.generic_resources);
         let mut request = tonic::Request::new(JoinRequest {
             token: token.trim().to_string(),
             hostname: self.config.hostname.clone(),
@@ -443,6 +446,11 @@ impl Node {
             csr_pem,
             nano_cpus: resources.nano_cpus,
             memory_bytes: resources.memory_bytes,
+            generic_resources: resources
+                .generic
+                .iter()
+                .map(|(kind, count)| format!("{kind}={count}"))
+                .collect(),
             runtime: self.executor.name().to_string(),
         });
         request.set_timeout(JOIN_TIMEOUT);
@@ -594,6 +602,7 @@ async fn open_swarm(
         tls,
         executor,
         clock: config.clock,
+        generic_resources: config.generic_resources.clone(),
     };
     Swarm::open(setting, identity).await
 }
@@ -607,6 +616,7 @@ async fn bootstrap(
     hostname: &str,
     root_ca: RootCa,
     address_pool: AddressPool,
+    generic: &GenericResources,
 ) -> Result<String, ControlError> {
     let members = BTreeMap::from([(identity.raft_id, BasicNode::new(addr))]);
     swarm
@@ -657,7 +667,7 @@ async fn bootstrap(
             addr: addr.to_string(),
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
-            resources: essaim_worker::machine::resources(),
+            resources: essaim_worker::machine::resources(generic),
             runtime: swarm.worker().runtime().to_string(),
         },
         status: NodeStatus {

@@ -4,6 +4,7 @@
 //! does; only its tasks are simulated. Nothing is kept on disk: a restarted host joins as new
 //! nodes.
 
+use essaim_worker::generic::GenericUnitsHeld;
 use essaim_worker::task_files::TaskFiles;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +80,7 @@ async fn join_one(
         nano_cpus: SIM_NANO_CPUS,
         memory_bytes: SIM_MEMORY_BYTES,
         runtime: executor.name().to_string(),
+        generic_resources: Vec::new(),
     });
     request.set_timeout(JOIN_TIMEOUT);
     let reply = transport::membership_client(channel)
@@ -108,6 +110,7 @@ async fn join_one(
     Ok(Worker::start(WorkerSetup {
         node_id: reply.node_id,
         task_files: Arc::new(task_files),
+        generic_resources: Arc::new(GenericUnitsHeld::new(Default::default())),
         hostname,
         tls,
         managers: Arc::new(move || managers.clone()),

@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use essaim_api::tls::TlsState;
+use essaim_worker::generic::GenericUnitsHeld;
 use essaim_worker::task_files::TaskFiles;
 use essaim_worker::{Executor, Worker, WorkerSetup};
 use parking_lot::Mutex;
@@ -64,6 +65,8 @@ pub struct Setting<'a> {
     pub tls: Arc<TlsState>,
     pub executor: Arc<dyn Executor>,
     pub clock: Clock,
+    /// What the node's worker hands out of its generic resources.
+    pub generic_resources: essaim_core::model::GenericResources,
 }
 
 impl Swarm {
@@ -81,6 +84,7 @@ impl Swarm {
             tls,
             executor,
             clock,
+            generic_resources,
         } = setting;
         let replica = Replica::open(
             data_dir,
@@ -98,6 +102,7 @@ impl Swarm {
         let worker = Worker::start(WorkerSetup {
             node_id: replica.node_id().clone(),
             task_files: Arc::new(TaskFiles::new(data_dir, &hostname)),
+            generic_resources: Arc::new(GenericUnitsHeld::new(generic_resources)),
             hostname,
             tls: tls.clone(),
             managers: Arc::new(move || session_targets.leader_first()),

@@ -49,6 +49,7 @@ impl TestNode {
             runtime: Runtime::Sim {
                 start_delay: Duration::from_millis(10),
             },
+            generic_resources: Default::default(),
             clock: Clock::system(),
         })
         .await
@@ -293,6 +294,7 @@ async fn a_silent_node_goes_down_and_comes_back_with_its_heartbeat() {
             nano_cpus: 1_000_000_000,
             memory_bytes: 1 << 30,
             runtime: "sim".into(),
+            generic_resources: Vec::new(),
         })
         .await
         .expect("join");

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::executor::{Executor, LogStream};
+use crate::generic::GenericUnitsHeld;
 use crate::task_files::TaskFiles;
 
 /// The report period until the leader says otherwise.
@@ -57,6 +58,8 @@ pub struct WorkerSetup {
     pub executor: Arc<dyn Executor>,
     /// The secrets and configs of the node's tasks (see [`crate::task_files`]).
     pub task_files: Arc<TaskFiles>,
+    /// The node's generic resources, and which of them its tasks hold.
+    pub generic_resources: Arc<GenericUnitsHeld>,
 }
 
 pub struct Worker {
@@ -470,6 +473,7 @@ impl Worker {
         let _ = local.stop.send(true);
         let executor = self.setup.executor.clone();
         let task_files = self.setup.task_files.clone();
+        let generic_resources = self.setup.generic_resources.clone();
         let task_id = task_id.to_string();
         tokio::spawn(async move {
             if let Some(supervisor) = local.supervisor.take() {
@@ -477,6 +481,7 @@ impl Worker {
             }
             executor.remove(&task_id).await;
             task_files.remove(&task_id);
+            generic_resources.release(&task_id);
         });
     }
 
@@ -489,6 +494,12 @@ impl Worker {
             task_id: task_id.to_string(),
             status,
         });
+    }
+
+    /// What a task held on the node goes once it has ended: its files, its generic units.
+    fn ended(&self, task_id: &str) {
+        self.setup.task_files.remove(task_id);
+        self.setup.generic_resources.release(task_id);
     }
 
     /// `task` with Swarm's placeholders filled in for it on this node: in `--hostname`, the
@@ -543,8 +554,15 @@ impl Worker {
                     return;
                 }
             };
-            let started = match self.setup.task_files.write(&task) {
-                Ok(()) => executor.start(&task).await,
+            let mut task = task;
+            let started = match self.setup.generic_resources.take(&task) {
+                Ok(env) => {
+                    task.spec.env.extend(env);
+                    match self.setup.task_files.write(&task) {
+                        Ok(()) => executor.start(&task).await,
+                        Err(error) => Err(error),
+                    }
+                }
                 Err(error) => Err(error),
             };
             match started {
@@ -562,7 +580,7 @@ impl Worker {
                     };
                     let mut status = TaskStatus::new(state, now(), error.message.clone());
                     status.error = Some(error.message);
-                    self.setup.task_files.remove(&task_id);
+                    self.ended(&task_id);
                     self.report(&task_id, status);
                     return;
                 }
@@ -581,7 +599,7 @@ impl Worker {
                 } else {
                     failed(exit.message, Some(exit.code))
                 };
-                self.setup.task_files.remove(&task_id);
+                self.ended(&task_id);
                 self.report(&task_id, status);
             }
             None => {
@@ -595,7 +613,7 @@ impl Worker {
                     }
                 }
                 executor.stop(&task_id, grace).await;
-                self.setup.task_files.remove(&task_id);
+                self.ended(&task_id);
                 self.report(&task_id, shutdown("stopped"));
             }
         }

@@ -16,6 +16,7 @@
 //! - [`mesh`]: the routing mesh: published ports open on the node, balanced over the tasks.
 //! - [`nft`]: the rules of both, written into a namespace.
 //! - [`overlay`]: the node's share of the cluster networks, made in the kernel for its tasks.
+//! - [`generic`]: the node's generic resources (GPUs...), handed to its tasks.
 //! - [`task_files`]: the secrets and configs of the node's tasks, in memory and as files.
 //! - [`logs`]: the output kept of each task.
 //! - [`machine`]: the CPUs and memory a node reports.
@@ -26,6 +27,7 @@ pub mod cgroups;
 pub mod dns;
 pub mod docker;
 pub mod executor;
+pub mod generic;
 pub mod logs;
 pub mod machine;
 pub mod mesh;

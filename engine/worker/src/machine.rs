@@ -1,9 +1,10 @@
 //! What this machine can give tasks, as a node reports it when it joins.
 
-use essaim_core::model::NodeResources;
+use essaim_core::model::{GenericResources, NodeResources};
 
-/// The machine's CPUs and memory; 0 for what cannot be read.
-pub fn resources() -> NodeResources {
+/// The machine's CPUs and memory (0 for what cannot be read), and the generic resources the
+/// node was told it has.
+pub fn resources(generic: &GenericResources) -> NodeResources {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get() as u64);
     NodeResources {
         nano_cpus: cpus * 1_000_000_000,
@@ -11,6 +12,7 @@ pub fn resources() -> NodeResources {
             .ok()
             .and_then(|text| mem_total(&text))
             .unwrap_or(0),
+        generic: generic.counts(),
     }
 }
 

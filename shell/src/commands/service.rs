@@ -109,6 +109,7 @@ pub fn build_spec(args: ServiceCreateArgs) -> Result<ServiceSpec, UsageError> {
         limit_nano_cpus: args.limit_cpu.unwrap_or(0),
         limit_memory_bytes: args.limit_memory.unwrap_or(0),
         limit_pids: args.limit_pids.unwrap_or(0),
+        generic: args.generic_resource.iter().cloned().collect(),
     };
     // The files first, in order, then --env over them, as docker reads them.
     let mut env = BTreeMap::new();
@@ -632,6 +633,7 @@ pub(crate) mod tests {
                 limit_nano_cpus: 2_000_000_000,
                 limit_memory_bytes: 1024 * 1024 * 1024,
                 limit_pids: 0,
+                generic: Default::default(),
             }
         );
         assert_eq!(

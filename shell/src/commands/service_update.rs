@@ -233,6 +233,14 @@ pub fn apply(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<ServiceSpec
     set(&mut resources.limit_nano_cpus, changes.limit_cpu);
     set(&mut resources.limit_memory_bytes, changes.limit_memory);
     set(&mut resources.limit_pids, changes.limit_pids);
+    for kind in &changes.generic_resource_rm {
+        if resources.generic.remove(kind).is_none() {
+            return Err(absent("--generic-resource-rm", "generic resource", kind));
+        }
+    }
+    resources
+        .generic
+        .extend(changes.generic_resource_add.iter().cloned());
     let restart = &mut task.restart_policy;
     set(&mut restart.condition, changes.restart_condition);
     set(&mut restart.delay_ms, changes.restart_delay);
@@ -752,6 +760,7 @@ pub(crate) mod tests {
                 limit_nano_cpus: 1_000_000_000,
                 limit_memory_bytes: 256 * 1024 * 1024,
                 limit_pids: 0,
+                generic: Default::default(),
             }
         );
         assert_eq!(

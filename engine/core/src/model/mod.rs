@@ -4,6 +4,7 @@
 
 mod cluster;
 mod container;
+mod generic;
 mod lease;
 mod mount;
 mod network;
@@ -15,6 +16,7 @@ mod task;
 
 pub use cluster::{CaRotation, Cluster, ClusterConfig, JoinTokens, RootCa, TokenRecord};
 pub use container::{signal_number, ContainerOptions, HostMapping, Ulimit, ULIMITS};
+pub use generic::{check_generic_kind, generic_env_var, GenericResources, GenericUnits};
 pub use lease::{
     validate_lock_request, Lease, FORGET_EXPIRED_AFTER_MS, MAX_LEASE_MS, MAX_LOCK_HOLDER,
     MAX_LOCK_NAME, MIN_LEASE_MS,

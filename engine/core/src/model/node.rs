@@ -84,11 +84,14 @@ pub struct NodeDescription {
 pub const PROCESS_RUNTIME: &str = "process";
 
 /// A node's capacity, as it reported it when it joined.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeResources {
     /// CPUs in billionths, as Docker counts them.
     pub nano_cpus: u64,
     pub memory_bytes: u64,
+    /// `essaimd --generic-resource`: how many of each kind (see [`super::GenericResources`]).
+    #[serde(default)]
+    pub generic: std::collections::BTreeMap<String, u64>,
 }
 
 /// The node's health, written by the leader when it changes (not on every heartbeat).

@@ -183,7 +183,7 @@ pub struct HealthCheck {
     pub start_interval_ms: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
     /// CPUs in billionths, as Docker counts them (1.5 CPUs = 1_500_000_000).
     pub reserve_nano_cpus: u64,
@@ -192,6 +192,8 @@ pub struct Resources {
     pub limit_memory_bytes: u64,
     /// `--limit-pids`: processes and threads at most; 0 means no limit.
     pub limit_pids: u64,
+    /// `--generic-resource KIND=N`: so many of each of the node's generic resources.
+    pub generic: BTreeMap<String, u64>,
 }
 
 word_enum! {
@@ -594,6 +596,15 @@ impl ServiceSpec {
         super::validate_file_references(FileKind::Secret, &self.task.secrets)?;
         super::validate_file_references(FileKind::Config, &self.task.configs)?;
         let resources = &self.task.resources;
+        for (kind, count) in &resources.generic {
+            super::check_generic_kind(kind).map_err(|e| spec_error("--generic-resource", e))?;
+            if *count == 0 {
+                return Err(spec_error(
+                    "--generic-resource",
+                    format!("{kind}=0 reserves nothing: give at least 1"),
+                ));
+            }
+        }
         if resources.limit_memory_bytes > 0
             && resources.reserve_memory_bytes > resources.limit_memory_bytes
         {

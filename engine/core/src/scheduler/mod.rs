@@ -16,7 +16,7 @@ mod constraint;
 mod reason;
 mod spread;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub use constraint::{Constraint, ConstraintError, Field, Operator};
 
@@ -92,6 +92,8 @@ struct NodeLoad {
     tasks: u64,
     nano_cpus: u64,
     memory_bytes: u64,
+    /// The generic resources its tasks reserve, by kind; empty on most nodes.
+    generic: BTreeMap<String, u64>,
     /// The host-mode ports its tasks publish: one task per port and protocol on a node.
     host_ports: HashSet<(u16, Protocol)>,
 }
@@ -148,6 +150,10 @@ impl<'a> Load<'a> {
         entry.memory_bytes = entry
             .memory_bytes
             .saturating_add(reserved.reserve_memory_bytes);
+        for (kind, count) in &reserved.generic {
+            let held = entry.generic.entry(kind.clone()).or_default();
+            *held = held.saturating_add(*count);
+        }
         entry
             .host_ports
             .extend(host_ports(&task.ports).map(|p| (p.published, p.protocol)));
@@ -184,6 +190,8 @@ struct Filters {
     spread: Vec<Field>,
     nano_cpus: u64,
     memory_bytes: u64,
+    /// `--generic-resource`: so many of each kind.
+    generic: Vec<(String, u64)>,
     /// 0 means no limit.
     max_per_node: u64,
     host_ports: Vec<PortConfig>,
@@ -207,6 +215,12 @@ impl Filters {
                 .collect::<Result<_, _>>()?,
             nano_cpus: spec.resources.reserve_nano_cpus,
             memory_bytes: spec.resources.reserve_memory_bytes,
+            generic: spec
+                .resources
+                .generic
+                .iter()
+                .map(|(kind, count)| (kind.clone(), *count))
+                .collect(),
             max_per_node: spec.max_replicas_per_node,
             host_ports: host_ports(ports).copied().collect(),
             container_only: spec.container_only().join(", "),
@@ -250,6 +264,14 @@ impl Filters {
                 nano_cpus,
                 memory_bytes,
             });
+        }
+        // Unlike CPUs and memory, a kind the node did not declare is a kind it has none of.
+        for (kind, wanted) in &self.generic {
+            let has = capacity.generic.get(kind).copied().unwrap_or(0);
+            let held = load.generic.get(kind).copied().unwrap_or(0);
+            if held.saturating_add(*wanted) > has {
+                return Err(Unfit::LacksGeneric(kind.clone()));
+            }
         }
         if self.max_per_node > 0 && service_tasks >= self.max_per_node {
             return Err(Unfit::MaxReplicas);

@@ -20,6 +20,8 @@ pub(super) enum Unfit {
         nano_cpus: u64,
         memory_bytes: u64,
     },
+    /// Not enough free of this generic resource kind (`gpu`).
+    LacksGeneric(String),
     MaxReplicas,
     /// Another task on the node publishes this host-mode port (`8080/tcp`).
     HostPort(String),
@@ -47,6 +49,7 @@ impl Unfit {
                 tally.lacks(*nano_cpus, *memory_bytes);
                 tally.lack_phrases(false).join("")
             }
+            Unfit::LacksGeneric(kind) => format!("lacks generic resource {kind}"),
             Unfit::MaxReplicas => format!("at max replicas per node ({max_per_node})"),
             Unfit::HostPort(port) => format!("host port {port} is in use there"),
             Unfit::ProcessRuntime(flags) => {
@@ -101,6 +104,8 @@ pub(super) struct Tally {
     /// Nodes short of both, with their CPU and memory shortages.
     short_of_both: (Span, Span),
     at_max: usize,
+    /// Nodes per generic resource kind they lack.
+    short_of_generic: BTreeMap<String, usize>,
     /// Nodes per host port in use there.
     host_ports: BTreeMap<String, usize>,
     /// Nodes of the process runtime, and the options it cannot apply.
@@ -119,6 +124,9 @@ impl Tally {
                 nano_cpus,
                 memory_bytes,
             } => self.lacks(*nano_cpus, *memory_bytes),
+            Unfit::LacksGeneric(kind) => {
+                *self.short_of_generic.entry(kind.clone()).or_default() += 1
+            }
             Unfit::MaxReplicas => self.at_max += 1,
             Unfit::HostPort(port) => *self.host_ports.entry(port.clone()).or_default() += 1,
             Unfit::ProcessRuntime(flags) => {
@@ -194,6 +202,10 @@ impl Tally {
             }
         }
         parts.extend(self.lack_phrases(true));
+        for (kind, count) in &self.short_of_generic {
+            let verb = if *count == 1 { "lacks" } else { "lack" };
+            parts.push(format!("{count} {verb} generic resource {kind}"));
+        }
         for (index, count) in &self.constraints {
             let verb = if *count == 1 { "fails" } else { "fail" };
             match constraints.get(*index) {

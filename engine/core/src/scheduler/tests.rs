@@ -679,3 +679,40 @@ fn two_tasks_publishing_one_host_port_never_share_a_node_and_the_third_says_why(
         );
     }
 }
+
+#[test]
+fn generic_resources_place_tasks_only_where_enough_are_free() {
+    let gpu = TaskSpec {
+        resources: Resources {
+            generic: BTreeMap::from([("gpu".to_string(), 1)]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let with_gpus = |mut n: Node, count: u64| {
+        n.description
+            .resources
+            .generic
+            .insert("gpu".to_string(), count);
+        n
+    };
+    // n1 has two GPUs, one held already; n2 has one; n3 declared none.
+    let state = cluster(
+        vec![
+            with_gpus(node("n1"), 2),
+            with_gpus(node("n2"), 1),
+            node("n3"),
+        ],
+        vec![running("train-a", "train", &gpu, "n1")],
+    );
+    let placements = run(&state, &pending("web", &gpu, 3));
+    assert_eq!(
+        per_node(&placements),
+        BTreeMap::from([("n1", 1), ("n2", 1)])
+    );
+    assert_eq!(
+        waits(&placements),
+        ["no suitable node: 3 lack generic resource gpu"],
+        "the third waits: every node's GPUs are taken, or it has none"
+    );
+}

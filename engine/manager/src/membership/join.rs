@@ -83,6 +83,7 @@ impl Membership {
                 resources: essaim_core::model::NodeResources {
                     nano_cpus: request.nano_cpus,
                     memory_bytes: request.memory_bytes,
+                    generic: generic_counts(&request.generic_resources)?,
                 },
                 runtime: request.runtime,
             },
@@ -228,4 +229,24 @@ impl Membership {
             force_available,
         )
     }
+}
+
+/// `KIND=COUNT` entries of a join request.
+fn generic_counts(
+    entries: &[String],
+) -> Result<std::collections::BTreeMap<String, u64>, ControlError> {
+    entries
+        .iter()
+        .map(|entry| {
+            let parsed = entry.split_once('=').and_then(|(kind, count)| {
+                essaim_core::model::check_generic_kind(kind).ok()?;
+                Some((kind.to_string(), count.parse::<u64>().ok()?))
+            });
+            parsed.ok_or_else(|| {
+                ControlError::InvalidArgument(format!(
+                    "generic resource {entry:?}: expected KIND=COUNT"
+                ))
+            })
+        })
+        .collect()
 }
