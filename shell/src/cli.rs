@@ -1781,3 +1781,95 @@ mod tests {
         assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 }
+
+/// The parsers of every long-form flag, on any input: each gives a value or a usage error,
+/// and what it gives passes the leader's check or is refused by it, naming a flag; none
+/// panics.
+#[cfg(test)]
+mod long_form_properties {
+    use clap::Parser;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Text made of the pieces the long forms are made of, so that many inputs get past the
+    /// first check and reach the deeper ones.
+    fn long_form() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "type=",
+            "bind",
+            "volume",
+            "tmpfs",
+            "source=",
+            "src=",
+            "target=",
+            "dst=",
+            "/",
+            "/x",
+            "..",
+            "readonly",
+            "ro=",
+            "true",
+            "0",
+            "1",
+            "-1",
+            "0400",
+            "0999",
+            "uid=",
+            "gid=",
+            "mode=",
+            "name=",
+            "alias=",
+            "published=",
+            "protocol=",
+            "udp",
+            "mode=host",
+            "=",
+            ",",
+            "gpu",
+            "gpu=",
+            "{{.Task.Slot}}",
+            "{{",
+            "}}",
+            "é",
+            "\0",
+            " ",
+            "soft=",
+            "hard=",
+            "nofile=",
+            ":",
+            "64M",
+            "99999999999999999999",
+            "volume-label=",
+            "tmpfs-size=",
+        ]);
+        prop::collection::vec(piece, 0..10).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn no_long_form_flag_panics(text in long_form()) {
+            for flag in [
+                "--mount", "--secret", "--config", "--network", "--publish", "--ulimit",
+                "--add-host", "--generic-resource", "--hostname", "--env", "--label",
+                "--constraint", "--placement-pref", "--sysctl", "--dns-option",
+            ] {
+                let line = ["essaim", "service", "create", flag, &text, "app"];
+                let Ok(cli) = Cli::try_parse_from(line) else { continue };
+                let Some(Command::Service { command: ServiceCommand::Create(args) }) =
+                    cli.command
+                else {
+                    continue;
+                };
+                if let Ok(spec) = crate::commands::service::build_spec(*args) {
+                    if let Err(error) = spec.validate() {
+                        prop_assert!(!error.field.is_empty(), "{flag} {text:?}: {error}");
+                    }
+                }
+            }
+            let _ = essaim_core::model::GenericResources::parse([text.as_str()]);
+        }
+    }
+}
