@@ -5,8 +5,6 @@
 //! to the certificate renewal of a worker just promoted). Each manager keeps it beside its
 //! certificates, readable by the daemon's user only.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use essaim_api::ControlError;
@@ -199,20 +197,11 @@ fn key_of(bytes: &[u8]) -> Result<[u8; KEY_LEN], String> {
         .map_err(|_| format!("a data key has {KEY_LEN} bytes, not {}", bytes.len()))
 }
 
-/// Written under a temporary name and renamed, readable by its owner only.
+/// Readable by its owner only, and never half-written.
 fn save(path: &Path, key: &[u8; KEY_LEN]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(key)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
+    credentials::write_private(path, key)?;
     std::fs::File::open(dir)?.sync_all()
 }
 

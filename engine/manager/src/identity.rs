@@ -89,18 +89,27 @@ pub mod credentials {
             (CERT, &credentials.cert_pem),
             (ROOTS, &credentials.roots_pem),
         ] {
-            let temporary = dir.join(format!("{name}.tmp"));
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temporary)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, dir.join(name))?;
+            write_private(&dir.join(name), text.as_bytes())?;
         }
         std::fs::File::open(&dir)?.sync_all()
+    }
+
+    /// Writes a file readable by its owner only, first under a temporary name, synced, then
+    /// renamed: a crash never leaves it half-written. The caller syncs the directory.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+        let temporary = path.with_extension("tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
     }
 
     /// The saved credentials, or `None` when there are none.
