@@ -164,6 +164,14 @@ impl TaskFiles {
     pub fn remove_all(&self) {
         self.held.lock().clear();
         let _ = std::fs::remove_dir_all(&self.root);
+        // And the directories above it that only led to it.
+        let mut dir = self.root.parent();
+        while let Some(up) = dir.filter(|d| d.starts_with("/dev/shm/essaim")) {
+            if std::fs::remove_dir(up).is_err() {
+                break;
+            }
+            dir = up.parent();
+        }
     }
 }
 
@@ -183,6 +191,18 @@ fn check_in_memory(node_name: &str) -> Result<(), StartError> {
 /// Writes one file, its directories crossable but not listable by others, then gives it its
 /// owner and mode.
 fn write_file(root: &Path, file: &PlacedFile, data: &[u8]) -> std::io::Result<()> {
+    // Another node of this machine leaving its swarm removes the empty directories above its
+    // own, which may be ours too: one that goes between two steps is made again.
+    let mut tries = 0;
+    loop {
+        match write_file_once(root, file, data) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
+            done => return done,
+        }
+    }
+}
+
+fn write_file_once(root: &Path, file: &PlacedFile, data: &[u8]) -> std::io::Result<()> {
     let parent = file.host_path.parent().unwrap_or(root);
     std::fs::create_dir_all(parent)?;
     let mut dir = parent;
