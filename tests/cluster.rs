@@ -788,3 +788,85 @@ fn a_lock_has_one_holder_until_its_lease_runs_out_and_survives_a_leader_change()
     assert!(!b.acquired && b.holder == "A", "{b:?}");
     Ok(())
 }
+
+#[test]
+fn every_acknowledged_write_survives_the_leader_killed_again_and_again() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let mut cluster = three_managers()?;
+    let sockets: Vec<(String, std::path::PathBuf)> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|n| (n.to_string(), cluster.node(n).socket()))
+        .collect();
+    // The managers that are up, which the writer goes through, each in turn.
+    let up: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(
+        sockets.iter().map(|(name, _)| name.clone()).collect(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (up, stop, sockets) = (up.clone(), stop.clone(), sockets.clone());
+        std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            let mut attempt = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                attempt += 1;
+                let through = {
+                    let up = up.lock().expect("lock");
+                    up[attempt % up.len()].clone()
+                };
+                let socket = &sockets
+                    .iter()
+                    .find(|(n, _)| *n == through)
+                    .expect("known")
+                    .1;
+                let key = format!("w{attempt}");
+                let out = std::process::Command::new(essaim_tests::essaim_path())
+                    .arg("-H")
+                    .arg(format!("unix://{}", socket.display()))
+                    .args(["node", "update", "--label-add", &format!("{key}=1"), "m1"])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .expect("essaim runs");
+                if out.status.success() {
+                    acknowledged.push(key);
+                }
+            }
+            acknowledged
+        })
+    };
+    for round in 0..4 {
+        let leader = cluster.leader(&up.lock().expect("lock")[0])?;
+        up.lock().expect("lock").retain(|n| *n != leader);
+        cluster.node_mut(&leader).kill9();
+        let survivor = up.lock().expect("lock")[0].clone();
+        wait_for(&format!("a new leader after kill {round}"), SETTLE, || {
+            Ok(cluster.leader(&survivor).ok().filter(|l| *l != leader))
+        })?;
+        cluster.node_mut(&leader).restart()?;
+        up.lock().expect("lock").push(leader);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let acknowledged = writer.join().expect("writer");
+    assert!(
+        acknowledged.len() > 20,
+        "too few writes: {}",
+        acknowledged.len()
+    );
+    // Read through each manager, the ones killed included: every acknowledged write is there.
+    for manager in ["m1", "m2", "m3"] {
+        cluster.wait_for_nodes(manager, "every acknowledged write", SETTLE, |nodes| {
+            row(nodes, "m1").is_some_and(|m1| {
+                acknowledged
+                    .iter()
+                    .all(|key| m1["spec"]["labels"][key.as_str()] == "1")
+            })
+        })?;
+    }
+    eprintln!(
+        "{} acknowledged writes through 4 kills of the leader",
+        acknowledged.len()
+    );
+    Ok(())
+}

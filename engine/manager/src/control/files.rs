@@ -29,7 +29,7 @@ pub async fn create(
             data.len()
         )));
     }
-    swarm.replica.linearize().await?;
+    swarm.replica.before_write().await?;
     if swarm
         .replica
         .state()
@@ -95,7 +95,7 @@ pub async fn remove(
     kind: FileKind,
     name: &str,
 ) -> Result<ControlReply, ControlError> {
-    swarm.replica.linearize().await?;
+    swarm.replica.before_write().await?;
     let id = swarm.replica.state().file(kind, name)?.id.clone();
     swarm
         .replica

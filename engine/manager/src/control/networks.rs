@@ -18,7 +18,7 @@ use crate::swarm::Swarm;
 /// flag).
 pub async fn create(swarm: &Swarm, spec: NetworkSpec) -> Result<ControlReply, ControlError> {
     validate_name(&spec.name)?;
-    swarm.replica.linearize().await?;
+    swarm.replica.before_write().await?;
     let network = {
         let state = swarm.replica.state();
         if state.network_by_name(&spec.name).is_some() {
@@ -112,7 +112,7 @@ pub async fn inspect(swarm: &Swarm, name: &str) -> Result<ControlReply, ControlE
 /// # Errors
 /// Unknown network, or one still in use (naming its users).
 pub async fn remove(swarm: &Swarm, name: &str) -> Result<ControlReply, ControlError> {
-    swarm.replica.linearize().await?;
+    swarm.replica.before_write().await?;
     let id = swarm.replica.state().network(name)?.id.clone();
     swarm
         .replica

@@ -47,7 +47,7 @@ pub async fn update(
     label_add: std::collections::BTreeMap<String, String>,
     label_rm: Vec<String>,
 ) -> Result<ControlReply, ControlError> {
-    swarm.replica.linearize().await?;
+    swarm.replica.before_write().await?;
     // Without a version from the caller, a change made meanwhile by someone else is
     // merged with rather than refused: read again and apply the same edit.
     let mut attempts_left = if expected_version.is_none() { 20 } else { 0 };
@@ -110,7 +110,7 @@ pub async fn update(
 /// # Errors
 /// Unknown node, a manager, or a node not down (without `force`).
 pub async fn remove(swarm: &Swarm, node: &str, force: bool) -> Result<ControlReply, ControlError> {
-    swarm.replica.linearize().await?;
+    swarm.replica.before_write().await?;
     let found = swarm.replica.state().node(node)?.clone();
     if found.spec.role == Role::Manager || swarm.replica.voters().contains(&found.raft_id) {
         return Err(ControlError::FailedPrecondition(format!(

@@ -20,7 +20,7 @@ use crate::swarm::Swarm;
 pub async fn create(swarm: &Swarm, mut spec: ServiceSpec) -> Result<ControlReply, ControlError> {
     spec.validate()
         .map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
-    swarm.replica.linearize().await?;
+    swarm.replica.before_write().await?;
     join_mesh(swarm, &mut spec).await?;
     swarm
         .replica
@@ -88,7 +88,7 @@ fn written(swarm: &Swarm, id: &str) -> Result<ControlReply, ControlError> {
 /// # Errors
 /// Unknown or global service, or it changed meanwhile.
 pub async fn scale(swarm: &Swarm, name: &str, replicas: u64) -> Result<ControlReply, ControlError> {
-    swarm.replica.linearize().await?;
+    swarm.replica.before_write().await?;
     let (id, version, mut spec) = {
         let state = swarm.replica.state();
         let service = state.service(name)?;
@@ -139,7 +139,7 @@ pub async fn update(
     expected_version: Option<u64>,
     mut spec: ServiceSpec,
 ) -> Result<ControlReply, ControlError> {
-    swarm.replica.linearize().await?;
+    swarm.replica.before_write().await?;
     join_mesh(swarm, &mut spec).await?;
     let (id, version, update_status) = {
         let state = swarm.replica.state();
@@ -188,7 +188,7 @@ pub async fn rollback(
     name: &str,
     expected_version: Option<u64>,
 ) -> Result<ControlReply, ControlError> {
-    swarm.replica.linearize().await?;
+    swarm.replica.before_write().await?;
     let (id, version, previous, status) = {
         let state = swarm.replica.state();
         let service = state.service(name)?;
@@ -302,7 +302,7 @@ fn check_update(current: &Service, spec: &ServiceSpec) -> Result<(), ControlErro
 /// # Errors
 /// Unknown service, or it changed meanwhile.
 pub async fn remove(swarm: &Swarm, name: &str) -> Result<ControlReply, ControlError> {
-    swarm.replica.linearize().await?;
+    swarm.replica.before_write().await?;
     // The service goes last: if it changed meanwhile, its tasks are gone but it stays, and
     // the orchestrator simply makes new ones.
     let commands: Vec<Command> = {

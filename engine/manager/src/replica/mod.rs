@@ -109,7 +109,7 @@ impl Replica {
         let machine = StateMachine::open(db).map_err(|e| anyhow::anyhow!("{e}"))?;
         let shared = machine.shared();
         let config = raft::config(&timings)?;
-        let raft = Raft::new(identity.raft_id, config, Network { tls }, log, machine).await?;
+        let raft = Raft::new(identity.raft_id, config, Network::new(tls), log, machine).await?;
         Ok(Arc::new(Replica {
             identity,
             addr,
@@ -296,6 +296,31 @@ impl Replica {
     /// As [`Replica::write`], or the state machine's refusal of the command.
     pub async fn write_one(&self, command: Command) -> Result<u64, ControlError> {
         Ok(self.write(vec![command]).await?.single()?)
+    }
+
+    /// Makes this leader's state fit to base a change on. No confirmation round: a change is
+    /// proven by its own commit through a quorum (a deposed leader's never commits), and the
+    /// state machine checks it again against the state it applies to (versions, names,
+    /// addresses). Only a leader that has not yet applied an entry of its own term, one just
+    /// elected that may still miss commits of the term before, confirms with a linearizable
+    /// read first.
+    ///
+    /// # Errors
+    /// As [`Replica::linearize`], when it must confirm; no quorum contact for a while.
+    pub async fn before_write(&self) -> Result<(), ControlError> {
+        let caught_up = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics.current_leader == Some(self.identity.raft_id)
+                && metrics
+                    .last_applied
+                    .is_some_and(|applied| applied.leader_id.term == metrics.current_term)
+        };
+        if caught_up {
+            self.check_quorum_contact()
+        } else {
+            self.linearize().await
+        }
     }
 
     /// Waits until this leader has confirmed its leadership with a quorum and applied

@@ -2,6 +2,7 @@
 //! that hands their messages to our Raft instance. Bodies are openraft's own types in our
 //! binary codec.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,11 +32,27 @@ use super::{codec, LeaderContact, Raft, RaftId, TypeConfig};
 /// election; on loopback or a LAN a refused connection costs nothing to retry.
 const RETRY_UNREACHABLE: Duration = Duration::from_millis(100);
 
-/// Makes one [`Peer`] per remote manager, over mutual TLS with this node's credentials.
-/// Connections are lazy: openraft creates clients for managers that may be down, and they must
-/// not block it.
+/// Makes a [`Peer`] for a remote manager whenever openraft asks: for each replication
+/// stream, but also for every vote and every leadership confirmation round (each read's).
+/// The peers of one manager share one connection, made once per credentials generation:
+/// a new TLS handshake per round would cost more than the round. Connections are lazy:
+/// openraft creates clients for managers that may be down, and they must not block it.
 pub struct Network {
-    pub tls: Arc<TlsState>,
+    tls: Arc<TlsState>,
+    connections: Connections,
+}
+
+/// One connection per address, with the credentials generation it was made under.
+type Connections =
+    Arc<parking_lot::Mutex<HashMap<String, (u64, Result<RaftClient<Channel>, String>)>>>;
+
+impl Network {
+    pub fn new(tls: Arc<TlsState>) -> Network {
+        Network {
+            tls,
+            connections: Arc::default(),
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -45,18 +62,33 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         let generation = self.tls.generation();
         Peer {
             target,
-            client: connect(&node.addr, &self.tls),
+            client: connection(&self.connections, &node.addr, &self.tls, generation),
             addr: node.addr.clone(),
             tls: self.tls.clone(),
             generation,
+            connections: self.connections.clone(),
         }
     }
 }
 
-fn connect(addr: &str, tls: &Arc<TlsState>) -> Result<RaftClient<Channel>, String> {
-    transport::cluster_channel(addr, ClientTls::Node(tls.clone()))
-        .map(transport::raft_client)
-        .map_err(|e| e.to_string())
+/// The shared connection to `addr`, made anew after a renewal of this node's credentials.
+fn connection(
+    connections: &Connections,
+    addr: &str,
+    tls: &Arc<TlsState>,
+    generation: u64,
+) -> Result<RaftClient<Channel>, String> {
+    let mut connections = connections.lock();
+    match connections.get(addr) {
+        Some((made_under, client)) if *made_under == generation => client.clone(),
+        _ => {
+            let client = transport::cluster_channel(addr, ClientTls::Node(tls.clone()))
+                .map(transport::raft_client)
+                .map_err(|e| e.to_string());
+            connections.insert(addr.to_string(), (generation, client.clone()));
+            client
+        }
+    }
 }
 
 /// The connection to one remote manager.
@@ -70,6 +102,7 @@ pub struct Peer {
     /// reconnects: the other side checks on every call that the certificate the connection
     /// was opened with is still current (not expired, from a CA still trusted).
     generation: u64,
+    connections: Connections,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -91,7 +124,7 @@ impl Peer {
     {
         let generation = self.tls.generation();
         if generation != self.generation {
-            self.client = connect(&self.addr, &self.tls);
+            self.client = connection(&self.connections, &self.addr, &self.tls, generation);
             self.generation = generation;
         }
         let client = match &self.client {
