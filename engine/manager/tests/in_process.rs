@@ -486,3 +486,41 @@ async fn a_service_on_a_network_gets_an_address_per_task_and_a_virtual_ip() {
     };
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_small_writes_share_entries_and_each_gets_its_own_result() {
+    let node = TestNode::start("leader").await;
+    node.init().await;
+    let swarm = node.node.in_swarm().expect("in a swarm");
+    let replica = swarm.replica.clone();
+    let writes = (0..64).map(|i| {
+        let replica = replica.clone();
+        async move {
+            // Every other one is refused (the same lock for two holders): a refusal is its
+            // caller's alone.
+            let name = format!("lock-{}", i / 2);
+            replica
+                .write_one(essaim_core::Command::AcquireLock {
+                    name,
+                    holder: format!("holder-{i}"),
+                    ttl_ms: 60_000,
+                })
+                .await
+        }
+    });
+    let results = futures::future::join_all(writes).await;
+    let accepted: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    assert_eq!(accepted.len(), 32, "{results:?}");
+    let refused = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(refused, 32, "{results:?}");
+    // A command's version is its entry's index: 64 writes took far fewer entries.
+    let entries: std::collections::BTreeSet<u64> = accepted.iter().copied().collect();
+    assert!(
+        entries.len() < 32,
+        "{} entries for 32 accepted writes",
+        entries.len()
+    );
+}

@@ -4,6 +4,7 @@
 //!
 //! - [`raft`]: type configuration, durable log store (redb), state machine, gRPC network.
 //! - [`election`]: our leader failure detector, quicker and steadier than openraft 0.9's timer.
+//! - [`group_commit`]: concurrent small writes in one entry, one fsync for all.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use raft::state_machine::{SharedState, StateGuard, StateMachine};
 use raft::{LeaderContact, Raft, RaftId, RaftTimings};
 
 pub mod election;
+pub mod group_commit;
 pub mod raft;
 
 /// How long a write or a linearizable read may wait for a quorum before it is reported as
@@ -40,6 +42,9 @@ const COMMANDS_PER_ENTRY: usize = 500;
 const READ_ROUND_LIMIT: Duration = Duration::from_millis(500);
 /// Pause between two attempts to confirm leadership for a read.
 const LINEARIZE_RETRY: Duration = Duration::from_millis(10);
+/// Writes of fewer commands than this share entries with other callers' (see
+/// [`group_commit`]); larger ones are entries of their own.
+const GROUP_COMMIT_MAX: usize = 64;
 /// Entries of one `write_many` in flight at once: Raft commits them together.
 const ENTRIES_IN_FLIGHT: usize = 8;
 
@@ -54,6 +59,8 @@ pub struct Replica {
     /// The key that seals secrets, on a manager.
     data_key: crate::data_key::DataKey,
     raft: Raft,
+    /// Where the small writes wait for the next entry.
+    group_commit: group_commit::GroupCommit,
     shared: Arc<SharedState>,
     timings: RaftTimings,
     clock: Clock,
@@ -116,6 +123,7 @@ impl Replica {
             hostname,
             data_dir: data_dir.to_path_buf(),
             data_key: crate::data_key::DataKey::load(data_dir)?,
+            group_commit: group_commit::GroupCommit::start(raft.clone(), clock),
             raft,
             shared,
             timings,
@@ -249,18 +257,32 @@ impl Replica {
     /// # Errors
     /// No quorum within [`QUORUM_TIMEOUT`], leadership lost, or Raft stopped.
     pub async fn write(&self, commands: Vec<Command>) -> Result<Response, ControlError> {
+        use group_commit::Outcome;
         self.check_quorum_contact()?;
-        let request = Request::new(self.clock.now(), commands);
-        match tokio::time::timeout(QUORUM_TIMEOUT, self.raft.client_write(request)).await {
-            Err(_) => Err(self.no_quorum(
+        // A control loop's large write is an entry of its own already.
+        let outcome = if commands.len() >= GROUP_COMMIT_MAX {
+            let request = Request::new(self.clock.now(), commands);
+            match tokio::time::timeout(QUORUM_TIMEOUT, self.raft.client_write(request)).await {
+                Err(_) => Outcome::TimedOut,
+                Ok(Ok(reply)) => Outcome::Written(reply.data.results),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                    Outcome::NotLeader
+                }
+                Ok(Err(e)) => Outcome::Failed(e.to_string()),
+            }
+        } else {
+            self.group_commit.write(commands).await
+        };
+        match outcome {
+            Outcome::Written(results) => Ok(Response { results }),
+            Outcome::TimedOut => Err(self.no_quorum(
                 "the change was not confirmed in time (it may still be committed once the \
                  managers can agree again: check before retrying)",
             )),
-            Ok(Ok(reply)) => Ok(reply.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
-                ControlError::Unavailable("leadership changed during the write; retry".into()),
-            ),
-            Ok(Err(e)) => Err(ControlError::Internal(format!("raft write failed: {e}"))),
+            Outcome::NotLeader => Err(ControlError::Unavailable(
+                "leadership changed during the write; retry".into(),
+            )),
+            Outcome::Failed(e) => Err(ControlError::Internal(format!("raft write failed: {e}"))),
         }
     }
 
