@@ -80,10 +80,13 @@ pub async fn wait(
     let what = operation.describe(service);
     let follow =
         format!("follow it with 'essaim service ps {service}' or 'essaim service wait {service}'");
+    // Listening starts before the first progress line, so that a Ctrl-C that follows the
+    // line is always this wait's, never the connection's plain "stopped".
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     tokio::select! {
         biased;
         result = wait_quietly_interruptible(client, service, timeout, operation, output) => result,
-        _ = tokio::signal::ctrl_c() => {
+        _ = interrupt.recv() => {
             output.note("\n");
             Err(Interrupted(format!("{what} goes on in the cluster; {follow}")).into())
         }
