@@ -148,7 +148,7 @@ fn services_nodes_and_tasks_are_objects() -> Result<()> {
         m1,
         r#"let a = service("web"); let b = service("web"); a.scale(2);
            let result = "no conflict";
-           try { b.scale(4); } catch (e) { b.refresh(); b.scale(4); result = `${e}`; }
+           try { b.scale(4); } catch (e) { b.refresh(); b.scale(4); result = e.message; }
            result"#,
     )?;
     assert!(
@@ -221,7 +221,11 @@ fn runaway_scripts_are_stopped_and_cron_can_tell_why() -> Result<()> {
     assert_eq!(out.status.code(), Some(4), "a blocked call is cut too");
     let out = essaim(m1, &["run", "--max-operations", "1000", "-c", "loop { }"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).1.contains("Too many operations"));
+    let (_, err) = text(&out);
+    assert!(
+        err.contains("limit of 1000") && err.contains("--max-operations"),
+        "the limit and the flag are named: {err}"
+    );
     let out = essaim(m1, &["-c", "exit(7)"]);
     assert_eq!(out.status.code(), Some(7));
     let out = essaim(m1, &["run", "--format", "json", "-c", "exit(3)"]);
@@ -640,5 +644,165 @@ fn node_calls_logs_and_usage_reach_the_cluster() -> Result<()> {
             && usage["task_memory"].as_i64().is_some_and(|m| m > 0);
         Ok(busy.then_some(()))
     })?;
+    Ok(())
+}
+
+/// A script that updates and then waits learns how the update ended: a checkpoint is not
+/// the end; a percentage is a share of the replicas; the service keeps its checkpoint for the
+/// next update until the script clears it.
+#[test]
+fn waits_tell_a_checkpoint_from_the_end_and_checkpoints_can_be_cleared() -> Result<()> {
+    let cluster = web_of_four()?;
+    let m1 = cluster.node("m1");
+    let report = eval(
+        m1,
+        r#"
+        let w = service("web");
+        w.update(#{args: ["700"]}, #{parallelism: 1, monitor: 1, pause_after: 1});
+        let converged = w.wait_converged(60);
+        let first = w.wait_update("60s");
+        let canary = w.update_status().updated;
+        w.continue_update(#{pause_after: "50%"});
+        let second = w.wait_update(60);
+        let half = w.update_status().updated;
+        w.continue_update();
+        let done = w.wait_update("1m");
+        w.update(#{args: ["800"]});
+        let kept = w.wait_update(60);
+        w.update(#{args: ["900"]}, #{pause_after: ()});
+        let cleared = w.wait_update(60);
+        #{converged: converged, first: first, canary: canary, second: second, half: half,
+          done: done, kept: kept, cleared: cleared, pause_after: w.spec.update_config.pause_after}
+        "#,
+    )?;
+    assert_eq!(report["converged"], false, "paused at the canary: {report}");
+    assert_eq!(report["first"], "checkpoint", "{report}");
+    assert_eq!(report["canary"], 1, "{report}");
+    assert_eq!(report["second"], "checkpoint", "{report}");
+    assert_eq!(report["half"], 2, "50% of 4 replicas is 2 tasks: {report}");
+    assert_eq!(report["done"], "converged", "{report}");
+    assert_eq!(
+        report["kept"], "checkpoint",
+        "the service's setting: {report}"
+    );
+    assert_eq!(report["cleared"], "converged", "{report}");
+    assert_eq!(report["pause_after"], Value::Null, "{report}");
+    let live = m1.tasks("web")?;
+    let live = running(&live);
+    assert_eq!(live.len(), 4);
+    assert!(live.iter().all(|t| t.task.spec.args == ["900"]));
+    Ok(())
+}
+
+/// What authors reached for: lists in a stable order, a task's spec, a wait on any condition,
+/// a service that may not exist, typed arguments; and a no-op is not listed as a change.
+#[test]
+fn lists_are_ordered_and_waits_and_arguments_are_there_when_reached_for() -> Result<()> {
+    let cluster = web_of_four()?;
+    let m1 = cluster.node("m1");
+    let out = essaim(
+        m1,
+        &[
+            "run",
+            "--format",
+            "json",
+            "--arg",
+            "replicas=4",
+            "-c",
+            r#"
+            let w = service("web");
+            w.scale(arg_int("replicas"));
+            create_service(#{name: "api", image: "sleep", args: ["600"]});
+            let up = wait_until(|| service("web").running == 4 && service("api").running == 1, 30);
+            let running = tasks(#{service: "web", desired_state: "running"});
+            #{up: up, names: services().map(|s| s.name), slots: running.map(|t| t.slot),
+              args: running.map(|t| t.spec.args), none: service_or_none("nope"),
+              some: service_or_none("web").name, never: wait_until(|| false, "0.5"),
+              nodes: nodes().map(|n| n.hostname)}
+            "#,
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let document: Value = serde_json::from_str(&stdout)?;
+    let report = &document["result"];
+    assert_eq!(report["up"], true, "{report}");
+    assert_eq!(
+        report["names"],
+        serde_json::json!(["api", "web"]),
+        "{report}"
+    );
+    assert_eq!(report["slots"], serde_json::json!([1, 2, 3, 4]), "{report}");
+    assert_eq!(
+        report["args"],
+        serde_json::json!([["600"], ["600"], ["600"], ["600"]])
+    );
+    assert_eq!(report["none"], Value::Null, "{report}");
+    assert_eq!(report["some"], "web", "{report}");
+    assert_eq!(report["never"], false, "{report}");
+    assert_eq!(report["nodes"], serde_json::json!(["m1"]), "{report}");
+    let changes = document["changes"].to_string();
+    assert!(
+        !changes.contains("scaled web"),
+        "a no-op is no change: {changes}"
+    );
+    assert!(changes.contains("created service api"), "{changes}");
+    let out = essaim(m1, &["run", "-c", "arg_int(\"max\")"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("give --arg max=VALUE"),
+        "{}",
+        text(&out).1
+    );
+    Ok(())
+}
+
+/// Misspellings get a "did you mean" everywhere: filter values (a misspelt state matched
+/// nothing, silently), swapped letters, methods; wrong arguments name the calls there are.
+#[test]
+fn every_misspelling_gets_a_suggestion() -> Result<()> {
+    let cluster = Cluster::start(1, 0)?;
+    let m1 = cluster.node("m1");
+    m1.ok(&[
+        "service", "create", "--detach", "--name", "web", "sleep", "600",
+    ])?;
+    let expect = |args: &[&str], code: i32, words: &str| {
+        let out = essaim(m1, args);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(words), "{args:?}: {err}");
+    };
+    expect(
+        &["-c", r#"tasks(#{state: "runing"}).len()"#],
+        1,
+        "did you mean running?",
+    );
+    expect(
+        &["service", "ps", "--filter", "desired-state=runing", "web"],
+        2,
+        "did you mean running?",
+    );
+    expect(&["-c", r#"service("wbe")"#], 1, "did you mean \"web\"?");
+    expect(&["-c", r#"node("m1").drian()"#], 1, "did you mean drain?");
+    expect(
+        &["-c", r#"service("web").scale("four")"#],
+        1,
+        "Service.scale(int)",
+    );
+    // Caught, the error has the same facts.
+    let caught = eval(
+        m1,
+        "let r = ();\ntry { service(\"wbe\") } catch (e) { r = e }\nr",
+    )?;
+    assert_eq!(caught["suggestion"], "web", "{caught}");
+    assert_eq!(caught["source"], "-c", "{caught}");
+    assert_eq!(caught["line"], 2, "{caught}");
+    assert_eq!(caught["column"], 7, "{caught}");
+    assert!(
+        caught["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("service \"wbe\" not found")),
+        "{caught}"
+    );
     Ok(())
 }

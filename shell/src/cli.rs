@@ -562,6 +562,10 @@ pub fn parse_task_filter(text: &str) -> Result<TaskFilter, String> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("invalid filter {text:?}: expected KEY=VALUE"))?;
+    let hint = |word: &str, candidates: &[&str]| {
+        essaim_core::suggest::closest(word, candidates.iter().copied())
+            .map_or(String::new(), |close| format!("; did you mean {close}?"))
+    };
     match key {
         "desired-state" => value
             .parse::<TaskState>()
@@ -569,12 +573,17 @@ pub fn parse_task_filter(text: &str) -> Result<TaskFilter, String> {
             .filter(|state| FILTER_DESIRED_STATES.contains(state))
             .map(TaskFilter::DesiredState)
             .ok_or_else(|| {
-                format!("invalid desired-state {value:?}: expected running, shutdown or accepted")
+                let states = FILTER_DESIRED_STATES.map(TaskState::as_str);
+                format!(
+                    "invalid desired-state {value:?}: expected running, shutdown or accepted{}",
+                    hint(value, &states)
+                )
             }),
         "node" if !value.is_empty() => Ok(TaskFilter::Node(value.to_string())),
         "node" => Err("invalid filter \"node=\": the node is empty".to_string()),
         other => Err(format!(
-            "unknown filter key {other:?}: expected desired-state or node"
+            "unknown filter key {other:?}: expected desired-state or node{}",
+            hint(other, &["desired-state", "node"])
         )),
     }
 }
@@ -649,10 +658,11 @@ pub struct UpdateFlags {
     /// stop-first]
     #[arg(long, value_name = "ORDER", value_parser = |t: &str| t.parse::<UpdateOrder>())]
     pub update_order: Option<UpdateOrder>,
-    /// Pause the update once this many tasks (N) or this share of them (P%) are updated: a
-    /// checkpoint; `service update --continue` goes on
-    #[arg(long, value_name = "N|P%", value_parser = |t: &str| t.parse::<Checkpoint>())]
-    pub update_pause_after: Option<Checkpoint>,
+    /// Pause the update once this many tasks (N) or this share of the replicas (P%) are
+    /// updated: a checkpoint, kept in the service's update settings for later updates until
+    /// `none` clears it; with `--continue`, the next checkpoint
+    #[arg(long, value_name = "N|P%|none", value_parser = parse_pause_after)]
+    pub update_pause_after: Option<PauseAfter>,
     /// Tasks rolled back at once; 0 for all at once [default: 1]
     #[arg(long, value_name = "N")]
     pub rollback_parallelism: Option<u64>,
@@ -671,6 +681,23 @@ pub struct UpdateFlags {
     /// stop-first or start-first [default: stop-first]
     #[arg(long, value_name = "ORDER", value_parser = |t: &str| t.parse::<UpdateOrder>())]
     pub rollback_order: Option<UpdateOrder>,
+}
+
+/// `--update-pause-after`: a checkpoint, or `none` (no checkpoint: clears the service's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PauseAfter(pub Option<Checkpoint>);
+
+/// Reads `3`, `50%` or `none`.
+///
+/// # Errors
+/// Anything else, or a checkpoint out of range.
+pub fn parse_pause_after(text: &str) -> Result<PauseAfter, String> {
+    if text.trim() == "none" {
+        return Ok(PauseAfter(None));
+    }
+    text.parse::<Checkpoint>()
+        .map(|checkpoint| PauseAfter(Some(checkpoint)))
+        .map_err(|error| format!("{error}; or none for no checkpoint"))
 }
 
 impl UpdateFlags {
@@ -711,8 +738,8 @@ impl UpdateFlags {
             self.update_max_failure_ratio,
             self.update_order,
         );
-        if let Some(checkpoint) = self.update_pause_after {
-            update.pause_after = Some(checkpoint);
+        if let Some(PauseAfter(checkpoint)) = self.update_pause_after {
+            update.pause_after = checkpoint;
         }
         set(
             rollback,

@@ -4,8 +4,8 @@
 /// The candidate closest to `word` by edit distance, when it is close enough to be what the
 /// user meant.
 ///
-/// - Distance is the Levenshtein distance (insertions, deletions and substitutions of one
-///   character each), counted in characters, not bytes, and ignoring case: `Web` is at
+/// - Distance is the edit distance (insertions, deletions, substitutions and swaps of two
+///   neighbours, one character each), counted in characters, not bytes, and ignoring case: `Web` is at
 ///   distance 0 from `web`.
 /// - A candidate is close enough when its distance is at most `word.chars().count() / 3`
 ///   (but always allows 1) and never more than 3: one typo in a short name, up to three in a
@@ -37,19 +37,25 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     best.map(|(_, candidate)| candidate)
 }
 
-/// The edit distance between `a` and `b`, one row of the table at a time.
+/// The edit distance between `a` and `b`, where swapping two neighbours (`wbe` for `web`)
+/// is one edit, as people mistype (the optimal string alignment distance).
 fn levenshtein(a: &[char], b: &[char]) -> usize {
-    let mut row: Vec<usize> = (0..=b.len()).collect();
+    // Two rows back are needed to see a swap.
+    let mut before: Vec<usize> = Vec::new();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.iter().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
+        let mut row = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+            let substitute = previous[j] + usize::from(ca != cb);
+            let mut best = substitute.min(row[j] + 1).min(previous[j + 1] + 1);
+            if i > 0 && j > 0 && *ca == b[j - 1] && a[i - 1] == *cb {
+                best = best.min(before[j - 1] + 1);
+            }
+            row[j + 1] = best;
         }
+        before = std::mem::replace(&mut previous, row);
     }
-    row[b.len()]
+    previous[b.len()]
 }
 
 #[cfg(test)]
@@ -68,7 +74,9 @@ mod tests {
         assert_eq!(distance("", "abc"), 3);
         assert_eq!(distance("abc", ""), 3);
         assert_eq!(distance("web", "webb"), 1);
-        assert_eq!(distance("web", "wbe"), 2);
+        // A swap of neighbours is one typo.
+        assert_eq!(distance("web", "wbe"), 1);
+        assert_eq!(distance("drian", "drain"), 1);
         assert_eq!(distance("kitten", "sitting"), 3);
         // Characters, not bytes: one accented letter is one edit.
         assert_eq!(distance("café", "cafe"), 1);
@@ -77,6 +85,7 @@ mod tests {
     #[test]
     fn one_typo_in_a_short_name_is_suggested() {
         assert_eq!(closest("webb", ["web", "db"]), Some("web"));
+        assert_eq!(closest("wbe", ["web", "db"]), Some("web"));
         assert_eq!(closest("wb", ["web", "api"]), Some("web"));
         assert_eq!(closest("m3", ["m1", "worker"]), Some("m1"));
     }
@@ -96,7 +105,7 @@ mod tests {
             Some("frontend-api")
         );
         assert_eq!(
-            closest("frnotend-aip", ["frontend-api"]),
+            closest("frnotend-xyz", ["frontend-api"]),
             None,
             "four edits"
         );

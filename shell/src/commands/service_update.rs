@@ -3,7 +3,8 @@
 //! refused, not lost; then follow the rolling update it starts. `--continue` goes on with a
 //! paused update, `--rollback` goes back.
 
-use essaim_core::model::{FileKind, Protocol, ServiceMode, ServiceSpec, UpdateState};
+use essaim_api::control::ServiceView;
+use essaim_core::model::{Checkpoint, FileKind, Protocol, ServiceMode, ServiceSpec, UpdateState};
 
 use crate::cli::{ServiceChanges, ServiceRollbackArgs, ServiceUpdateArgs};
 use crate::client::Client;
@@ -39,7 +40,13 @@ pub async fn run(
     // Swarm resumes one.
     if args.resume || (spec == read.service.spec && paused) {
         let view = client
-            .service_update_continue(&read.service.id, args.update.update_pause_after)
+            .service_update_continue(
+                &read.service.id,
+                args.update
+                    .update_pause_after
+                    .and_then(|pause| pause.0)
+                    .map(|checkpoint| share_of_replicas(&read, checkpoint)),
+            )
             .await?;
         output.print(&format!("{}\n", view.service.id))?;
         return follow(client, &name, Operation::Update, args.wait.detach, output).await;
@@ -64,6 +71,22 @@ pub async fn run(
     let view = client.service_update(&read, spec).await?;
     output.print(&format!("{}\n", view.service.id))?;
     follow(client, &name, Operation::Update, args.wait.detach, output).await
+}
+
+/// The checkpoint `--continue` sends for the one an operator gave: a percentage is a share
+/// of all the replicas (50% of 4 pauses at the second task updated), while the managers count
+/// a checkpoint from the tasks already updated, so it becomes the tasks left to that share.
+pub fn share_of_replicas(view: &ServiceView, checkpoint: Checkpoint) -> Checkpoint {
+    if !matches!(checkpoint, Checkpoint::Percent(_)) {
+        return checkpoint;
+    }
+    let updated = view.service.update_status.as_ref().map_or(0, |s| s.updated);
+    Checkpoint::Tasks(
+        checkpoint
+            .tasks(view.desired)
+            .saturating_sub(updated)
+            .max(1),
+    )
 }
 
 /// `service rollback SERVICE`.

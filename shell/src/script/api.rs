@@ -5,9 +5,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use clap::Parser;
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
+use std::cell::RefCell;
 
-use super::objects::{failed, from_anyhow, Fallible, Node, Service, Task};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
+
+use super::objects::{at, failed, from_anyhow, sort_tasks, Fallible, Node, Service, Task};
 use super::{flags, value};
 use crate::cli::{Cli, Command, Format, NodeCommand, ServiceCommand, SwarmCommand};
 use crate::compose;
@@ -58,6 +60,13 @@ pub const FUNCTIONS: &[&str] = &[
     "stacks",
     "stack",
     "deploy_stack",
+    "wait_update",
+    "wait_until",
+    "service_or_none",
+    "arg",
+    "arg_int",
+    "arg_float",
+    "arg_bool",
 ];
 
 /// `exit(code)` / `exit(code, result)`: ends the script with this exit code (and result).
@@ -91,13 +100,23 @@ pub fn register_helpers(engine: &mut Engine) {
             exit_with(code, Some(result))
         })
         .register_fn("exit", || exit_with(0, None))
-        .register_fn("to_json", |value: Dynamic| -> Fallible<String> {
-            let json = value::to_json(&value).map_err(failed)?;
-            serde_json::to_string_pretty(&json).map_err(failed)
-        })
-        .register_fn("parse_json", |text: &str| -> Fallible<Dynamic> {
-            value::from_json(text).map_err(failed)
-        })
+        .register_fn(
+            "to_json",
+            |context: NativeCallContext, value: Dynamic| -> Fallible<String> {
+                at(&context, || -> Fallible<String> {
+                    let json = value::to_json(&value).map_err(failed)?;
+                    serde_json::to_string_pretty(&json).map_err(failed)
+                })
+            },
+        )
+        .register_fn(
+            "parse_json",
+            |context: NativeCallContext, text: &str| -> Fallible<Dynamic> {
+                at(&context, || -> Fallible<Dynamic> {
+                    value::from_json(text).map_err(failed)
+                })
+            },
+        )
         .register_fn("log", |message: Dynamic| {
             let now = crate::render::rfc3339_seconds(
                 std::time::SystemTime::now()
@@ -115,7 +134,7 @@ pub fn register_cluster(engine: &mut Engine, conn: &Rc<Connection>) {
     let sleep = {
         let c = Rc::clone(conn);
         move |duration: Dynamic| -> Fallible<()> {
-            let ms = duration_ms(&duration).map_err(failed)?;
+            let ms = duration_ms("sleep", &duration).map_err(failed)?;
             c.block_on(async |_| {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 Ok(())
@@ -124,146 +143,272 @@ pub fn register_cluster(engine: &mut Engine, conn: &Rc<Connection>) {
         }
     };
     let (s1, s2, s3) = (sleep.clone(), sleep.clone(), sleep);
-    engine.register_fn("sleep", move |seconds: i64| s1(seconds.into()));
-    engine.register_fn("sleep", move |seconds: f64| s2(seconds.into()));
-    engine.register_fn("sleep", move |text: &str| s3(text.into()));
+    engine.register_fn(
+        "sleep",
+        move |context: NativeCallContext, seconds: i64| -> Fallible<()> {
+            at(&context, || -> Fallible<()> { s1(seconds.into()) })
+        },
+    );
+    engine.register_fn(
+        "sleep",
+        move |context: NativeCallContext, seconds: f64| -> Fallible<()> {
+            at(&context, || -> Fallible<()> { s2(seconds.into()) })
+        },
+    );
+    engine.register_fn(
+        "sleep",
+        move |context: NativeCallContext, text: &str| -> Fallible<()> {
+            at(&context, || -> Fallible<()> { s3(text.into()) })
+        },
+    );
     let c = Rc::clone(conn);
-    engine.register_fn("nodes", move || -> Fallible<Array> {
-        let nodes = c
-            .block_on(async |client| Ok(client.node_list().await?))
-            .map_err(from_anyhow)?;
-        Ok(nodes
-            .into_iter()
-            .map(|view| Dynamic::from(Node::new(view, Rc::clone(&c))))
-            .collect())
-    });
-    let c = Rc::clone(conn);
-    engine.register_fn("node", move |name: &str| -> Fallible<Node> {
-        let view = c
-            .block_on(async |client| Ok(client.node_inspect(name).await?))
-            .map_err(from_anyhow)?;
-        Ok(Node::new(view, Rc::clone(&c)))
-    });
-    let c = Rc::clone(conn);
-    engine.register_fn("services", move || -> Fallible<Array> {
-        let services = c
-            .block_on(async |client| Ok(client.service_list().await?))
-            .map_err(from_anyhow)?;
-        Ok(services
-            .into_iter()
-            .map(|view| Dynamic::from(Service::new(view, Rc::clone(&c))))
-            .collect())
-    });
-    let c = Rc::clone(conn);
-    engine.register_fn("service", move |name: &str| -> Fallible<Service> {
-        let view = c
-            .block_on(async |client| Ok(client.service_inspect(name).await?))
-            .map_err(from_anyhow)?;
-        Ok(Service::new(view, Rc::clone(&c)))
-    });
-    let c = Rc::clone(conn);
-    engine.register_fn("tasks", move || -> Fallible<Array> {
-        tasks(&c, &Map::new())
-    });
-    let c = Rc::clone(conn);
-    engine.register_fn("tasks", move |filter: Map| -> Fallible<Array> {
-        tasks(&c, &filter)
-    });
-    let c = Rc::clone(conn);
-    engine.register_fn("cluster", move || -> Fallible<Map> { cluster(&c) });
-    let c = Rc::clone(conn);
-    engine.register_fn("create_service", move |fields: Map| -> Fallible<Service> {
-        let args = flags::create_args(&fields).map_err(failed)?;
-        let spec = crate::commands::service::build_spec(args).map_err(failed)?;
-        let name = spec.name.clone();
-        let view = c
-            .block_on(async |client| Ok(client.service_create(spec).await?))
-            .map_err(from_anyhow)?;
-        c.record(format!("created service {name}"));
-        Ok(Service::new(view, Rc::clone(&c)))
-    });
-    let c = Rc::clone(conn);
-    engine.register_fn("networks", move || -> Fallible<Array> {
-        let networks = c
-            .block_on(async |client| Ok(client.network_list().await?))
-            .map_err(from_anyhow)?;
-        Ok(networks
-            .iter()
-            .map(|view| network_map(view).into())
-            .collect())
-    });
-    let c = Rc::clone(conn);
-    engine.register_fn("network", move |name: &str| -> Fallible<Map> {
-        let view = c
-            .block_on(async |client| Ok(client.network_inspect(name).await?))
-            .map_err(from_anyhow)?;
-        Ok(network_map(&view))
-    });
-    let c = Rc::clone(conn);
-    engine.register_fn("create_network", move |fields: Map| -> Fallible<Map> {
-        let args = flags::network_create_args(&fields).map_err(failed)?;
-        let spec = crate::commands::network::build_spec(args);
-        let name = spec.name.clone();
-        let view = c
-            .block_on(async |client| Ok(client.network_create(spec).await?))
-            .map_err(from_anyhow)?;
-        c.record(format!("created network {name}"));
-        Ok(network_map(&view))
-    });
-    let c = Rc::clone(conn);
-    engine.register_fn("remove_network", move |name: &str| -> Fallible<()> {
-        c.block_on(async |client| Ok(client.network_remove(name).await?))
-            .map_err(from_anyhow)?;
-        c.record(format!("removed network {name}"));
-        Ok(())
-    });
-    let c = Rc::clone(conn);
-    engine.register_fn("stacks", move || -> Fallible<Array> {
-        let stacks = c
-            .block_on(async |client| crate::commands::stack::stacks(client).await)
-            .map_err(from_anyhow)?;
-        Ok(stacks
-            .into_iter()
-            .map(|stack| {
-                let mut map = Map::new();
-                map.insert("name".into(), stack.name.into());
-                map.insert("services".into(), int(stack.services).into());
-                map.into()
+    engine.register_fn(
+        "nodes",
+        move |context: NativeCallContext| -> Fallible<Array> {
+            at(&context, || -> Fallible<Array> {
+                let mut nodes = c
+                    .block_on(async |client| Ok(client.node_list().await?))
+                    .map_err(from_anyhow)?;
+                nodes.sort_by(|a, b| {
+                    a.node
+                        .description
+                        .hostname
+                        .cmp(&b.node.description.hostname)
+                });
+                Ok(nodes
+                    .into_iter()
+                    .map(|view| Dynamic::from(Node::new(view, Rc::clone(&c))))
+                    .collect())
             })
-            .collect())
-    });
-    let c = Rc::clone(conn);
-    engine.register_fn("stack", move |name: &str| -> Fallible<Map> {
-        let services = c
-            .block_on(async |client| crate::commands::stack::stack_services(client, name).await)
-            .map_err(from_anyhow)?;
-        let services: Array = services
-            .into_iter()
-            .map(|view| Dynamic::from(Service::new(view, Rc::clone(&c))))
-            .collect();
-        let mut map = Map::new();
-        map.insert("name".into(), name.into());
-        map.insert("services".into(), services.into());
-        Ok(map)
-    });
+        },
+    );
     let c = Rc::clone(conn);
     engine.register_fn(
-        "deploy_stack",
-        move |files: Dynamic, name: &str| -> Fallible<Map> {
-            deploy_stack(&c, &files, name, &Map::new())
+        "node",
+        move |context: NativeCallContext, name: &str| -> Fallible<Node> {
+            at(&context, || -> Fallible<Node> {
+                let view = c
+                    .block_on(async |client| Ok(client.node_inspect(name).await?))
+                    .map_err(from_anyhow)?;
+                Ok(Node::new(view, Rc::clone(&c)))
+            })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "services",
+        move |context: NativeCallContext| -> Fallible<Array> {
+            at(&context, || -> Fallible<Array> {
+                let mut services = c
+                    .block_on(async |client| Ok(client.service_list().await?))
+                    .map_err(from_anyhow)?;
+                services.sort_by(|a, b| a.service.spec.name.cmp(&b.service.spec.name));
+                Ok(services
+                    .into_iter()
+                    .map(|view| Dynamic::from(Service::new(view, Rc::clone(&c))))
+                    .collect())
+            })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "service",
+        move |context: NativeCallContext, name: &str| -> Fallible<Service> {
+            at(&context, || -> Fallible<Service> {
+                let view = c
+                    .block_on(async |client| Ok(client.service_inspect(name).await?))
+                    .map_err(from_anyhow)?;
+                Ok(Service::new(view, Rc::clone(&c)))
+            })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "service_or_none",
+        move |context: NativeCallContext, name: &str| -> Fallible<Dynamic> {
+            at(&context, || -> Fallible<Dynamic> {
+                let view = c
+                    .block_on(async |client| match client.service_inspect(name).await {
+                        Ok(view) => Ok(Some(view)),
+                        Err(essaim_api::ControlError::NotFound(_)) => Ok(None),
+                        Err(error) => Err(error.into()),
+                    })
+                    .map_err(from_anyhow)?;
+                Ok(view.map_or(Dynamic::UNIT, |view| {
+                    Dynamic::from(Service::new(view, Rc::clone(&c)))
+                }))
+            })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "wait_until",
+        move |context: NativeCallContext, condition: FnPtr, timeout: Dynamic| -> Fallible<bool> {
+            at(&context, || wait_until(&c, &context, &condition, &timeout))
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "tasks",
+        move |context: NativeCallContext| -> Fallible<Array> {
+            at(&context, || -> Fallible<Array> { tasks(&c, &Map::new()) })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "tasks",
+        move |context: NativeCallContext, filter: Map| -> Fallible<Array> {
+            at(&context, || -> Fallible<Array> { tasks(&c, &filter) })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "cluster",
+        move |context: NativeCallContext| -> Fallible<Map> {
+            at(&context, || -> Fallible<Map> { cluster(&c) })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "create_service",
+        move |context: NativeCallContext, fields: Map| -> Fallible<Service> {
+            at(&context, || -> Fallible<Service> {
+                let args = flags::create_args(&fields).map_err(failed)?;
+                let spec = crate::commands::service::build_spec(args).map_err(failed)?;
+                let name = spec.name.clone();
+                let view = c
+                    .block_on(async |client| Ok(client.service_create(spec).await?))
+                    .map_err(from_anyhow)?;
+                c.record(format!("created service {name}"));
+                Ok(Service::new(view, Rc::clone(&c)))
+            })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "networks",
+        move |context: NativeCallContext| -> Fallible<Array> {
+            at(&context, || -> Fallible<Array> {
+                let networks = c
+                    .block_on(async |client| Ok(client.network_list().await?))
+                    .map_err(from_anyhow)?;
+                Ok(networks
+                    .iter()
+                    .map(|view| network_map(view).into())
+                    .collect())
+            })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "network",
+        move |context: NativeCallContext, name: &str| -> Fallible<Map> {
+            at(&context, || -> Fallible<Map> {
+                let view = c
+                    .block_on(async |client| Ok(client.network_inspect(name).await?))
+                    .map_err(from_anyhow)?;
+                Ok(network_map(&view))
+            })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "create_network",
+        move |context: NativeCallContext, fields: Map| -> Fallible<Map> {
+            at(&context, || -> Fallible<Map> {
+                let args = flags::network_create_args(&fields).map_err(failed)?;
+                let spec = crate::commands::network::build_spec(args);
+                let name = spec.name.clone();
+                let view = c
+                    .block_on(async |client| Ok(client.network_create(spec).await?))
+                    .map_err(from_anyhow)?;
+                c.record(format!("created network {name}"));
+                Ok(network_map(&view))
+            })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "remove_network",
+        move |context: NativeCallContext, name: &str| -> Fallible<()> {
+            at(&context, || -> Fallible<()> {
+                c.block_on(async |client| Ok(client.network_remove(name).await?))
+                    .map_err(from_anyhow)?;
+                c.record(format!("removed network {name}"));
+                Ok(())
+            })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "stacks",
+        move |context: NativeCallContext| -> Fallible<Array> {
+            at(&context, || -> Fallible<Array> {
+                let stacks = c
+                    .block_on(async |client| crate::commands::stack::stacks(client).await)
+                    .map_err(from_anyhow)?;
+                Ok(stacks
+                    .into_iter()
+                    .map(|stack| {
+                        let mut map = Map::new();
+                        map.insert("name".into(), stack.name.into());
+                        map.insert("services".into(), int(stack.services).into());
+                        map.into()
+                    })
+                    .collect())
+            })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "stack",
+        move |context: NativeCallContext, name: &str| -> Fallible<Map> {
+            at(&context, || -> Fallible<Map> {
+                let services = c
+                    .block_on(async |client| {
+                        crate::commands::stack::stack_services(client, name).await
+                    })
+                    .map_err(from_anyhow)?;
+                let services: Array = services
+                    .into_iter()
+                    .map(|view| Dynamic::from(Service::new(view, Rc::clone(&c))))
+                    .collect();
+                let mut map = Map::new();
+                map.insert("name".into(), name.into());
+                map.insert("services".into(), services.into());
+                Ok(map)
+            })
         },
     );
     let c = Rc::clone(conn);
     engine.register_fn(
         "deploy_stack",
-        move |files: Dynamic, name: &str, options: Map| -> Fallible<Map> {
-            deploy_stack(&c, &files, name, &options)
+        move |context: NativeCallContext, files: Dynamic, name: &str| -> Fallible<Map> {
+            at(&context, || -> Fallible<Map> {
+                deploy_stack(&c, &files, name, &Map::new())
+            })
         },
     );
     let c = Rc::clone(conn);
-    engine.register_fn("run", move |line: &str| -> Fallible<Dynamic> {
-        run(&c, line)
-    });
+    engine.register_fn(
+        "deploy_stack",
+        move |context: NativeCallContext,
+              files: Dynamic,
+              name: &str,
+              options: Map|
+              -> Fallible<Map> {
+            at(&context, || -> Fallible<Map> {
+                deploy_stack(&c, &files, name, &options)
+            })
+        },
+    );
+    let c = Rc::clone(conn);
+    engine.register_fn(
+        "run",
+        move |context: NativeCallContext, line: &str| -> Fallible<Dynamic> {
+            at(&context, || -> Fallible<Dynamic> { run(&c, line) })
+        },
+    );
 }
 
 /// `tasks(#{service: "web", state: "running", node: "w1", desired_state: "running"})`.
@@ -280,15 +425,33 @@ fn tasks(conn: &Rc<Connection>, filter: &Map) -> Fallible<Array> {
         }
     }
     let get = |key: &str| filter.get(key).map(|value| value.to_string());
+    // A misspelt state would match nothing, and "wait until nothing runs" would end at once.
+    for key in ["state", "desired_state"] {
+        if let Some(state) = get(key) {
+            if state.parse::<essaim_core::model::TaskState>().is_err() {
+                let states: Vec<&str> = essaim_core::model::TaskState::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect();
+                let hint = essaim_core::suggest::closest(&state, states.iter().copied())
+                    .map_or(String::new(), |s| format!("; did you mean {s}?"));
+                return Err(failed(format!(
+                    "tasks: {key} {state:?} is not a task state (states: {}){hint}",
+                    states.join(", ")
+                )));
+            }
+        }
+    }
     let service = get("service");
     let node = get("node");
-    let views = conn
+    let mut views = conn
         .block_on(async |client| {
             Ok(client
                 .task_list(service.as_deref(), node.as_deref())
                 .await?)
         })
         .map_err(from_anyhow)?;
+    sort_tasks(&mut views);
     let state = get("state");
     let desired = get("desired_state");
     Ok(views
@@ -376,7 +539,11 @@ fn deploy_stack(
             }
             Ok(plan)
         })
-        .map_err(|e| failed(format!("deploy_stack: {e:#}")))?;
+        .map_err(|e| {
+            failed(super::objects::script_words(&format!(
+                "deploy_stack: {e:#}"
+            )))
+        })?;
     if !dry_run {
         conn.record(format!("deployed stack {name}"));
     }
@@ -530,19 +697,198 @@ fn first_line(text: &str) -> String {
         .to_string()
 }
 
-/// A duration as scripts give it: `"5s"`, `"1m30s"`, or a number of seconds.
-fn duration_ms(value: &Dynamic) -> Result<u64, String> {
-    if let Ok(seconds) = value.as_int() {
-        return u64::try_from(seconds)
-            .map(|s| s.saturating_mul(1000))
-            .map_err(|_| format!("sleep: a negative duration ({seconds})"));
-    }
-    if let Ok(seconds) = value.as_float() {
+/// A duration as scripts give it, in every function that takes one: a number of seconds
+/// (`5`, `0.5`), or a string of one (`"0.5"`), with a unit (`"1.5s"`, `"500ms"`) or several
+/// (`"1m30s"`).
+///
+/// # Errors
+/// A negative number, or text that is no duration, named with `what`.
+pub fn duration_ms(what: &str, value: &Dynamic) -> Result<u64, String> {
+    let seconds = |seconds: f64| -> Result<u64, String> {
         if seconds >= 0.0 && seconds.is_finite() {
-            return Ok((seconds * 1000.0) as u64);
+            Ok((seconds * 1000.0).round() as u64)
+        } else {
+            Err(format!("{what}: not a duration ({seconds})"))
         }
-        return Err(format!("sleep: not a duration ({seconds})"));
+    };
+    if let Ok(whole) = value.as_int() {
+        return u64::try_from(whole)
+            .map(|s| s.saturating_mul(1000))
+            .map_err(|_| format!("{what}: a negative duration ({whole})"));
+    }
+    if let Ok(number) = value.as_float() {
+        return seconds(number);
+    }
+    if !value.is_string() {
+        return Err(format!(
+            "{what}: a duration is a number of seconds or a string like \"1m30s\", not {}",
+            value.type_name()
+        ));
     }
     let text = value.to_string();
-    essaim_core::time::parse_duration_ms(&text).map_err(|e| format!("sleep: {text:?}: {e}"))
+    let trimmed = text.trim();
+    // Fractions, which the duration flags do not take: "0.1", "1.5s", "0.5m".
+    for (unit, factor) in [
+        ("ms", 0.001),
+        ("s", 1.0),
+        ("m", 60.0),
+        ("h", 3600.0),
+        ("", 1.0),
+    ] {
+        if let Some(number) = trimmed.strip_suffix(unit) {
+            if let Ok(number) = number.trim_end().parse::<f64>() {
+                return seconds(number * factor);
+            }
+        }
+    }
+    essaim_core::time::parse_duration_ms(trimmed).map_err(|e| format!("{what}: {text:?}: {e}"))
+}
+
+/// `wait_until(|| condition, timeout)`: calls `condition` now and after each change in the
+/// cluster (the long poll of `watch`), until it gives true (true) or `timeout` passes (false).
+fn wait_until(
+    conn: &Rc<Connection>,
+    context: &NativeCallContext,
+    condition: &FnPtr,
+    timeout: &Dynamic,
+) -> Fallible<bool> {
+    let limit = Duration::from_millis(duration_ms("wait_until", timeout).map_err(failed)?);
+    let started = std::time::Instant::now();
+    let mut index = 0;
+    loop {
+        let held = condition.call_within_context::<Dynamic>(context, ())?;
+        let held = held.as_bool().map_err(|kind| {
+            failed(format!(
+                "wait_until: the condition must give true or false, not {kind}"
+            ))
+        })?;
+        if held {
+            return Ok(true);
+        }
+        let left = limit.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        // A change wakes the poll at once; the cap keeps a condition on time (now()) honest.
+        let poll = left.min(Duration::from_secs(2));
+        index = conn
+            .block_on(async |client| {
+                let next = client.wait_change(index, poll).await?;
+                // A first call (0) answers at once: wait for the next change.
+                if index == 0 {
+                    return Ok(client.wait_change(next, poll).await?);
+                }
+                Ok(next)
+            })
+            .map_err(from_anyhow)?;
+    }
+}
+
+/// `arg("name")`, `arg_int("min", 1)`, `arg_bool("apply", false)`: the `--arg` values of
+/// `essaim run`, read as a type; without a default, a missing one is an error that says how to
+/// give it.
+pub fn register_args(engine: &mut Engine, args: &Rc<RefCell<Map>>) {
+    fn given(args: &Rc<RefCell<Map>>, what: &str, name: &str) -> Fallible<String> {
+        args.borrow()
+            .get(name)
+            .map(|value| value.to_string())
+            .ok_or_else(|| {
+                failed(format!(
+                    "{what}: the argument {name} is required: give --arg {name}=VALUE"
+                ))
+            })
+    }
+    fn int_of(name: &str, text: &str) -> Fallible<i64> {
+        text.trim()
+            .parse()
+            .map_err(|_| failed(format!("arg_int: --arg {name}={text}: not an integer")))
+    }
+    fn float_of(name: &str, text: &str) -> Fallible<f64> {
+        text.trim()
+            .parse()
+            .map_err(|_| failed(format!("arg_float: --arg {name}={text}: not a number")))
+    }
+    fn bool_of(name: &str, text: &str) -> Fallible<bool> {
+        match text.trim().to_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => Ok(true),
+            "false" | "no" | "0" | "off" => Ok(false),
+            _ => Err(failed(format!(
+                "arg_bool: --arg {name}={text}: expected true/false, yes/no, 1/0 or on/off"
+            ))),
+        }
+    }
+    let a = Rc::clone(args);
+    engine.register_fn(
+        "arg",
+        move |context: NativeCallContext, name: &str| -> Fallible<String> {
+            at(&context, || -> Fallible<String> { given(&a, "arg", name) })
+        },
+    );
+    let a = Rc::clone(args);
+    engine.register_fn("arg", move |name: &str, default: Dynamic| -> Dynamic {
+        a.borrow().get(name).cloned().unwrap_or(default)
+    });
+    let a = Rc::clone(args);
+    engine.register_fn(
+        "arg_int",
+        move |context: NativeCallContext, name: &str| -> Fallible<i64> {
+            at(&context, || -> Fallible<i64> {
+                int_of(name, &given(&a, "arg_int", name)?)
+            })
+        },
+    );
+    let a = Rc::clone(args);
+    engine.register_fn(
+        "arg_int",
+        move |context: NativeCallContext, name: &str, default: i64| -> Fallible<i64> {
+            at(&context, || -> Fallible<i64> {
+                match a.borrow().get(name) {
+                    Some(value) => int_of(name, &value.to_string()),
+                    None => Ok(default),
+                }
+            })
+        },
+    );
+    let a = Rc::clone(args);
+    engine.register_fn(
+        "arg_float",
+        move |context: NativeCallContext, name: &str| -> Fallible<f64> {
+            at(&context, || -> Fallible<f64> {
+                float_of(name, &given(&a, "arg_float", name)?)
+            })
+        },
+    );
+    let a = Rc::clone(args);
+    engine.register_fn(
+        "arg_float",
+        move |context: NativeCallContext, name: &str, default: f64| -> Fallible<f64> {
+            at(&context, || -> Fallible<f64> {
+                match a.borrow().get(name) {
+                    Some(value) => float_of(name, &value.to_string()),
+                    None => Ok(default),
+                }
+            })
+        },
+    );
+    let a = Rc::clone(args);
+    engine.register_fn(
+        "arg_bool",
+        move |context: NativeCallContext, name: &str| -> Fallible<bool> {
+            at(&context, || -> Fallible<bool> {
+                bool_of(name, &given(&a, "arg_bool", name)?)
+            })
+        },
+    );
+    let a = Rc::clone(args);
+    engine.register_fn(
+        "arg_bool",
+        move |context: NativeCallContext, name: &str, default: bool| -> Fallible<bool> {
+            at(&context, || -> Fallible<bool> {
+                match a.borrow().get(name) {
+                    Some(value) => bool_of(name, &value.to_string()),
+                    None => Ok(default),
+                }
+            })
+        },
+    );
 }

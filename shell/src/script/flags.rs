@@ -109,7 +109,16 @@ pub fn update_config(what: &str, config: &Map) -> Result<Vec<String>, String> {
                 SETTINGS.join(", ")
             ));
         }
-        prefixed.insert(format!("update_{key}").into(), value.clone());
+        let value = match key.as_str() {
+            // No checkpoint: clears the one the service keeps from an earlier update.
+            "pause_after" if value.is_unit() => "none".into(),
+            // Durations as every script function takes them, seconds included.
+            "delay" | "monitor" if !value.is_string() => {
+                format!("{}ms", super::api::duration_ms(what, value)?).into()
+            }
+            _ => value.clone(),
+        };
+        prefixed.insert(format!("update_{key}").into(), value);
     }
     flags(what, &prefixed, For::Update)
 }
@@ -305,10 +314,38 @@ mod tests {
         assert_eq!(update.update_monitor, Some(1000));
         assert_eq!(
             update.update_pause_after,
-            Some(essaim_core::model::Checkpoint::Percent(50))
+            Some(crate::cli::PauseAfter(Some(
+                essaim_core::model::Checkpoint::Percent(50)
+            )))
         );
         let error = update_config("update", &map("#{paralelism: 2}")).expect_err("typo");
         assert!(error.contains("did you mean parallelism?"), "{error}");
+    }
+
+    #[test]
+    fn a_checkpoint_kept_by_the_service_can_be_cleared() {
+        let flags =
+            update_config("update", &map("#{pause_after: (), monitor: 0.5}")).expect("flags");
+        let (_, update) = service_changes(flags, "web").expect("parsed");
+        assert_eq!(
+            update.update_pause_after,
+            Some(crate::cli::PauseAfter(None))
+        );
+        assert_eq!(update.update_monitor, Some(500), "a number is seconds");
+        let mut config = essaim_core::model::UpdateConfig {
+            pause_after: Some(essaim_core::model::Checkpoint::Tasks(1)),
+            ..essaim_core::model::UpdateConfig::default()
+        };
+        let mut rollback = config.clone();
+        update.apply(&mut config, &mut rollback);
+        assert_eq!(config.pause_after, None);
+        let error = update_config("update", &map("#{pause_after: 0}"))
+            .and_then(|flags| service_changes(flags, "web"))
+            .expect_err("0 tasks");
+        assert!(
+            error.contains("none"),
+            "the way to clear it is named: {error}"
+        );
     }
 
     #[test]

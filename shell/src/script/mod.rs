@@ -17,6 +17,7 @@ pub mod objects;
 pub mod runner;
 pub mod value;
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,6 +77,8 @@ pub struct Script {
     scope: Scope<'static>,
     interrupted: Arc<AtomicBool>,
     conn: Option<Rc<Connection>>,
+    /// The `--arg` values `arg_int()` and its kin read (the `args` map holds them too).
+    args: Rc<RefCell<rhai::Map>>,
 }
 
 impl Script {
@@ -108,6 +111,8 @@ impl Script {
         });
         objects::register(&mut engine);
         api::register_helpers(&mut engine);
+        let args = Rc::new(RefCell::new(rhai::Map::new()));
+        api::register_args(&mut engine, &args);
         if let Some(conn) = &conn {
             api::register_cluster(&mut engine, conn);
         }
@@ -116,7 +121,14 @@ impl Script {
             scope: Scope::new(),
             interrupted,
             conn,
+            args,
         }
+    }
+
+    /// The `--arg KEY=VALUE` values: the `args` map, and what `arg_int()` and its kin read.
+    pub fn set_args(&mut self, args: rhai::Map) {
+        *self.args.borrow_mut() = args.clone();
+        self.scope.push_constant("args", args);
     }
 
     /// Imports resolve next to `dir` first, then in the scripts directory.
@@ -156,7 +168,7 @@ impl Script {
     pub fn run(&mut self, input: &str, source: Option<&str>) -> Result<Dynamic, ScriptError> {
         self.interrupted.store(false, Ordering::Relaxed);
         let mut ast = self.engine.compile(input).map_err(|error| ScriptError {
-            message: describe(&EvalAltResult::from(error), input, source),
+            message: describe(&self.engine, &EvalAltResult::from(error), input, source),
             exit: 1,
             result: None,
         })?;
@@ -178,7 +190,7 @@ impl Script {
                 };
             }
         }
-        let message = describe(error, input, source);
+        let message = describe(&self.engine, error, input, source);
         let exit = match error {
             EvalAltResult::ErrorTerminated(value, _) => {
                 value.read_lock::<Stop>().map_or(1, |stop| stop.exit())
@@ -281,7 +293,7 @@ fn at_end(position: Position, input: &str) -> bool {
 
 /// An error with its place: `FILE:2:5: ...` (or `line 2, column 5: ...`), the line it points
 /// at, and a "did you mean" for a mistyped field or function.
-fn describe(error: &EvalAltResult, input: &str, source: Option<&str>) -> String {
+fn describe(engine: &Engine, error: &EvalAltResult, input: &str, source: Option<&str>) -> String {
     // The innermost error says what went wrong; Rhai wraps errors of functions in others.
     let mut inner = error;
     while let EvalAltResult::ErrorInFunctionCall(_, _, cause, _)
@@ -296,13 +308,23 @@ fn describe(error: &EvalAltResult, input: &str, source: Option<&str>) -> String 
             None => format!("script stopped: {why}"),
         },
         EvalAltResult::ErrorRuntime(value, _) if value.is_string() => value.to_string(),
+        // A caught error thrown again: its message.
+        EvalAltResult::ErrorRuntime(value, _) if value.is_map() => value
+            .read_lock::<rhai::Map>()
+            .and_then(|map| map.get("message").map(ToString::to_string))
+            .unwrap_or_else(|| value.to_string()),
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            "too many operations: the script ran past the limit of {} (--max-operations N \
+             raises it)",
+            engine.max_operations()
+        ),
         other => other.to_string(),
     };
     // Rhai appends " (line L, position P)"; we say it our way, first.
     if let Some(cut) = message.rfind(" (line ") {
         message.truncate(cut);
     }
-    if let Some(hint) = did_you_mean(inner) {
+    if let Some(hint) = did_you_mean(engine, inner) {
         message.push_str(&hint);
     }
     match (position.line(), position.position()) {
@@ -328,7 +350,7 @@ fn describe(error: &EvalAltResult, input: &str, source: Option<&str>) -> String 
 }
 
 /// "; did you mean replicas?" for a field or function that does not exist.
-fn did_you_mean(error: &EvalAltResult) -> Option<String> {
+fn did_you_mean(engine: &Engine, error: &EvalAltResult) -> Option<String> {
     let (word, candidates): (String, Vec<&str>) = match error {
         EvalAltResult::ErrorDotExpr(text, _) | EvalAltResult::ErrorPropertyNotFound(text, _) => {
             let name = text
@@ -349,7 +371,8 @@ fn did_you_mean(error: &EvalAltResult) -> Option<String> {
             let name = signature.split(['(', ' ']).next()?.to_string();
             if api::FUNCTIONS.contains(&name.as_str()) {
                 return Some(format!(
-                    "; {name} takes other arguments (see docs/scripting.md)"
+                    "; {name} takes other arguments: {} (see docs/scripting.md)",
+                    signatures(engine, &name).join(", ")
                 ));
             }
             (name, api::FUNCTIONS.to_vec())
@@ -357,6 +380,58 @@ fn did_you_mean(error: &EvalAltResult) -> Option<String> {
         _ => return None,
     };
     essaim_core::suggest::closest(&word, candidates).map(|name| format!("; did you mean {name}?"))
+}
+
+/// How `name` may be called, in a script's words: `Service.scale(int)`, `sleep(string)`.
+fn signatures(engine: &Engine, name: &str) -> Vec<String> {
+    let words = |kind: &str| -> Option<String> {
+        let kind = kind
+            .trim()
+            .trim_start_matches("&mut ")
+            .trim_start_matches('&');
+        let kind = kind.rsplit("::").next().unwrap_or(kind);
+        Some(
+            match kind {
+                "NativeCallContext" => return None,
+                "i64" | "INT" => "int",
+                "f64" | "FLOAT" => "float",
+                "str" | "String" | "ImmutableString" => "string",
+                "Dynamic" => "any",
+                "Map" => "map",
+                "Array" => "array",
+                "FnPtr" => "function",
+                "()" => "()",
+                other => other,
+            }
+            .to_string(),
+        )
+    };
+    let mut found: Vec<String> = engine
+        .gen_fn_signatures(false)
+        .into_iter()
+        .filter_map(|signature| {
+            let (called, rest) = signature.split_once('(')?;
+            if called.trim() != name {
+                return None;
+            }
+            let parameters = rest.split(')').next()?;
+            let kinds: Vec<String> = parameters
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .filter_map(|p| words(p.rsplit(':').next().unwrap_or(p)))
+                .collect();
+            // Methods are shown on their type: the first parameter is the object.
+            Some(match kinds.split_first() {
+                Some((first, others)) if matches!(first.as_str(), "Node" | "Service" | "Task") => {
+                    format!("{first}.{name}({})", others.join(", "))
+                }
+                _ => format!("{name}({})", kinds.join(", ")),
+            })
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// A result as the shell shows it; empty for `()`.
@@ -518,6 +593,121 @@ mod tests {
         Script::new(Arc::new(AtomicBool::new(false)))
     }
 
+    fn online() -> Script {
+        Script::with_cluster(Arc::new(AtomicBool::new(false)), offline())
+    }
+
+    #[test]
+    fn a_caught_error_says_where_the_call_was_and_what_was_meant() {
+        let mut script = online();
+        let input = "let r = ();\ntry {\n    tasks(#{state: \"runing\"})\n} catch (e) { r = e }\nr";
+        let caught = script.run(input, Some("t.rhai")).expect("caught");
+        let caught = caught.read_lock::<rhai::Map>().expect("a map").clone();
+        let field = |key: &str| caught.get(key).map(ToString::to_string).unwrap_or_default();
+        assert!(field("message").contains("not a task state"), "{caught:?}");
+        assert_eq!(field("source"), "t.rhai", "{caught:?}");
+        assert_eq!(field("line"), "3", "{caught:?}");
+        assert_eq!(field("column"), "5", "{caught:?}");
+        assert_eq!(field("suggestion"), "running", "{caught:?}");
+        // Thrown again, it reads as any uncaught error.
+        let error = script
+            .eval("try { services() } catch (e) { throw e }")
+            .expect_err("thrown again");
+        assert!(
+            error.contains("offline") && !error.contains("#{"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn durations_are_read_the_same_everywhere() {
+        let ms = |value: Dynamic| api::duration_ms("sleep", &value);
+        assert_eq!(ms("0.1".into()), Ok(100));
+        assert_eq!(ms("1.5s".into()), Ok(1500));
+        assert_eq!(ms("30".into()), Ok(30_000));
+        assert_eq!(ms("1m30s".into()), Ok(90_000));
+        assert_eq!(ms(Dynamic::from(30_i64)), Ok(30_000));
+        assert_eq!(ms(Dynamic::from(0.25_f64)), Ok(250));
+        assert!(ms("soon".into()).is_err());
+        let mut script = online();
+        let slept = script
+            .eval(r#"sleep("0.05"); sleep("0.05s"); sleep(0.05); sleep(0); 1"#)
+            .expect("every kind of duration");
+        assert_eq!(slept.as_int(), Ok(1));
+    }
+
+    #[test]
+    fn a_misspelt_method_gets_a_suggestion_and_wrong_arguments_the_signatures() {
+        let mut script = online();
+        let error = script
+            .eval("let n = 1; n.drian()")
+            .expect_err("no such method");
+        assert!(error.contains("did you mean drain?"), "{error}");
+        let error = script.eval("sleep(true)").expect_err("not a duration");
+        assert!(
+            error.contains("sleep(int)") && error.contains("sleep(string)"),
+            "the accepted calls are named: {error}"
+        );
+        let signatures = signatures(&script.engine, "scale");
+        assert_eq!(signatures, vec!["Service.scale(int)".to_string()]);
+    }
+
+    #[test]
+    fn a_misspelt_filter_value_is_refused_with_a_suggestion() {
+        let mut script = online();
+        let error = script
+            .eval(r#"tasks(#{state: "runing"}).len()"#)
+            .expect_err("no such state");
+        assert!(error.contains("did you mean running?"), "{error}");
+        let error = crate::cli::parse_task_filter("desired-state=runing").expect_err("typo");
+        assert!(error.contains("did you mean running?"), "{error}");
+        let error = crate::cli::parse_task_filter("desired_state=running").expect_err("typo");
+        assert!(error.contains("did you mean desired-state?"), "{error}");
+    }
+
+    #[test]
+    fn advice_in_a_script_names_the_functions() {
+        let error = objects::from_anyhow(anyhow::anyhow!(
+            "web: task failed; fix it and go on with 'essaim service update --continue web', or \
+             'essaim service rollback web'"
+        ));
+        let text = error.to_string();
+        assert!(
+            text.contains("go on with continue_update(), or rollback()"),
+            "{text}"
+        );
+        assert!(!text.contains("essaim service"), "{text}");
+    }
+
+    #[test]
+    fn arguments_can_be_read_as_numbers_and_booleans() {
+        let mut script = online();
+        let mut args = rhai::Map::new();
+        args.insert("min".into(), "3".into());
+        args.insert("apply".into(), "yes".into());
+        args.insert("ratio".into(), "0.5".into());
+        script.set_args(args);
+        let value = script
+            .eval(r#"[arg_int("min") + 1, arg_int("max", 10), arg_bool("apply"), arg_bool("dry", false), arg_float("ratio"), arg("min"), args["min"]]"#)
+            .expect("typed arguments");
+        assert_eq!(value.to_string(), r#"[4, 10, true, false, 0.5, "3", "3"]"#);
+        let error = script.eval(r#"arg_int("max")"#).expect_err("missing");
+        assert!(error.contains("give --arg max=VALUE"), "{error}");
+        let error = script
+            .eval(r#"arg_bool("min")"#)
+            .expect_err("not a boolean");
+        assert!(error.contains("--arg min=3"), "{error}");
+    }
+
+    #[test]
+    fn backtick_strings_keep_backslashes_as_the_docs_say() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/scripting.md");
+        let docs = std::fs::read_to_string(path).expect("docs/scripting.md");
+        assert!(docs.contains("do not expand escapes"), "the docs say it");
+        let value = script().eval(r#"`a\tb`.len()"#).expect("a backtick string");
+        assert_eq!(value.as_int(), Ok(4), "the backslash and t stay");
+    }
+
     #[test]
     fn variables_live_from_line_to_line() {
         let mut script = script();
@@ -585,7 +775,10 @@ mod tests {
         let mut script = script();
         script.engine.set_max_operations(10_000);
         let error = script.eval("loop { }").expect_err("stopped");
-        assert!(error.contains("Too many operations"), "{error}");
+        assert!(
+            error.contains("limit of 10000") && error.contains("--max-operations"),
+            "the limit and the flag are named: {error}"
+        );
     }
 
     #[test]

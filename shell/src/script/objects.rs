@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use essaim_api::control::{NodeView, ServiceView, TaskView};
 use essaim_core::model::{Availability, Role, TaskState};
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
 
 use super::{flags, value};
 use crate::client::NodeChanges;
@@ -38,6 +38,43 @@ pub fn failed(error: impl std::fmt::Display) -> Box<EvalAltResult> {
     ))
 }
 
+/// An error of essaim's as `catch` gives it, with the facts an uncaught one shows: a map of
+/// `message`, `source` (the script), `line` and `column` of the call, and `suggestion` (what
+/// "did you mean" offers, or `()`). Rhai keeps no place with the value it hands to `catch`, so
+/// each call adds its own here.
+pub fn at<T>(context: &NativeCallContext, call: impl FnOnce() -> Fallible<T>) -> Fallible<T> {
+    call().map_err(|error| match *error {
+        EvalAltResult::ErrorRuntime(value, position) if value.is_string() => {
+            let message = value.to_string();
+            let place = context.call_position();
+            let number = |n: Option<usize>| {
+                n.and_then(|n| i64::try_from(n).ok())
+                    .map_or(Dynamic::UNIT, Dynamic::from)
+            };
+            let suggestion = message
+                .split_once("did you mean ")
+                .and_then(|(_, rest)| rest.split('?').next())
+                .map(|name| name.trim_matches('"').to_string());
+            let mut map = Map::new();
+            map.insert("message".into(), message.into());
+            map.insert(
+                "source".into(),
+                context
+                    .call_source()
+                    .map_or(Dynamic::UNIT, |source| source.to_string().into()),
+            );
+            map.insert("line".into(), number(place.line()));
+            map.insert("column".into(), number(place.position()));
+            map.insert(
+                "suggestion".into(),
+                suggestion.map_or(Dynamic::UNIT, Dynamic::from),
+            );
+            Box::new(EvalAltResult::ErrorRuntime(map.into(), position))
+        }
+        other => Box::new(other),
+    })
+}
+
 /// Passes errors that must end the script (Ctrl-C, deadline) as termination, the rest as
 /// catchable errors.
 pub fn from_anyhow(error: anyhow::Error) -> Box<EvalAltResult> {
@@ -55,7 +92,58 @@ pub fn from_anyhow(error: anyhow::Error) -> Box<EvalAltResult> {
             Dynamic::from(stop),
             rhai::Position::NONE,
         )),
-        None => failed(render::error_line(&error)),
+        None => failed(script_words(&render::error_line(&error))),
+    }
+}
+
+/// Advice in a script's words: the function to call, not the command to type.
+pub fn script_words(message: &str) -> String {
+    const ADVICE: [(&str, &str); 4] = [
+        ("'essaim service update --continue ", "continue_update()"),
+        ("'essaim service rollback ", "rollback()"),
+        ("'essaim service ps ", "tasks()"),
+        ("'essaim service wait ", "wait_converged()"),
+    ];
+    let mut text = message.to_string();
+    for (command, function) in ADVICE {
+        while let Some(at) = text.find(command) {
+            let end = text[at + 1..]
+                .find('\'')
+                .map_or(text.len(), |quote| at + quote + 2);
+            text.replace_range(at..end, function);
+        }
+    }
+    text
+}
+
+/// Tasks in the order scripts list them: by service, then slot (or node), newest first.
+pub fn sort_tasks(tasks: &mut [TaskView]) {
+    tasks.sort_by(|a, b| {
+        (&a.task.service_name, a.task.slot, &a.node_hostname)
+            .cmp(&(&b.task.service_name, b.task.slot, &b.node_hostname))
+            .then(b.task.created_at.cmp(&a.task.created_at))
+    });
+}
+
+/// How a wait for a service ended, as `wait_update` says it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Converged,
+    Checkpoint,
+    Paused,
+    RolledBack,
+    Timeout,
+}
+
+impl Outcome {
+    fn word(self) -> &'static str {
+        match self {
+            Outcome::Converged => "converged",
+            Outcome::Checkpoint => "checkpoint",
+            Outcome::Paused => "paused",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Timeout => "timeout",
+        }
     }
 }
 
@@ -143,9 +231,76 @@ impl Service {
 
     fn tasks(&self) -> Fallible<Vec<TaskView>> {
         let id = self.view.service.id.clone();
-        self.conn
+        let mut tasks = self
+            .conn
             .block_on(async |client| Ok(client.task_list(Some(&id), None).await?))
-            .map_err(from_anyhow)
+            .map_err(from_anyhow)?;
+        sort_tasks(&mut tasks);
+        Ok(tasks)
+    }
+
+    /// Waits for the service as `operation` says, and tells how it ended: converged, at a
+    /// checkpoint, paused for failures, rolled back, or `timeout` ran out.
+    fn wait(
+        &mut self,
+        what: &str,
+        timeout: &Dynamic,
+        operation: crate::converge::Operation,
+    ) -> Fallible<Outcome> {
+        use essaim_core::model::UpdateState;
+        let limit = super::api::duration_ms(what, timeout).map_err(failed)?;
+        let name = self.view.service.id.clone();
+        let result = self.conn.block_on(async |client| {
+            let (mut out, mut err) = (std::io::sink(), std::io::sink());
+            let mut quiet = crate::render::Output::new(&mut out, &mut err);
+            crate::converge::wait(
+                client,
+                &name,
+                Some(Duration::from_millis(limit)),
+                operation,
+                &mut quiet,
+            )
+            .await
+        });
+        let timed_out = match result {
+            Ok(()) => false,
+            Err(error) if error.is::<crate::TimedOut>() => {
+                // The script's own deadline ends it; the wait's own timeout is an answer.
+                if self.conn.past_deadline().is_some() {
+                    return Err(from_anyhow(error));
+                }
+                true
+            }
+            // An update that paused for failures or rolled back is an answer; a slot that
+            // keeps failing otherwise is an error.
+            Err(error) if error.is::<crate::converge::NotConverged>() => {
+                self.reread()?;
+                let state = self.view.service.update_status.as_ref().map(|s| s.state);
+                return match state {
+                    Some(UpdateState::Paused | UpdateState::RollbackPaused) => Ok(Outcome::Paused),
+                    Some(UpdateState::RollbackCompleted) => Ok(Outcome::RolledBack),
+                    _ => Err(from_anyhow(error)),
+                };
+            }
+            Err(error) => return Err(from_anyhow(error)),
+        };
+        self.reread()?;
+        let status = self.view.service.update_status.as_ref();
+        Ok(
+            match status.map(|s| (s.state, s.pause_at == Some(s.updated))) {
+                _ if timed_out => Outcome::Timeout,
+                Some((UpdateState::Paused | UpdateState::RollbackPaused, true)) => {
+                    Outcome::Checkpoint
+                }
+                Some((UpdateState::Paused | UpdateState::RollbackPaused, false)) => Outcome::Paused,
+                Some((UpdateState::RollbackCompleted, _))
+                    if operation == crate::converge::Operation::Update =>
+                {
+                    Outcome::RolledBack
+                }
+                _ => Outcome::Converged,
+            },
+        )
     }
 
     /// The service's tasks that run now and say how busy they are.
@@ -173,6 +328,11 @@ impl Service {
 
     /// Goes on with a paused update, to the next checkpoint or to the end.
     fn resume(&mut self, pause_after: Option<essaim_core::model::Checkpoint>) -> Fallible<()> {
+        // A percentage is a share of the replicas: it needs the count updated so far.
+        self.reread()?;
+        let pause_after = pause_after.map(|checkpoint| {
+            crate::commands::service_update::share_of_replicas(&self.view, checkpoint)
+        });
         let id = self.view.service.id.clone();
         self.view = self
             .conn
@@ -303,6 +463,7 @@ pub const TASK_FIELDS: &[&str] = &[
     "name",
     "service",
     "image",
+    "spec",
     "slot",
     "node",
     "node_id",
@@ -366,75 +527,127 @@ fn register_node(engine: &mut Engine) {
                 n.view.node.status.state.as_str()
             )
         })
-        .register_fn("refresh", |n: &mut Node| -> Fallible<()> {
-            let id = n.view.node.id.clone();
-            n.view = n
-                .conn
-                .block_on(async |client| Ok(client.node_inspect(&id).await?))
-                .map_err(from_anyhow)?;
-            Ok(())
-        })
-        .register_fn("tasks", |n: &mut Node| -> Fallible<Array> {
-            let id = n.view.node.id.clone();
-            let tasks = n
-                .conn
-                .block_on(async |client| Ok(client.task_list(None, Some(&id)).await?))
-                .map_err(from_anyhow)?;
-            Ok(tasks
-                .into_iter()
-                .map(|view| Dynamic::from(Task { view }))
-                .collect())
-        })
-        .register_fn("drain", |n: &mut Node| n.availability(Availability::Drain))
-        .register_fn("pause", |n: &mut Node| n.availability(Availability::Pause))
-        .register_fn("activate", |n: &mut Node| {
-            n.availability(Availability::Active)
-        })
         .register_fn(
-            "label",
-            |n: &mut Node, key: &str, value: &str| -> Fallible<()> {
-                let what = format!("labelled node {} {key}={value}", n.name());
-                let mut changes = NodeChanges::default();
-                changes.label_add.insert(key.to_string(), value.to_string());
-                n.change(changes, what)
+            "refresh",
+            |context: NativeCallContext, n: &mut Node| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    let id = n.view.node.id.clone();
+                    n.view = n
+                        .conn
+                        .block_on(async |client| Ok(client.node_inspect(&id).await?))
+                        .map_err(from_anyhow)?;
+                    Ok(())
+                })
             },
         )
-        .register_fn("unlabel", |n: &mut Node, key: &str| -> Fallible<()> {
-            let what = format!("removed label {key} of node {}", n.name());
-            let changes = NodeChanges {
-                label_rm: vec![key.to_string()],
-                ..NodeChanges::default()
-            };
-            n.change(changes, what)
-        })
-        .register_fn("promote", |n: &mut Node| -> Fallible<()> {
-            let what = format!("promoted node {}", n.name());
-            n.change(
-                NodeChanges {
-                    role: Some(Role::Manager),
-                    ..NodeChanges::default()
-                },
-                what,
-            )
-        })
-        .register_fn("demote", |n: &mut Node| -> Fallible<()> {
-            let what = format!("demoted node {}", n.name());
-            n.change(
-                NodeChanges {
-                    role: Some(Role::Worker),
-                    ..NodeChanges::default()
-                },
-                what,
-            )
-        })
-        .register_fn("remove", |n: &mut Node| -> Fallible<()> {
-            let id = n.view.node.id.clone();
-            n.conn
-                .block_on(async |client| Ok(client.node_remove(&id, false).await?))
-                .map_err(from_anyhow)?;
-            n.conn.record(format!("removed node {}", n.name()));
-            Ok(())
-        });
+        .register_fn(
+            "tasks",
+            |context: NativeCallContext, n: &mut Node| -> Fallible<Array> {
+                at(&context, || -> Fallible<Array> {
+                    let id = n.view.node.id.clone();
+                    let mut tasks = n
+                        .conn
+                        .block_on(async |client| Ok(client.task_list(None, Some(&id)).await?))
+                        .map_err(from_anyhow)?;
+                    sort_tasks(&mut tasks);
+                    Ok(tasks
+                        .into_iter()
+                        .map(|view| Dynamic::from(Task { view }))
+                        .collect())
+                })
+            },
+        )
+        .register_fn(
+            "drain",
+            |context: NativeCallContext, n: &mut Node| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    n.availability(Availability::Drain)
+                })
+            },
+        )
+        .register_fn(
+            "pause",
+            |context: NativeCallContext, n: &mut Node| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    n.availability(Availability::Pause)
+                })
+            },
+        )
+        .register_fn(
+            "activate",
+            |context: NativeCallContext, n: &mut Node| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    n.availability(Availability::Active)
+                })
+            },
+        )
+        .register_fn(
+            "label",
+            |context: NativeCallContext, n: &mut Node, key: &str, value: &str| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    let what = format!("labelled node {} {key}={value}", n.name());
+                    let mut changes = NodeChanges::default();
+                    changes.label_add.insert(key.to_string(), value.to_string());
+                    n.change(changes, what)
+                })
+            },
+        )
+        .register_fn(
+            "unlabel",
+            |context: NativeCallContext, n: &mut Node, key: &str| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    let what = format!("removed label {key} of node {}", n.name());
+                    let changes = NodeChanges {
+                        label_rm: vec![key.to_string()],
+                        ..NodeChanges::default()
+                    };
+                    n.change(changes, what)
+                })
+            },
+        )
+        .register_fn(
+            "promote",
+            |context: NativeCallContext, n: &mut Node| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    let what = format!("promoted node {}", n.name());
+                    n.change(
+                        NodeChanges {
+                            role: Some(Role::Manager),
+                            ..NodeChanges::default()
+                        },
+                        what,
+                    )
+                })
+            },
+        )
+        .register_fn(
+            "demote",
+            |context: NativeCallContext, n: &mut Node| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    let what = format!("demoted node {}", n.name());
+                    n.change(
+                        NodeChanges {
+                            role: Some(Role::Worker),
+                            ..NodeChanges::default()
+                        },
+                        what,
+                    )
+                })
+            },
+        )
+        .register_fn(
+            "remove",
+            |context: NativeCallContext, n: &mut Node| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    let id = n.view.node.id.clone();
+                    n.conn
+                        .block_on(async |client| Ok(client.node_remove(&id, false).await?))
+                        .map_err(from_anyhow)?;
+                    n.conn.record(format!("removed node {}", n.name()));
+                    Ok(())
+                })
+            },
+        );
 }
 
 fn register_service(engine: &mut Engine) {
@@ -476,160 +689,221 @@ fn register_service(engine: &mut Engine) {
                 s.view.desired
             )
         })
-        .register_fn("refresh", |s: &mut Service| s.reread())
-        .register_fn("tasks", |s: &mut Service| -> Fallible<Array> {
-            Ok(s.tasks()?
-                .into_iter()
-                .map(|view| Dynamic::from(Task { view }))
-                .collect())
-        })
-        .register_fn("scale", |s: &mut Service, replicas: i64| -> Fallible<()> {
-            let replicas = u64::try_from(replicas).map_err(|_| {
-                failed(format!("scale: replicas must be 0 or more, not {replicas}"))
-            })?;
-            let what = format!("scaled {} from {} to {replicas}", s.name(), s.view.desired);
-            s.update_with(vec!["--replicas".into(), replicas.to_string()], what)
-        })
-        .register_fn("update", |s: &mut Service, changes: Map| -> Fallible<()> {
-            let flags = flags::from_map("update", &changes).map_err(failed)?;
-            let what = format!("updated {} ({})", s.name(), value::describe_map(&changes));
-            s.update_with(flags, what)
-        })
+        .register_fn(
+            "refresh",
+            |context: NativeCallContext, s: &mut Service| -> Fallible<()> {
+                at(&context, || -> Fallible<()> { s.reread() })
+            },
+        )
+        .register_fn(
+            "tasks",
+            |context: NativeCallContext, s: &mut Service| -> Fallible<Array> {
+                at(&context, || -> Fallible<Array> {
+                    Ok(s.tasks()?
+                        .into_iter()
+                        .map(|view| Dynamic::from(Task { view }))
+                        .collect())
+                })
+            },
+        )
+        .register_fn(
+            "scale",
+            |context: NativeCallContext, s: &mut Service, replicas: i64| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    let replicas = u64::try_from(replicas).map_err(|_| {
+                        failed(format!("scale: replicas must be 0 or more, not {replicas}"))
+                    })?;
+                    // Already there: nothing to change, nothing to report as a change.
+                    if matches!(s.view.service.spec.mode,
+                essaim_core::model::ServiceMode::Replicated { replicas: now } if now == replicas)
+                    {
+                        return Ok(());
+                    }
+                    let what = format!("scaled {} from {} to {replicas}", s.name(), s.view.desired);
+                    s.update_with(vec!["--replicas".into(), replicas.to_string()], what)
+                })
+            },
+        )
         .register_fn(
             "update",
-            |s: &mut Service, changes: Map, config: Map| -> Fallible<()> {
-                let mut flags = flags::from_map("update", &changes).map_err(failed)?;
-                flags.extend(flags::update_config("update", &config).map_err(failed)?);
-                let what = format!(
-                    "updated {} ({}; {})",
-                    s.name(),
-                    value::describe_map(&changes),
-                    value::describe_map(&config)
-                );
-                s.update_with(flags, what)
+            |context: NativeCallContext, s: &mut Service, changes: Map| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    let flags = flags::from_map("update", &changes).map_err(failed)?;
+                    let what = format!("updated {} ({})", s.name(), value::describe_map(&changes));
+                    s.update_with(flags, what)
+                })
             },
         )
-        .register_fn("update_status", |s: &mut Service| -> Fallible<Dynamic> {
-            s.reread()?;
-            Ok(update_status(&s.view).into())
-        })
-        .register_fn("continue_update", |s: &mut Service| s.resume(None))
+        .register_fn(
+            "update",
+            |context: NativeCallContext,
+             s: &mut Service,
+             changes: Map,
+             config: Map|
+             -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    let mut flags = flags::from_map("update", &changes).map_err(failed)?;
+                    flags.extend(flags::update_config("update", &config).map_err(failed)?);
+                    let what = format!(
+                        "updated {} ({}; {})",
+                        s.name(),
+                        value::describe_map(&changes),
+                        value::describe_map(&config)
+                    );
+                    s.update_with(flags, what)
+                })
+            },
+        )
+        .register_fn(
+            "update_status",
+            |context: NativeCallContext, s: &mut Service| -> Fallible<Dynamic> {
+                at(&context, || -> Fallible<Dynamic> {
+                    s.reread()?;
+                    Ok(update_status(&s.view).into())
+                })
+            },
+        )
         .register_fn(
             "continue_update",
-            |s: &mut Service, options: Map| -> Fallible<()> {
-                let checkpoint = match options.get("pause_after") {
-                    None => None,
-                    Some(value) => Some(
-                        value
-                            .to_string()
-                            .parse::<essaim_core::model::Checkpoint>()
-                            .map_err(|e| failed(format!("continue_update: pause_after: {e}")))?,
-                    ),
-                };
-                if let Some(key) = options.keys().find(|key| key.as_str() != "pause_after") {
-                    return Err(failed(format!(
-                        "continue_update: unknown option {key} (options: pause_after)"
-                    )));
-                }
-                s.resume(checkpoint)
+            |context: NativeCallContext, s: &mut Service| -> Fallible<()> {
+                at(&context, || -> Fallible<()> { s.resume(None) })
             },
         )
-        .register_fn("rollback", |s: &mut Service| -> Fallible<()> {
-            let read = s.view.clone();
-            s.view = s
-                .conn
-                .block_on(async |client| Ok(client.service_rollback(&read).await?))
-                .map_err(from_anyhow)?;
-            s.conn.record(format!("rolled back {}", s.name()));
-            Ok(())
-        })
-        .register_fn("remove", |s: &mut Service| -> Fallible<()> {
-            let id = s.view.service.id.clone();
-            s.conn
-                .block_on(async |client| Ok(client.service_remove(&id).await?))
-                .map_err(from_anyhow)?;
-            s.conn.record(format!("removed service {}", s.name()));
-            Ok(())
-        })
-        .register_fn("logs", |s: &mut Service, lines: i64| -> Fallible<Array> {
-            let request = essaim_api::control::ServiceLogs {
-                service: s.view.service.id.clone(),
-                tail: u64::try_from(lines).unwrap_or(0),
-                follow: false,
-            };
-            s.conn
-                .block_on(async |client| {
-                    use futures::StreamExt;
-                    let mut events = client.service_logs(request).await?;
-                    let mut lines = Array::new();
-                    while let Some(event) = events.next().await {
-                        if let essaim_api::control::LogEvent::Lines {
-                            task,
-                            node,
-                            lines: text,
-                        } = event?
-                        {
-                            for line in text {
-                                let mut map = Map::new();
-                                map.insert("task".into(), task.clone().into());
-                                map.insert("node".into(), node.clone().into());
-                                map.insert("line".into(), line.into());
-                                lines.push(map.into());
-                            }
+        .register_fn(
+            "continue_update",
+            |context: NativeCallContext, s: &mut Service, options: Map| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    let checkpoint = match options.get("pause_after") {
+                        None => None,
+                        Some(value) if value.is_unit() => None,
+                        Some(value) => {
+                            crate::cli::parse_pause_after(&value.to_string())
+                                .map_err(|e| failed(format!("continue_update: pause_after: {e}")))?
+                                .0
                         }
+                    };
+                    if let Some(key) = options.keys().find(|key| key.as_str() != "pause_after") {
+                        return Err(failed(format!(
+                            "continue_update: unknown option {key} (options: pause_after)"
+                        )));
                     }
-                    Ok(lines)
+                    s.resume(checkpoint)
                 })
-                .map_err(from_anyhow)
-        })
+            },
+        )
+        .register_fn(
+            "rollback",
+            |context: NativeCallContext, s: &mut Service| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    let read = s.view.clone();
+                    s.view = s
+                        .conn
+                        .block_on(async |client| Ok(client.service_rollback(&read).await?))
+                        .map_err(from_anyhow)?;
+                    s.conn.record(format!("rolled back {}", s.name()));
+                    Ok(())
+                })
+            },
+        )
+        .register_fn(
+            "remove",
+            |context: NativeCallContext, s: &mut Service| -> Fallible<()> {
+                at(&context, || -> Fallible<()> {
+                    let id = s.view.service.id.clone();
+                    s.conn
+                        .block_on(async |client| Ok(client.service_remove(&id).await?))
+                        .map_err(from_anyhow)?;
+                    s.conn.record(format!("removed service {}", s.name()));
+                    Ok(())
+                })
+            },
+        )
+        .register_fn(
+            "logs",
+            |context: NativeCallContext, s: &mut Service, lines: i64| -> Fallible<Array> {
+                at(&context, || -> Fallible<Array> {
+                    let request = essaim_api::control::ServiceLogs {
+                        service: s.view.service.id.clone(),
+                        tail: u64::try_from(lines).unwrap_or(0),
+                        follow: false,
+                    };
+                    s.conn
+                        .block_on(async |client| {
+                            use futures::StreamExt;
+                            let mut events = client.service_logs(request).await?;
+                            let mut lines = Array::new();
+                            while let Some(event) = events.next().await {
+                                if let essaim_api::control::LogEvent::Lines {
+                                    task,
+                                    node,
+                                    lines: text,
+                                } = event?
+                                {
+                                    for line in text {
+                                        let mut map = Map::new();
+                                        map.insert("task".into(), task.clone().into());
+                                        map.insert("node".into(), node.clone().into());
+                                        map.insert("line".into(), line.into());
+                                        lines.push(map.into());
+                                    }
+                                }
+                            }
+                            Ok(lines)
+                        })
+                        .map_err(from_anyhow)
+                })
+            },
+        )
         .register_fn(
             "wait_converged",
-            |s: &mut Service, timeout: &str| -> Fallible<bool> {
-                let limit = essaim_core::time::parse_duration_ms(timeout)
-                    .map_err(|e| failed(format!("wait_converged: timeout {timeout:?}: {e}")))?;
-                let name = s.view.service.id.clone();
-                let result = s.conn.block_on(async |client| {
-                    let (mut out, mut err) = (std::io::sink(), std::io::sink());
-                    let mut quiet = crate::render::Output::new(&mut out, &mut err);
-                    crate::converge::wait(
-                        client,
-                        &name,
-                        Some(Duration::from_millis(limit)),
+            |context: NativeCallContext, s: &mut Service, timeout: Dynamic| -> Fallible<bool> {
+                at(&context, || -> Fallible<bool> {
+                    let outcome = s.wait(
+                        "wait_converged",
+                        &timeout,
                         crate::converge::Operation::Deployment,
-                        &mut quiet,
-                    )
-                    .await
-                });
-                match result {
-                    Ok(()) => Ok(true),
-                    Err(error) if error.is::<crate::TimedOut>() => {
-                        // The script's own deadline ends it; the wait's own timeout is an answer.
-                        if s.conn.past_deadline().is_some() {
-                            return Err(from_anyhow(error));
-                        }
-                        Ok(false)
-                    }
-                    Err(error) => Err(from_anyhow(error)),
-                }
+                    )?;
+                    Ok(outcome == Outcome::Converged)
+                })
+            },
+        )
+        .register_fn(
+            "wait_update",
+            |context: NativeCallContext, s: &mut Service, timeout: Dynamic| -> Fallible<String> {
+                at(&context, || -> Fallible<String> {
+                    let outcome =
+                        s.wait("wait_update", &timeout, crate::converge::Operation::Update)?;
+                    Ok(outcome.word().to_string())
+                })
             },
         )
         // No sample yet (new tasks, a new leader, simulated tasks): `()`, not 0, so that a
         // script does not take "unknown" for "idle".
-        .register_fn("cpu", |s: &mut Service| -> Fallible<Dynamic> {
-            let usage = s.running_usage()?;
-            if usage.is_empty() {
-                return Ok(Dynamic::UNIT);
-            }
-            let total: u64 = usage.iter().map(|u| u.cpu_millicores).sum();
-            Ok((total as f64 / 10.0 / usage.len() as f64).into())
-        })
-        .register_fn("memory", |s: &mut Service| -> Fallible<Dynamic> {
-            let usage = s.running_usage()?;
-            if usage.is_empty() {
-                return Ok(Dynamic::UNIT);
-            }
-            Ok(int(usage.iter().map(|u| u.memory_bytes).sum()).into())
-        });
+        .register_fn(
+            "cpu",
+            |context: NativeCallContext, s: &mut Service| -> Fallible<Dynamic> {
+                at(&context, || -> Fallible<Dynamic> {
+                    let usage = s.running_usage()?;
+                    if usage.is_empty() {
+                        return Ok(Dynamic::UNIT);
+                    }
+                    let total: u64 = usage.iter().map(|u| u.cpu_millicores).sum();
+                    Ok((total as f64 / 10.0 / usage.len() as f64).into())
+                })
+            },
+        )
+        .register_fn(
+            "memory",
+            |context: NativeCallContext, s: &mut Service| -> Fallible<Dynamic> {
+                at(&context, || -> Fallible<Dynamic> {
+                    let usage = s.running_usage()?;
+                    if usage.is_empty() {
+                        return Ok(Dynamic::UNIT);
+                    }
+                    Ok(int(usage.iter().map(|u| u.memory_bytes).sum()).into())
+                })
+            },
+        );
 }
 
 fn register_task(engine: &mut Engine) {
@@ -639,6 +913,9 @@ fn register_task(engine: &mut Engine) {
         .register_get("name", |t: &mut Task| t.view.name.clone())
         .register_get("service", |t: &mut Task| t.view.task.service_name.clone())
         .register_get("image", |t: &mut Task| t.view.task.spec.image.clone())
+        .register_get("spec", |t: &mut Task| -> Fallible<Dynamic> {
+            rhai::serde::to_dynamic(&t.view.task.spec)
+        })
         .register_get("slot", |t: &mut Task| {
             t.view
                 .task

@@ -116,7 +116,7 @@ fn run_read(
         .chain(args.argv.iter().cloned())
         .map(Dynamic::from)
         .collect();
-    script.scope_mut().push_constant("args", named);
+    script.set_args(named);
     script.scope_mut().push_constant("argv", positional);
     conn.set_deadline(args.timeout.map(Duration::from_millis));
 
