@@ -88,6 +88,9 @@ fn leader_kill_elects_a_new_leader_and_writes_go_on() -> Result<()> {
         .to_string();
     cluster.node_mut(&old_leader).kill9();
     let killed_at = Instant::now();
+    // A read asked at once waits out the election instead of failing.
+    let listed = cluster.node(&survivor).essaim(&["node", "ls", "-q"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
     wait_for("a write through a survivor", SETTLE, || {
         Ok(cluster
             .node(&survivor)

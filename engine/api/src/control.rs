@@ -229,6 +229,24 @@ pub enum LogEvent {
 }
 
 impl ControlRequest {
+    /// True for the requests that only read: asking one again changes nothing.
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            ControlRequest::SwarmInspect
+                | ControlRequest::NodeList
+                | ControlRequest::NodeInspect { .. }
+                | ControlRequest::ServiceList
+                | ControlRequest::ServiceInspect { .. }
+                | ControlRequest::TaskList { .. }
+                | ControlRequest::LockList
+                | ControlRequest::NetworkList
+                | ControlRequest::NetworkInspect { .. }
+                | ControlRequest::FileList { .. }
+                | ControlRequest::FileInspect { .. }
+        )
+    }
+
     /// True for the requests the node the shell talks to answers itself.
     pub fn is_local(&self) -> bool {
         matches!(

@@ -33,6 +33,10 @@ pub enum Route {
     Leader(String),
 }
 
+/// What a manager says when a request passed to it as the leader finds that it no longer
+/// leads: it did nothing with it, so the request may be sent again.
+pub const MOVED: &str = "leadership moved while the request was on its way; retry";
+
 /// Where to answer a request that needs the leader; `forwarded` when another manager passed
 /// it on already (it is never passed twice: two managers that disagree on the leader must not
 /// bounce it between them).
@@ -43,9 +47,7 @@ pub fn route(replica: &Replica, forwarded: bool) -> Result<Route, ControlError> 
     match replica.leader() {
         Leader::Me => Ok(Route::Here),
         Leader::Other { addr, .. } if !forwarded => Ok(Route::Leader(addr)),
-        Leader::Other { .. } => Err(ControlError::Unavailable(
-            "leadership moved while the request was on its way; retry".into(),
-        )),
+        Leader::Other { .. } => Err(ControlError::Unavailable(MOVED.into())),
         Leader::Unknown => Err(replica.no_quorum("no leader")),
     }
 }

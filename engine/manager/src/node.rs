@@ -37,6 +37,12 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a new manager waits to be voted in before `swarm join` reports it pending.
 const VOTER_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a request waits for a leader to be elected before it fails: a few election
+/// timeouts.
+const ELECTION_WAIT: Duration = Duration::from_secs(2);
+/// How often it looks again meanwhile.
+const ELECTION_POLL: Duration = Duration::from_millis(50);
+
 /// Everything `essaimd` was told at start-up.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -193,9 +199,32 @@ impl Node {
             let index = swarm.replica.wait_applied(after_index, timeout).await;
             return Ok(ControlReply::Changed { index });
         }
-        match forward::route(&swarm.replica, forwarded)? {
-            Route::Here => control::handle(&swarm, request).await,
-            Route::Leader(addr) => forward::call(&swarm.peers, &addr, &request).await,
+        // During an election (no leader yet, or the one this node knew has moved) the request
+        // waits for the new leader, for a moment, instead of failing: nothing was done with
+        // it, so sending it again is safe. A read is also asked again when leadership changed
+        // while it ran. A request passed on by another manager is that manager's to retry.
+        let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
+        loop {
+            let (answer, nothing_done) = match forward::route(&swarm.replica, forwarded) {
+                Err(e) => (Err(e), true),
+                Ok(Route::Here) => (control::handle(&swarm, request.clone()).await, false),
+                Ok(Route::Leader(addr)) => {
+                    let answer = forward::call(&swarm.peers, &addr, &request).await;
+                    let moved =
+                        matches!(&answer, Err(ControlError::Unavailable(m)) if m == forward::MOVED);
+                    (answer, moved)
+                }
+            };
+            let retry = match &answer {
+                Err(ControlError::Unavailable(_) | ControlError::NoQuorum(_)) => {
+                    nothing_done || request.is_read()
+                }
+                _ => false,
+            };
+            if forwarded || !retry || tokio::time::Instant::now() >= deadline {
+                return answer;
+            }
+            tokio::time::sleep(ELECTION_POLL).await;
         }
     }
 

@@ -318,7 +318,16 @@ pub async fn remove(swarm: &Swarm, name: &str) -> Result<ControlReply, ControlEr
             .collect()
     };
     for result in swarm.replica.write(commands).await?.results {
-        result?;
+        match result {
+            // A task the orchestrator forgot meanwhile is gone already, as wanted.
+            Err(essaim_core::StateError::NotFound {
+                kind: essaim_core::model::Kind::Task,
+                ..
+            }) => {}
+            other => {
+                other?;
+            }
+        }
     }
     Ok(ControlReply::Done)
 }
