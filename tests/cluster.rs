@@ -794,7 +794,7 @@ fn a_lock_has_one_holder_until_its_lease_runs_out_and_survives_a_leader_change()
 
 #[test]
 fn every_acknowledged_write_survives_the_leader_killed_again_and_again() -> Result<()> {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
     let mut cluster = three_managers()?;
@@ -807,8 +807,10 @@ fn every_acknowledged_write_survives_the_leader_killed_again_and_again() -> Resu
         sockets.iter().map(|(name, _)| name.clone()).collect(),
     ));
     let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
     let writer = {
         let (up, stop, sockets) = (up.clone(), stop.clone(), sockets.clone());
+        let written = written.clone();
         std::thread::spawn(move || {
             let mut acknowledged = Vec::new();
             let mut attempt = 0usize;
@@ -833,6 +835,7 @@ fn every_acknowledged_write_survives_the_leader_killed_again_and_again() -> Resu
                     .expect("essaim runs");
                 if out.status.success() {
                     acknowledged.push(key);
+                    written.fetch_add(1, Ordering::SeqCst);
                 }
             }
             acknowledged
@@ -848,7 +851,11 @@ fn every_acknowledged_write_survives_the_leader_killed_again_and_again() -> Resu
         })?;
         cluster.node_mut(&leader).restart()?;
         up.lock().expect("lock").push(leader);
-        std::thread::sleep(Duration::from_millis(300));
+        // Writes go on through the new leader before the next kill.
+        let before = written.load(Ordering::SeqCst);
+        wait_for(&format!("writes after kill {round}"), SETTLE, || {
+            Ok((written.load(Ordering::SeqCst) >= before + 5).then_some(()))
+        })?;
     }
     stop.store(true, Ordering::SeqCst);
     let acknowledged = writer.join().expect("writer");

@@ -592,19 +592,7 @@ pub fn file_pretty(view: &FileView) -> String {
         Entry::field(0, "Updated at", rfc3339(view.updated_at)),
         Entry::field(0, "Size", format!("{} bytes", view.size)),
     ];
-    if !view.spec.labels.is_empty() {
-        entries.push(Entry::Section("Labels"));
-        entries.extend(
-            view.spec
-                .labels
-                .iter()
-                .map(|(key, value)| Entry::Item(format!("{key}={value}"))),
-        );
-    }
-    if !view.services.is_empty() {
-        entries.push(Entry::Section("Services"));
-        entries.extend(view.services.iter().cloned().map(Entry::Item));
-    }
+    labels_and_services(&mut entries, &view.spec.labels, &view.services);
     let mut text = listing(&entries);
     if let Some(data) = &view.data {
         text.push_str("Data:\n");
@@ -638,21 +626,28 @@ pub fn network_pretty(view: &NetworkView) -> String {
         Entry::field(0, "Tasks", view.tasks.to_string()),
         Entry::field(0, "Free addresses", view.free_addresses.to_string()),
     ];
-    if !network.spec.labels.is_empty() {
+    labels_and_services(&mut entries, &network.spec.labels, &view.services);
+    listing(&entries)
+}
+
+/// The `Labels` and `Services` sections of an object's listing, each where it has any.
+fn labels_and_services(
+    entries: &mut Vec<Entry>,
+    labels: &std::collections::BTreeMap<String, String>,
+    services: &[String],
+) {
+    if !labels.is_empty() {
         entries.push(Entry::Section("Labels"));
         entries.extend(
-            network
-                .spec
-                .labels
+            labels
                 .iter()
                 .map(|(key, value)| Entry::Item(format!("{key}={value}"))),
         );
     }
-    if !view.services.is_empty() {
+    if !services.is_empty() {
         entries.push(Entry::Section("Services"));
-        entries.extend(view.services.iter().cloned().map(Entry::Item));
+        entries.extend(services.iter().cloned().map(Entry::Item));
     }
-    listing(&entries)
 }
 
 /// `service inspect --pretty`, for one service.

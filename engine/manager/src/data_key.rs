@@ -92,21 +92,8 @@ impl DataKey {
     /// # Errors
     /// This manager has no key.
     pub fn seal(&self, id: &str, data: &[u8]) -> Result<FileData, ControlError> {
-        let cipher = self.cipher()?;
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::thread_rng().fill_bytes(&mut nonce);
-        let mut ciphertext = data.to_vec();
-        cipher
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(id.as_bytes()),
-                &mut ciphertext,
-            )
-            .map_err(|_| ControlError::Internal("cannot seal the secret".into()))?;
-        Ok(FileData::Sealed {
-            nonce: nonce.to_vec(),
-            ciphertext,
-        })
+        let (nonce, ciphertext) = self.seal_bytes(id, data)?;
+        Ok(FileData::Sealed { nonce, ciphertext })
     }
 
     /// The data of the object `id`: a config's as it is, a secret's opened.
@@ -114,26 +101,12 @@ impl DataKey {
     /// # Errors
     /// No key, or sealed data that does not open with it (another key, another object).
     pub fn open(&self, id: &str, data: &FileData) -> Result<Vec<u8>, ControlError> {
-        let (nonce, ciphertext) = match data {
-            FileData::Plain(data) => return Ok(data.clone()),
-            FileData::Sealed { nonce, ciphertext } => (nonce, ciphertext),
-        };
-        let cipher = self.cipher()?;
-        let nonce = Nonce::try_assume_unique_for_key(nonce)
-            .map_err(|_| ControlError::Internal(format!("secret {id}: malformed nonce")))?;
-        let mut opened = ciphertext.clone();
-        let plain = cipher
-            .open_in_place(nonce, Aad::from(id.as_bytes()), &mut opened)
-            .map_err(|_| {
-                ControlError::Internal(format!(
-                    "secret {id} does not open with this manager's data key"
-                ))
-            })?;
-        Ok(plain.to_vec())
+        match data {
+            FileData::Plain(data) => Ok(data.clone()),
+            FileData::Sealed { nonce, ciphertext } => self.open_bytes(id, nonce, ciphertext),
+        }
     }
-}
 
-impl DataKey {
     /// Seals the registry credentials the client gave with `spec`, if it gave any. When the
     /// service's current credentials are the same, the sealed copy it has is kept: giving the
     /// same credentials again changes nothing, and replaces no task.
@@ -148,7 +121,6 @@ impl DataKey {
         let Some(RegistryAuth::Given(given)) = &spec.task.registry_auth else {
             return Ok(());
         };
-        let associated = RegistryAuth::associated_data(&spec.name);
         let kept = current
             .and_then(|c| c.task.registry_auth.as_ref())
             .filter(|sealed| self.open_registry_auth(&spec.name, sealed).as_ref() == Some(given));
@@ -157,12 +129,9 @@ impl DataKey {
             None => {
                 // Serializing plain data structures cannot fail.
                 let json = serde_json::to_vec(given).unwrap_or_default();
-                match self.seal(&associated, &json)? {
-                    FileData::Sealed { nonce, ciphertext } => {
-                        RegistryAuth::Sealed { nonce, ciphertext }
-                    }
-                    FileData::Plain(_) => unreachable!("seal always seals"),
-                }
+                let associated = RegistryAuth::associated_data(&spec.name);
+                let (nonce, ciphertext) = self.seal_bytes(&associated, &json)?;
+                RegistryAuth::Sealed { nonce, ciphertext }
             }
         };
         spec.task.registry_auth = Some(sealed);
@@ -178,16 +147,51 @@ impl DataKey {
         match auth {
             RegistryAuth::Given(credentials) => Some(credentials.clone()),
             RegistryAuth::Sealed { nonce, ciphertext } => {
-                let sealed = FileData::Sealed {
-                    nonce: nonce.clone(),
-                    ciphertext: ciphertext.clone(),
-                };
-                let json = self
-                    .open(&RegistryAuth::associated_data(service_name), &sealed)
-                    .ok()?;
+                let associated = RegistryAuth::associated_data(service_name);
+                let json = self.open_bytes(&associated, nonce, ciphertext).ok()?;
                 serde_json::from_slice(&json).ok()
             }
         }
+    }
+
+    /// `(nonce, ciphertext)` of `data`, the associated data `associated` bound in.
+    fn seal_bytes(
+        &self,
+        associated: &str,
+        data: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), ControlError> {
+        let cipher = self.cipher()?;
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let mut ciphertext = data.to_vec();
+        cipher
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(associated.as_bytes()),
+                &mut ciphertext,
+            )
+            .map_err(|_| ControlError::Internal("cannot seal the secret".into()))?;
+        Ok((nonce.to_vec(), ciphertext))
+    }
+
+    fn open_bytes(
+        &self,
+        associated: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, ControlError> {
+        let cipher = self.cipher()?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce)
+            .map_err(|_| ControlError::Internal(format!("secret {associated}: malformed nonce")))?;
+        let mut opened = ciphertext.to_vec();
+        let plain = cipher
+            .open_in_place(nonce, Aad::from(associated.as_bytes()), &mut opened)
+            .map_err(|_| {
+                ControlError::Internal(format!(
+                    "secret {associated} does not open with this manager's data key"
+                ))
+            })?;
+        Ok(plain.to_vec())
     }
 }
 

@@ -84,26 +84,9 @@ impl GenericUnitsHeld {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use essaim_core::model::{TaskState, TaskStatus};
-    use essaim_core::Timestamp;
 
     fn task(id: &str, kind: &str, count: u64) -> Task {
-        let mut task = Task {
-            id: id.into(),
-            version: 1,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-            service_id: "s1".into(),
-            service_name: "train".into(),
-            slot: Some(1),
-            node_id: Some("n1".into()),
-            spec: Default::default(),
-            ports: Vec::new(),
-            networks: Vec::new(),
-            service_version: 1,
-            desired_state: TaskState::Running,
-            status: TaskStatus::new(TaskState::Assigned, Timestamp(0), ""),
-        };
+        let mut task = crate::testing::task(id);
         task.spec.resources.generic.insert(kind.into(), count);
         task
     }

@@ -41,3 +41,30 @@ pub mod vip;
 
 pub use agent::{Worker, WorkerSetup};
 pub use executor::{Executor, Runtime};
+
+/// What the unit tests of the runtimes' neighbours build their tasks from.
+#[cfg(test)]
+pub(crate) mod testing {
+    use essaim_core::model::{Task, TaskState, TaskStatus};
+    use essaim_core::Timestamp;
+
+    /// An assigned task `id` of service `web`, slot 1, on node `n1`, with an empty spec.
+    pub fn task(id: &str) -> Task {
+        Task {
+            id: id.into(),
+            version: 1,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            service_id: "s1".into(),
+            service_name: "web".into(),
+            slot: Some(1),
+            node_id: Some("n1".into()),
+            spec: Default::default(),
+            ports: Vec::new(),
+            networks: Vec::new(),
+            service_version: 1,
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::Assigned, Timestamp(0), ""),
+        }
+    }
+}

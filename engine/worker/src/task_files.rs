@@ -237,24 +237,7 @@ mod tests {
     use essaim_core::model::FileReference;
 
     fn task_with(secrets: &[&str], configs: &[&str]) -> Task {
-        use essaim_core::model::{TaskState, TaskStatus};
-        use essaim_core::Timestamp;
-        let mut task = Task {
-            id: "t1".into(),
-            version: 1,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-            service_id: "s1".into(),
-            service_name: "web".into(),
-            slot: Some(1),
-            node_id: Some("n1".into()),
-            spec: Default::default(),
-            ports: Vec::new(),
-            networks: Vec::new(),
-            service_version: 1,
-            desired_state: TaskState::Running,
-            status: TaskStatus::new(TaskState::Assigned, Timestamp(0), ""),
-        };
+        let mut task = crate::testing::task("t1");
         task.spec.secrets = secrets
             .iter()
             .map(|s| FileReference::parse(s).expect("ref"))

@@ -24,6 +24,7 @@ use super::{COMMANDS_PER_ENTRY, QUORUM_TIMEOUT};
 use crate::clock::Clock;
 
 /// How a write ended, for the caller to put in its own words.
+#[derive(Clone)]
 pub enum Outcome {
     /// The results of the caller's commands, in order.
     Written(Vec<Result<u64, StateError>>),
@@ -80,27 +81,30 @@ async fn run(raft: Raft, clock: Clock, mut pending: mpsc::UnboundedReceiver<Pend
         let sizes: Vec<usize> = batch.iter().map(|p| p.commands.len()).collect();
         let (commands, replies): (Vec<Vec<Command>>, Vec<oneshot::Sender<Outcome>>) =
             batch.into_iter().map(|p| (p.commands, p.reply)).unzip();
-        let request = Request::new(clock.now(), commands.into_iter().flatten().collect());
-        let written = tokio::time::timeout(QUORUM_TIMEOUT, raft.client_write(request)).await;
-        match written {
-            Ok(Ok(reply)) => {
-                let mut results = reply.data.results.into_iter();
+        let commands = commands.into_iter().flatten().collect();
+        match commit(&raft, &clock, commands).await {
+            Outcome::Written(results) => {
+                let mut results = results.into_iter();
                 for (reply, size) in replies.into_iter().zip(sizes) {
                     let _ = reply.send(Outcome::Written(results.by_ref().take(size).collect()));
                 }
             }
-            other => {
+            failed => {
                 for reply in replies {
-                    let _ = reply.send(match &other {
-                        Err(_) => Outcome::TimedOut,
-                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                            Outcome::NotLeader
-                        }
-                        Ok(Err(e)) => Outcome::Failed(e.to_string()),
-                        Ok(Ok(_)) => unreachable!("matched above"),
-                    });
+                    let _ = reply.send(failed.clone());
                 }
             }
         }
+    }
+}
+
+/// Commits `commands` as one entry, now.
+pub async fn commit(raft: &Raft, clock: &Clock, commands: Vec<Command>) -> Outcome {
+    let request = Request::new(clock.now(), commands);
+    match tokio::time::timeout(QUORUM_TIMEOUT, raft.client_write(request)).await {
+        Err(_) => Outcome::TimedOut,
+        Ok(Ok(reply)) => Outcome::Written(reply.data.results),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Outcome::NotLeader,
+        Ok(Err(e)) => Outcome::Failed(e.to_string()),
     }
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use essaim_api::tls::TlsState;
 use essaim_api::ControlError;
 use essaim_core::model::{Cluster, ObjectId};
-use essaim_core::{Command, Request, Response};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use essaim_core::{Command, Response};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{ServerState, StoredMembership};
 
 use crate::clock::Clock;
@@ -261,15 +261,7 @@ impl Replica {
         self.check_quorum_contact()?;
         // A control loop's large write is an entry of its own already.
         let outcome = if commands.len() >= GROUP_COMMIT_MAX {
-            let request = Request::new(self.clock.now(), commands);
-            match tokio::time::timeout(QUORUM_TIMEOUT, self.raft.client_write(request)).await {
-                Err(_) => Outcome::TimedOut,
-                Ok(Ok(reply)) => Outcome::Written(reply.data.results),
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                    Outcome::NotLeader
-                }
-                Ok(Err(e)) => Outcome::Failed(e.to_string()),
-            }
+            group_commit::commit(&self.raft, &self.clock, commands).await
         } else {
             self.group_commit.write(commands).await
         };
