@@ -116,7 +116,7 @@ async fn orchestrate(replica: &Arc<Replica>) -> Result<Option<Timestamp>, Contro
 fn plan(replica: &Replica) -> (Vec<Command>, Option<Timestamp>) {
     let time = replica.clock().now();
     {
-        let state = replica.state();
+        let state = replica.state_copy();
         let history_limit = state
             .cluster
             .as_ref()
@@ -170,7 +170,7 @@ async fn schedule(replica: &Arc<Replica>) -> Result<(), ControlError> {
 /// The placements of the pending tasks, and the reasons of those that must wait.
 fn placements(replica: &Replica) -> Vec<Command> {
     let time = replica.clock().now();
-    let state = replica.state();
+    let state = replica.state_copy();
     {
         let pending: Vec<_> = state
             .tasks()

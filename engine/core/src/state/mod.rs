@@ -17,17 +17,19 @@ use crate::time::Timestamp;
 mod files;
 mod locks;
 mod networks;
+mod table;
 
 pub use networks::AddressHolder;
+use table::Table;
 
 /// Everything the managers agree on.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ClusterState {
     /// `None` until `swarm init`.
     pub cluster: Option<Cluster>,
-    nodes: BTreeMap<ObjectId, Node>,
-    services: BTreeMap<ObjectId, Service>,
-    tasks: BTreeMap<ObjectId, Task>,
+    nodes: Table<Node>,
+    services: Table<Service>,
+    tasks: Table<Task>,
     /// Nodes removed with `node rm`: their certificates are refused from then on.
     removed_nodes: BTreeSet<ObjectId>,
     /// Cluster-wide locks by name (`essaim run --lock`). Last, so that the fields before it
@@ -36,10 +38,10 @@ pub struct ClusterState {
     locks: BTreeMap<String, Lease>,
     /// Cluster networks, with what the leader allocated for them.
     #[serde(default)]
-    networks: BTreeMap<ObjectId, Network>,
+    networks: Table<Network>,
     /// Secrets (their data sealed) and configs.
     #[serde(default)]
-    files: BTreeMap<ObjectId, StoredFile>,
+    files: Table<StoredFile>,
     /// Derived from the tables above; rebuilt after a snapshot is loaded.
     #[serde(skip)]
     index: Indexes,
@@ -48,11 +50,11 @@ pub struct ClusterState {
 #[derive(Clone, Debug, Default)]
 struct Indexes {
     service_by_name: HashMap<String, ObjectId>,
-    tasks_by_service: HashMap<ObjectId, BTreeSet<ObjectId>>,
-    tasks_by_node: HashMap<ObjectId, BTreeSet<ObjectId>>,
+    tasks_by_service: imbl::HashMap<ObjectId, imbl::OrdSet<ObjectId>>,
+    tasks_by_node: imbl::HashMap<ObjectId, imbl::OrdSet<ObjectId>>,
     network_by_name: HashMap<String, ObjectId>,
     /// The addresses held on each network, by whom.
-    addresses: HashMap<ObjectId, HashMap<std::net::Ipv4Addr, AddressHolder>>,
+    addresses: imbl::HashMap<ObjectId, imbl::HashMap<std::net::Ipv4Addr, AddressHolder>>,
     file_by_name: HashMap<(FileKind, String), ObjectId>,
 }
 
@@ -518,12 +520,13 @@ impl ClusterState {
             return Ok(node);
         }
         let describe = |n: &Node| format!("{} ({})", n.id, n.description.hostname);
-        let by_hostname = self
-            .nodes
-            .values()
-            .filter(|n| n.description.hostname == name);
-        if by_hostname.clone().next().is_some() {
-            return pick_one(Kind::Node, name, by_hostname, describe, []);
+        let by_hostname = || {
+            self.nodes
+                .values()
+                .filter(|n| n.description.hostname == name)
+        };
+        if by_hostname().next().is_some() {
+            return pick_one(Kind::Node, name, by_hostname(), describe, []);
         }
         pick_one(
             Kind::Node,
@@ -626,8 +629,8 @@ fn unindex_task(index: &mut Indexes, task: &Task) {
     }
 }
 
-fn get_mut<'a, T>(
-    table: &'a mut BTreeMap<ObjectId, T>,
+fn get_mut<'a, T: Clone>(
+    table: &'a mut Table<T>,
     kind: Kind,
     id: &str,
 ) -> Result<&'a mut T, StateError> {

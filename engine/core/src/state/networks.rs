@@ -3,7 +3,6 @@
 //! cannot go. What the allocator chose is checked here again, so that no decision taken on an
 //! older read ever hands an address out twice.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use crate::error::{LookupError, StateError};
@@ -82,7 +81,10 @@ impl ClusterState {
 
     /// How many addresses of the network are held, the gateway's included.
     pub fn addresses_held(&self, network_id: &str) -> usize {
-        self.index.addresses.get(network_id).map_or(0, HashMap::len)
+        self.index
+            .addresses
+            .get(network_id)
+            .map_or(0, imbl::HashMap::len)
     }
 
     /// What keeps the network from going: the services that name it, and the tasks and
@@ -285,7 +287,7 @@ impl ClusterState {
         for (i, (network_id, address)) in wanted.iter().enumerate() {
             let network = self
                 .networks
-                .get(*network_id)
+                .get(network_id)
                 .ok_or_else(|| StateError::NotFound {
                     kind: Kind::Network,
                     id: network_id.to_string(),

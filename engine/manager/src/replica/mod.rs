@@ -16,7 +16,7 @@ use std::time::Duration;
 use essaim_api::tls::TlsState;
 use essaim_api::ControlError;
 use essaim_core::model::{Cluster, ObjectId};
-use essaim_core::{Command, Response};
+use essaim_core::{ClusterState, Command, Response};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{ServerState, StoredMembership};
 
@@ -174,6 +174,11 @@ impl Replica {
     /// The applied state, without asking the leader: may lag behind it.
     pub fn state(&self) -> StateGuard<'_> {
         self.shared.read()
+    }
+
+    /// The state to read at length; see [`SharedState::copy`].
+    pub fn state_copy(&self) -> ClusterState {
+        self.shared.copy()
     }
 
     pub fn shared(&self) -> &Arc<SharedState> {

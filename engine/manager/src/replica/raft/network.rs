@@ -138,15 +138,27 @@ impl Peer {
         let body = codec::encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = Request::new(RaftMessage { body });
         request.set_timeout(option.hard_ttl());
-        // Any transport failure counts as unreachable, so openraft backs off instead of
-        // hammering a manager that is down.
-        let reply = call(client, request)
-            .await
-            .map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))?;
+        // A transport failure counts as unreachable, so openraft backs off instead of
+        // hammering a manager that is down. A call past its deadline does not: the manager
+        // answers, slowly (a large AppendEntries on a busy machine), and a backoff would stop
+        // the heartbeats to it for 100 ms at a time until it calls an election.
+        let reply = call(client, request).await.map_err(|status| {
+            if is_deadline(&status) {
+                RPCError::Network(NetworkError::new(&status))
+            } else {
+                RPCError::Unreachable(Unreachable::new(&status))
+            }
+        })?;
         let result: Result<Resp, RaftError<RaftId, E>> = codec::decode(&reply.into_inner().body)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+}
+
+/// Whether a call failed only because its deadline ran out (tonic says "Timeout expired").
+fn is_deadline(status: &Status) -> bool {
+    status.code() == tonic::Code::DeadlineExceeded
+        || (status.code() == tonic::Code::Cancelled && status.message().contains("Timeout"))
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
@@ -231,11 +243,19 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<RaftMessage>, Status> {
         let (raft, contact) = self.raft(&request)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request)?;
-        let result = raft.append_entries(rpc).await;
-        // A stale leader that we refuse is no sign of a live one.
-        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-            contact.touch();
-        }
+        // In a task of its own: when the leader gives up on a slow call, the call is dropped
+        // here, but the entries are taken all the same, and that is word from the leader.
+        let taken = tokio::spawn(async move {
+            let result = raft.append_entries(rpc).await;
+            // A stale leader that we refuse is no sign of a live one.
+            if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                contact.touch();
+            }
+            result
+        });
+        let result = taken
+            .await
+            .map_err(|e| ControlError::Internal(format!("append entries failed: {e}")))?;
         reply(&result)
     }
 

@@ -58,6 +58,13 @@ impl SharedState {
         StateGuard(self.applied.read())
     }
 
+    /// A copy of the state as of the last applied entry, for a long read (a pass over the
+    /// whole cluster): it costs a few pointers, and the state machine goes on applying while
+    /// it is read. Changes made after it copy only what they change.
+    pub fn copy(&self) -> ClusterState {
+        self.applied.read().state.clone()
+    }
+
     /// Change events from now on, one batch per applied group of entries, in commit order.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Event>>> {
         self.events.subscribe()
