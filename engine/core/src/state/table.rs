@@ -14,7 +14,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::model::ObjectId;
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Table<T> {
     rows: imbl::OrdMap<ObjectId, Arc<T>>,
 }
@@ -60,17 +60,6 @@ impl<T: Clone> Table<T> {
     /// The objects in ID order.
     pub fn values(&self) -> impl Iterator<Item = &T> {
         self.rows.values().map(Arc::as_ref)
-    }
-}
-
-impl<T: PartialEq> PartialEq for Table<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.rows.len() == other.rows.len()
-            && self
-                .rows
-                .iter()
-                .zip(other.rows.iter())
-                .all(|((a_id, a), (b_id, b))| a_id == b_id && a == b)
     }
 }
 

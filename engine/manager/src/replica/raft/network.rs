@@ -155,10 +155,12 @@ impl Peer {
     }
 }
 
-/// Whether a call failed only because its deadline ran out (tonic says "Timeout expired").
+/// Whether a call failed only because its deadline ran out: tonic's own timeout is somewhere
+/// in the status's source chain.
 fn is_deadline(status: &Status) -> bool {
     status.code() == tonic::Code::DeadlineExceeded
-        || (status.code() == tonic::Code::Cancelled && status.message().contains("Timeout"))
+        || std::iter::successors(std::error::Error::source(status), |e| e.source())
+            .any(|e| e.is::<tonic::TimeoutExpired>())
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
@@ -273,5 +275,21 @@ impl raft_server::Raft for RaftService {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
         contact.touch();
         reply(&raft.install_snapshot(rpc).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_call_past_its_deadline_counts_as_one() {
+        // tonic turns its own timeout into a cancelled status with the timeout as source.
+        let late = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert!(is_deadline(&late));
+        assert!(is_deadline(&Status::deadline_exceeded("too slow")));
+        assert!(!is_deadline(&Status::unavailable("connection refused")));
+        // The words alone are not the timeout: a peer may cancel for its own reasons.
+        assert!(!is_deadline(&Status::cancelled("Timeout expired")));
     }
 }
