@@ -40,7 +40,7 @@ const VOTER_WAIT: Duration = Duration::from_secs(30);
 /// How long a request waits for a leader to be elected before it fails: a few election
 /// timeouts.
 const ELECTION_WAIT: Duration = Duration::from_secs(2);
-/// How often it looks again meanwhile.
+/// How long it waits for news of a leader before it tries again all the same.
 const ELECTION_POLL: Duration = Duration::from_millis(50);
 
 /// Everything `essaimd` was told at start-up.
@@ -204,7 +204,9 @@ impl Node {
         // it, so sending it again is safe. A read is also asked again when leadership changed
         // while it ran. A request passed on by another manager is that manager's to retry.
         let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
+        let mut raft_news = swarm.replica.raft().metrics();
         loop {
+            let leader_before = raft_news.borrow_and_update().current_leader;
             let (answer, nothing_done) = match forward::route(&swarm.replica, forwarded) {
                 Err(e) => (Err(e), true),
                 Ok(Route::Here) => (control::handle(&swarm, request.clone()).await, false),
@@ -224,7 +226,13 @@ impl Node {
             if forwarded || !retry || tokio::time::Instant::now() >= deadline {
                 return answer;
             }
-            tokio::time::sleep(ELECTION_POLL).await;
+            // Again as soon as this node hears of a new leader (a dead one it still names
+            // refuses at once), or after a moment.
+            let _ = tokio::time::timeout(
+                ELECTION_POLL,
+                raft_news.wait_for(|m| m.current_leader != leader_before),
+            )
+            .await;
         }
     }
 

@@ -9,6 +9,18 @@ use essaim_api::{transport, ControlRequest};
 
 use crate::report::{median_and_worst, Figure};
 
+/// A trial slower than this prints how its election went.
+const SLOW_MS: f64 = 1000.0;
+
+/// What the managers log about elections (see `replica::election` and the Raft service).
+const ELECTION_WORDS: [&str; 5] = [
+    "calling an election",
+    "vote asked",
+    "now the leader",
+    "no longer leads",
+    "cannot call an election",
+];
+
 pub fn run(trials: usize) -> Result<Vec<Figure>> {
     let mut cluster = crate::sim::managers()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -23,6 +35,7 @@ pub fn run(trials: usize) -> Result<Vec<Figure>> {
             .context("a survivor")?
             .to_string();
         let socket = cluster.node(&survivor).socket();
+        let logged_before: Vec<usize> = cluster.nodes.iter().map(|n| n.logs().len()).collect();
         cluster.node_mut(&leader).kill9();
         let killed = Instant::now();
         runtime.block_on(async {
@@ -38,6 +51,24 @@ pub fn run(trials: usize) -> Result<Vec<Figure>> {
             "failover trial {}: {elapsed:.0} ms (killed {leader})",
             trial + 1
         );
+        if elapsed > SLOW_MS {
+            // A slow trial must be explained, not only counted: what the survivors did.
+            eprintln!(
+                "  trial {} took over {SLOW_MS} ms; the election, as logged:",
+                trial + 1
+            );
+            for (node, before) in cluster.nodes.iter().zip(&logged_before) {
+                if node.name == leader {
+                    continue;
+                }
+                let logs = node.logs();
+                for line in logs.get(*before..).unwrap_or_default().lines() {
+                    if ELECTION_WORDS.iter().any(|w| line.contains(w)) {
+                        eprintln!("    {}: {line}", node.name);
+                    }
+                }
+            }
+        }
         samples.push(elapsed);
         cluster.node_mut(&leader).restart()?;
         crate::sim::wait_for_managers(&cluster, &survivor)?;

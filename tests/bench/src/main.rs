@@ -129,7 +129,7 @@ fn main() -> anyhow::Result<()> {
         figures.extend(raft_writes::run(args.quick)?);
     }
     if wanted("failover") {
-        figures.extend(failover::run(if args.quick { 3 } else { 20 })?);
+        figures.extend(failover::run(if args.quick { 3 } else { 50 })?);
     }
     if wanted("docker-swarm") {
         figures.extend(docker_swarm::run(if args.quick { 10 } else { 50 })?);

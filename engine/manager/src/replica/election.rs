@@ -9,6 +9,12 @@
 //! Only a node that has heard from a leader since it started campaigns this way: a manager that
 //! just restarted leaves it to openraft's timer, so that its stale log and term do not disrupt
 //! a healthy leader that has not reached it yet.
+//!
+//! A survivor whose log is behind stands back once the other has asked for its vote. Without
+//! that, the two went on in lockstep for up to 22 s (the failover benchmark's logs, 2026-12-07):
+//! the stale one campaigned at term T and was refused for its log; the other does not take a
+//! term from a vote it refuses, so it campaigned at T as well and was refused, the stale one
+//! having voted for itself in T; and again at T+1.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +27,19 @@ use super::{Leader, Replica};
 /// How often the watch looks at the leader's silence.
 const POLL: Duration = Duration::from_millis(10);
 
+/// How much longer than the lease a follower waits before it campaigns.
+const LEASE_MARGIN: Duration = Duration::from_millis(10);
+
+/// How many maximum election timeouts a survivor with a shorter log leaves to a better one.
+const STAND_BACK: u32 = 4;
+
 pub async fn watch(replica: Arc<Replica>) {
     let mut next_attempt: Option<Instant> = None;
+    let mut last_campaign: Option<Instant> = None;
     loop {
         tokio::time::sleep(POLL).await;
-        let Some(last_contact) = replica.leader_contact().last() else {
+        let contact = replica.leader_contact();
+        let Some(last_contact) = contact.last() else {
             continue;
         };
         if replica.leader() == Leader::Me || !replica.is_voter() {
@@ -33,17 +47,45 @@ pub async fn watch(replica: Arc<Replica>) {
             continue;
         }
         let now = Instant::now();
+        let since = |at: Option<Instant>| at.map(|at| now.saturating_duration_since(at));
         // Every other follower refuses to vote until the lease has run out since its own last
-        // heartbeat, which may be one heartbeat later than ours.
+        // heartbeat. The leader's heartbeats reach every follower at about the same moment
+        // (one tick sends them all); the margin covers the time to take one.
         let timings = replica.timings();
-        let quiet_enough = timings.election_max + timings.heartbeat;
         let silence = now.saturating_duration_since(last_contact);
-        if silence < quiet_enough {
+        if silence < timings.election_max + LEASE_MARGIN {
+            next_attempt = None;
+            last_campaign = None;
+            continue;
+        }
+        let better_candidate = contact
+            .last_better_candidate()
+            .filter(|seen| *seen > last_contact);
+        if since(better_candidate).is_some_and(|d| d < STAND_BACK * timings.election_max) {
+            // Since the leader went quiet, a manager with a longer log campaigns: only it can
+            // win, and a campaign of ours would take the term it needs (we vote for ourselves
+            // in it, and refuse it).
             next_attempt = None;
             continue;
         }
-        let due = *next_attempt.get_or_insert_with(|| now + random_delay(timings.election_min));
+        let mut due =
+            *next_attempt.get_or_insert_with(|| now + random_delay(timings.election_min / 3));
+        let worse_candidate = contact
+            .last_worse_candidate()
+            .is_some_and(|seen| seen > last_contact);
+        if let (Some(campaigned), true) = (last_campaign, worse_candidate) {
+            // A survivor with a shorter log campaigns too (it stands back once it has seen our
+            // request), and our campaign may have lost only because it had voted for itself
+            // in that term. Only we can win: try again once that campaign has had its answers.
+            due = due.min(campaigned + timings.heartbeat);
+        }
         if now < due {
+            continue;
+        }
+        if since(contact.last_vote_granted()).is_some_and(|d| d < timings.election_min) {
+            // We just voted for another survivor: its first heartbeat is on its way, and a
+            // campaign now would raise the term over the new leader's head and depose it.
+            next_attempt = Some(now + timings.election_min + random_delay(timings.election_min));
             continue;
         }
         tracing::info!(
@@ -55,6 +97,7 @@ pub async fn watch(replica: Arc<Replica>) {
         }
         // Give the election a fair chance before the next try, again with a fresh draw.
         next_attempt = Some(now + timings.election_min + random_delay(timings.election_min));
+        last_campaign = Some(now);
     }
 }
 

@@ -262,9 +262,35 @@ impl raft_server::Raft for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let (raft, _) = self.raft(&request)?;
+        let (raft, contact) = self.raft(&request)?;
         let rpc: VoteRequest<RaftId> = decode(request)?;
-        reply(&raft.vote(rpc).await)
+        let answer = raft.vote(rpc.clone()).await;
+        // Elections are rare and a slow one must be explainable from the logs: who asked,
+        // and why it was refused.
+        if let Ok(answer) = &answer {
+            if rpc.last_log_id > answer.last_log_id {
+                contact.saw_better_candidate();
+            } else if rpc.last_log_id < answer.last_log_id {
+                contact.saw_worse_candidate();
+            }
+            if answer.vote_granted {
+                contact.granted_vote();
+            }
+            let silence_ms = contact
+                .last()
+                .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
+            tracing::info!(
+                candidate = %rpc.vote.leader_id(),
+                candidate_last_log = ?rpc.last_log_id.map(|l| l.to_string()),
+                granted = answer.vote_granted,
+                why = refusal(&rpc, answer),
+                our_vote = %answer.vote,
+                our_last_log = ?answer.last_log_id.map(|l| l.to_string()),
+                leader_silent_ms = silence_ms,
+                "vote asked"
+            );
+        }
+        reply(&answer)
     }
 
     async fn install_snapshot(
@@ -275,6 +301,19 @@ impl raft_server::Raft for RaftService {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
         contact.touch();
         reply(&raft.install_snapshot(rpc).await)
+    }
+}
+
+/// Why a vote was refused, as far as the answer tells.
+fn refusal(asked: &VoteRequest<RaftId>, answer: &VoteResponse<RaftId>) -> &'static str {
+    if answer.vote_granted {
+        ""
+    } else if answer.last_log_id > asked.last_log_id {
+        "the candidate's log is behind ours"
+    } else if answer.vote > asked.vote {
+        "we already voted in this term, or for a higher one"
+    } else {
+        "our leader's lease has not run out"
     }
 }
 
