@@ -242,6 +242,49 @@ fn a_minority_cannot_write_and_says_no_quorum_instead_of_hanging() -> Result<()>
 }
 
 #[test]
+fn a_follower_cut_off_from_the_others_fails_a_write_soon_and_says_why() -> Result<()> {
+    let cluster = three_managers()?;
+    let leader = cluster.leader("m1")?;
+    let managers = ["m1", "m2", "m3"];
+    let cut_off = managers
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("a follower");
+    let others: Vec<&str> = managers.into_iter().filter(|n| *n != cut_off).collect();
+    // The others stop answering but keep their connections open, as when the network drops
+    // the follower's packets: a call to the leader gets no answer and no error either.
+    for other in &others {
+        cluster.node(other).freeze();
+    }
+    let out = within(
+        Duration::from_secs(5),
+        cluster.node(cut_off),
+        &["node", "update", "--label-add", "x=y", cut_off],
+    );
+    for other in &others {
+        cluster.node(other).thaw();
+    }
+    let out = out.expect("the write failed within 5 s instead of hanging");
+    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("heard nothing from a leader")
+            && stderr(&out).contains("cannot reach a majority of the 3 managers"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The others answer again: so do writes through the follower.
+    wait_for("a write once the others answer again", SETTLE, || {
+        Ok(cluster
+            .node(cut_off)
+            .ok(&["node", "update", "--label-add", "x=y", cut_off])
+            .ok())
+    })?;
+    Ok(())
+}
+
+#[test]
 fn writes_through_a_follower_reach_the_leader_and_every_manager_reads_them() -> Result<()> {
     let cluster = three_managers()?;
     let leader = cluster.leader("m1")?;

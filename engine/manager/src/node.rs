@@ -203,15 +203,30 @@ impl Node {
         // waits for the new leader, for a moment, instead of failing: nothing was done with
         // it, so sending it again is safe. A read is also asked again when leadership changed
         // while it ran. A request passed on by another manager is that manager's to retry.
-        let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
+        // A manager that has heard nothing from a leader for several election timeouts is cut
+        // off from the others (or they are down): it says so at once instead of waiting, and a
+        // call it passed on is given up then, for a leader it cannot hear from would answer
+        // late if ever (the connection can hang for as long as the network drops packets).
+        let started = tokio::time::Instant::now();
+        let deadline = started + ELECTION_WAIT;
         let mut raft_news = swarm.replica.raft().metrics();
         loop {
+            if let Some(silent) = swarm.replica.leader_silence() {
+                if silent >= swarm.replica.cut_off_after() && !forwarded {
+                    return Err(swarm.replica.cut_off_error(silent, false));
+                }
+            }
             let leader_before = raft_news.borrow_and_update().current_leader;
             let (answer, nothing_done) = match forward::route(&swarm.replica, forwarded) {
                 Err(e) => (Err(e), true),
                 Ok(Route::Here) => (control::handle(&swarm, request.clone()).await, false),
                 Ok(Route::Leader(addr)) => {
-                    let answer = forward::call(&swarm.peers, &addr, &request).await;
+                    let answer = tokio::select! {
+                        answer = forward::call(&swarm.peers, &addr, &request) => answer,
+                        silent = swarm.replica.cut_off(started) => {
+                            return Err(swarm.replica.cut_off_error(silent, !request.is_read()));
+                        }
+                    };
                     let moved =
                         matches!(&answer, Err(ControlError::Unavailable(m)) if m == forward::MOVED);
                     (answer, moved)

@@ -247,6 +247,54 @@ impl Replica {
             .collect()
     }
 
+    /// How long a follower may hear nothing from a leader before it says that it is cut off
+    /// from the other managers, rather than that an election is under way: several election
+    /// timeouts (a busy leader's heartbeats come late, not this late).
+    pub fn cut_off_after(&self) -> Duration {
+        4 * self.timings.election_max
+    }
+
+    /// How long this manager has heard nothing from a leader: `None` while it leads, and
+    /// before it has heard from one since it started.
+    pub fn leader_silence(&self) -> Option<Duration> {
+        if matches!(self.leader(), Leader::Me) {
+            return None;
+        }
+        self.leader_contact.last().map(|heard| heard.elapsed())
+    }
+
+    /// Waits until this manager has heard nothing from a leader for [`Self::cut_off_after`],
+    /// counting from `since` if it never heard from one; returns the silence.
+    pub async fn cut_off(&self, since: tokio::time::Instant) -> Duration {
+        let limit = self.cut_off_after();
+        loop {
+            let heard = self.leader_contact.last().unwrap_or(since);
+            let silent = heard.elapsed();
+            if silent >= limit {
+                return silent;
+            }
+            tokio::time::sleep(limit - silent).await;
+        }
+    }
+
+    /// The error of a manager that has heard nothing from a leader for `silent`: it cannot
+    /// reach a majority, whether the others are down or its network is cut.
+    pub fn cut_off_error(&self, silent: Duration, outcome_unknown: bool) -> ControlError {
+        let managers = self.voters().len();
+        let unknown = if outcome_unknown {
+            "; the change was on its way to the leader and may or may not have been made: \
+             check before retrying"
+        } else {
+            ""
+        };
+        ControlError::NoQuorum(format!(
+            "this manager has heard nothing from a leader for {:.1} s: it cannot reach a \
+             majority of the {managers} managers (its network may be cut, or they are down); \
+             run the command on another manager, or check this one's network{unknown}",
+            silent.as_secs_f64()
+        ))
+    }
+
     /// An error that says the cluster has no quorum, with what this node knows.
     pub fn no_quorum(&self, what: &str) -> ControlError {
         let managers = self.voters().len();
