@@ -285,6 +285,41 @@ fn a_follower_cut_off_from_the_others_fails_a_write_soon_and_says_why() -> Resul
 }
 
 #[test]
+fn a_write_right_after_the_leader_dies_waits_out_the_election() -> Result<()> {
+    let mut cluster = three_managers()?;
+    cluster.node("m1").ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "0",
+        "busybox",
+    ])?;
+    for round in 0..3 {
+        let old_leader = cluster.leader("m1")?;
+        let survivor = ["m1", "m2", "m3"]
+            .into_iter()
+            .find(|n| *n != old_leader)
+            .expect("a survivor")
+            .to_string();
+        cluster.node_mut(&old_leader).kill9();
+        // At once: the survivor still names the dead leader, whose port refuses the call.
+        // Nothing reached it, so the survivor waits for the new leader and sends it there.
+        let replicas = format!("web={round}");
+        let out = cluster
+            .node(&survivor)
+            .essaim(&["service", "scale", "--detach", &replicas]);
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        cluster.node_mut(&old_leader).restart()?;
+        wait_for("the old leader back", SETTLE, || {
+            Ok(cluster.node(&old_leader).ok(&["node", "ls", "-q"]).ok())
+        })?;
+    }
+    Ok(())
+}
+
+#[test]
 fn writes_through_a_follower_reach_the_leader_and_every_manager_reads_them() -> Result<()> {
     let cluster = three_managers()?;
     let leader = cluster.leader("m1")?;

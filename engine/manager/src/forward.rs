@@ -115,26 +115,80 @@ pub fn was_forwarded<T>(request: &tonic::Request<T>) -> bool {
     request.metadata().contains_key(FORWARDED_HEADER)
 }
 
+/// A control call passed on to the leader, with what the leader can have done with it.
+pub struct Passed {
+    pub answer: Result<ControlReply, ControlError>,
+    /// True when the leader did nothing with the request: no connection to it could be made
+    /// (the request never left), or it reached a manager that no longer leads. Sending it
+    /// again is then safe, whatever it asks.
+    pub nothing_done: bool,
+}
+
 /// A control call, answered by the leader at `addr`.
-///
-/// # Errors
-/// The leader's refusal, or it cannot be reached.
-pub async fn call(
-    peers: &Peers,
-    addr: &str,
-    request: &ControlRequest,
-) -> Result<ControlReply, ControlError> {
-    let mut client = transport::control_client(peers.channel(addr)?);
-    let message = forwarded(control::encode(request)?, None)?;
-    match client.call(message).await {
-        Ok(reply) => control::decode(reply.get_ref()),
-        Err(status) if status.code() == tonic::Code::Unavailable && status.message().is_empty() => {
-            Err(ControlError::Unavailable(format!(
-                "cannot reach the leader at {addr}; retry"
-            )))
+pub async fn call(peers: &Peers, addr: &str, request: &ControlRequest) -> Passed {
+    let sent = async {
+        let mut client = transport::control_client(peers.channel(addr)?);
+        let message = forwarded(control::encode(request)?, None)?;
+        Ok::<_, ControlError>(client.call(message).await)
+    };
+    match sent.await {
+        Err(e) => Passed {
+            answer: Err(e),
+            nothing_done: true,
+        },
+        Ok(Ok(reply)) => Passed {
+            answer: control::decode(reply.get_ref()),
+            nothing_done: false,
+        },
+        Ok(Err(status)) => {
+            if let Some(refused) = connection_not_made(&status) {
+                return Passed {
+                    answer: Err(ControlError::Unavailable(format!(
+                        "cannot reach the leader at {addr}: {refused}; retry"
+                    ))),
+                    nothing_done: true,
+                };
+            }
+            let answer = match status.code() {
+                tonic::Code::Unavailable if status.message().is_empty() => Err(
+                    ControlError::Unavailable(format!("cannot reach the leader at {addr}; retry")),
+                ),
+                _ => Err(ControlError::from(status)),
+            };
+            let nothing_done = matches!(&answer, Err(ControlError::Unavailable(m)) if m == MOVED);
+            Passed {
+                answer,
+                nothing_done,
+            }
         }
-        Err(status) => Err(ControlError::from(status)),
     }
+}
+
+/// The connection error under a failed call that never got a connection: the manager's port
+/// refused it (a dead leader that this node still names), or there is no route to it.
+fn connection_not_made(status: &tonic::Status) -> Option<&std::io::Error> {
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+            ) {
+                return Some(io);
+            }
+            // An io::Error's source() skips the error it wraps: look inside it by hand.
+            cause = io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static));
+            continue;
+        }
+        cause = error.source();
+    }
+    None
 }
 
 /// `service logs`, streamed by the leader at `addr`.

@@ -221,15 +221,13 @@ impl Node {
                 Err(e) => (Err(e), true),
                 Ok(Route::Here) => (control::handle(&swarm, request.clone()).await, false),
                 Ok(Route::Leader(addr)) => {
-                    let answer = tokio::select! {
-                        answer = forward::call(&swarm.peers, &addr, &request) => answer,
+                    let passed = tokio::select! {
+                        passed = forward::call(&swarm.peers, &addr, &request) => passed,
                         silent = swarm.replica.cut_off(started) => {
                             return Err(swarm.replica.cut_off_error(silent, !request.is_read()));
                         }
                     };
-                    let moved =
-                        matches!(&answer, Err(ControlError::Unavailable(m)) if m == forward::MOVED);
-                    (answer, moved)
+                    (passed.answer, passed.nothing_done)
                 }
             };
             let retry = match &answer {
