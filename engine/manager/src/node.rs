@@ -27,7 +27,7 @@ use crate::data_key::DataKey;
 use crate::forward::{self, LogEvents, Route};
 use crate::identity::{credentials, new_object_id, new_raft_id, SwarmFile};
 use crate::replica::raft::{LeaderContact, Raft, RaftTimings};
-use crate::replica::{raft_db_path, Leader};
+use crate::replica::{raft_db_path, Leader, LEADERSHIP_MOVED_BEFORE};
 use crate::security::ca;
 use crate::security::tokens::JoinToken;
 use crate::swarm::{Setting, Swarm};
@@ -219,7 +219,14 @@ impl Node {
             let leader_before = raft_news.borrow_and_update().current_leader;
             let (answer, nothing_done) = match forward::route(&swarm.replica, forwarded) {
                 Err(e) => (Err(e), true),
-                Ok(Route::Here) => (control::handle(&swarm, request.clone()).await, false),
+                Ok(Route::Here) => {
+                    let answer = control::handle(&swarm, request.clone()).await;
+                    // This node found it no longer leads before the request did anything (a
+                    // change's first step reads the latest state).
+                    let moved = matches!(&answer,
+                        Err(ControlError::Unavailable(m)) if m == LEADERSHIP_MOVED_BEFORE);
+                    (answer, moved)
+                }
                 Ok(Route::Leader(addr)) => {
                     let passed = tokio::select! {
                         passed = forward::call(&swarm.peers, &addr, &request) => passed,

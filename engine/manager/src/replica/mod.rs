@@ -421,9 +421,7 @@ impl Replica {
             match attempt {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
-                    return Err(ControlError::Unavailable(
-                        "leadership changed during the read; retry".into(),
-                    ))
+                    return Err(ControlError::Unavailable(LEADERSHIP_MOVED_BEFORE.into()))
                 }
                 // A round may miss its heartbeat interval when the managers are busy
                 // replicating large entries: that is load, not loss, so ask again.
@@ -452,6 +450,10 @@ impl Replica {
         }
     }
 }
+
+/// What [`Replica::linearize`] says when this node turns out not to lead: nothing was read
+/// or written yet, so the request may be sent again, to the new leader, whatever it asks.
+pub const LEADERSHIP_MOVED_BEFORE: &str = "leadership changed during the read; retry";
 
 /// The cluster object, which `swarm init` writes first.
 ///
