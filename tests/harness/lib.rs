@@ -290,6 +290,11 @@ impl Daemon {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// How many bytes the daemon has logged so far, without reading them.
+    pub fn log_len(&self) -> usize {
+        std::fs::metadata(self.log_path()).map_or(0, |m| m.len() as usize)
+    }
+
     /// Kills the process at once, as a crash or power cut would.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

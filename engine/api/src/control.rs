@@ -666,34 +666,22 @@ mod tests {
     #[test]
     fn a_service_view_is_one_flat_object_and_crosses_the_wire_unchanged() {
         use essaim_core::model::{ServiceMode, TaskSpec, VirtualIp};
-        let spec = ServiceSpec {
-            name: "web".into(),
-            labels: BTreeMap::from([("tier".into(), "front".into())]),
-            mode: ServiceMode::Replicated { replicas: 3 },
-            task: TaskSpec {
+        let mut service = essaim_core::testing::service(
+            ServiceMode::Replicated { replicas: 3 },
+            TaskSpec {
                 image: "nginx".into(),
                 ..Default::default()
             },
-            ports: vec![],
-            update_config: Default::default(),
-            rollback_config: Default::default(),
-            endpoint_mode: Default::default(),
-        };
+        );
+        service.spec.labels = BTreeMap::from([("tier".into(), "front".into())]);
+        service.previous_spec = Some(service.spec.clone());
+        service.virtual_ips = vec![VirtualIp {
+            network_id: "n1".into(),
+            network: "front".into(),
+            address: "10.0.1.2".parse().expect("address"),
+        }];
         let view = ServiceView {
-            service: Service {
-                id: "s1".into(),
-                version: 9,
-                created_at: Timestamp(1),
-                updated_at: Timestamp(2),
-                previous_spec: Some(spec.clone()),
-                spec,
-                update_status: None,
-                virtual_ips: vec![VirtualIp {
-                    network_id: "n1".into(),
-                    network: "front".into(),
-                    address: "10.0.1.2".parse().expect("address"),
-                }],
-            },
+            service,
             running: 2,
             desired: 3,
             completed: 0,

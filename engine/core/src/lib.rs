@@ -43,8 +43,8 @@ pub mod units;
 pub mod updater;
 pub mod voters;
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use command::{Command, Request, Response};
 pub use error::{LookupError, StateError};

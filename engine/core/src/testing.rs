@@ -1,4 +1,5 @@
-//! Builders shared by the crate's unit tests.
+//! Builders shared by the unit tests: this crate's, and other crates' through the `testing`
+//! feature (as a dev-dependency).
 
 use crate::model::{
     Availability, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, Role, Service,
@@ -149,6 +150,8 @@ mod state_log {
         pub index: u64,
     }
 
+    // Not a Default: a new log already holds the cluster object.
+    #[allow(clippy::new_without_default)]
     impl StateLog {
         pub fn new() -> Self {
             let mut log = StateLog {

@@ -211,13 +211,16 @@ impl Node {
         let deadline = started + ELECTION_WAIT;
         let mut raft_news = swarm.replica.raft().metrics();
         loop {
-            if let Some(silent) = swarm.replica.leader_silence() {
-                if silent >= swarm.replica.cut_off_after() && !forwarded {
-                    return Err(swarm.replica.cut_off_error(silent, false));
+            let leader_before = raft_news.borrow_and_update().current_leader;
+            let route = forward::route(&swarm.replica, forwarded);
+            if !forwarded && !matches!(route, Ok(Route::Here)) {
+                if let Some(silent) = swarm.replica.leader_silence() {
+                    if silent >= swarm.replica.cut_off_after() {
+                        return Err(swarm.replica.cut_off_error(silent, false));
+                    }
                 }
             }
-            let leader_before = raft_news.borrow_and_update().current_leader;
-            let (answer, nothing_done) = match forward::route(&swarm.replica, forwarded) {
+            let (answer, nothing_done) = match route {
                 Err(e) => (Err(e), true),
                 Ok(Route::Here) => {
                     let answer = control::handle(&swarm, request.clone()).await;

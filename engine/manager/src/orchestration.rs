@@ -66,15 +66,15 @@ pub async fn run(replica: Arc<Replica>) {
         if focus.is_nothing() {
             continue;
         }
-        if matches!(focus, Focus::Everything) {
+        let full = matches!(focus, Focus::Everything);
+        if full {
             last_full_pass = tokio::time::Instant::now();
         }
-        let partial = !matches!(focus, Focus::Everything);
         match orchestrate(&replica, focus).await {
+            Ok(next) if full => wake_at = next,
             // A pass over some services says nothing of the others' wake-ups: keep the
             // earliest (one no longer needed costs a pass, no more).
-            Ok(next) if partial => wake_at = earliest(wake_at, next),
-            Ok(next) => wake_at = next,
+            Ok(next) => wake_at = earliest(wake_at, next),
             Err(e) => tracing::debug!("orchestration deferred: {e}"),
         }
         if let Err(e) = schedule(&replica).await {
@@ -292,49 +292,22 @@ fn placements(replica: &Replica) -> Vec<Command> {
 
 #[cfg(test)]
 mod tests {
-    use essaim_core::model::{Service, ServiceMode, ServiceSpec, Task, TaskSpec};
+    use essaim_core::model::{Service, ServiceMode, Task, TaskSpec};
+    use essaim_core::testing;
 
     use super::*;
 
     fn service(id: &str) -> Service {
-        Service {
-            id: id.into(),
-            version: 1,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-            spec: ServiceSpec {
-                name: format!("{id}-name"),
-                labels: Default::default(),
-                mode: ServiceMode::Replicated { replicas: 1 },
-                task: TaskSpec::default(),
-                ports: vec![],
-                update_config: Default::default(),
-                rollback_config: Default::default(),
-                endpoint_mode: Default::default(),
-            },
-            previous_spec: None,
-            update_status: None,
-            virtual_ips: vec![],
-        }
+        let mut service =
+            testing::service(ServiceMode::Replicated { replicas: 1 }, TaskSpec::default());
+        service.id = id.into();
+        service
     }
 
     fn task(service_id: &str, state: TaskState) -> Task {
-        Task {
-            id: format!("{service_id}-task"),
-            version: 1,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-            service_id: service_id.into(),
-            service_name: format!("{service_id}-name"),
-            slot: Some(1),
-            node_id: Some("n1".into()),
-            spec: TaskSpec::default(),
-            ports: vec![],
-            networks: vec![],
-            service_version: 1,
-            desired_state: TaskState::Running,
-            status: TaskStatus::new(state, Timestamp(0), ""),
-        }
+        let mut task = testing::task(&format!("{service_id}-task"), &service(service_id), 1);
+        task.status.state = state;
+        task
     }
 
     fn events(changes: Vec<Change>) -> Vec<Event> {

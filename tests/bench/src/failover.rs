@@ -35,7 +35,7 @@ pub fn run(trials: usize) -> Result<Vec<Figure>> {
             .context("a survivor")?
             .to_string();
         let socket = cluster.node(&survivor).socket();
-        let logged_before: Vec<usize> = cluster.nodes.iter().map(|n| n.logs().len()).collect();
+        let logged_before: Vec<usize> = cluster.nodes.iter().map(|n| n.log_len()).collect();
         cluster.node_mut(&leader).kill9();
         let killed = Instant::now();
         runtime.block_on(async {

@@ -39,7 +39,7 @@ pub async fn watch(replica: Arc<Replica>) {
     loop {
         tokio::time::sleep(POLL).await;
         let contact = replica.leader_contact();
-        let Some(last_contact) = contact.last() else {
+        let Some(last_contact) = contact.leader.last() else {
             continue;
         };
         if replica.leader() == Leader::Me || !replica.is_voter() {
@@ -59,7 +59,8 @@ pub async fn watch(replica: Arc<Replica>) {
             continue;
         }
         let better_candidate = contact
-            .last_better_candidate()
+            .better_candidate
+            .last()
             .filter(|seen| *seen > last_contact);
         if since(better_candidate).is_some_and(|d| d < STAND_BACK * timings.election_max) {
             // Since the leader went quiet, a manager with a longer log campaigns: only it can
@@ -71,7 +72,8 @@ pub async fn watch(replica: Arc<Replica>) {
         let mut due =
             *next_attempt.get_or_insert_with(|| now + random_delay(timings.election_min / 3));
         let worse_candidate = contact
-            .last_worse_candidate()
+            .worse_candidate
+            .last()
             .is_some_and(|seen| seen > last_contact);
         if let (Some(campaigned), true) = (last_campaign, worse_candidate) {
             // A survivor with a shorter log campaigns too (it stands back once it has seen our
@@ -82,7 +84,7 @@ pub async fn watch(replica: Arc<Replica>) {
         if now < due {
             continue;
         }
-        if since(contact.last_vote_granted()).is_some_and(|d| d < timings.election_min) {
+        if since(contact.vote_granted.last()).is_some_and(|d| d < timings.election_min) {
             // We just voted for another survivor: its first heartbeat is on its way, and a
             // campaign now would raise the term over the new leader's head and depose it.
             next_attempt = Some(now + timings.election_min + random_delay(timings.election_min));

@@ -254,13 +254,13 @@ impl Replica {
         4 * self.timings.election_max
     }
 
-    /// How long this manager has heard nothing from a leader: `None` while it leads, and
-    /// before it has heard from one since it started.
+    /// How long this manager, not leading, has heard nothing from a leader: `None` before it
+    /// has heard from one since it started.
     pub fn leader_silence(&self) -> Option<Duration> {
-        if matches!(self.leader(), Leader::Me) {
-            return None;
-        }
-        self.leader_contact.last().map(|heard| heard.elapsed())
+        self.leader_contact
+            .leader
+            .last()
+            .map(|heard| heard.elapsed())
     }
 
     /// Waits until this manager has heard nothing from a leader for [`Self::cut_off_after`],
@@ -268,7 +268,7 @@ impl Replica {
     pub async fn cut_off(&self, since: tokio::time::Instant) -> Duration {
         let limit = self.cut_off_after();
         loop {
-            let heard = self.leader_contact.last().unwrap_or(since);
+            let heard = self.leader_contact.leader.last().unwrap_or(since);
             let silent = heard.elapsed();
             if silent >= limit {
                 return silent;

@@ -63,52 +63,33 @@ impl Default for RaftTimings {
 }
 
 /// When this node last heard from a leader (an AppendEntries call, heartbeats included), and
-/// from a candidate that would make a better one: the inputs of our own failure detector (see
-/// `super::election`).
+/// from candidates: the inputs of our own failure detector (see `super::election`).
 #[derive(Default)]
 pub struct LeaderContact {
-    last: Mutex<Option<Instant>>,
-    better_candidate: Mutex<Option<Instant>>,
-    worse_candidate: Mutex<Option<Instant>>,
-    vote_granted: Mutex<Option<Instant>>,
-}
-
-impl LeaderContact {
-    pub fn touch(&self) {
-        *self.last.lock() = Some(Instant::now());
-    }
-
-    /// `None` until a leader has been heard from since this process started.
-    pub fn last(&self) -> Option<Instant> {
-        *self.last.lock()
-    }
-
+    /// The leader's last word; `None` until a leader has been heard from since this process
+    /// started.
+    pub leader: Moment,
     /// A candidate whose log is ahead of ours asked for our vote: it can win, and we cannot.
-    pub fn saw_better_candidate(&self) {
-        *self.better_candidate.lock() = Some(Instant::now());
-    }
-
-    pub fn last_better_candidate(&self) -> Option<Instant> {
-        *self.better_candidate.lock()
-    }
-
+    pub better_candidate: Moment,
     /// A candidate whose log is behind ours asked for our vote: it cannot win, and it took a
     /// term that our own campaign may have needed.
-    pub fn saw_worse_candidate(&self) {
-        *self.worse_candidate.lock() = Some(Instant::now());
-    }
-
-    pub fn last_worse_candidate(&self) -> Option<Instant> {
-        *self.worse_candidate.lock()
-    }
-
+    pub worse_candidate: Moment,
     /// We gave our vote to another manager.
-    pub fn granted_vote(&self) {
-        *self.vote_granted.lock() = Some(Instant::now());
+    pub vote_granted: Moment,
+}
+
+/// The last time something happened, if it has.
+#[derive(Default)]
+pub struct Moment(Mutex<Option<Instant>>);
+
+impl Moment {
+    /// It happens now.
+    pub fn mark(&self) {
+        *self.0.lock() = Some(Instant::now());
     }
 
-    pub fn last_vote_granted(&self) -> Option<Instant> {
-        *self.vote_granted.lock()
+    pub fn last(&self) -> Option<Instant> {
+        *self.0.lock()
     }
 }
 

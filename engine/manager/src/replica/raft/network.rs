@@ -251,7 +251,7 @@ impl raft_server::Raft for RaftService {
             let result = raft.append_entries(rpc).await;
             // A stale leader that we refuse is no sign of a live one.
             if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-                contact.touch();
+                contact.leader.mark();
             }
             result
         });
@@ -269,14 +269,15 @@ impl raft_server::Raft for RaftService {
         // and why it was refused.
         if let Ok(answer) = &answer {
             if rpc.last_log_id > answer.last_log_id {
-                contact.saw_better_candidate();
+                contact.better_candidate.mark();
             } else if rpc.last_log_id < answer.last_log_id {
-                contact.saw_worse_candidate();
+                contact.worse_candidate.mark();
             }
             if answer.vote_granted {
-                contact.granted_vote();
+                contact.vote_granted.mark();
             }
             let silence_ms = contact
+                .leader
                 .last()
                 .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
             tracing::info!(
@@ -299,7 +300,7 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<RaftMessage>, Status> {
         let (raft, contact) = self.raft(&request)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
-        contact.touch();
+        contact.leader.mark();
         reply(&raft.install_snapshot(rpc).await)
     }
 }
